@@ -1,0 +1,3 @@
+from ollama_cli.cli import main
+
+main()

@@ -1,0 +1,37 @@
+"""The command line: parsing, validation, rendering. The only place where errors become
+an `error:` line on stderr and an exit code."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ollama_cli.errors import ExitCode, OllamaQError
+
+
+def main(argv: list[str] | None = None) -> None:
+    # Prompts and answers are private: every file any command creates is the user's alone.
+    os.umask(0o077)
+    import typer
+
+    from ollama_cli.cli.app import app
+
+    try:
+        code = app(args=argv, prog_name="ollama-q", standalone_mode=False)
+    except OllamaQError as exc:
+        _fail(exc.message, exc.exit_code)
+    except typer.TyperException as exc:  # click's usage errors: one line, exit 2
+        _fail(exc.format_message(), exc.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        # The reader went away (`| head`): not an error of ours.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(ExitCode.FAILED)
+    sys.exit(code if isinstance(code, int) else ExitCode.OK)
+
+
+def _fail(message: str, code: int) -> None:
+    first = message.strip().splitlines()[0] if message.strip() else "failed"
+    print(f"error: {first}", file=sys.stderr)
+    sys.exit(code)

@@ -1,0 +1,104 @@
+"""Commands on the queue as a whole: info, cache, models, daemon."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
+
+import typer
+
+from ollama_cli import cache, config, overview
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, app, emit, open_store
+from ollama_cli.errors import BackendUnavailable, UsageError
+
+HostOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--host", help="Backend URL (repeatable); openai+URL for OpenAI-compatible servers [env: OLLAMA_HOST]."),
+]
+
+
+@app.command()
+def info(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """The queue at a glance: counts, daemon, cache."""
+    data = overview.info(open_store(data_dir))
+    if json_:
+        emit(data)
+    else:
+        from ollama_cli import render
+
+        render.info(data)
+
+
+cache_app = typer.Typer(help="The result cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+
+@cache_app.command("stats")
+def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Entries, hits, misses and bytes of the result cache."""
+    store = open_store(data_dir)
+    with store.read() as tx:
+        data = cache.stats(tx)
+    if json_:
+        emit(data)
+    else:
+        from ollama_cli import render
+
+        render.mapping("cache", data)
+
+
+@cache_app.command("clear")
+def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Empty the result cache."""
+    n = open_store(data_dir).write(cache.clear)
+    if json_:
+        emit({"cleared": n})
+    else:
+        print(f"cleared {n} cache entries")
+
+
+@app.command()
+def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """The models of the backend, and which are loaded."""
+    import asyncio
+
+    from ollama_cli.backends import BackendError, client_for
+
+    backend = config.backends(host)[0]
+
+    async def fetch() -> list[dict]:
+        client = client_for(backend)
+        try:
+            return await client.models()
+        finally:
+            await client.aclose()
+
+    try:
+        rows = asyncio.run(fetch())
+    except BackendError as exc:
+        raise BackendUnavailable(f"{backend.label}: {exc.message}") from None
+    if json_:
+        emit(rows)
+    else:
+        from ollama_cli import render
+
+        render.models_table(rows)
+
+
+@app.command()
+def daemon(
+    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Jobs at once per backend.")] = 1,
+    host: HostOpt = None,
+    drain: Annotated[bool, typer.Option("--drain", help="Exit once nothing is pending or running.")] = False,
+    grace: Annotated[str, typer.Option(help="On SIGTERM/SIGINT, how long running jobs may finish.")] = "30s",
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Drain pending jobs to the backends until stopped (logs to stderr)."""
+    from ollama_cli.daemon import serve
+    from ollama_cli.timefmt import parse_duration
+
+    if concurrency < 1:
+        raise UsageError("--concurrency must be at least 1")
+    backends = config.backends(host)
+    grace_s = parse_duration(grace)
+    raise typer.Exit(serve(open_store(data_dir), backends, concurrency=concurrency, drain=drain, grace=grace_s))

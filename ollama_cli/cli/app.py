@@ -1,0 +1,96 @@
+"""The Typer application, the options every command shares, and small helpers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ollama_cli import __version__, config
+from ollama_cli.errors import OllamaQError, UsageError
+
+app = typer.Typer(
+    name="ollama-q",
+    help="A durable job queue in front of Ollama.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    pretty_exceptions_show_locals=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
+DataDirOpt = Annotated[
+    Optional[Path],
+    typer.Option("--data-dir", help="Folder of the store [env: OLLAMA_Q_DATA_DIR].", show_default=False),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"ollama-q {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    """A durable job queue in front of Ollama."""
+
+
+def open_store(data_dir: Path | None) -> Any:
+    from ollama_cli.store import Store
+
+    path = config.data_dir(data_dir)
+    try:
+        return Store(path)
+    except OllamaQError:
+        raise
+    except Exception as exc:  # lmdb.Error, OSError: say where, not a traceback
+        from ollama_cli.errors import OperationFailed
+
+        raise OperationFailed(f"cannot open the store in {path}: {exc}") from None
+
+
+def emit(obj: Any) -> None:
+    """The one JSON document of a --json command."""
+    sys.stdout.write(json.dumps(obj, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+def error_line(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+
+
+def now() -> float:
+    return time.time()
+
+
+def parse_id(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0 or not text.strip().isdigit():
+        raise UsageError(f"invalid job id {text!r} (a positive integer)")
+    return value
+
+
+def parse_ids(texts: list[str]) -> list[int]:
+    return [parse_id(t) for t in texts]
+
+
+# Commands register themselves on `app` when their modules are imported.
+from ollama_cli.cli import jobs, admin  # noqa: E402,F401,I001  (order = help order)

@@ -1,0 +1,238 @@
+"""Commands on jobs: submit, status, result, list, cancel."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated, Any, Optional
+
+import typer
+
+from ollama_cli import queue, submission, waiting
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, app, emit, error_line, now, open_store, parse_id, parse_ids, warn
+from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
+from ollama_cli.models import Job, JobStatus, result_to_json, result_text
+from ollama_cli.timefmt import parse_duration, parse_time
+
+def _read_stdin() -> str | None:
+    data = sys.stdin.buffer.read()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UsageError("stdin is not UTF-8 text") from None
+    return text if text.strip() else None
+
+
+def _read_file(path: str, what: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise UsageError(f"{what}: no such file {path!r}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{what}: cannot read {path!r}: {exc}") from None
+
+
+@app.command()
+def submit(
+    model: Annotated[str, typer.Argument(help="The model, e.g. llama3.2.")],
+    prompt: Annotated[Optional[str], typer.Argument(help="The prompt; - reads stdin.")] = None,
+    type_: Annotated[str, typer.Option("--type", "-t", help="generate, chat or embed.")] = "generate",
+    system: Annotated[Optional[str], typer.Option(help="A system prompt.")] = None,
+    message: Annotated[Optional[list[str]], typer.Option("--message", "-m", help="ROLE:CONTENT (repeatable).")] = None,
+    messages: Annotated[Optional[str], typer.Option("--messages", help="A JSON array of messages.")] = None,
+    input_: Annotated[Optional[list[str]], typer.Option("--input", help="Text to embed (repeatable).")] = None,
+    option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="KEY=VALUE (repeatable).")] = None,
+    format_: Annotated[Optional[str], typer.Option("--format", help="json or @schema.json.")] = None,
+    priority: Annotated[str, typer.Option("--priority", "-p", help="urgent, high, medium or low.")] = "medium",
+    name: Annotated[Optional[str], typer.Option(help="A name to find the job by.")] = None,
+    retries: Annotated[int, typer.Option(help="Retries after transient failures.", min=0, max=100)] = 3,
+    timeout: Annotated[Optional[str], typer.Option(help="Per attempt, e.g. 10m.")] = None,
+    delay: Annotated[Optional[str], typer.Option(help="Start no sooner than this from now.")] = None,
+    at: Annotated[Optional[str], typer.Option(help="Start no sooner than this RFC 3339 time.")] = None,
+    after: Annotated[Optional[list[str]], typer.Option(help="Start once job ID completed (repeatable).")] = None,
+    keep_alive: Annotated[Optional[str], typer.Option(help="How long Ollama keeps the model loaded.")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Queue a job."""
+    kind = submission.job_type(type_)
+    model = submission.model_name(model)
+    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+        prompt = _read_stdin()
+    chat: list[dict[str, Any]] = []
+    if messages is not None:
+        chat += submission.parse_messages(_read_file(messages, "--messages"), messages)
+    chat += [submission.parse_message(m) for m in message or []]
+    options = dict(submission.parse_option(o) for o in option or [])
+    request = submission.build_request(
+        kind, prompt=prompt, system=system, messages=chat, inputs=input_ or [], options=options,
+        format=submission.parse_format(format_) if format_ is not None else None,
+    )
+    if delay is not None and at is not None:
+        raise UsageError("give --delay or --at, not both")
+    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at) if at else None)
+    spec = queue.JobSpec(
+        model=model,
+        type=kind,
+        request=request,
+        priority=submission.priority(priority),
+        name=name,
+        max_attempts=retries + 1,
+        timeout=parse_duration(timeout) if timeout is not None else None,
+        run_at=run_at,
+        after=tuple(dict.fromkeys(parse_ids(after or []))),
+        keep_alive=_keep_alive(keep_alive),
+        use_cache=not no_cache,
+    )
+    store = open_store(data_dir)
+    job = store.write(lambda tx: queue.submit(tx, spec, now()))
+    if wait:
+        _print_result(store, job.id, wait=True, timeout=None, json_=json_)
+        return
+    with store.read() as tx:
+        pos = queue.position(tx, job)
+    if json_:
+        emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
+    elif job.cached:
+        print(f"job {job.id} completed from the cache")
+    else:
+        where = f", position {pos}" if pos else ""
+        print(f"job {job.id} queued ({job.model}, {job.priority.value}{where})")
+
+
+def _keep_alive(text: str | None) -> float | None:
+    if text is None:
+        return None
+    if text.strip().startswith("-"):  # Ollama's "keep loaded forever"
+        return -1.0
+    return parse_duration(text)
+
+
+@app.command()
+def status(
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Show one job."""
+    jid = parse_id(job_id)
+    store = open_store(data_dir)
+    with store.read() as tx:
+        job = _get(tx, jid)
+        pos = queue.position(tx, job)
+    if json_:
+        emit(job.to_json(pos))
+    else:
+        from ollama_cli import render
+
+        render.job_detail(job.to_json(pos))
+
+
+def _get(tx: Any, jid: int) -> Job:
+    job = queue.get_job(tx, jid)
+    if job is None:
+        raise NotFound(f"job {jid} not found")
+    return job
+
+
+@app.command()
+def result(
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    wait: Annotated[bool, typer.Option("--wait", help="Block until the job ends.")] = False,
+    timeout: Annotated[Optional[str], typer.Option(help="With --wait: give up after this long.")] = None,
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Print a job's output: the text, or the vectors as JSON."""
+    jid = parse_id(job_id)
+    limit = parse_duration(timeout) if timeout is not None else None
+    _print_result(open_store(data_dir), jid, wait=wait, timeout=limit, json_=json_)
+
+
+def _print_result(store: Any, jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
+    if wait:
+        jobs, done = waiting.wait_for(store, [jid], timeout=timeout)
+        if not done:
+            raise OperationFailed(f"job {jid} is still {jobs[0].status.value} after the timeout")
+    with store.read() as tx:
+        job = _get(tx, jid)
+        body = queue.get_result(tx, jid) if job.status is JobStatus.COMPLETED else None
+    if job.status is not JobStatus.COMPLETED:
+        why = f": {job.error.type.value}: {job.error.message}" if job.error else ""
+        raise OperationFailed(f"job {jid} is {job.status.value}{why}")
+    if body is None:
+        raise OperationFailed(f"job {jid} completed but its result is gone")
+    if json_:
+        emit(result_to_json(job, body))
+    else:
+        text = result_text(job, body)
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+@app.command("list")
+def list_(
+    status_: Annotated[Optional[list[str]], typer.Option("--status", help="Only this status (repeatable).")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
+    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Only this type.")] = None,
+    batch: Annotated[Optional[str], typer.Option(help="Only this batch.")] = None,
+    limit: Annotated[Optional[int], typer.Option(help="At most N jobs.", min=0)] = None,
+    offset: Annotated[int, typer.Option(help="Skip the N newest matches.", min=0)] = 0,
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """List jobs, newest first."""
+    statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []]
+    kind = submission.job_type(type_) if type_ else None
+    store = open_store(data_dir)
+    with store.read() as tx:
+        jobs, corrupt = queue.list_jobs(tx, statuses=statuses, model=model, job_type=kind,
+                                        batch=batch, limit=limit, offset=offset)
+        where = queue.positions(tx, jobs)
+    for bad in corrupt:
+        warn(bad.message)
+    rows = [j.to_json(where.get(j.id)) for j in jobs]
+    if json_:
+        emit(rows)
+    else:
+        from ollama_cli import render
+
+        render.jobs_table(rows)
+
+
+@app.command()
+def cancel(
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Cancel pending or running jobs (a running one is aborted)."""
+    ids = parse_ids(job_ids)
+    store = open_store(data_dir)
+    t = now()
+
+    def write(tx: Any) -> list[tuple[int, Job | None, bool]]:
+        out = []
+        for jid in ids:
+            before = queue.get_job(tx, jid)
+            after = queue.cancel(tx, jid, t)
+            out.append((jid, after, before is not None and not before.status.finished))
+        return out
+
+    outcome = store.write(write)
+    failed = False
+    for jid, job, changed in outcome:
+        if job is None:
+            error_line(f"job {jid} not found")
+            failed = True
+        elif not changed:
+            error_line(f"job {jid} is already {job.status.value}")
+            failed = True
+        elif not json_:
+            print(f"job {jid} cancelled")
+    if json_:
+        emit([{"id": jid, "status": job.status.value if job else None} for jid, job, _ in outcome])
+    if failed:
+        raise typer.Exit(ExitCode.FAILED)
+

@@ -1,0 +1,52 @@
+"""The error hierarchy. Each error carries its user-facing message and its exit code;
+only the CLI turns them into an `error:` line and a process exit status."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILED = 1  # the job or operation failed, or was not found
+    USAGE = 2  # usage or validation error: nothing was written
+    BACKEND = 3  # the backend could not be reached or refused the request
+
+
+class OllamaQError(Exception):
+    exit_code: ExitCode = ExitCode.FAILED
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(OllamaQError):
+    """Bad input: raised before anything is written."""
+
+    exit_code = ExitCode.USAGE
+
+
+class NotFound(OllamaQError):
+    exit_code = ExitCode.FAILED
+
+
+class OperationFailed(OllamaQError):
+    exit_code = ExitCode.FAILED
+
+
+class BackendUnavailable(OllamaQError):
+    """A command that talks to the backend directly could not reach it, or was refused."""
+
+    exit_code = ExitCode.BACKEND
+
+
+class CorruptRecord(OllamaQError):
+    """Stored bytes that do not decode into a record of a known schema."""
+
+    exit_code = ExitCode.FAILED
+
+    def __init__(self, key: int | bytes, reason: str) -> None:
+        super().__init__(f"record {key!r} is corrupt: {reason}")
+        self.key = key
+        self.reason = reason

@@ -1,0 +1,250 @@
+"""The job model: enums, the `Job` record, and their msgpack form with a schema version.
+
+Stored bytes are decoded in one place (`unpack`), so a corrupt record becomes a
+`CorruptRecord` value the caller can report instead of a crash."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import Enum
+from typing import Any
+
+import msgpack
+
+from ollama_cli.errors import CorruptRecord
+
+SCHEMA = 1
+
+
+class JobType(str, Enum):
+    GENERATE = "generate"
+    CHAT = "chat"
+    EMBED = "embed"
+
+
+class Priority(str, Enum):
+    URGENT = "urgent"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for the most urgent: ascending keys give the order in which jobs start."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {p: i for i, p in enumerate(Priority)}
+
+
+class JobStatus(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    @property
+    def code(self) -> bytes:
+        """One byte for index keys."""
+        return _STATUS_CODE[self]
+
+
+_STATUS_CODE = {s: bytes([i]) for i, s in enumerate(JobStatus)}
+
+
+class ErrorType(str, Enum):
+    MODEL_NOT_FOUND = "model_not_found"
+    BAD_REQUEST = "bad_request"
+    BACKEND_ERROR = "backend_error"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    DEPENDENCY_FAILED = "dependency_failed"
+    ABANDONED = "abandoned"
+    INVALID_RESPONSE = "invalid_response"
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    type: ErrorType
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type.value, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """Who runs a job. `owner` names a daemon (its liveness lock); `token` fences a late
+    finish from a daemon that lost the job."""
+
+    owner: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: int
+    model: str
+    type: JobType
+    priority: Priority
+    status: JobStatus
+    created_at: float
+    name: str | None = None
+    batch: str | None = None
+    custom_id: str | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    run_at: float | None = None
+    after: tuple[int, ...] = ()
+    host: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: JobError | None = None
+    cached: bool = False
+    # Not in the JSON form: how the daemon runs it.
+    timeout: float | None = None
+    keep_alive: float | None = None
+    cache_key: bytes | None = field(default=None, repr=False)
+    lease: Lease | None = None
+    retry_at: float | None = None
+
+    def evolve(self, **changes: Any) -> Job:
+        return replace(self, **changes)
+
+    def to_json(self, position: int | None = None) -> dict[str, Any]:
+        """The contract's JSON form of a job."""
+        from ollama_cli.timefmt import format_time
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "batch": self.batch,
+            "custom_id": self.custom_id,
+            "model": self.model,
+            "type": self.type.value,
+            "priority": self.priority.value,
+            "status": self.status.value,
+            "position": position,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "run_at": format_time(self.run_at),
+            "after": list(self.after),
+            "host": self.host,
+            "created_at": format_time(self.created_at),
+            "started_at": format_time(self.started_at),
+            "finished_at": format_time(self.finished_at),
+            "error": self.error.to_json() if self.error else None,
+            "cached": self.cached,
+        }
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(key: int | bytes, data: bytes) -> Any:
+    """The one decoder of stored bytes: any failure becomes CorruptRecord."""
+    try:
+        return msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack documents that "other exceptions" can escape
+        raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from None
+
+
+def encode_job(job: Job) -> bytes:
+    return pack(
+        {
+            "v": SCHEMA,
+            "id": job.id,
+            "model": job.model,
+            "type": job.type.value,
+            "priority": job.priority.value,
+            "status": job.status.value,
+            "created_at": job.created_at,
+            "name": job.name,
+            "batch": job.batch,
+            "custom_id": job.custom_id,
+            "attempts": job.attempts,
+            "max_attempts": job.max_attempts,
+            "run_at": job.run_at,
+            "after": list(job.after),
+            "host": job.host,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "error": [job.error.type.value, job.error.message] if job.error else None,
+            "cached": job.cached,
+            "timeout": job.timeout,
+            "keep_alive": job.keep_alive,
+            "cache_key": job.cache_key,
+            "lease": [job.lease.owner, job.lease.token] if job.lease else None,
+            "retry_at": job.retry_at,
+        }
+    )
+
+
+def decode_job(key: int, data: bytes) -> Job:
+    rec = unpack(key, data)
+    try:
+        if not isinstance(rec, dict) or rec.get("v") != SCHEMA:
+            raise ValueError(f"unknown schema {rec.get('v') if isinstance(rec, dict) else rec!r}")
+        error, lease = rec.get("error"), rec.get("lease")
+        return Job(
+            id=int(rec["id"]),
+            model=str(rec["model"]),
+            type=JobType(rec["type"]),
+            priority=Priority(rec["priority"]),
+            status=JobStatus(rec["status"]),
+            created_at=float(rec["created_at"]),
+            name=rec.get("name"),
+            batch=rec.get("batch"),
+            custom_id=rec.get("custom_id"),
+            attempts=int(rec.get("attempts", 0)),
+            max_attempts=int(rec.get("max_attempts", 1)),
+            run_at=rec.get("run_at"),
+            after=tuple(int(a) for a in rec.get("after") or ()),
+            host=rec.get("host"),
+            started_at=rec.get("started_at"),
+            finished_at=rec.get("finished_at"),
+            error=JobError(ErrorType(error[0]), str(error[1])) if error else None,
+            cached=bool(rec.get("cached", False)),
+            timeout=rec.get("timeout"),
+            keep_alive=rec.get("keep_alive"),
+            cache_key=rec.get("cache_key"),
+            lease=Lease(str(lease[0]), str(lease[1])) if lease else None,
+            retry_at=rec.get("retry_at"),
+        )
+    except CorruptRecord:
+        raise
+    except Exception as exc:
+        raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from None
+
+
+def result_to_json(job: Job, result: dict[str, Any]) -> dict[str, Any]:
+    """The contract's `result --json` object."""
+    out: dict[str, Any] = {"id": job.id, "status": job.status.value, "model": job.model,
+                           "type": job.type.value}
+    if job.type is JobType.CHAT:
+        out["message"] = result.get("message")
+    elif job.type is JobType.EMBED:
+        out["embeddings"] = result.get("embeddings")
+    else:
+        out["response"] = result.get("response")
+    out["stats"] = result.get("stats") or {}
+    out["cached"] = job.cached
+    return out
+
+
+def result_text(job: Job, result: dict[str, Any]) -> str:
+    """What `result` prints for people: the text, or the vectors as JSON."""
+    if job.type is JobType.CHAT:
+        return (result.get("message") or {}).get("content") or ""
+    if job.type is JobType.EMBED:
+        import json
+
+        return json.dumps(result.get("embeddings"))
+    return result.get("response") or ""

@@ -1,0 +1,39 @@
+"""The queue at a glance, as `info` reports it: counts, pause flag, live daemons, cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ollama_cli import __version__, cache, queue, registry
+from ollama_cli.store import Store
+from ollama_cli.timefmt import format_time
+
+
+def info(store: Store) -> dict[str, Any]:
+    with store.read() as tx:
+        counts = queue.counts(tx)
+        paused = queue.is_paused(tx)
+        known = registry.daemons(tx)
+        cache_stats = cache.stats(tx)
+    alive = [d for d in known if registry.is_alive(store.path, d.id)]
+    first = alive[0] if alive else None
+    return {
+        "jobs": counts,
+        "paused": paused,
+        "daemon": {
+            "running": first is not None,
+            "pid": first.pid if first else None,
+            "concurrency": first.concurrency if first else None,
+            "hosts": first.hosts if first else [],
+            "started_at": format_time(first.started_at) if first else None,
+            "last_heartbeat": format_time(first.last_heartbeat) if first else None,
+        },
+        "daemons": [
+            {"id": d.id, "pid": d.pid, "concurrency": d.concurrency, "hosts": d.hosts,
+             "started_at": format_time(d.started_at), "last_heartbeat": format_time(d.last_heartbeat)}
+            for d in alive
+        ],
+        "cache": {k: cache_stats[k] for k in ("entries", "hits", "misses")},
+        "data_dir": str(store.path),
+        "version": __version__,
+    }

@@ -1,0 +1,508 @@
+"""Queue semantics over the store: submit, claim with a lease, finish, reclaim, cancel.
+
+Every function here is a pure function of (transaction, now, arguments): no threads,
+no HTTP, no sleeps, so one state change is one short write transaction.
+
+Invariants kept by `_save`, the only writer of job records:
+- a job's key is in `status` under its status, and `count/<status>` counts them;
+- a pending job is in exactly one of `blocked` (a dependency has not completed),
+  `waiting` (held until `run_at` or a retry time) and `ready`;
+- `ready` keys are (priority rank, id), so the first key is the next job to start, and
+  `ready/<rank>` counts them for positions in O(1).
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from ollama_cli import cache
+from ollama_cli.errors import CorruptRecord, UsageError
+from ollama_cli.models import (
+    ErrorType,
+    Job,
+    JobError,
+    JobStatus,
+    JobType,
+    Lease,
+    Priority,
+    decode_job,
+    encode_job,
+    pack,
+    unpack,
+)
+from ollama_cli.store import Tx, read_u64, u64
+
+PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
+COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
+
+# How many ready entries one claim looks at: bounds a tick when the jobs at the head
+# cannot be taken right now (their model is at its cap, say).
+CLAIM_SCAN_LIMIT = 256
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything `submit` needs, validated by the caller."""
+
+    model: str
+    type: JobType
+    request: dict[str, Any]
+    priority: Priority = Priority.MEDIUM
+    name: str | None = None
+    batch: str | None = None
+    custom_id: str | None = None
+    max_attempts: int = 4
+    timeout: float | None = None
+    run_at: float | None = None
+    after: tuple[int, ...] = ()
+    keep_alive: float | None = None
+    use_cache: bool = True
+
+
+@dataclass(frozen=True)
+class Claim:
+    job: Job
+    request: dict[str, Any] = field(repr=False)
+
+
+# ----------------------------------------------------------------------------- reads
+
+
+def get_job(tx: Tx, job_id: int) -> Job | None:
+    raw = tx.get("jobs", u64(job_id))
+    return None if raw is None else decode_job(job_id, raw)
+
+
+def get_request(tx: Tx, job_id: int) -> dict[str, Any]:
+    raw = tx.get("requests", u64(job_id))
+    return {} if raw is None else unpack(job_id, raw)
+
+
+def get_result(tx: Tx, job_id: int) -> dict[str, Any] | None:
+    raw = tx.get("results", u64(job_id))
+    return None if raw is None else unpack(job_id, raw)
+
+
+def counts(tx: Tx) -> dict[str, int]:
+    """Jobs per status, from counters kept beside the records: O(1) at any size."""
+    out = {s.value: tx.counter(f"count/{s.value}") for s in JobStatus}
+    out["total"] = sum(out.values())
+    return out
+
+
+def is_paused(tx: Tx) -> bool:
+    return tx.get("meta", b"paused") == b"1"
+
+
+def position(tx: Tx, job: Job) -> int | None:
+    """1-based place among ready jobs in the order they start; None unless ready."""
+    key = _ready_key(job)
+    if job.status is not PENDING or tx.get("ready", key) is None:
+        return None
+    ahead = sum(tx.counter(f"ready/{r}") for r in range(job.priority.rank))
+    for k, _ in tx.scan("ready", key[:1]):
+        if k == key:
+            break
+        ahead += 1
+    return ahead + 1
+
+
+def positions(tx: Tx, jobs: Iterable[Job]) -> dict[int, int]:
+    """Positions of many jobs in one walk of the ready index."""
+    wanted = {j.id for j in jobs if j.status is PENDING}
+    found: dict[int, int] = {}
+    if not wanted:
+        return found
+    for place, (key, _) in enumerate(tx.scan("ready"), start=1):
+        job_id = read_u64(key, 1)
+        if job_id in wanted:
+            found[job_id] = place
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def list_jobs(
+    tx: Tx,
+    *,
+    statuses: Iterable[JobStatus] = (),
+    model: str | None = None,
+    job_type: JobType | None = None,
+    batch: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[list[Job], list[CorruptRecord]]:
+    """Jobs newest first, walking an index rather than every record where a filter
+    allows it. Corrupt records are returned apart, never raised."""
+    jobs: list[Job] = []
+    corrupt: list[CorruptRecord] = []
+    skipped = 0
+    for job_id in _ids_newest_first(tx, tuple(statuses), batch):
+        raw = tx.get("jobs", u64(job_id))
+        if raw is None:
+            continue
+        try:
+            job = decode_job(job_id, raw)
+        except CorruptRecord as exc:
+            corrupt.append(exc)
+            continue
+        if (model and job.model != model) or (job_type and job.type is not job_type):
+            continue
+        if batch and job.batch != batch:
+            continue
+        if skipped < offset:
+            skipped += 1
+            continue
+        jobs.append(job)
+        if limit is not None and len(jobs) >= limit:
+            break
+    return jobs, corrupt
+
+
+def _ids_newest_first(tx: Tx, statuses: tuple[JobStatus, ...], batch: str | None) -> Iterator[int]:
+    if batch:
+        prefix = batch.encode() + b"\x00"
+        for key, _ in tx.scan("batches", prefix, reverse=True):
+            yield read_u64(key, len(prefix))
+    elif statuses:
+        # Merge the per-status index runs, each already in id order.
+        import heapq
+
+        runs = [
+            (read_u64(k, 1) for k, _ in tx.scan("status", s.code, reverse=True))
+            for s in dict.fromkeys(statuses)
+        ]
+        yield from heapq.merge(*runs, reverse=True)
+    else:
+        for key, _ in tx.scan("jobs", reverse=True):
+            yield read_u64(key)
+
+
+def running(tx: Tx) -> list[Job]:
+    out = []
+    for key, _ in tx.scan("status", RUNNING.code):
+        job = get_job(tx, read_u64(key, 1))
+        if job is not None:
+            out.append(job)
+    return out
+
+
+def has_unfinished(tx: Tx) -> bool:
+    return tx.counter("count/pending") + tx.counter("count/running") > 0
+
+
+# ---------------------------------------------------------------------------- submit
+
+
+def submit(tx: Tx, spec: JobSpec, now: float) -> Job:
+    """Queue one job. An identical request that completed before completes at once
+    from the cache, in this same transaction."""
+    for dep in spec.after:
+        if tx.get("jobs", u64(dep)) is None:
+            raise UsageError(f"--after {dep}: no such job")
+    job_id = tx.add("next_id", 1)
+    key = cache.key_for(spec.model, spec.type.value, spec.request) if spec.use_cache else None
+    job = Job(
+        id=job_id,
+        model=spec.model,
+        type=spec.type,
+        priority=spec.priority,
+        status=PENDING,
+        created_at=now,
+        name=spec.name,
+        batch=spec.batch,
+        custom_id=spec.custom_id,
+        max_attempts=spec.max_attempts,
+        run_at=spec.run_at,
+        after=spec.after,
+        timeout=spec.timeout,
+        keep_alive=spec.keep_alive,
+        cache_key=key,
+    )
+    tx.put("requests", u64(job_id), pack(spec.request))
+    if spec.batch:
+        tx.put("batches", spec.batch.encode() + b"\x00" + u64(job_id))
+    # A delayed or dependent job asked to run later, not to be answered now.
+    hit = cache.lookup(tx, key) if key is not None and not spec.after and spec.run_at is None else None
+    if hit is not None:
+        tx.put("results", u64(job_id), pack(hit))
+        job = job.evolve(status=COMPLETED, cached=True, started_at=now, finished_at=now)
+    for dep in spec.after:
+        tx.put("dependents", u64(dep) + u64(job_id))
+    _save(tx, None, job, now)
+    return job
+
+
+# ------------------------------------------------------------------------ the daemon
+
+
+def claim(
+    tx: Tx,
+    owner: str,
+    now: float,
+    *,
+    limit: int = 1,
+    accept: Callable[[Job], bool] = lambda job: True,
+) -> list[Claim]:
+    """Move up to `limit` ready jobs to running under a lease of `owner`.
+
+    Strict priority: once a job of some priority is declined by `accept` (its model is
+    at capacity, say), no job of a lower priority starts before it. Within a priority,
+    later jobs may be taken past a declined one."""
+    if limit <= 0 or is_paused(tx):
+        return []
+    promote_due(tx, now)
+    picked: list[Job] = []
+    declined_rank: int | None = None
+    for seen, (key, _) in enumerate(tx.scan("ready")):
+        if seen >= CLAIM_SCAN_LIMIT or len(picked) >= limit:
+            break
+        rank = key[0]
+        if declined_rank is not None and rank > declined_rank:
+            break
+        job = _load_or_quarantine(tx, read_u64(key, 1), now)
+        if job is None:
+            continue
+        if accept(job):
+            picked.append(job)
+        elif declined_rank is None:
+            declined_rank = rank
+    claims = []
+    for job in picked:
+        started = job.evolve(
+            status=RUNNING,
+            attempts=job.attempts + 1,
+            started_at=now,
+            lease=Lease(owner, secrets.token_hex(8)),
+            retry_at=None,
+        )
+        _save(tx, job, started, now)
+        try:
+            request = get_request(tx, job.id)
+        except CorruptRecord as exc:
+            _save(tx, started, _finished(started, FAILED, now, ErrorType.INVALID_RESPONSE,
+                                         f"the stored request is corrupt: {exc.reason}"), now)
+            continue
+        claims.append(Claim(started, request))
+    return claims
+
+
+def _load_or_quarantine(tx: Tx, job_id: int, now: float) -> Job | None:
+    """A corrupt record at the head of the queue must not stop the queue: take its
+    index entries away and leave the record for `status` to report."""
+    try:
+        return get_job(tx, job_id)
+    except CorruptRecord:
+        for rank in range(len(Priority)):
+            if tx.delete("ready", bytes([rank]) + u64(job_id)):
+                tx.add(f"ready/{rank}", -1)
+        return None
+
+
+def _owned(tx: Tx, job_id: int, token: str) -> Job | None:
+    """The job if it is still running under this lease token: a daemon that lost its
+    job (cancelled, reclaimed) cannot finish it."""
+    job = get_job(tx, job_id)
+    if job is None or job.status is not RUNNING or job.lease is None or job.lease.token != token:
+        return None
+    return job
+
+
+def complete(tx: Tx, job_id: int, token: str, result: dict[str, Any], now: float,
+             *, host: str | None = None) -> bool:
+    """Store the result and mark the job completed; False if the lease was lost."""
+    job = _owned(tx, job_id, token)
+    if job is None:
+        return False
+    tx.put("results", u64(job_id), pack(result))
+    if job.cache_key is not None:
+        cache.store(tx, job.cache_key, result)
+    done = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host or job.host)
+    _save(tx, job, done, now)
+    return True
+
+
+def fail_attempt(
+    tx: Tx,
+    job_id: int,
+    token: str,
+    error: JobError,
+    now: float,
+    *,
+    retry_after: float | None,
+    host: str | None = None,
+) -> Job | None:
+    """An attempt failed. With `retry_after` (a transient failure) and attempts left, the
+    job waits that long and goes again; otherwise it fails. None if the lease was lost."""
+    job = _owned(tx, job_id, token)
+    if job is None:
+        return None
+    host = host or job.host
+    if retry_after is not None and job.attempts < job.max_attempts:
+        again = job.evolve(status=PENDING, lease=None, error=error, host=host,
+                           retry_at=now + retry_after)
+    else:
+        again = _finished(job.evolve(host=host), FAILED, now, error.type, error.message)
+    _save(tx, job, again, now)
+    return again
+
+
+def release(tx: Tx, job_id: int, token: str, now: float) -> bool:
+    """Hand a running job back as pending without counting the attempt (shutdown, or
+    no backend reachable)."""
+    job = _owned(tx, job_id, token)
+    if job is None:
+        return False
+    back = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
+    _save(tx, job, back, now)
+    return True
+
+
+def reclaim(tx: Tx, dead_owners: set[str], now: float) -> list[Job]:
+    """Running jobs whose daemon is gone go back to pending (the attempt counts), or
+    fail as `abandoned` once they have used up their attempts."""
+    out = []
+    for job in running(tx):
+        if job.lease is None or job.lease.owner not in dead_owners:
+            continue
+        if job.attempts >= job.max_attempts:
+            new = _finished(job, FAILED, now, ErrorType.ABANDONED,
+                            f"its daemon died during each of {job.attempts} attempts")
+        else:
+            new = job.evolve(status=PENDING, lease=None,
+                             error=JobError(ErrorType.ABANDONED, "its daemon died"))
+        _save(tx, job, new, now)
+        out.append(new)
+    return out
+
+
+def promote_due(tx: Tx, now: float) -> int:
+    """Move waiting jobs whose time has come to ready (or blocked)."""
+    limit = u64(int(now * 1000) + 1)
+    due = []
+    for key, _ in tx.scan("waiting"):
+        if key[:8] >= limit:
+            break
+        due.append(read_u64(key, 8))
+    for job_id in due:
+        job = get_job(tx, job_id)
+        if job is not None:
+            _save(tx, job, job, now)
+    return len(due)
+
+
+def next_wakeup(tx: Tx) -> float | None:
+    """When the earliest waiting job becomes due (epoch seconds), if any."""
+    for key, _ in tx.scan("waiting"):
+        return read_u64(key) / 1000
+    return None
+
+
+# ------------------------------------------------------------------- user operations
+
+
+def cancel(tx: Tx, job_id: int, now: float) -> Job | None:
+    """Cancel a pending or running job (its daemon sees the lease go and closes the
+    stream). Returns the job as it now is, or None if there is no such job."""
+    job = get_job(tx, job_id)
+    if job is None or job.status.finished:
+        return job
+    new = _finished(job, CANCELLED, now, ErrorType.CANCELLED, "cancelled by the user")
+    _save(tx, job, new, now)
+    return new
+
+
+def set_paused(tx: Tx, paused: bool) -> None:
+    tx.put("meta", b"paused", b"1" if paused else b"0")
+
+
+# --------------------------------------------------------------------------- indexes
+
+
+def _finished(job: Job, status: JobStatus, now: float, kind: ErrorType, message: str) -> Job:
+    return job.evolve(status=status, finished_at=now, lease=None, retry_at=None,
+                      error=JobError(kind, message))
+
+
+def _ready_key(job: Job) -> bytes:
+    return bytes([job.priority.rank]) + u64(job.id)
+
+
+def _hold_until(job: Job) -> float | None:
+    times = [t for t in (job.run_at, job.retry_at) if t is not None]
+    return max(times) if times else None
+
+
+def _waiting_key(at: float, job_id: int) -> bytes:
+    return u64(int(at * 1000)) + u64(job_id)
+
+
+def _dependency_state(tx: Tx, job: Job) -> JobStatus | None:
+    """FAILED if a dependency failed or was cancelled, PENDING if one has not finished,
+    None when all completed (a dependency cleaned away had completed)."""
+    state = None
+    for dep_id in job.after:
+        try:
+            dep = get_job(tx, dep_id)
+        except CorruptRecord:
+            return FAILED
+        if dep is None or dep.status is COMPLETED:
+            continue
+        if dep.status in (FAILED, CANCELLED):
+            return FAILED
+        state = PENDING
+    return state
+
+
+def _save(tx: Tx, old: Job | None, new: Job, now: float) -> None:
+    """Write `new` over `old` and keep every index and counter in step, in this
+    transaction. A finished job hands on to the jobs that depend on it."""
+    if new.status is PENDING and new.after:
+        state = _dependency_state(tx, new)
+        if state is FAILED:
+            new = _finished(new, FAILED, now, ErrorType.DEPENDENCY_FAILED,
+                            "a job it depends on failed or was cancelled")
+    if old is not None:
+        _unindex(tx, old)
+    tx.put("jobs", u64(new.id), encode_job(new))
+    tx.put("status", new.status.code + u64(new.id))
+    tx.add(f"count/{new.status.value}", 1)
+    if new.status is PENDING:
+        hold = _hold_until(new)
+        if new.after and _dependency_state(tx, new) is PENDING:
+            tx.put("blocked", u64(new.id))
+        elif hold is not None and hold > now:
+            tx.put("waiting", _waiting_key(hold, new.id))
+        else:
+            tx.put("ready", _ready_key(new))
+            tx.add(f"ready/{new.priority.rank}", 1)
+    if new.status.finished and (old is None or not old.status.finished):
+        _hand_on(tx, new, now)
+
+
+def _unindex(tx: Tx, job: Job) -> None:
+    if tx.delete("status", job.status.code + u64(job.id)):
+        tx.add(f"count/{job.status.value}", -1)
+    if job.status is PENDING:
+        if tx.delete("ready", _ready_key(job)):
+            tx.add(f"ready/{job.priority.rank}", -1)
+        hold = _hold_until(job)
+        if hold is not None:
+            tx.delete("waiting", _waiting_key(hold, job.id))
+        tx.delete("blocked", u64(job.id))
+
+
+def _hand_on(tx: Tx, job: Job, now: float) -> None:
+    """A job finished: its dependents become ready (it completed) or fail (it did not)."""
+    prefix = u64(job.id)
+    waiting = [read_u64(k, 8) for k, _ in tx.scan("dependents", prefix)]
+    for dep_id in waiting:
+        try:
+            dependent = get_job(tx, dep_id)
+        except CorruptRecord:
+            continue
+        if dependent is not None and dependent.status is PENDING:
+            _save(tx, dependent, dependent, now)  # re-placed, or failed, by _save

@@ -1,0 +1,113 @@
+"""Human output: rich tables and panels. rich is imported inside each function so that
+commands run with --json never load it. Never imports the store or the backends."""
+
+from __future__ import annotations
+
+from typing import Any
+
+_STATUS_STYLE = {
+    "pending": "yellow",
+    "running": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "cancelled": "dim",
+}
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(highlight=False)
+
+
+def _when(stamp: str | None) -> str:
+    return stamp.replace("T", " ")[:19] if stamp else "-"
+
+
+def jobs_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        _console().print("no jobs")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("ID", "STATUS", "PRIORITY", "TYPE", "MODEL", "NAME", "POS", "TRIES", "CREATED", "ERROR"):
+        table.add_column(col, justify="right" if col in ("ID", "POS", "TRIES") else "left",
+                         overflow="fold" if col == "ERROR" else "ellipsis")
+    for r in rows:
+        style = _STATUS_STYLE.get(r["status"], "")
+        status = r["status"] + (" (cached)" if r.get("cached") else "")
+        error = f"{r['error']['type']}: {r['error']['message']}" if r.get("error") else ""
+        table.add_row(
+            str(r["id"]), f"[{style}]{status}[/]", r["priority"], r["type"], r["model"],
+            r.get("name") or "", str(r["position"] or ""), f"{r['attempts']}/{r['max_attempts']}",
+            _when(r["created_at"]), error,
+        )
+    _console().print(table)
+
+
+def job_detail(job: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for key, value in job.items():
+        if key == "status":
+            value = f"[{_STATUS_STYLE.get(value, '')}]{value}[/]"
+        elif key == "error" and value:
+            value = f"[red]{value['type']}[/]: {value['message']}"
+        elif key == "after":
+            value = ", ".join(map(str, value)) or None
+        table.add_row(key, "-" if value is None else str(value))
+    _console().print(table)
+
+
+def mapping(title: str, data: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column(justify="right")
+    for key, value in data.items():
+        table.add_row(key, str(value))
+    _console().print(table)
+
+
+def info(data: dict[str, Any]) -> None:
+    console = _console()
+    jobs = data["jobs"]
+    console.print(
+        "[bold]jobs[/]    " + "  ".join(
+            f"[{_STATUS_STYLE.get(k, '')}]{k} {v}[/]" for k, v in jobs.items() if k != "total"
+        ) + f"  total {jobs['total']}"
+    )
+    d = data["daemon"]
+    if d["running"]:
+        more = f" (+{len(data['daemons']) - 1} more)" if len(data.get("daemons", [])) > 1 else ""
+        console.print(f"[bold]daemon[/]  [green]running[/] pid {d['pid']}, concurrency {d['concurrency']}, "
+                      f"{', '.join(d['hosts'])}, heartbeat {_when(d['last_heartbeat'])}{more}")
+    else:
+        console.print("[bold]daemon[/]  [yellow]not running[/] (start one: ollama-q daemon)")
+    if data["paused"]:
+        console.print("[bold]queue[/]   [yellow]paused[/] (ollama-q resume)")
+    c = data["cache"]
+    console.print(f"[bold]cache[/]   {c['entries']} entries, {c['hits']} hits, {c['misses']} misses")
+    console.print(f"[bold]store[/]   {data['data_dir']}")
+    console.print(f"[bold]version[/] {data['version']}")
+
+
+def models_table(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    if not rows:
+        _console().print("no models installed (ollama pull MODEL)")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("NAME", "SIZE", "FAMILY", "PARAMS", "QUANT", "LOADED"):
+        table.add_column(col, justify="right" if col == "SIZE" else "left")
+    for r in rows:
+        size = f"{(r['size'] or 0) / 1e9:.1f} GB"
+        table.add_row(r["name"], size, r.get("family") or "", r.get("parameter_size") or "",
+                      r.get("quantization_level") or "", "[green]yes[/]" if r["loaded"] else "")
+    _console().print(table)

@@ -1,0 +1,43 @@
+"""Blocking waits of client processes (`--wait`, `wait`): poll short read transactions
+until jobs finish. No transaction is held while sleeping."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+
+from ollama_cli import queue
+from ollama_cli.errors import NotFound
+from ollama_cli.models import Job
+from ollama_cli.store import Store
+
+POLL = 0.1
+
+
+def wait_for(
+    store: Store,
+    ids: Iterable[int],
+    *,
+    timeout: float | None = None,
+    on_progress: Callable[[list[Job]], None] | None = None,
+) -> tuple[list[Job], bool]:
+    """The jobs once all are finished, or as they are when the timeout expires; the flag
+    says whether all finished."""
+    wanted = list(dict.fromkeys(ids))
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        with store.read() as tx:
+            jobs = []
+            for job_id in wanted:
+                job = queue.get_job(tx, job_id)
+                if job is None:
+                    raise NotFound(f"job {job_id} not found (was it cleaned?)")
+                jobs.append(job)
+        if on_progress is not None:
+            on_progress(jobs)
+        if all(j.status.finished for j in jobs):
+            return jobs, True
+        if deadline is not None and time.monotonic() >= deadline:
+            return jobs, False
+        delay = POLL if deadline is None else min(POLL, max(0.0, deadline - time.monotonic()))
+        time.sleep(delay)
