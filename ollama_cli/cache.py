@@ -5,7 +5,6 @@ in the same transaction as the job they belong to."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from typing import Any
 
@@ -16,6 +15,8 @@ from ollama_cli.store import Tx
 def key_for(model: str, job_type: str, request: dict[str, Any]) -> bytes:
     """sha256 of model, type and the canonical request (keys sorted). The model's
     default tag is made explicit so that `m` and `m:latest` share entries."""
+    import hashlib  # OpenSSL's start-up costs 4 ms: only submit pays it
+
     canonical = json.dumps(
         [_full_name(model), job_type, request], sort_keys=True, separators=(",", ":"),
         ensure_ascii=False,

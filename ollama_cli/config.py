@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
-import urllib.parse
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from ollama_cli.errors import UsageError
 
@@ -39,8 +37,7 @@ def no_color() -> bool:
     return bool(os.environ.get("NO_COLOR"))
 
 
-@dataclass(frozen=True)
-class Backend:
+class Backend(NamedTuple):
     """One server the daemon sends work to. `kind` is "ollama" (native API) or "openai"."""
 
     url: str
@@ -54,6 +51,9 @@ class Backend:
 def parse_host(value: str | None) -> str:
     """Parse a host the way ollama-python's client does, so one OLLAMA_HOST serves both:
     a bare host gets port 11434, an explicit http:// gets 80, https:// 443; a path is kept."""
+    import ipaddress
+    import urllib.parse
+
     host, port = (value or "").strip(), 11434
     scheme, _, hostport = host.partition("://")
     if not hostport:

@@ -364,5 +364,6 @@ def serve(store: Store, backends: list[Backend], **options: object) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
                         datefmt="%Y-%m-%dT%H:%M:%S")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     daemon = Daemon(store, backends, **options)  # type: ignore[arg-type]
     return asyncio.run(daemon.run())

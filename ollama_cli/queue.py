@@ -13,10 +13,8 @@ Invariants kept by `_save`, the only writer of job records:
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ollama_cli import cache
 from ollama_cli.errors import CorruptRecord, UsageError
@@ -43,8 +41,7 @@ COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 CLAIM_SCAN_LIMIT = 256
 
 
-@dataclass(frozen=True)
-class JobSpec:
+class JobSpec(NamedTuple):
     """Everything `submit` needs, validated by the caller."""
 
     model: str
@@ -62,10 +59,12 @@ class JobSpec:
     use_cache: bool = True
 
 
-@dataclass(frozen=True)
-class Claim:
+class Claim(NamedTuple):
     job: Job
-    request: dict[str, Any] = field(repr=False)
+    request: dict[str, Any]
+
+    def __repr__(self) -> str:  # never the prompt: reprs end up in logs
+        return f"Claim(job={self.job.id})"
 
 
 # ----------------------------------------------------------------------------- reads
@@ -270,6 +269,8 @@ def claim(
             picked.append(job)
         elif declined_rank is None:
             declined_rank = rank
+    import secrets
+
     claims = []
     for job in picked:
         started = job.evolve(

@@ -10,16 +10,14 @@ from __future__ import annotations
 import fcntl
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from ollama_cli.models import pack, unpack
 from ollama_cli.store import Tx
 
 
-@dataclass(frozen=True)
-class DaemonInfo:
+class DaemonInfo(NamedTuple):
     id: str
     pid: int
     hosts: list[str]
@@ -68,7 +66,7 @@ def forget_dead(data_dir: Path, ids: list[str]) -> None:
 
 
 def register(tx: Tx, info: DaemonInfo) -> None:
-    tx.put("daemons", info.id.encode(), pack(info.__dict__))
+    tx.put("daemons", info.id.encode(), pack(info._asdict()))
 
 
 def heartbeat(tx: Tx, daemon_id: str, now: float) -> None:

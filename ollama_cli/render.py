@@ -24,25 +24,49 @@ def _when(stamp: str | None) -> str:
     return stamp.replace("T", " ")[:19] if stamp else "-"
 
 
+def _age(stamp: str | None) -> str:
+    """How long ago, in the largest whole unit: 12s, 5m, 3h, 2d."""
+    if not stamp:
+        return "-"
+    from datetime import datetime, timezone
+
+    seconds = (datetime.now(timezone.utc) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{max(0, int(seconds))}s"
+
+
 def jobs_table(rows: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     if not rows:
         _console().print("no jobs")
         return
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    for col in ("ID", "STATUS", "PRIORITY", "TYPE", "MODEL", "NAME", "POS", "TRIES", "CREATED", "ERROR"):
-        table.add_column(col, justify="right" if col in ("ID", "POS", "TRIES") else "left",
-                         overflow="fold" if col == "ERROR" else "ellipsis")
+    cells = []
     for r in rows:
-        style = _STATUS_STYLE.get(r["status"], "")
-        status = r["status"] + (" (cached)" if r.get("cached") else "")
+        status = r["status"]
         error = f"{r['error']['type']}: {r['error']['message']}" if r.get("error") else ""
-        table.add_row(
-            str(r["id"]), f"[{style}]{status}[/]", r["priority"], r["type"], r["model"],
-            r.get("name") or "", str(r["position"] or ""), f"{r['attempts']}/{r['max_attempts']}",
-            _when(r["created_at"]), error,
-        )
+        cells.append([
+            str(r["id"]), status, r["priority"], r["type"], r["model"], r.get("name") or "",
+            str(r["position"] or ""), f"{r['attempts']}/{r['max_attempts']}", _age(r["created_at"]), error,
+        ])
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    headers = ("ID", "STATUS", "PRIORITY", "TYPE", "MODEL", "NAME", "POS", "TRIES", "AGE", "ERROR")
+    # Columns that say nothing for these rows make room for those that do.
+    shown = [i for i, col in enumerate(headers)
+             if col not in ("NAME", "POS", "ERROR") or any(c[i] for c in cells)]
+    for i in shown:
+        col = headers[i]
+        if col == "ERROR":  # the one column that gives way on a narrow terminal
+            table.add_column(col, no_wrap=True, overflow="ellipsis", ratio=1)
+        else:
+            widest = max([len(col)] + [len(c[i]) for c in cells])
+            table.add_column(col, justify="right" if col in ("ID", "POS", "TRIES", "AGE") else "left",
+                             no_wrap=True, min_width=min(widest, 32), max_width=32)
+    for row, r in zip(cells, rows):
+        row[1] = f"[{_STATUS_STYLE.get(r['status'], '')}]{row[1]}[/]"
+        table.add_row(*(row[i] for i in shown))
     _console().print(table)
 
 

@@ -8,7 +8,6 @@ grows: nobody sees MapFullError."""
 from __future__ import annotations
 
 import os
-import random
 import struct
 import time
 from collections.abc import Callable, Iterator
@@ -217,5 +216,7 @@ def _open_env(path: Path, map_size: int) -> lmdb.Environment:
             # the same environment; a short jittered retry covers it.
             if attempt == 3:
                 raise
+            import random
+
             time.sleep(random.uniform(0.01, 0.05))
     raise AssertionError("unreachable")

@@ -14,10 +14,11 @@ def main(argv: list[str] | None = None) -> None:
     os.umask(0o077)
     import typer
 
-    from ollama_cli.cli.app import app
+    from ollama_cli.cli.app import build
 
+    args = sys.argv[1:] if argv is None else argv
     try:
-        code = app(args=argv, prog_name="ollama-q", standalone_mode=False)
+        code = build(args)(args=args, prog_name="ollama-q", standalone_mode=False)
     except OllamaQError as exc:
         _fail(exc.message, exc.exit_code)
     except typer.TyperException as exc:  # click's usage errors: one line, exit 2

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 import typer
 
 from ollama_cli import cache, config, overview
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, app, emit, open_store
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, open_store
 from ollama_cli.errors import BackendUnavailable, UsageError
 
 HostOpt = Annotated[
@@ -16,7 +16,6 @@ HostOpt = Annotated[
 ]
 
 
-@app.command()
 def info(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """The queue at a glance: counts, daemon, cache."""
     data = overview.info(open_store(data_dir))
@@ -28,8 +27,7 @@ def info(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
         render.info(data)
 
 
-cache_app = typer.Typer(help="The result cache.", no_args_is_help=True)
-app.add_typer(cache_app, name="cache")
+cache_app = typer.Typer(help="The result cache: stats, clear.", no_args_is_help=True)
 
 
 @cache_app.command("stats")
@@ -56,7 +54,6 @@ def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
         print(f"cleared {n} cache entries")
 
 
-@app.command()
 def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """The models of the backend, and which are loaded."""
     import asyncio
@@ -84,7 +81,6 @@ def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = 
         render.models_table(rows)
 
 
-@app.command()
 def daemon(
     concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Jobs at once per backend.")] = 1,
     host: HostOpt = None,
@@ -102,3 +98,6 @@ def daemon(
     backends = config.backends(host)
     grace_s = parse_duration(grace)
     raise typer.Exit(serve(open_store(data_dir), backends, concurrency=concurrency, drain=drain, grace=grace_s))
+
+
+COMMANDS = {"info": info, "cache": cache_app, "models": models, "daemon": daemon}

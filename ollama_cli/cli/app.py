@@ -13,16 +13,19 @@ import typer
 from ollama_cli import __version__, config
 from ollama_cli.errors import OllamaQError, UsageError
 
-app = typer.Typer(
-    name="ollama-q",
-    help="A durable job queue in front of Ollama.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    pretty_exceptions_show_locals=False,
-    rich_markup_mode=None,
-    context_settings={"help_option_names": ["-h", "--help"]},
-)
+# Each command, in the order of --help, and the module that defines it. Typer builds
+# every registered command on every run, so a run registers only the command it invokes.
+COMMANDS = {
+    "submit": "jobs",
+    "status": "jobs",
+    "result": "jobs",
+    "list": "jobs",
+    "cancel": "jobs",
+    "info": "admin",
+    "cache": "admin",
+    "models": "admin",
+    "daemon": "admin",
+}
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 DataDirOpt = Annotated[
@@ -37,7 +40,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
@@ -92,5 +94,28 @@ def parse_ids(texts: list[str]) -> list[int]:
     return [parse_id(t) for t in texts]
 
 
-# Commands register themselves on `app` when their modules are imported.
-from ollama_cli.cli import jobs, admin  # noqa: E402,F401,I001  (order = help order)
+
+def build(argv: list[str]) -> typer.Typer:
+    """The application with the invoked command, or with all of them for --help."""
+    import importlib
+
+    app = typer.Typer(
+        name="ollama-q",
+        help="A durable job queue in front of Ollama.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode=None,
+        context_settings={"help_option_names": ["-h", "--help"]},
+    )
+    app.callback()(_root)
+    invoked = next((a for a in argv if not a.startswith("-")), None)
+    for name in [invoked] if invoked in COMMANDS else COMMANDS:
+        module = importlib.import_module(f"ollama_cli.cli.{COMMANDS[name]}")
+        command = module.COMMANDS[name]
+        if isinstance(command, typer.Typer):
+            app.add_typer(command, name=name)
+        else:
+            app.command(name)(command)
+    return app

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ollama_cli import queue, submission, waiting
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, app, emit, error_line, now, open_store, parse_id, parse_ids, warn
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, now, open_store, parse_id, parse_ids, warn
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
 from ollama_cli.models import Job, JobStatus, result_to_json, result_text
 from ollama_cli.timefmt import parse_duration, parse_time
@@ -32,7 +32,6 @@ def _read_file(path: str, what: str) -> str:
         raise UsageError(f"{what}: cannot read {path!r}: {exc}") from None
 
 
-@app.command()
 def submit(
     model: Annotated[str, typer.Argument(help="The model, e.g. llama3.2.")],
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt; - reads stdin.")] = None,
@@ -110,7 +109,6 @@ def _keep_alive(text: str | None) -> float | None:
     return parse_duration(text)
 
 
-@app.command()
 def status(
     job_id: Annotated[str, typer.Argument(metavar="ID")],
     json_: JsonOpt = False,
@@ -137,7 +135,6 @@ def _get(tx: Any, jid: int) -> Job:
     return job
 
 
-@app.command()
 def result(
     job_id: Annotated[str, typer.Argument(metavar="ID")],
     wait: Annotated[bool, typer.Option("--wait", help="Block until the job ends.")] = False,
@@ -151,6 +148,14 @@ def result(
     _print_result(open_store(data_dir), jid, wait=wait, timeout=limit, json_=json_)
 
 
+def _not_completed(job: Job) -> str:
+    if job.status is JobStatus.FAILED and job.error:
+        return f"job {job.id} failed: {job.error.type.value}: {job.error.message}"
+    if job.status is JobStatus.CANCELLED:
+        return f"job {job.id} was cancelled"
+    return f"job {job.id} is {job.status.value}"
+
+
 def _print_result(store: Any, jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
     if wait:
         jobs, done = waiting.wait_for(store, [jid], timeout=timeout)
@@ -160,8 +165,7 @@ def _print_result(store: Any, jid: int, *, wait: bool, timeout: float | None, js
         job = _get(tx, jid)
         body = queue.get_result(tx, jid) if job.status is JobStatus.COMPLETED else None
     if job.status is not JobStatus.COMPLETED:
-        why = f": {job.error.type.value}: {job.error.message}" if job.error else ""
-        raise OperationFailed(f"job {jid} is {job.status.value}{why}")
+        raise OperationFailed(_not_completed(job))
     if body is None:
         raise OperationFailed(f"job {jid} completed but its result is gone")
     if json_:
@@ -171,7 +175,6 @@ def _print_result(store: Any, jid: int, *, wait: bool, timeout: float | None, js
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-@app.command("list")
 def list_(
     status_: Annotated[Optional[list[str]], typer.Option("--status", help="Only this status (repeatable).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
@@ -201,7 +204,6 @@ def list_(
         render.jobs_table(rows)
 
 
-@app.command()
 def cancel(
     job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
     json_: JsonOpt = False,
@@ -236,3 +238,6 @@ def cancel(
     if failed:
         raise typer.Exit(ExitCode.FAILED)
 
+
+
+COMMANDS = {"submit": submit, "status": status, "result": result, "list": list_, "cancel": cancel}

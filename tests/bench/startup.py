@@ -1,0 +1,58 @@
+"""Cold-process time of `ollama-q submit --json` and `ollama-q status --json` against
+`python -c "import typer, lmdb, msgpack"` (the floor any Typer + LMDB tool pays), measured
+in the same run, interleaved so that machine noise hits all three alike.
+
+    python tests/bench/startup.py [--runs 40]
+
+Prints medians and the ratios; target: at most 1.25x the baseline."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> float:
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                   stdin=subprocess.DEVNULL)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=40)
+    args = parser.parse_args()
+    py = sys.executable
+    # pip compiles installed packages to bytecode, as typer's and lmdb's were; an editable
+    # checkout under PYTHONDONTWRITEBYTECODE would otherwise compile ours on every run.
+    import ollama_cli
+
+    subprocess.run([py, "-m", "compileall", "-q", os.path.dirname(ollama_cli.__file__)], check=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "OLLAMA_Q_DATA_DIR": tmp}
+        subprocess.run([py, "-m", "ollama_cli", "submit", "llama3.2", "warm-up", "--json"], env=env,
+                       check=True, capture_output=True)
+        cmds = {
+            "baseline": [py, "-c", "import typer, lmdb, msgpack"],
+            "submit": [py, "-m", "ollama_cli", "submit", "llama3.2", "Why is the sky blue?", "--json"],
+            "status": [py, "-m", "ollama_cli", "status", "1", "--json"],
+        }
+        samples: dict[str, list[float]] = {k: [] for k in cmds}
+        for _ in range(args.runs):
+            for name, cmd in cmds.items():
+                samples[name].append(timed(cmd, env))
+    base = statistics.median(samples["baseline"])
+    print(f"{'command':<10} {'median ms':>10} {'ratio':>7}")
+    for name, values in samples.items():
+        med = statistics.median(values)
+        print(f"{name:<10} {med * 1000:>10.1f} {med / base:>6.2f}x")
+
+
+if __name__ == "__main__":
+    main()
