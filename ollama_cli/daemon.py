@@ -30,15 +30,15 @@ log = logging.getLogger("ollama_q.daemon")
 
 HEARTBEAT_EVERY = 2.0
 RECLAIM_EVERY = 2.0
-BACKOFF_BASE = 1.0  # seconds before the first retry of a transient failure
 BACKOFF_CAP = 60.0
 PROBE_BACKOFF_CAP = 30.0
 
 
-def retry_delay(attempt: int, rng: random.Random) -> float:
-    """Exponential backoff with full jitter over the upper half: attempt 1 waits 0.5-1 s,
-    2 waits 1-2 s, ... capped at BACKOFF_CAP."""
-    ceiling = min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(0, attempt - 1))
+def retry_delay(attempt: int, base: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter over the upper half: with base 1 s, attempt 1 waits
+    0.5-1 s, 2 waits 1-2 s, 3 waits 2-4 s... capped at BACKOFF_CAP. The jitter keeps
+    jobs that failed together from coming back together."""
+    ceiling = min(BACKOFF_CAP, base * 2 ** max(0, attempt - 1))
     return rng.uniform(ceiling / 2, ceiling)
 
 
@@ -91,6 +91,7 @@ class Daemon:
         poll: float = 0.2,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
+        backoff: float = 1.0,
         seed: int | None = None,
     ) -> None:
         self.store = store
@@ -102,6 +103,7 @@ class Daemon:
         self.poll = poll
         self.clock = clock
         self.transport = transport
+        self.backoff = backoff
         self.rng = random.Random(seed)
         self.slots: list[Slot] = []
         self.inflight: dict[int, Running] = {}
@@ -316,7 +318,7 @@ class Daemon:
             self._mark_down(slot, err.message, now)
             return
         self._mark_up(slot)
-        delay = retry_delay(job.attempts, self.rng) if err.transient else None
+        delay = retry_delay(job.attempts, self.backoff, self.rng) if err.transient else None
         new = self.store.write(lambda tx: queue.fail_attempt(
             tx, job.id, token, JobError(err.kind, err.message), now, retry_after=delay,
             host=slot.backend.label))
@@ -360,10 +362,22 @@ class Daemon:
             slot.probing = False
 
 
-def serve(store: Store, backends: list[Backend], **options: object) -> int:
+class _JsonLines(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        import json
+
+        from ollama_cli.timefmt import format_time
+
+        return json.dumps({"time": format_time(record.created), "level": record.levelname.lower(),
+                           "message": record.getMessage()})
+
+
+def serve(store: Store, backends: list[Backend], *, json_logs: bool = False, **options: object) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s",
-                        datefmt="%Y-%m-%dT%H:%M:%S")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonLines() if json_logs else
+                         logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
     daemon = Daemon(store, backends, **options)  # type: ignore[arg-type]
     return asyncio.run(daemon.run())

@@ -86,18 +86,20 @@ def daemon(
     host: HostOpt = None,
     drain: Annotated[bool, typer.Option("--drain", help="Exit once nothing is pending or running.")] = False,
     grace: Annotated[str, typer.Option(help="On SIGTERM/SIGINT, how long running jobs may finish.")] = "30s",
+    retry_backoff: Annotated[str, typer.Option(help="First retry delay; doubles per attempt, capped at 60s.")] = "1s",
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Drain pending jobs to the backends until stopped (logs to stderr)."""
+    """Drain pending jobs to the backends until stopped (logs to stderr; JSON lines with --json)."""
     from ollama_cli.daemon import serve
     from ollama_cli.timefmt import parse_duration
 
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     backends = config.backends(host)
-    grace_s = parse_duration(grace)
-    raise typer.Exit(serve(open_store(data_dir), backends, concurrency=concurrency, drain=drain, grace=grace_s))
+    raise typer.Exit(serve(open_store(data_dir), backends, concurrency=concurrency, drain=drain,
+                           grace=parse_duration(grace), backoff=parse_duration(retry_backoff),
+                           json_logs=json_))
 
 
 COMMANDS = {"info": info, "cache": cache_app, "models": models, "daemon": daemon}
