@@ -30,6 +30,7 @@ log = logging.getLogger("ollama_q.daemon")
 
 HEARTBEAT_EVERY = 2.0
 RECLAIM_EVERY = 2.0
+CLEAN_EVERY = 60.0
 BACKOFF_CAP = 60.0
 PROBE_BACKOFF_CAP = 30.0
 
@@ -77,6 +78,7 @@ class TickReport:
     claims: list[tuple[Claim, Slot]] = field(default_factory=list)
     reclaimed: list[Job] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
+    cleaned: int = 0
 
 
 class Daemon:
@@ -92,6 +94,7 @@ class Daemon:
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
         backoff: float = 1.0,
+        keep_finished: float | None = None,
         seed: int | None = None,
     ) -> None:
         self.store = store
@@ -104,6 +107,7 @@ class Daemon:
         self.clock = clock
         self.transport = transport
         self.backoff = backoff
+        self.keep_finished = keep_finished
         self.rng = random.Random(seed)
         self.slots: list[Slot] = []
         self.inflight: dict[int, Running] = {}
@@ -112,6 +116,7 @@ class Daemon:
         self.force = False
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
+        self._next_clean = 0.0
         self._wake: asyncio.Event | None = None
 
     @property
@@ -141,6 +146,13 @@ class Daemon:
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
             report.reclaimed = self._reclaim(now)
+        if self.keep_finished is not None and now >= self._next_clean:
+            self._next_clean = now + CLEAN_EVERY
+            report.cleaned = self.store.write(lambda tx: queue.clean(
+                tx, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now,
+                older_than=self.keep_finished))
+            if report.cleaned:
+                log.info("deleted %d jobs finished more than %gs ago", report.cleaned, self.keep_finished)
         report.lost = self._notice_lost(now)
         free = sum(s.free for s in self.slots)
         if free > 0 and not self.stopping:

@@ -420,6 +420,57 @@ def set_paused(tx: Tx, paused: bool) -> None:
     tx.put("meta", b"paused", b"1" if paused else b"0")
 
 
+def retry(tx: Tx, job_id: int, now: float) -> Job | None:
+    """Queue a failed or cancelled job again, its attempts starting over. Returns the job
+    as it now is (unchanged if it was not failed or cancelled), or None if unknown."""
+    job = get_job(tx, job_id)
+    if job is None or job.status not in (FAILED, CANCELLED):
+        return job
+    again = job.evolve(status=PENDING, attempts=0, error=None, started_at=None, finished_at=None,
+                       retry_at=None, lease=None, host=None)
+    _save(tx, job, again, now)
+    return get_job(tx, job_id)  # a failed dependency may have failed it again at once
+
+
+def ids_with_status(tx: Tx, *statuses: JobStatus) -> list[int]:
+    return [read_u64(k, 1) for s in statuses for k, _ in tx.scan("status", s.code)]
+
+
+def clean(tx: Tx, statuses: Iterable[JobStatus], now: float, *, older_than: float | None = None) -> int:
+    """Delete finished jobs of these statuses (finished more than `older_than` seconds
+    ago, if given) with their requests, results and index entries."""
+    deleted = 0
+    for status in statuses:
+        if not status.finished:
+            raise UsageError(f"clean deletes finished jobs only, not {status.value} ones")
+        for job_id in ids_with_status(tx, status):
+            try:
+                job = get_job(tx, job_id)
+            except CorruptRecord:
+                job = None
+            if job is not None and older_than is not None and \
+                    (job.finished_at is None or now - job.finished_at < older_than):
+                continue
+            _delete(tx, job_id, status, job)
+            deleted += 1
+    return deleted
+
+
+def _delete(tx: Tx, job_id: int, status: JobStatus, job: Job | None) -> None:
+    key = u64(job_id)
+    for db in ("jobs", "requests", "results"):
+        tx.delete(db, key)
+    if tx.delete("status", status.code + key):
+        tx.add(f"count/{status.value}", -1)
+    for dep_key, _ in list(tx.scan("dependents", key)):
+        tx.delete("dependents", dep_key)
+    if job is not None:
+        for dep in job.after:
+            tx.delete("dependents", u64(dep) + key)
+        if job.batch:
+            tx.delete("batches", job.batch.encode() + b"\x00" + key)
+
+
 # --------------------------------------------------------------------------- indexes
 
 

@@ -70,6 +70,32 @@ def jobs_table(rows: list[dict[str, Any]]) -> None:
     _console().print(table)
 
 
+def progress(total: int) -> Any:
+    """A context manager giving `advance(done)`: a bar with done / total, rate and ETA on
+    stderr, for a person waiting on jobs."""
+    from contextlib import contextmanager
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressColumn, TextColumn, \
+        TimeElapsedColumn, TimeRemainingColumn
+
+    @contextmanager
+    def bar() -> Any:
+        columns = (TextColumn("jobs"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+                   TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                   TimeRemainingColumn())
+        with Progress(*columns, console=Console(stderr=True), transient=False) as prog:
+            task = prog.add_task("wait", total=total, rate="")
+
+            def advance(done: int) -> None:
+                speed = prog.tasks[0].speed
+                prog.update(task, completed=done, rate=f"{speed:.1f}/s" if speed else "")
+
+            yield advance
+
+    return bar()
+
+
 def job_detail(job: dict[str, Any]) -> None:
     from rich.table import Table
 

@@ -42,7 +42,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, NoReturn, Sequence
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 VERSION = "0.12.6"
 BUSY_MESSAGE = "server busy, please try again.  maximum pending requests exceeded"
@@ -136,6 +136,11 @@ def _display(parts: tuple[str, str, str, str]) -> str:
     return f"{model}:{tag}" if ns == "library" else f"{ns}/{model}:{tag}"
 
 
+def _key(parts: tuple[str, str, str, str]) -> str:
+    """Matching key: the full name, lower-cased (Ollama matches names case-insensitively)."""
+    return ("/".join(parts[:3]) + ":" + parts[3]).lower()
+
+
 def _dumps(obj: Any) -> bytes:
     """Compact JSON like Go's encoder: raw UTF-8, but <, >, & and U+2028/9 escaped."""
     text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"))
@@ -167,7 +172,8 @@ def _json_type(v: Any) -> str:
         return "bool"
     if isinstance(v, (int, float)):
         return "number"
-    return {str: "string", list: "array", dict: "object"}.get(type(v), "null")
+    names: dict[type, str] = {str: "string", list: "array", dict: "object"}
+    return names.get(type(v), "null")
 
 
 def _is(v: Any, types: tuple[type, ...]) -> bool:
@@ -215,7 +221,7 @@ def _keep_alive(body: dict[str, Any]) -> float:
 
 def _options(raw: Any) -> dict[str, Any]:
     """Validate option value types; Ollama answers a wrong type with HTTP 500."""
-    opts = dict(raw or {})
+    opts = dict(raw) if isinstance(raw, dict) else {}
     for key, v in opts.items():
         if v is None:
             continue
@@ -302,7 +308,7 @@ def _make_spec(entry: str | dict[str, Any], index: int) -> ModelSpec:
     name = _display(parts)
     kwargs = {**_DEFAULT_MODELS.get(name.lower(), {}), **cfg}
     full = "/".join(parts[:3]) + ":" + parts[3]
-    return ModelSpec(name=name, key=full.lower(), full=full, modified_at=_BASE_MTIME - 3600 * index,
+    return ModelSpec(name=name, key=_key(parts), full=full, modified_at=_BASE_MTIME - 3600 * index,
                      digest=hashlib.sha256(f"ollama-emulator:{name}".encode()).hexdigest(), **kwargs)
 
 
@@ -372,7 +378,8 @@ class Emulator:
         self._runners: dict[str, _Runner] = {}
         self._load_queue: list[object] = []  # FIFO of pending loads, like Ollama's scheduler
         self._faults: list[_Fault] = []
-        self._rate, self._rate_kinds, self._rng = 0.0, RATE_KINDS[:4], random.Random(seed)
+        self._rate, self._rng = 0.0, random.Random(seed)
+        self._rate_kinds: tuple[str, ...] = RATE_KINDS[:4]
         self._held = False
         self._in_flight = 0
         self._gen_received = 0
@@ -394,7 +401,7 @@ class Emulator:
         srv = cls((self.host, self.port), _Handler)
         srv.emu = self
         try:
-            srv.loopback = ipaddress.ip_address(srv.server_address[0]).is_loopback
+            srv.loopback = ipaddress.ip_address(str(srv.server_address[0])).is_loopback
         except ValueError:
             srv.loopback = False
         self._server, self.port = srv, srv.server_address[1]
@@ -411,9 +418,10 @@ class Emulator:
         self._stop_evt.set()
         with self._cond:
             self._held = False
-            conns = list(self._conns)
             self._cond.notify_all()
-        srv.shutdown()
+        srv.shutdown()  # no new connections after this
+        with self._cond:
+            conns = list(self._conns)
         for conn in conns:
             try:
                 conn.shutdown(socket.SHUT_RDWR)
@@ -453,7 +461,7 @@ class Emulator:
             parts = parse_model_name(model)
             if parts is None:
                 raise ValueError(f"invalid model name {model!r}")
-            key = ("/".join(parts[:3]) + ":" + parts[3]).lower()
+            key = _key(parts)
         if message is None:
             message = BUSY_MESSAGE if kind == "status" and status == 503 else CRASH_MESSAGE
         with self._cond:
@@ -519,7 +527,7 @@ class Emulator:
     # ----------------------------------------------------------------- internals used by the handler
     def _lookup(self, name: Any) -> ModelSpec | None:
         parts = parse_model_name(name)
-        return None if parts is None else self.models.get(("/".join(parts[:3]) + ":" + parts[3]).lower())
+        return None if parts is None else self.models.get(_key(parts))
 
     def _record(self, method: str, path: str, body: Any, generation: bool) -> None:
         with self._cond:
@@ -592,7 +600,8 @@ class Emulator:
                     r.last_used = time.monotonic()
                     return r, True
                 if r is not None:  # num_ctx changed: Ollama reloads once the runner is idle
-                    self._wait_locked(lambda: r.refs == 0, h)
+                    old = r
+                    self._wait_locked(lambda: old.refs == 0, h)
                     self._runners.pop(spec.key, None)
                 while len(self._runners) >= self.max_loaded:
                     idle = [x for x in self._runners.values() if x.refs == 0]
@@ -682,6 +691,7 @@ class Emulator:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = socket.SOMAXCONN  # socketserver's 5 resets connections under bursts
     emu: Emulator
     loopback: bool
 
@@ -763,20 +773,10 @@ class _Handler(BaseHTTPRequestHandler):
             emu._enter()
         gone = False
         try:
-            if not self._host_allowed():
-                return self._send(403, b"", None)
-            if self.command == "OPTIONS":  # what Ollama's host middleware answers for local hosts
-                return self._send(204, b"", None)
-            route = _ROUTES.get(path)
-            if route is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
-                route = {"GET": "v1_model"}
-            if route is None:
-                return self._send(404, b"404 page not found", "text/plain")
-            if self.command not in route:
-                return self._send(405, b"405 method not allowed", "text/plain")
-            getattr(self, "_ep_" + route[self.command])(raw)
-        except _ApiError as e:
-            self._error(e.status, e.message)
+            try:
+                self._route(path, raw)
+            except _ApiError as e:
+                self._error(e.status, e.message)
         except _Abort as e:
             self.close_connection, gone = True, e.gone
         except OSError:  # the client vanished while we were writing
@@ -784,6 +784,20 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             if generation:
                 emu._leave(gone)
+
+    def _route(self, path: str, raw: bytes) -> None:
+        if not self._host_allowed():
+            return self._send(403, b"", None)
+        if self.command == "OPTIONS":  # what Ollama's host middleware answers for local hosts
+            return self._send(204, b"", None)
+        route = _ROUTES.get(path)
+        if route is None and path.startswith("/v1/models/") and len(path) > len("/v1/models/"):
+            route = {"GET": "v1_model"}
+        if route is None:
+            return self._send(404, b"404 page not found", "text/plain")
+        if self.command not in route:
+            return self._send(405, b"405 method not allowed", "text/plain")
+        getattr(self, "_ep_" + route[self.command])(raw)
 
     def _host_allowed(self) -> bool:
         if not self.server.loopback:
@@ -838,7 +852,7 @@ class _Handler(BaseHTTPRequestHandler):
             pass
         raise _Abort(False)
 
-    def _decode(self, raw: bytes, struct: str, fields: dict[str, tuple[tuple[type, ...], str]]) -> dict[str, Any]:
+    def _decode(self, raw: bytes, struct: str, fields: Mapping[str, tuple[tuple[type, ...], str]]) -> dict[str, Any]:
         """Parse a JSON body with Go's error messages."""
         if not raw.strip():
             raise _ApiError(400, "missing request body")
@@ -979,12 +993,14 @@ class _Handler(BaseHTTPRequestHandler):
         if spec is None:
             raise _ApiError(404, f"model '{sent}' not found")
         self._check_chat_caps(spec, sent, body.get("tools"))
-        rf = body.get("response_format") or {}
-        fmt = {"json_object": "json"}.get(rf.get("type")) or (rf.get("json_schema") or {}).get("schema")
+        rf = body.get("response_format")
+        rf = rf if isinstance(rf, dict) else {}
+        schema = rf.get("json_schema")
+        fmt = "json" if rf.get("type") == "json_object" else schema.get("schema") if isinstance(schema, dict) else None
         n_prompt = sum(_count_tokens(m["content"]) + 4 for m in messages)
         self._run(_Job("v1_chat", spec, sent, messages, self._v1_options(body), DEFAULT_KEEP_ALIVE,
                        bool(body.get("stream")), n_prompt, fmt,
-                       include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+                       include_usage=self._include_usage(body),
                        v1_id=f"chatcmpl-{random.randrange(999)}"))
 
     def _ep_v1_completions(self, raw: bytes) -> None:
@@ -999,7 +1015,7 @@ class _Handler(BaseHTTPRequestHandler):
         payload = {"prompt": prompt or None, "system": None, "suffix": body.get("suffix") or None, "context": None}
         self._run(_Job("v1_completions", spec, sent, payload, self._v1_options(body), DEFAULT_KEEP_ALIVE,
                        bool(body.get("stream")), _count_tokens(prompt) + 4, load_only=not prompt,
-                       include_usage=bool((body.get("stream_options") or {}).get("include_usage")),
+                       include_usage=self._include_usage(body),
                        v1_id=f"cmpl-{random.randrange(999)}"))
 
     def _messages(self, raw: list[Any], v1: bool) -> list[dict[str, str]]:
@@ -1022,11 +1038,17 @@ class _Handler(BaseHTTPRequestHandler):
         return out
 
     @staticmethod
+    def _include_usage(body: dict[str, Any]) -> bool:
+        opts = body.get("stream_options")
+        return isinstance(opts, dict) and bool(opts.get("include_usage"))
+
+    @staticmethod
     def _v1_options(body: dict[str, Any]) -> dict[str, Any]:
         stop = body.get("stop")
         opts = {"num_predict": body.get("max_tokens"), "seed": body.get("seed"),
                 "temperature": body.get("temperature"), "top_p": body.get("top_p"),
-                "stop": [stop] if isinstance(stop, str) else [s for s in stop or [] if isinstance(s, str)]}
+                "stop": [stop] if isinstance(stop, str) else
+                [s for s in stop if isinstance(s, str)] if isinstance(stop, list) else None}
         return _options({k: v for k, v in opts.items() if v is not None})
 
     @staticmethod
@@ -1049,17 +1071,22 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.emu._unload(spec)
         self._json(200, self._final(_Job(kind, spec, sent, None, {}, 0, False, 0), "", "unload", {}))
 
-    def _run(self, job: _Job) -> None:
-        """Schedule, then stream or reply; injected faults are applied here."""
+    def _admit(self, spec: ModelSpec, opts: dict[str, Any], keep_alive: float) -> tuple[_Fault | None, _Runner, int]:
+        """Apply "status"/"hang" faults, then schedule; returns (fault still to apply, runner, load_ns)."""
         emu = self.server.emu
-        fault = emu._take_fault(job.spec)
+        fault = emu._take_fault(spec)
         if fault is not None and fault.kind == "status":
             raise _ApiError(fault.status, fault.message)
         if fault is not None and fault.kind == "hang":
             with emu._cond:
                 emu._wait_locked(lambda: False, self)  # only leaves by raising _Abort
-        runner, scheduled = emu._acquire(job.spec, job.opts, job.keep_alive, self)
-        load_ns = time.perf_counter_ns() - self.t0 if scheduled else 0
+        runner, scheduled = emu._acquire(spec, opts, keep_alive, self)
+        return fault, runner, (time.perf_counter_ns() - self.t0 if scheduled else 0)
+
+    def _run(self, job: _Job) -> None:
+        """Schedule, then stream or reply; injected faults are applied here."""
+        emu = self.server.emu
+        fault, runner, load_ns = self._admit(job.spec, job.opts, job.keep_alive)
         generating = False
         try:
             if job.load_only:
@@ -1090,10 +1117,11 @@ class _Handler(BaseHTTPRequestHandler):
             if fault is not None:
                 if not started or fault.kind == "drop":
                     self._fail_unwritten(fault)  # drop, or Ollama's "error before output" 500
-                msg = fault.message
-                line = (b"data: " + _dumps({"error": {"message": msg, "type": "api_error", "param": None,
-                                                      "code": None}}) + b"\n\n") if job.v1_id else _dumps({"error": msg}) + b"\n"
-                self._chunk(line)
+                if job.v1_id:
+                    error = {"message": fault.message, "type": "api_error", "param": None, "code": None}
+                    self._chunk(b"data: " + _dumps({"error": error}) + b"\n\n")
+                else:  # a line with only "error", then the stream ends normally
+                    self._chunk(_dumps({"error": fault.message}) + b"\n")
                 self.wfile.write(b"0\r\n\r\n")
                 return
             if not tokens:
@@ -1200,7 +1228,8 @@ class _Handler(BaseHTTPRequestHandler):
         spec = self.server.emu._lookup(sent)
         if spec is None:
             raise _ApiError(404, f"model {json.dumps(sent)} not found, try pulling it first")
-        opts, keep_alive = _options(body.get("options")), _keep_alive(body)
+        # The /v1 middleware forwards only model, input and dimensions.
+        opts, keep_alive = ({}, DEFAULT_KEEP_ALIVE) if v1 else (_options(body.get("options")), _keep_alive(body))
         dims = body.get("dimensions") or 0
 
         def compute(runner: _Runner) -> dict[str, Any]:
@@ -1245,14 +1274,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _run_embedding(self, spec: ModelSpec, opts: dict[str, Any], keep_alive: float,
                        compute: Callable[[_Runner], dict[str, Any]], empty_reply: dict[str, Any] | None) -> None:
         emu = self.server.emu
-        fault = emu._take_fault(spec)
-        if fault is not None and fault.kind == "status":
-            raise _ApiError(fault.status, fault.message)
-        if fault is not None and fault.kind == "hang":
-            with emu._cond:
-                emu._wait_locked(lambda: False, self)
-        runner, scheduled = emu._acquire(spec, opts, keep_alive, self)
-        load_ns = time.perf_counter_ns() - self.t0 if scheduled else 0
+        fault, runner, load_ns = self._admit(spec, opts, keep_alive)
         generating = False
         try:
             if fault is not None:

@@ -87,6 +87,8 @@ def daemon(
     drain: Annotated[bool, typer.Option("--drain", help="Exit once nothing is pending or running.")] = False,
     grace: Annotated[str, typer.Option(help="On SIGTERM/SIGINT, how long running jobs may finish.")] = "30s",
     retry_backoff: Annotated[str, typer.Option(help="First retry delay; doubles per attempt, capped at 60s.")] = "1s",
+    keep_finished: Annotated[Optional[str], typer.Option(
+        help="Delete finished jobs this long after they finish (checked every minute).")] = None,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -99,7 +101,59 @@ def daemon(
     backends = config.backends(host)
     raise typer.Exit(serve(open_store(data_dir), backends, concurrency=concurrency, drain=drain,
                            grace=parse_duration(grace), backoff=parse_duration(retry_backoff),
+                           keep_finished=parse_duration(keep_finished) if keep_finished else None,
                            json_logs=json_))
 
 
-COMMANDS = {"info": info, "cache": cache_app, "models": models, "daemon": daemon}
+def _set_paused(paused: bool, json_: bool, data_dir: object) -> None:
+    from ollama_cli import queue
+
+    open_store(data_dir).write(lambda tx: queue.set_paused(tx, paused))
+    if json_:
+        emit({"paused": paused})
+    elif paused:
+        print("paused: daemons take no new jobs; running ones go on (ollama-q resume)")
+    else:
+        print("resumed: daemons take jobs again")
+
+
+def pause(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Daemons stop taking jobs; running jobs go on."""
+    _set_paused(True, json_, data_dir)
+
+
+def resume(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Daemons take jobs again."""
+    _set_paused(False, json_, data_dir)
+
+
+def clean(
+    status_: Annotated[Optional[list[str]], typer.Option(
+        "--status", help="Only this status (repeatable; default completed, failed, cancelled).")] = None,
+    older_than: Annotated[Optional[str], typer.Option(help="Only jobs finished longer ago than this.")] = None,
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Delete finished jobs and their results."""
+    import time
+
+    from ollama_cli import queue, submission
+    from ollama_cli.models import JobStatus
+    from ollama_cli.timefmt import parse_duration
+
+    statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []] or \
+        [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+    for s in statuses:
+        if not s.finished:
+            raise UsageError(f"clean deletes finished jobs only, not {s.value} ones")
+    age = parse_duration(older_than) if older_than is not None else None
+    t = time.time()
+    n = open_store(data_dir).write(lambda tx: queue.clean(tx, statuses, t, older_than=age))
+    if json_:
+        emit({"deleted": n})
+    else:
+        print(f"deleted {n} jobs")
+
+
+COMMANDS = {"info": info, "pause": pause, "resume": resume, "clean": clean, "cache": cache_app,
+            "models": models, "daemon": daemon}

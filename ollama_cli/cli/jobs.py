@@ -240,4 +240,80 @@ def cancel(
 
 
 
-COMMANDS = {"submit": submit, "status": status, "result": result, "list": list_, "cancel": cancel}
+def wait(
+    job_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[ID...]")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every job not yet finished.")] = False,
+    timeout: Annotated[Optional[str], typer.Option(help="Give up after this long (exit 1).")] = None,
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Block until jobs end; exit 0 only if all completed."""
+    if bool(job_ids) == all_:
+        raise UsageError("give job IDs or --all")
+    ids = parse_ids(job_ids or [])
+    limit = parse_duration(timeout) if timeout is not None else None
+    store = open_store(data_dir)
+    if all_:
+        with store.read() as tx:
+            ids = sorted(queue.ids_with_status(tx, JobStatus.PENDING, JobStatus.RUNNING))
+    if sys.stderr.isatty() and not json_ and ids:
+        from ollama_cli import render
+
+        with render.progress(len(ids)) as advance:
+            jobs, done = waiting.wait_for(
+                store, ids, timeout=limit, on_progress=lambda js: advance(sum(j.status.finished for j in js)))
+    else:
+        jobs, done = waiting.wait_for(store, ids, timeout=limit)
+    rows = [j.to_json() for j in jobs]
+    if json_:
+        emit(rows)
+    else:
+        from ollama_cli import render
+
+        render.jobs_table(rows)
+    if not done:
+        error_line(f"timed out with {sum(not j.status.finished for j in jobs)} of {len(jobs)} jobs unfinished")
+    if not done or any(j.status is not JobStatus.COMPLETED for j in jobs):
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def retry(
+    job_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[ID...]")] = None,
+    all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed job.")] = False,
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Queue failed or cancelled jobs again (their attempts start over)."""
+    if bool(job_ids) == all_failed:
+        raise UsageError("give job IDs or --all-failed")
+    ids = parse_ids(job_ids or [])
+    store = open_store(data_dir)
+    t = now()
+
+    def write(tx: Any) -> list[tuple[int, Job | None, JobStatus | None]]:
+        targets = ids or queue.ids_with_status(tx, JobStatus.FAILED)
+        out = []
+        for jid in targets:
+            before = queue.get_job(tx, jid)
+            out.append((jid, queue.retry(tx, jid, t), before.status if before else None))
+        return out
+
+    outcome = store.write(write)
+    failed = False
+    for jid, job, was in outcome:
+        if job is None:
+            error_line(f"job {jid} not found")
+            failed = True
+        elif was not in (JobStatus.FAILED, JobStatus.CANCELLED):
+            error_line(f"job {jid} is {job.status.value}: only failed or cancelled jobs can be retried")
+            failed = True
+        elif not json_:
+            print(f"job {jid} queued again" if job.status is JobStatus.PENDING else _not_completed(job))
+    if json_:
+        emit([{"id": jid, "status": job.status.value if job else None} for jid, job, _ in outcome])
+    if failed:
+        raise typer.Exit(ExitCode.FAILED)
+
+
+COMMANDS = {"submit": submit, "status": status, "result": result, "list": list_, "wait": wait,
+            "cancel": cancel, "retry": retry}
