@@ -107,6 +107,22 @@ class Client:
 
     async def models(self) -> list[dict[str, Any]]:
         """Installed models, each with a `loaded` flag where the server can tell."""
+        try:
+            return await self._models()
+        except httpx.HTTPError as exc:
+            raise _classify_transport(exc) from None
+
+    async def loaded(self) -> set[str]:
+        """Names of the models in memory now."""
+        try:
+            return await self._loaded()
+        except httpx.HTTPError as exc:
+            raise _classify_transport(exc) from None
+
+    async def _models(self) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    async def _loaded(self) -> set[str]:
         raise NotImplementedError
 
     async def aclose(self) -> None:
@@ -152,7 +168,7 @@ class OllamaClient(Client):
                     return _result(job.type, "".join(text), "".join(thinking), tool_calls, _stats(chunk))
         raise BackendError(ErrorType.BACKEND_ERROR, "the stream ended before its final line", transient=True)
 
-    async def models(self) -> list[dict[str, Any]]:
+    async def _models(self) -> list[dict[str, Any]]:
         tags = await self.http.get("/api/tags", timeout=10.0)
         if tags.status_code != 200:
             raise classify_status(tags.status_code, tags.content)
@@ -174,8 +190,7 @@ class OllamaClient(Client):
             })
         return out
 
-    async def loaded(self) -> set[str]:
-        """Names of the models in memory now (full names, `name:tag`)."""
+    async def _loaded(self) -> set[str]:
         resp = await self.http.get("/api/ps", timeout=10.0)
         if resp.status_code != 200:
             return set()

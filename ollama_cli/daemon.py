@@ -1,7 +1,8 @@
 """The daemon: drains pending jobs to the backends.
 
 `Daemon.tick(now)` is one bounded step (heartbeat, reclaim jobs of dead daemons, notice
-cancellations, claim what the free slots can take) and returns the claims to dispatch;
+cancellations, claim what the free slots can take, as `scheduler.plan` decides) and
+returns the claims to dispatch;
 `run()` only loops, dispatches, sleeps and handles signals. Store transactions are short
 and never span an HTTP call."""
 
@@ -19,12 +20,13 @@ from pathlib import Path
 
 import httpx
 
-from ollama_cli import queue, registry
-from ollama_cli.backends import BackendError, Client, client_for
+from ollama_cli import queue, registry, scheduler
+from ollama_cli.backends import BackendError, client_for
 from ollama_cli.config import Backend
-from ollama_cli.models import ErrorType, Job, JobError, JobStatus
+from ollama_cli.models import ErrorType, Job, JobError, JobStatus, JobType
+from ollama_cli.pool import Pool, Slot
 from ollama_cli.queue import Claim
-from ollama_cli.store import Store
+from ollama_cli.store import Store, Tx
 
 log = logging.getLogger("ollama_q.daemon")
 
@@ -32,7 +34,6 @@ HEARTBEAT_EVERY = 2.0
 RECLAIM_EVERY = 2.0
 CLEAN_EVERY = 60.0
 BACKOFF_CAP = 60.0
-PROBE_BACKOFF_CAP = 30.0
 
 
 def retry_delay(attempt: int, base: float, rng: random.Random) -> float:
@@ -44,38 +45,22 @@ def retry_delay(attempt: int, base: float, rng: random.Random) -> float:
 
 
 @dataclass
-class Slot:
-    """One backend as the scheduler sees it."""
-
-    backend: Backend
-    client: Client
-    capacity: int
-    running: int = 0
-    down_since: float | None = None
-    probe_at: float = 0.0
-    probe_delay: float = 0.5
-    probing: bool = False
-
-    @property
-    def up(self) -> bool:
-        return self.down_since is None
-
-    @property
-    def free(self) -> int:
-        return self.capacity - self.running if self.up else 0
-
-
-@dataclass
 class Running:
-    claim: Claim
+    """One request in flight: one job, or several coalesced embeds."""
+
+    claims: list[Claim]
     slot: Slot
     task: asyncio.Task[None] | None = None
     stop_reason: str | None = None  # why we cancelled it ourselves
 
+    @property
+    def model(self) -> str:
+        return self.claims[0].job.model
+
 
 @dataclass
 class TickReport:
-    claims: list[tuple[Claim, Slot]] = field(default_factory=list)
+    started: list[Running] = field(default_factory=list)
     reclaimed: list[Job] = field(default_factory=list)
     lost: list[int] = field(default_factory=list)
     cleaned: int = 0
@@ -95,6 +80,9 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         backoff: float = 1.0,
         keep_finished: float | None = None,
+        model_caps: dict[str, int] | None = None,
+        max_skip: int = 50,
+        coalesce: int = 16,
         seed: int | None = None,
     ) -> None:
         self.store = store
@@ -108,9 +96,13 @@ class Daemon:
         self.transport = transport
         self.backoff = backoff
         self.keep_finished = keep_finished
+        self.model_caps = model_caps or {}
+        self.max_skip = max_skip
+        self.coalesce = coalesce
         self.rng = random.Random(seed)
-        self.slots: list[Slot] = []
-        self.inflight: dict[int, Running] = {}
+        self.pool = Pool([], clock)
+        self.inflight: dict[int, Running] = {}  # job id -> its request (shared by coalesced jobs)
+        self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
         self.liveness: registry.Liveness | None = None
         self.stopping = False
         self.force = False
@@ -124,13 +116,17 @@ class Daemon:
         assert self.liveness is not None, "start() first"
         return self.liveness.id
 
+    @property
+    def slots(self) -> list[Slot]:
+        return self.pool.slots
+
     # ----------------------------------------------------------------- the step
 
     def start(self) -> None:
         """Take the liveness lock and register; the first tick reclaims at once."""
         self.liveness = registry.Liveness(self.data_dir)
-        self.slots = [Slot(b, client_for(b, transport=self.transport), self.concurrency)
-                      for b in self.backends]
+        self.pool.slots = [Slot(b, client_for(b, transport=self.transport), self.concurrency)
+                           for b in self.backends]
         now = self.clock()
         info = registry.DaemonInfo(
             id=self.id, pid=os.getpid(), hosts=[b.label for b in self.backends],
@@ -154,14 +150,36 @@ class Daemon:
             if report.cleaned:
                 log.info("deleted %d jobs finished more than %gs ago", report.cleaned, self.keep_finished)
         report.lost = self._notice_lost(now)
-        free = sum(s.free for s in self.slots)
-        if free > 0 and not self.stopping:
-            claims = self.store.write(lambda tx: queue.claim(tx, self.id, now, limit=free))
-            for claim in claims:
-                slot = max(self.slots, key=lambda s: s.free)
-                slot.running += 1
-                report.claims.append((claim, slot))
+        if self.pool.free(now) > 0 and not self.stopping:
+            report.started = self._claim(now)
         return report
+
+    def _claim(self, now: float) -> list[Running]:
+        views = self.pool.views(now)
+        running = self.pool.running_per_model()
+
+        def write(tx: Tx) -> tuple[list[tuple[int, list[Claim]]], dict[int, int]]:
+            candidates = queue.ready_candidates(tx, now)
+            skips = dict(self.skips)  # this function may run twice: commit the counts after
+            plan = scheduler.plan(
+                candidates, views, running_per_model=running, model_caps=self.model_caps,
+                skips=skips, max_skip=self.max_skip, coalesce=self.coalesce,
+                request_key={j.id: _embed_key(tx, j) for j in candidates if j.type is JobType.EMBED},
+            )
+            return [(a.backend, queue.take(tx, a.jobs, self.id, now)) for a in plan], skips
+
+        placed, self.skips = self.store.write(write)
+        started = []
+        for index, claims in placed:
+            if not claims:
+                continue
+            slot = self.slots[index]
+            run = Running(claims, slot)
+            self.pool.started(slot, run.model)
+            for claim in claims:
+                self.inflight[claim.job.id] = run
+            started.append(run)
+        return started
 
     def _reclaim(self, now: float) -> list[Job]:
         with self.store.read() as tx:
@@ -171,7 +189,7 @@ class Daemon:
         if not dead:
             return []
 
-        def write(tx):  # type: ignore[no-untyped-def]
+        def write(tx: Tx) -> list[Job]:
             for d in dead:
                 registry.unregister(tx, d)
             return queue.reclaim(tx, dead, now)
@@ -187,24 +205,19 @@ class Daemon:
         return jobs
 
     def _notice_lost(self, now: float) -> list[int]:
-        """Jobs we run that were cancelled (or otherwise taken from us) meanwhile: stop them,
-        which closes their streams."""
+        """Jobs we run that were cancelled (or otherwise taken from us) meanwhile. A request
+        whose jobs are all lost is stopped, which closes its stream."""
         if not self.inflight:
             return []
-        lost = []
         with self.store.read() as tx:
-            for job_id, run in self.inflight.items():
-                job = queue.get_job(tx, job_id)
-                token = run.claim.job.lease.token if run.claim.job.lease else None
-                if job is None or job.status is not JobStatus.RUNNING or job.lease is None \
-                        or job.lease.token != token:
-                    lost.append(job_id)
-        for job_id in lost:
-            run = self.inflight[job_id]
-            if run.task is not None and run.stop_reason is None:
+            lost = [job_id for job_id, run in self.inflight.items()
+                    if not _still_ours(queue.get_job(tx, job_id), _claim_of(run, job_id))]
+        for run in {id(self.inflight[j]): self.inflight[j] for j in lost}.values():
+            if run.task is not None and run.stop_reason is None and \
+                    all(c.job.id in lost for c in run.claims):
                 run.stop_reason = "lost"
                 run.task.cancel()
-                log.info("job %d was cancelled: closing its stream", job_id)
+                log.info("job %s was cancelled: closing its stream", ", ".join(str(c.job.id) for c in run.claims))
         return lost
 
     # ---------------------------------------------------------------- the loop
@@ -220,10 +233,9 @@ class Daemon:
         try:
             while not self.stopping:
                 now = self.clock()
-                report = self.tick(now)
-                for claim, slot in report.claims:
-                    self._dispatch(claim, slot)
-                self._probe_down_backends(now)
+                self.pool.maintain(now, self._wake)
+                for run in self.tick(now).started:
+                    self._dispatch(run)
                 if self.drain and not self.inflight and self._queue_empty():
                     log.info("nothing pending or running: exiting (--drain)")
                     break
@@ -258,120 +270,156 @@ class Daemon:
         if self._wake:
             self._wake.set()
 
+    def _runs(self) -> list[Running]:
+        return list({id(r): r for r in self.inflight.values()}.values())
+
     async def _shutdown(self) -> None:
         """Let running jobs finish within the grace period, then hand the rest back."""
         deadline = self.clock() + self.grace
         while self.inflight and not self.force and self.clock() < deadline:
-            tasks = [r.task for r in self.inflight.values() if r.task]
+            tasks = [r.task for r in self._runs() if r.task]
             self._wake = asyncio.Event()
             waiter = asyncio.ensure_future(self._wake.wait())
             await asyncio.wait([*tasks, waiter], timeout=min(self.poll, max(0.0, deadline - self.clock())),
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             self._notice_lost(self.clock())
-        for run in list(self.inflight.values()):
+        for run in self._runs():
             if run.task is not None and run.stop_reason is None:
                 run.stop_reason = "shutdown"
                 run.task.cancel()
-        tasks = [r.task for r in self.inflight.values() if r.task]
+        tasks = [r.task for r in self._runs() if r.task]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _dispatch(self, claim: Claim, slot: Slot) -> None:
-        run = Running(claim, slot)
-        self.inflight[claim.job.id] = run
+    def _dispatch(self, run: Running) -> None:
         run.task = asyncio.get_running_loop().create_task(self._attempt(run))
-        log.info("job %d started on %s (%s, attempt %d of %d)", claim.job.id, slot.backend.label,
-                 claim.job.model, claim.job.attempts, claim.job.max_attempts)
+        first = run.claims[0].job
+        jobs = ", ".join(str(c.job.id) for c in run.claims)
+        log.info("job %s started on %s (%s, attempt %d of %d)", jobs, run.slot.backend.label,
+                 first.model, first.attempts, first.max_attempts)
 
     async def _attempt(self, run: Running) -> None:
-        job, slot = run.claim.job, run.slot
-        token = job.lease.token if job.lease else ""
+        first, slot = run.claims[0].job, run.slot
         started = time.monotonic()
         try:
             try:
-                coro = slot.client.run(job, run.claim.request)
-                result = await (asyncio.wait_for(coro, job.timeout) if job.timeout else coro)
+                coro = slot.client.run(first, _merged_request(run.claims))
+                result = await (asyncio.wait_for(coro, first.timeout) if first.timeout else coro)
+                results = _split(run.claims, result)
             except asyncio.TimeoutError:
-                raise BackendError(ErrorType.TIMEOUT, f"no answer within {job.timeout:g}s",
+                raise BackendError(ErrorType.TIMEOUT, f"no answer within {first.timeout:g}s",
                                    transient=True) from None
         except asyncio.CancelledError:
             if run.stop_reason == "shutdown":
-                self.store.write(lambda tx: queue.release(tx, job.id, token, self.clock()))
-                log.info("job %d handed back as pending", job.id)
+                now = self.clock()
+                self.store.write(lambda tx: [queue.release(tx, c.job.id, _token(c), now) for c in run.claims])
+                log.info("job %s handed back as pending", ", ".join(str(c.job.id) for c in run.claims))
             return
         except BackendError as err:
-            self._record_failure(job, token, slot, err)
+            self._record_failure(run, err)
             return
         except Exception as exc:  # a bug must not kill the daemon or leave the job running
-            log.exception("job %d: unexpected error", job.id)
-            self._record_failure(job, token, slot, BackendError(
+            log.exception("job %d: unexpected error", first.id)
+            self._record_failure(run, BackendError(
                 ErrorType.BACKEND_ERROR, f"{type(exc).__name__}: {exc}", transient=True))
             return
         finally:
-            slot.running -= 1
-            self.inflight.pop(job.id, None)
-            if self._wake:
-                self._wake.set()
-        self._mark_up(slot)
+            self._finish(run)
+        self.pool.succeeded(slot)
         now = self.clock()
-        ok = self.store.write(lambda tx: queue.complete(tx, job.id, token, result, now,
-                                                        host=slot.backend.label))
-        if ok:
-            log.info("job %d completed in %.1fs", job.id, time.monotonic() - started)
-        else:
-            log.info("job %d finished after it was cancelled or taken back: result dropped", job.id)
-
-    def _record_failure(self, job: Job, token: str, slot: Slot, err: BackendError) -> None:
-        now = self.clock()
-        if err.kind is ErrorType.UNREACHABLE:
-            # Not the job's fault: it waits, keeping its attempts, until the backend is back.
-            self.store.write(lambda tx: queue.release(tx, job.id, token, now))
-            self._mark_down(slot, err.message, now)
-            return
-        self._mark_up(slot)
-        delay = retry_delay(job.attempts, self.backoff, self.rng) if err.transient else None
-        new = self.store.write(lambda tx: queue.fail_attempt(
-            tx, job.id, token, JobError(err.kind, err.message), now, retry_after=delay,
-            host=slot.backend.label))
-        if new is None:
-            return
-        if new.status is JobStatus.PENDING:
-            log.warning("job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id, job.attempts,
-                        err.kind.value, err.message, delay)
-        else:
-            log.warning("job %d failed (%s: %s)", job.id, err.kind.value, err.message)
-
-    def _mark_down(self, slot: Slot, why: str, now: float) -> None:
-        if slot.up:
-            log.warning("backend %s unreachable (%s): jobs wait as pending until it answers",
-                        slot.backend.label, why)
-            slot.down_since = now
-            slot.probe_delay = 0.5
-        slot.probe_at = now + slot.probe_delay
-
-    def _mark_up(self, slot: Slot) -> None:
-        if not slot.up:
-            log.info("backend %s is reachable again", slot.backend.label)
-            slot.down_since = None
-
-    def _probe_down_backends(self, now: float) -> None:
-        for slot in self.slots:
-            if not slot.up and not slot.probing and now >= slot.probe_at:
-                slot.probing = True
-                asyncio.get_running_loop().create_task(self._probe(slot))
-
-    async def _probe(self, slot: Slot) -> None:
-        try:
-            if await slot.client.ping():
-                self._mark_up(slot)
-                if self._wake:
-                    self._wake.set()
+        done = self.store.write(lambda tx: [
+            queue.complete(tx, c.job.id, _token(c), r, now, host=slot.backend.label)
+            for c, r in zip(run.claims, results)])
+        for claim, ok in zip(run.claims, done):
+            if ok:
+                log.info("job %d completed in %.1fs", claim.job.id, time.monotonic() - started)
             else:
-                slot.probe_delay = min(PROBE_BACKOFF_CAP, slot.probe_delay * 2)
-                slot.probe_at = self.clock() + slot.probe_delay
-        finally:
-            slot.probing = False
+                log.info("job %d finished after it was cancelled or taken back: result dropped", claim.job.id)
+
+    def _finish(self, run: Running) -> None:
+        self.pool.finished(run.slot, run.model, self.clock())
+        for claim in run.claims:
+            self.inflight.pop(claim.job.id, None)
+        if self._wake:
+            self._wake.set()
+
+    def _record_failure(self, run: Running, err: BackendError) -> None:
+        now = self.clock()
+        slot = run.slot
+        if err.kind is ErrorType.UNREACHABLE:
+            # Not the jobs' fault: they wait, keeping their attempts, until the backend is back.
+            self.store.write(lambda tx: [queue.release(tx, c.job.id, _token(c), now) for c in run.claims])
+            self.pool.mark_down(slot, err.message, now)
+            return
+        self.pool.mark_up(slot)
+        if err.kind is ErrorType.MODEL_NOT_FOUND and self.pool.elsewhere(slot, run.model):
+            # A stale listing: another backend has the model, so try there at no cost.
+            self.store.write(lambda tx: [queue.release(tx, c.job.id, _token(c), now) for c in run.claims])
+            return
+        if err.transient:
+            self.pool.failed(slot, now)
+        for claim in run.claims:
+            job = claim.job
+            delay = retry_delay(job.attempts, self.backoff, self.rng) if err.transient else None
+            new = self.store.write(lambda tx: queue.fail_attempt(
+                tx, job.id, _token(claim), JobError(err.kind, err.message), now, retry_after=delay,
+                host=slot.backend.label))
+            if new is None:
+                continue
+            if new.status is JobStatus.PENDING:
+                log.warning("job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id, job.attempts,
+                            err.kind.value, err.message, delay)
+            else:
+                log.warning("job %d failed (%s: %s)", job.id, err.kind.value, err.message)
+
+
+def _token(claim: Claim) -> str:
+    return claim.job.lease.token if claim.job.lease else ""
+
+
+def _claim_of(run: Running, job_id: int) -> Claim:
+    return next(c for c in run.claims if c.job.id == job_id)
+
+
+def _still_ours(job: Job | None, claim: Claim) -> bool:
+    return job is not None and job.status is JobStatus.RUNNING and job.lease is not None \
+        and job.lease.token == _token(claim)
+
+
+def _embed_key(tx: Tx, job: Job) -> object:
+    """What two embed jobs must share to go in one request: everything but the input."""
+    import json
+
+    try:
+        request = queue.get_request(tx, job.id)
+    except Exception:
+        return ("corrupt", job.id)  # never coalesced
+    return json.dumps({k: v for k, v in request.items() if k != "input"}, sort_keys=True)
+
+
+def _merged_request(claims: list[Claim]) -> dict:
+    if len(claims) == 1:
+        return claims[0].request
+    merged = dict(claims[0].request)
+    merged["input"] = [text for c in claims for text in c.request["input"]]
+    return merged
+
+
+def _split(claims: list[Claim], result: dict) -> list[dict]:
+    """Each coalesced job's own vectors, in its own input order."""
+    if len(claims) == 1:
+        return [result]
+    vectors = result.get("embeddings") or []
+    sizes = [len(c.request["input"]) for c in claims]
+    if len(vectors) != sum(sizes):
+        raise BackendError(ErrorType.INVALID_RESPONSE,
+                           f"{len(vectors)} vectors for {sum(sizes)} inputs", transient=True)
+    out, at = [], 0
+    for size in sizes:
+        out.append({"embeddings": vectors[at:at + size], "stats": result.get("stats") or {}})
+        at += size
+    return out
 
 
 class _JsonLines(logging.Formatter):

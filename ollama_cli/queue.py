@@ -238,41 +238,28 @@ def submit(tx: Tx, spec: JobSpec, now: float) -> Job:
 # ------------------------------------------------------------------------ the daemon
 
 
-def claim(
-    tx: Tx,
-    owner: str,
-    now: float,
-    *,
-    limit: int = 1,
-    accept: Callable[[Job], bool] = lambda job: True,
-) -> list[Claim]:
-    """Move up to `limit` ready jobs to running under a lease of `owner`.
-
-    Strict priority: once a job of some priority is declined by `accept` (its model is
-    at capacity, say), no job of a lower priority starts before it. Within a priority,
-    later jobs may be taken past a declined one."""
-    if limit <= 0 or is_paused(tx):
+def ready_candidates(tx: Tx, now: float, *, limit: int = CLAIM_SCAN_LIMIT) -> list[Job]:
+    """Ready jobs in the order they start (priority, then id), at most `limit`: the
+    scheduler's view of the head of the queue. Empty while the queue is paused."""
+    if is_paused(tx):
         return []
     promote_due(tx, now)
-    picked: list[Job] = []
-    declined_rank: int | None = None
-    for seen, (key, _) in enumerate(tx.scan("ready")):
-        if seen >= CLAIM_SCAN_LIMIT or len(picked) >= limit:
-            break
-        rank = key[0]
-        if declined_rank is not None and rank > declined_rank:
+    out = []
+    for key, _ in tx.scan("ready"):
+        if len(out) >= limit:
             break
         job = _load_or_quarantine(tx, read_u64(key, 1), now)
-        if job is None:
-            continue
-        if accept(job):
-            picked.append(job)
-        elif declined_rank is None:
-            declined_rank = rank
+        if job is not None:
+            out.append(job)
+    return out
+
+
+def take(tx: Tx, jobs: Iterable[Job], owner: str, now: float) -> list[Claim]:
+    """Move these ready jobs to running under a new lease of `owner`."""
     import secrets
 
     claims = []
-    for job in picked:
+    for job in jobs:
         started = job.evolve(
             status=RUNNING,
             attempts=job.attempts + 1,
@@ -289,6 +276,31 @@ def claim(
             continue
         claims.append(Claim(started, request))
     return claims
+
+
+def claim(
+    tx: Tx,
+    owner: str,
+    now: float,
+    *,
+    limit: int = 1,
+    accept: Callable[[Job], bool] = lambda job: True,
+) -> list[Claim]:
+    """Take up to `limit` ready jobs in queue order (the simple scheduler).
+
+    Strict priority: once a job of some priority is declined by `accept`, no job of a
+    lower priority starts before it; later jobs of the same priority may."""
+    picked: list[Job] = []
+    declined_rank: int | None = None
+    for job in ready_candidates(tx, now):
+        rank = job.priority.rank
+        if len(picked) >= limit or (declined_rank is not None and rank > declined_rank):
+            break
+        if accept(job):
+            picked.append(job)
+        elif declined_rank is None:
+            declined_rank = rank
+    return take(tx, picked, owner, now)
 
 
 def _load_or_quarantine(tx: Tx, job_id: int, now: float) -> Job | None:

@@ -193,7 +193,7 @@ def test_paused_queue_starts_nothing(store: Store, emulator: Emulator) -> None:
         report = daemon.tick(10.0)
     finally:
         daemon.liveness.release()
-    assert report.claims == [] and generation_requests(emulator) == []
+    assert report.started == [] and generation_requests(emulator) == []
 
 
 def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(

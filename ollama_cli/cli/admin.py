@@ -87,6 +87,8 @@ def daemon(
     drain: Annotated[bool, typer.Option("--drain", help="Exit once nothing is pending or running.")] = False,
     grace: Annotated[str, typer.Option(help="On SIGTERM/SIGINT, how long running jobs may finish.")] = "30s",
     retry_backoff: Annotated[str, typer.Option(help="First retry delay; doubles per attempt, capped at 60s.")] = "1s",
+    model_concurrency: Annotated[Optional[list[str]], typer.Option(
+        help="NAME=N: at most N requests for this model at once (repeatable).")] = None,
     keep_finished: Annotated[Optional[str], typer.Option(
         help="Delete finished jobs this long after they finish (checked every minute).")] = None,
     json_: JsonOpt = False,
@@ -99,10 +101,21 @@ def daemon(
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
     backends = config.backends(host)
+    caps = dict(_model_cap(m) for m in model_concurrency or [])
     raise typer.Exit(serve(open_store(data_dir), backends, concurrency=concurrency, drain=drain,
+                           model_caps=caps,
                            grace=parse_duration(grace), backoff=parse_duration(retry_backoff),
                            keep_finished=parse_duration(keep_finished) if keep_finished else None,
                            json_logs=json_))
+
+
+def _model_cap(text: str) -> tuple[str, int]:
+    from ollama_cli import submission
+
+    name, sep, value = text.rpartition("=")
+    if not sep or not value.strip().isdigit() or int(value) < 1:
+        raise UsageError(f"malformed --model-concurrency {text!r} (expected NAME=N, N at least 1)")
+    return submission.model_name(name.strip()), int(value)
 
 
 def _set_paused(paused: bool, json_: bool, data_dir: object) -> None:

@@ -1,0 +1,170 @@
+"""The daemon's backends as it sees them: free slots, health (unreachable, cooling down
+after failures), and which models each has installed and loaded, refreshed in the
+background from /api/tags and /api/ps."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ollama_cli.backends import BackendError, Client
+from ollama_cli.config import Backend
+from ollama_cli.scheduler import BackendView, full_name
+
+log = logging.getLogger("ollama_q.daemon")
+
+PROBE_BACKOFF_CAP = 30.0
+COOLDOWN_AFTER = 3  # consecutive failed attempts before a backend rests
+COOLDOWN_CAP = 60.0
+LOADED_EVERY = 5.0  # /api/ps
+TAGS_EVERY = 30.0  # /api/tags
+
+
+@dataclass
+class Slot:
+    backend: Backend
+    client: Client
+    capacity: int
+    running: int = 0
+    running_models: Counter[str] = field(default_factory=Counter)
+    down_since: float | None = None
+    probe_at: float = 0.0
+    probe_delay: float = 0.5
+    probing: bool = False
+    failures: int = 0  # consecutive failed attempts
+    cooldown_until: float = 0.0
+    models: set[str] | None = None  # installed (full names); None: the server does not say
+    tags_tried: bool = False  # no job before the first look at its models
+    loaded: set[str] = field(default_factory=set)
+    next_loaded: float = 0.0
+    next_tags: float = 0.0
+    refreshing: bool = False
+
+    @property
+    def up(self) -> bool:
+        return self.down_since is None
+
+    def free(self, now: float) -> int:
+        if not self.up or not self.tags_tried or now < self.cooldown_until:
+            return 0
+        return max(0, self.capacity - self.running)
+
+    def view(self, now: float) -> BackendView:
+        return BackendView(free=self.free(now), models=self.models, loaded=set(self.loaded))
+
+
+class Pool:
+    def __init__(self, slots: list[Slot], clock: Callable[[], float]) -> None:
+        self.slots = slots
+        self.clock = clock
+
+    def views(self, now: float) -> list[BackendView]:
+        return [s.view(now) for s in self.slots]
+
+    def free(self, now: float) -> int:
+        return sum(s.free(now) for s in self.slots)
+
+    def running_per_model(self) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for s in self.slots:
+            total.update(s.running_models)
+        return dict(total)
+
+    def started(self, slot: Slot, model: str) -> None:
+        slot.running += 1
+        slot.running_models[full_name(model)] += 1
+        slot.loaded.add(full_name(model))  # until /api/ps says otherwise
+
+    def finished(self, slot: Slot, model: str, now: float) -> None:
+        slot.running -= 1
+        slot.running_models[full_name(model)] -= 1
+        slot.next_loaded = min(slot.next_loaded, now + 0.25)  # a swap may have happened: look soon
+
+    def succeeded(self, slot: Slot) -> None:
+        self.mark_up(slot)
+        slot.failures = 0
+
+    def failed(self, slot: Slot, now: float) -> None:
+        """A failed attempt (not unreachability): after a few in a row the backend rests,
+        so that work flows to the others."""
+        slot.failures += 1
+        if slot.failures >= COOLDOWN_AFTER:
+            rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1))
+            if now >= slot.cooldown_until:
+                log.warning("backend %s failed %d times in a row: resting %gs", slot.backend.label,
+                            slot.failures, rest)
+            slot.cooldown_until = now + rest
+
+    def mark_down(self, slot: Slot, why: str, now: float) -> None:
+        if slot.up:
+            log.warning("backend %s unreachable (%s): jobs wait as pending until it answers",
+                        slot.backend.label, why)
+            slot.down_since = now
+            slot.probe_delay = 0.5
+        slot.probe_at = now + slot.probe_delay
+
+    def mark_up(self, slot: Slot) -> None:
+        if not slot.up:
+            log.info("backend %s is reachable again", slot.backend.label)
+            slot.down_since = None
+            slot.next_loaded = slot.next_tags = 0.0
+
+    def elsewhere(self, slot: Slot, model: str) -> bool:
+        """After `slot` said it has no such model: whether another backend lists it. The
+        listing of `slot` was stale, so forget the model there."""
+        name = full_name(model)
+        if slot.models is not None:
+            slot.models.discard(name)
+        return any(s is not slot and s.models is not None and name in s.models for s in self.slots)
+
+    def maintain(self, now: float, wake: asyncio.Event | None) -> None:
+        """Start probes of unreachable backends and refreshes of the others, as due."""
+        loop = asyncio.get_running_loop()
+        for slot in self.slots:
+            if not slot.up and not slot.probing and now >= slot.probe_at:
+                slot.probing = True
+                loop.create_task(self._probe(slot, wake))
+            elif slot.up and not slot.refreshing and (now >= slot.next_loaded or now >= slot.next_tags):
+                slot.refreshing = True
+                loop.create_task(self._refresh(slot, now, wake))
+
+    async def _probe(self, slot: Slot, wake: asyncio.Event | None) -> None:
+        try:
+            if await slot.client.ping():
+                self.mark_up(slot)
+                if wake:
+                    wake.set()
+            else:
+                slot.probe_delay = min(PROBE_BACKOFF_CAP, slot.probe_delay * 2)
+                slot.probe_at = self.clock() + slot.probe_delay
+        finally:
+            slot.probing = False
+
+    async def _refresh(self, slot: Slot, now: float, wake: asyncio.Event | None) -> None:
+        try:
+            if now >= slot.next_tags:
+                slot.next_tags = now + TAGS_EVERY
+                try:
+                    slot.models = {full_name(m["name"]) for m in await slot.client.models() if m.get("name")}
+                except (BackendError, KeyError, TypeError):
+                    pass  # keep what we knew; an unreachable backend shows up in its jobs
+                if not slot.tags_tried:
+                    slot.tags_tried = True
+                    if wake:
+                        wake.set()
+            if now >= slot.next_loaded:
+                slot.next_loaded = now + LOADED_EVERY
+                try:
+                    listed = {full_name(m) for m in await slot.client.loaded() if m}
+                    # A reply asked for before our latest dispatch may not show its model yet;
+                    # a model with requests in flight is loaded, whatever the reply says.
+                    slot.loaded = listed | {m for m, n in slot.running_models.items() if n > 0}
+                except BackendError:
+                    pass
+        except Exception as exc:  # a refresh is advice: it must never stop the daemon
+            log.debug("refreshing %s failed: %r", slot.backend.label, exc)
+        finally:
+            slot.refreshing = False

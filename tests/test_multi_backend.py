@@ -1,0 +1,85 @@
+"""Several backends and model-aware scheduling, end to end: real emulators over HTTP, the
+daemon in this process."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+
+import httpx
+
+from ollama_cli.models import JobStatus, JobType
+from ollama_cli.store import Store
+from tests.emulator import Emulator
+from tests.test_daemon import drain, generation_requests, job, result, submit
+
+
+def test_jobs_go_only_to_backends_that_have_their_model(store: Store) -> None:
+    with Emulator(models=["alpha"]) as a, Emulator(models=["beta"]) as b:
+        ids = {submit(store, f"p{i}", model="alpha" if i % 2 else "beta"): i for i in range(8)}
+        drain(store, a.url, b.url, concurrency=2)
+        for job_id, i in ids.items():
+            j = job(store, job_id)
+            assert j.status is JobStatus.COMPLETED
+            assert j.host == (a.url if i % 2 else b.url)
+        assert {body["model"] for body in generation_requests(a)} == {"alpha"}
+        assert {body["model"] for body in generation_requests(b)} == {"beta"}
+
+
+def test_work_flows_on_when_one_backend_dies(store: Store) -> None:
+    with Emulator(token_delay=0.01) as doomed, Emulator() as steady:
+        doomed.hold()
+        ids = [submit(store, f"p{i}") for i in range(6)]
+
+        def kill_when_busy() -> None:
+            assert doomed.wait_in_flight(1)
+            doomed.stop()
+
+        killer = threading.Thread(target=kill_when_busy)
+        killer.start()
+        drain(store, doomed.url, steady.url, concurrency=1)
+        killer.join()
+        for job_id in ids:
+            j = job(store, job_id)
+            assert j.status is JobStatus.COMPLETED and j.host == steady.url
+
+
+def test_a_mixed_queue_loads_each_model_once(store: Store) -> None:
+    with Emulator(models=["m1", "m2", "m3"], max_loaded=1, load_time=0.02) as emu:
+        for i in range(12):
+            submit(store, f"p{i}", model=f"m{i % 3 + 1}")
+        drain(store, emu.url, concurrency=1)
+        assert emu.loads == 3, emu.load_log
+        assert Counter(b["model"] for b in generation_requests(emu)) == {"m1": 4, "m2": 4, "m3": 4}
+
+
+def test_model_concurrency_caps_parallel_requests(store: Store) -> None:
+    with Emulator(token_delay=0.01) as emu:
+        for i in range(6):
+            submit(store, f"p{i}")
+        drain(store, emu.url, concurrency=4, model_caps={"llama3.2": 1})
+        assert emu.max_concurrent_seen == 1
+
+
+def test_without_a_cap_the_same_jobs_run_in_parallel(store: Store) -> None:
+    with Emulator() as emu:
+        emu.hold()
+        for i in range(6):
+            submit(store, f"p{i}")
+        releaser = threading.Thread(target=lambda: (emu.wait_in_flight(4), emu.release()))
+        releaser.start()
+        drain(store, emu.url, concurrency=4)
+        releaser.join()
+        assert emu.max_concurrent_seen == 4
+
+
+def test_embed_jobs_of_one_model_share_a_request_and_keep_their_own_vectors(store: Store) -> None:
+    with Emulator() as emu:
+        texts = [[f"text {i}"] if i % 2 else [f"text {i}", f"more {i}"] for i in range(10)]
+        ids = [submit(store, model="all-minilm", kind=JobType.EMBED, request={"input": t}) for t in texts]
+        drain(store, emu.url, concurrency=1)
+        embeds = [b for _, path, b in emu.requests if path == "/api/embed"]
+        assert len(embeds) == 1 and len(embeds[0]["input"]) == 15
+        for job_id, t in zip(ids, texts):
+            direct = httpx.post(f"{emu.url}/api/embed", json={"model": "all-minilm", "input": t}).json()
+            assert result(store, job_id)["embeddings"] == direct["embeddings"]
