@@ -186,36 +186,63 @@ def encode_job(job: Job) -> bytes:
     )
 
 
+def _typed(rec: dict[str, Any], key: str, kinds: tuple[type, ...], default: Any = None) -> Any:
+    """rec[key] if it is of one of `kinds` (or None where None is allowed); a bool is
+    never taken for a number."""
+    value = rec.get(key, default)
+    if value is None and (default is None or key not in rec):
+        return value
+    if isinstance(value, bool) and bool not in kinds:
+        raise ValueError(f"{key}: a bool where a number belongs")
+    if not isinstance(value, kinds):
+        raise ValueError(f"{key}: {type(value).__name__} is not {'/'.join(k.__name__ for k in kinds)}")
+    return value
+
+
+_NUM = (int, float)
+
+
 def decode_job(key: int, data: bytes) -> Job:
     rec = unpack(key, data)
     try:
         if not isinstance(rec, dict) or rec.get("v") != SCHEMA:
             raise ValueError(f"unknown schema {rec.get('v') if isinstance(rec, dict) else rec!r}")
-        error, lease = rec.get("error"), rec.get("lease")
+        for required in ("id", "model", "type", "priority", "status", "created_at"):
+            if rec.get(required) is None:
+                raise ValueError(f"{required} is missing")
+        error, lease, after = rec.get("error"), rec.get("lease"), rec.get("after") or []
+        if error is not None and not (isinstance(error, list) and len(error) == 2
+                                      and all(isinstance(e, str) for e in error)):
+            raise ValueError("error is not [type, message]")
+        if lease is not None and not (isinstance(lease, list) and len(lease) == 2
+                                      and all(isinstance(e, str) for e in lease)):
+            raise ValueError("lease is not [owner, token]")
+        if not isinstance(after, list) or not all(isinstance(a, int) and not isinstance(a, bool) for a in after):
+            raise ValueError("after is not a list of ids")
         return Job(
-            id=int(rec["id"]),
-            model=str(rec["model"]),
+            id=_typed(rec, "id", (int,)),
+            model=_typed(rec, "model", (str,)),
             type=JobType(rec["type"]),
             priority=Priority(rec["priority"]),
             status=JobStatus(rec["status"]),
-            created_at=float(rec["created_at"]),
-            name=rec.get("name"),
-            batch=rec.get("batch"),
-            custom_id=rec.get("custom_id"),
-            attempts=int(rec.get("attempts", 0)),
-            max_attempts=int(rec.get("max_attempts", 1)),
-            run_at=rec.get("run_at"),
-            after=tuple(int(a) for a in rec.get("after") or ()),
-            host=rec.get("host"),
-            started_at=rec.get("started_at"),
-            finished_at=rec.get("finished_at"),
-            error=JobError(ErrorType(error[0]), str(error[1])) if error else None,
-            cached=bool(rec.get("cached", False)),
-            timeout=rec.get("timeout"),
-            keep_alive=rec.get("keep_alive"),
-            cache_key=rec.get("cache_key"),
-            lease=Lease(str(lease[0]), str(lease[1])) if lease else None,
-            retry_at=rec.get("retry_at"),
+            created_at=_typed(rec, "created_at", _NUM),
+            name=_typed(rec, "name", (str,)),
+            batch=_typed(rec, "batch", (str,)),
+            custom_id=_typed(rec, "custom_id", (str,)),
+            attempts=_typed(rec, "attempts", (int,), 0),
+            max_attempts=_typed(rec, "max_attempts", (int,), 1),
+            run_at=_typed(rec, "run_at", _NUM),
+            after=tuple(after),
+            host=_typed(rec, "host", (str,)),
+            started_at=_typed(rec, "started_at", _NUM),
+            finished_at=_typed(rec, "finished_at", _NUM),
+            error=JobError(ErrorType(error[0]), error[1]) if error else None,
+            cached=_typed(rec, "cached", (bool,), False),
+            timeout=_typed(rec, "timeout", _NUM),
+            keep_alive=_typed(rec, "keep_alive", _NUM),
+            cache_key=_typed(rec, "cache_key", (bytes,)),
+            lease=Lease(lease[0], lease[1]) if lease else None,
+            retry_at=_typed(rec, "retry_at", _NUM),
         )
     except CorruptRecord:
         raise

@@ -13,7 +13,7 @@ Invariants kept by `_save`, the only writer of job records:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from ollama_cli import cache
@@ -138,8 +138,11 @@ def list_jobs(
     allows it. Corrupt records are returned apart, never raised."""
     jobs: list[Job] = []
     corrupt: list[CorruptRecord] = []
+    if limit is not None and limit <= 0:
+        return jobs, corrupt
+    wanted = set(statuses)
     skipped = 0
-    for job_id in _ids_newest_first(tx, tuple(statuses), batch):
+    for job_id in _ids_newest_first(tx, tuple(wanted), batch):
         raw = tx.get("jobs", u64(job_id))
         if raw is None:
             continue
@@ -150,7 +153,7 @@ def list_jobs(
             continue
         if (model and job.model != model) or (job_type and job.type is not job_type):
             continue
-        if batch and job.batch != batch:
+        if (batch and job.batch != batch) or (wanted and job.status not in wanted):
             continue
         if skipped < offset:
             skipped += 1
@@ -199,10 +202,24 @@ def has_unfinished(tx: Tx) -> bool:
 def submit(tx: Tx, spec: JobSpec, now: float) -> Job:
     """Queue one job. An identical request that completed before completes at once
     from the cache, in this same transaction."""
+    return submit_many(tx, (spec,), now)[0]
+
+
+def submit_many(tx: Tx, specs: Sequence[JobSpec], now: float) -> list[Job]:
+    """Queue jobs with consecutive ids, in order, each as `submit` queues one. The
+    counters they move are summed in memory and written once at the end: rewritten per
+    job, they would cost more than the jobs' own records."""
+    tally = _Tally(tx)
+    first = tally.add("next_id", len(specs)) - len(specs) + 1
+    jobs = [_enqueue(tally, spec, job_id, now) for job_id, spec in enumerate(specs, start=first)]
+    tally.flush()
+    return jobs
+
+
+def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
     for dep in spec.after:
         if tx.get("jobs", u64(dep)) is None:
             raise UsageError(f"--after {dep}: no such job")
-    job_id = tx.add("next_id", 1)
     key = cache.key_for(spec.model, spec.type.value, spec.request) if spec.use_cache else None
     job = Job(
         id=job_id,
@@ -231,8 +248,31 @@ def submit(tx: Tx, spec: JobSpec, now: float) -> Job:
         job = job.evolve(status=COMPLETED, cached=True, started_at=now, finished_at=now)
     for dep in spec.after:
         tx.put("dependents", u64(dep) + u64(job_id))
-    _save(tx, None, job, now)
-    return job
+    return _save(tx, None, job, now)
+
+
+class _Tally(Tx):
+    """This same transaction with its counters kept in memory until `flush`. Reads and
+    the clamp at zero behave as in `Tx`, so the code that moves counters is unchanged."""
+
+    __slots__ = ("_tx", "_values")
+
+    def __init__(self, tx: Tx) -> None:
+        super().__init__(tx._txn, tx._dbs)  # the same LMDB transaction, not a new one
+        self._tx = tx
+        self._values: dict[str, int] = {}
+
+    def counter(self, name: str) -> int:
+        value = self._values.get(name)
+        return self._tx.counter(name) if value is None else value
+
+    def add(self, name: str, delta: int) -> int:
+        value = self._values[name] = max(0, self.counter(name) + delta)
+        return value
+
+    def flush(self) -> None:
+        for name, value in self._values.items():
+            self._tx.add(name, value - self._tx.counter(name))
 
 
 # ------------------------------------------------------------------------ the daemon
@@ -407,13 +447,6 @@ def promote_due(tx: Tx, now: float) -> int:
     return len(due)
 
 
-def next_wakeup(tx: Tx) -> float | None:
-    """When the earliest waiting job becomes due (epoch seconds), if any."""
-    for key, _ in tx.scan("waiting"):
-        return read_u64(key) / 1000
-    return None
-
-
 # ------------------------------------------------------------------- user operations
 
 
@@ -440,8 +473,7 @@ def retry(tx: Tx, job_id: int, now: float) -> Job | None:
         return job
     again = job.evolve(status=PENDING, attempts=0, error=None, started_at=None, finished_at=None,
                        retry_at=None, lease=None, host=None)
-    _save(tx, job, again, now)
-    return get_job(tx, job_id)  # a failed dependency may have failed it again at once
+    return _save(tx, job, again, now)  # a failed dependency may have failed it again at once
 
 
 def ids_with_status(tx: Tx, *statuses: JobStatus) -> list[int]:
@@ -521,9 +553,10 @@ def _dependency_state(tx: Tx, job: Job) -> JobStatus | None:
     return state
 
 
-def _save(tx: Tx, old: Job | None, new: Job, now: float) -> None:
+def _save(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
     """Write `new` over `old` and keep every index and counter in step, in this
-    transaction. A finished job hands on to the jobs that depend on it."""
+    transaction. A finished job hands on to the jobs that depend on it. Returns the job
+    as stored (a pending job whose dependency failed is stored failed)."""
     if new.status is PENDING and new.after:
         state = _dependency_state(tx, new)
         if state is FAILED:
@@ -545,6 +578,7 @@ def _save(tx: Tx, old: Job | None, new: Job, now: float) -> None:
             tx.add(f"ready/{new.priority.rank}", 1)
     if new.status.finished and (old is None or not old.status.finished):
         _hand_on(tx, new, now)
+    return new
 
 
 def _unindex(tx: Tx, job: Job) -> None:

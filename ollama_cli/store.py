@@ -122,20 +122,24 @@ def _prefix_upper(prefix: bytes) -> bytes | None:
 class Store:
     """The process's one handle on the environment in `path`."""
 
-    def __init__(self, path: Path, *, map_size: int = config.MAP_SIZE) -> None:
+    def __init__(self, path: Path, *, map_size: int = config.MAP_SIZE, readonly: bool = False) -> None:
+        """`readonly` for commands that only read: py-lmdb opens named databases in a write
+        transaction unless the environment is read-only, and that would make `status`
+        wait behind any writer. A store that does not exist yet is created writable."""
         self.path = Path(path)
         _make_private_dir(self.path)
-        self.env = _open_env(self.path, map_size)
+        readonly = readonly and (self.path / "data.mdb").exists()
+        self.env = _open_env(self.path, map_size, readonly)
         # Slots of killed readers are not reclaimed by LMDB on its own.
         self.env.reader_check()
-        self.dbs = self._open_dbs()
-
-    def _open_dbs(self) -> dict[str, lmdb._Database]:
-        try:  # the common case: they exist, and opening them takes no writer lock
-            return {n: self.env.open_db(n.encode(), create=False) for n in DATABASES}
+        try:
+            self.dbs = {n: self.env.open_db(n.encode(), create=False) for n in DATABASES}
         except lmdb.NotFoundError:
+            if readonly:  # made by a version with fewer databases: create them
+                self.env.close()
+                self.env = _open_env(self.path, map_size, False)
             with self.env.begin(write=True) as txn:
-                return {n: self.env.open_db(n.encode(), txn=txn) for n in DATABASES}
+                self.dbs = {n: self.env.open_db(n.encode(), txn=txn) for n in DATABASES}
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -198,11 +202,12 @@ def _make_private_dir(path: Path) -> None:
         os.chmod(path, 0o700)  # makedirs' mode is filtered by the umask
 
 
-def _open_env(path: Path, map_size: int) -> lmdb.Environment:
+def _open_env(path: Path, map_size: int, readonly: bool) -> lmdb.Environment:
     for attempt in range(4):
         try:
             return lmdb.open(
                 str(path),
+                readonly=readonly,
                 map_size=map_size,
                 max_dbs=config.MAX_DBS,
                 max_readers=config.MAX_READERS,

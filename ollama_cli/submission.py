@@ -13,9 +13,12 @@ from ollama_cli.errors import UsageError
 from ollama_cli.models import JobType, Priority
 
 ROLES = ("system", "user", "assistant", "tool")
-# Ollama's name rule: [host/][namespace/]model[:tag], parts of 1-80 characters.
+# Ollama's name rule (types/model/name.go): [host/][namespace/]model[:tag]; a host may
+# carry a port, a namespace has no dot.
+_HOST = r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}"
+_NAMESPACE = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}"
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}"
-_MODEL = re.compile(rf"^(?:{_PART}/){{0,2}}{_PART}(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,79}})?$")
+_MODEL = re.compile(rf"(?:(?:{_HOST}/)?{_NAMESPACE}/)?{_PART}(?::{_PART})?")
 
 E = TypeVar("E", bound=Enum)
 
@@ -37,7 +40,7 @@ def priority(value: str) -> Priority:
 
 
 def model_name(value: str) -> str:
-    if not _MODEL.match(value):
+    if not _MODEL.fullmatch(value):
         raise UsageError(f"invalid model name {value!r}")
     return value
 
@@ -74,9 +77,14 @@ def parse_option(text: str) -> tuple[str, Any]:
     if not sep or not key.strip():
         raise UsageError(f"malformed --option {text!r} (expected KEY=VALUE)")
     try:
-        return key.strip(), json.loads(value)
+        return key.strip(), json.loads(value, parse_constant=_not_json)
     except ValueError:
         return key.strip(), value
+
+
+def _not_json(name: str) -> Any:
+    """NaN and Infinity are Python's extension, not JSON: keep such values as strings."""
+    raise ValueError(name)
 
 
 def parse_format(value: str) -> Any:

@@ -18,7 +18,7 @@ HostOpt = Annotated[
 
 def info(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """The queue at a glance: counts, daemon, cache."""
-    data = overview.info(open_store(data_dir))
+    data = overview.info(open_store(data_dir, readonly=True))
     if json_:
         emit(data)
     else:
@@ -33,7 +33,7 @@ cache_app = typer.Typer(help="The result cache: stats, clear.", no_args_is_help=
 @cache_app.command("stats")
 def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Entries, hits, misses and bytes of the result cache."""
-    store = open_store(data_dir)
+    store = open_store(data_dir, readonly=True)
     with store.read() as tx:
         data = cache.stats(tx)
     if json_:

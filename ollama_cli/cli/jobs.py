@@ -71,7 +71,7 @@ def submit(
     )
     if delay is not None and at is not None:
         raise UsageError("give --delay or --at, not both")
-    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at) if at else None)
+    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at) if at is not None else None)
     spec = queue.JobSpec(
         model=model,
         type=kind,
@@ -116,7 +116,7 @@ def status(
 ) -> None:
     """Show one job."""
     jid = parse_id(job_id)
-    store = open_store(data_dir)
+    store = open_store(data_dir, readonly=True)
     with store.read() as tx:
         job = _get(tx, jid)
         pos = queue.position(tx, job)
@@ -145,7 +145,7 @@ def result(
     """Print a job's output: the text, or the vectors as JSON."""
     jid = parse_id(job_id)
     limit = parse_duration(timeout) if timeout is not None else None
-    _print_result(open_store(data_dir), jid, wait=wait, timeout=limit, json_=json_)
+    _print_result(open_store(data_dir, readonly=True), jid, wait=wait, timeout=limit, json_=json_)
 
 
 def _not_completed(job: Job) -> str:
@@ -188,7 +188,7 @@ def list_(
     """List jobs, newest first."""
     statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []]
     kind = submission.job_type(type_) if type_ else None
-    store = open_store(data_dir)
+    store = open_store(data_dir, readonly=True)
     with store.read() as tx:
         jobs, corrupt = queue.list_jobs(tx, statuses=statuses, model=model, job_type=kind,
                                         batch=batch, limit=limit, offset=offset)
@@ -252,7 +252,7 @@ def wait(
         raise UsageError("give job IDs or --all")
     ids = parse_ids(job_ids or [])
     limit = parse_duration(timeout) if timeout is not None else None
-    store = open_store(data_dir)
+    store = open_store(data_dir, readonly=True)
     if all_:
         with store.read() as tx:
             ids = sorted(queue.ids_with_status(tx, JobStatus.PENDING, JobStatus.RUNNING))

@@ -1,0 +1,160 @@
+"""The walls between the rooms (shared/design.md), read from the source with `ast`, and
+the start-up rule: the submit/status path never imports httpx, rich, asyncio or pydantic."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import cli_env
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = ROOT / "ollama_cli"
+FUNCTIONS = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def _is_module(dotted: str) -> bool:
+    """Whether a dotted name under the package is a module (file or package folder)."""
+    rel = Path(*dotted.split("."))
+    return (ROOT / rel).with_suffix(".py").exists() or (ROOT / rel / "__init__.py").exists()
+
+
+def _type_checking_block(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"))
+
+
+def imports(path: Path, *, module_level_only: bool = False) -> set[str]:
+    """Every module `path` imports, resolved to dotted names: `from a import b` gives
+    `a.b` when b is a module of ours, else `a`; relative imports are made absolute.
+    `module_level_only` leaves out imports inside functions (those run lazily) and
+    under `if TYPE_CHECKING:` (those never run)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    here = module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    found: set[str] = set()
+
+    def visit(node: ast.AST, lazy: bool) -> None:
+        if module_level_only and (lazy or _type_checking_block(node)):
+            return
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")[: len(package.split(".")) - node.level + 1]
+                source = ".".join(base + ([node.module] if node.module else []))
+            else:
+                source = node.module or ""
+            for alias in node.names:
+                candidate = f"{source}.{alias.name}"
+                found.add(candidate if source.startswith("ollama_cli") and _is_module(candidate)
+                          else source)
+        for child in ast.iter_child_nodes(node):
+            visit(child, lazy or isinstance(node, FUNCTIONS))
+
+    visit(tree, False)
+    return found
+
+
+def ours(names: set[str]) -> set[str]:
+    return {n for n in names if n == "ollama_cli" or n.startswith("ollama_cli.")}
+
+
+def sources() -> list[Path]:
+    return sorted(PACKAGE.rglob("*.py"))
+
+
+def test_the_import_reader_sees_imports() -> None:
+    # The walls below pass trivially if the reader finds nothing: check it does.
+    assert "ollama_cli.config" in imports(PACKAGE / "store.py")
+    assert "lmdb" in imports(PACKAGE / "store.py", module_level_only=True)
+    assert "ollama_cli.cli.app" in imports(PACKAGE / "cli" / "__init__.py")
+    assert "ollama_cli.cli.app" not in imports(PACKAGE / "cli" / "__init__.py", module_level_only=True)
+    assert "httpx" in imports(PACKAGE / "backends.py", module_level_only=True)
+    assert "ollama_cli.timefmt" in imports(PACKAGE / "models.py")
+
+
+def test_only_the_cli_imports_the_cli() -> None:
+    offenders = {
+        module_name(p): sorted(n for n in imports(p) if n == "ollama_cli.cli" or n.startswith("ollama_cli.cli."))
+        for p in sources()
+        if PACKAGE / "cli" not in p.parents and p.name != "__main__.py"
+    }
+    assert {m: n for m, n in offenders.items() if n} == {}
+
+
+@pytest.mark.parametrize(("module", "allowed"), [
+    ("store.py", {"ollama_cli", "ollama_cli.config", "ollama_cli.errors"}),
+    ("models.py", {"ollama_cli", "ollama_cli.errors", "ollama_cli.timefmt"}),
+])
+def test_low_rooms_import_only_what_is_below_them(module: str, allowed: set[str]) -> None:
+    assert ours(imports(PACKAGE / module)) - allowed == set()
+
+
+def test_render_never_imports_the_store_the_queue_or_the_backends() -> None:
+    banned = {"ollama_cli.store", "ollama_cli.queue", "ollama_cli.backends", "ollama_cli.daemon",
+              "lmdb", "httpx"}
+    assert imports(PACKAGE / "render.py") & banned == set()
+
+
+def test_only_the_network_rooms_import_httpx_at_module_level() -> None:
+    allowed = {"ollama_cli.backends", "ollama_cli.openai_compat", "ollama_cli.daemon"}
+    users = {module_name(p) for p in sources()
+             if any(n == "httpx" or n.startswith("httpx.") for n in imports(p, module_level_only=True))}
+    assert users - allowed == set()
+
+
+# ------------------------------------------------------------------ start-up path
+
+# Runs the real entry point and writes the loaded modules to a file at exit (stdout
+# stays the command's own JSON).
+WRAPPER = textwrap.dedent("""
+    import atexit, json, sys
+    out = sys.argv[1]
+    def dump() -> None:
+        with open(out, "w") as f:
+            json.dump(sorted(sys.modules), f)
+    atexit.register(dump)
+    from ollama_cli.cli import main
+    main(sys.argv[2:])
+""")
+HEAVY = ("httpx", "rich", "asyncio", "pydantic")
+
+
+def loaded_modules(data_dir: Path, tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
+    out = tmp_path / f"modules-{args[0]}.json"
+    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(out), *args], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, env=cli_env(data_dir), stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout), json.loads(out.read_text())
+
+
+def heavy(modules: list[str]) -> list[str]:
+    return [m for m in modules if m.split(".")[0] in HEAVY]
+
+
+def test_submit_and_status_never_import_heavy_modules(data_dir: Path, tmp_path: Path) -> None:
+    submitted, modules = loaded_modules(data_dir, tmp_path, "submit", "m", "x", "--json")
+    assert submitted["id"] == 1 and submitted["status"] == "pending"
+    assert "ollama_cli.queue" in modules  # the dump saw the real work
+    assert heavy(modules) == []
+
+    status, modules = loaded_modules(data_dir, tmp_path, "status", "1", "--json")
+    assert status["id"] == 1 and status["model"] == "m"
+    assert "ollama_cli.store" in modules
+    assert heavy(modules) == []

@@ -1,0 +1,225 @@
+"""Settings: OLLAMA_HOST parsed as ollama-python parses it (shared/ollama-api.md §12),
+backends and data dir precedence (flag > variable > default), durations and times."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import platformdirs
+import pytest
+
+from ollama_cli import config
+from ollama_cli.config import Backend
+from ollama_cli.errors import UsageError
+from ollama_cli.timefmt import format_go_duration, format_time, parse_duration, parse_time
+
+# ------------------------------------------------------------------ OLLAMA_HOST
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, "http://127.0.0.1:11434"),
+    ("", "http://127.0.0.1:11434"),
+    ("1.2.3.4", "http://1.2.3.4:11434"),
+    ("example.com", "http://example.com:11434"),
+    (":56789", "http://127.0.0.1:56789"),
+    ("host:56789", "http://host:56789"),
+    ("1.2.3.4:56789", "http://1.2.3.4:56789"),
+    # an explicit scheme changes the default port to the scheme's
+    ("http://host", "http://host:80"),
+    ("https://host", "https://host:443"),
+    ("http://host:56789", "http://host:56789"),
+    ("https://host:56789", "https://host:56789"),
+    # a path is kept, its trailing slash dropped
+    ("host:56789/path/", "http://host:56789/path"),
+    ("example.com/path", "http://example.com:11434/path"),
+    ("https://example.com:56789/path/to/", "https://example.com:56789/path/to"),
+    ("http://host/", "http://host:80"),
+    # IPv6 keeps its brackets
+    ("[::1]", "http://[::1]:11434"),
+    ("[::1]:8080", "http://[::1]:8080"),
+    ("http://[::1]", "http://[::1]:80"),
+    ("https://[::1]:56789/path/", "https://[::1]:56789/path"),
+    ("[0001:002:003:0004::1]", "http://[0001:002:003:0004::1]:11434"),
+    # 0.0.0.0 is not rewritten (the Go CLI does, the Python client does not)
+    ("0.0.0.0", "http://0.0.0.0:11434"),
+    ("0.0.0.0:56789", "http://0.0.0.0:56789"),
+], ids=lambda v: repr(v))
+def test_parse_host(value: str | None, expected: str) -> None:
+    assert config.parse_host(value) == expected
+
+
+@pytest.mark.parametrize("value", ["ftp://host", "unix:///run/ollama.sock", "host:port",
+                                   "host:99999"])
+def test_parse_host_refuses(value: str) -> None:
+    with pytest.raises(UsageError):
+        config.parse_host(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("openai+http://127.0.0.1:8080", Backend("http://127.0.0.1:8080", "openai")),
+    ("openai+localhost:8080", Backend("http://localhost:8080", "openai")),
+    ("openai+https://api.example.com/v1/", Backend("https://api.example.com:443/v1", "openai")),
+    ("http://127.0.0.1:8080", Backend("http://127.0.0.1:8080", "ollama")),
+    ("box", Backend("http://box:11434", "ollama")),
+])
+def test_parse_backend(value: str, expected: Backend) -> None:
+    got = config.parse_backend(value)
+    assert got == expected
+    # The label is how a user wrote it back: the prefix says the kind.
+    assert got.label == ("openai+" if expected.kind == "openai" else "") + expected.url
+
+
+def test_backends_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    assert config.backends() == [Backend("http://127.0.0.1:11434")]
+    monkeypatch.setenv("OLLAMA_HOST", "")  # set but empty: as unset
+    assert config.backends() == [Backend("http://127.0.0.1:11434")]
+
+
+def test_backends_from_ollama_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
+    assert config.backends() == [Backend("http://gpu-box:12345")]
+    assert config.backends([]) == [Backend("http://gpu-box:12345")]
+    monkeypatch.setenv("OLLAMA_HOST", "openai+http://llama:8080")
+    assert config.backends() == [Backend("http://llama:8080", "openai")]
+
+
+def test_backend_flags_win_over_ollama_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
+    flags = ["a", "openai+b:1", "http://a:11434", "c:2"]  # the third repeats the first
+    assert config.backends(flags) == [
+        Backend("http://a:11434"), Backend("http://b:1", "openai"), Backend("http://c:2")]
+
+
+# --------------------------------------------------------------------- data dir
+
+
+def test_data_dir_flag_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
+    assert config.data_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert config.data_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+
+
+def test_data_dir_variable_over_platform_default(monkeypatch: pytest.MonkeyPatch,
+                                                 tmp_path: Path) -> None:
+    monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
+    assert config.data_dir() == tmp_path / "env"
+    assert config.data_dir(None) == tmp_path / "env"
+
+
+def test_data_dir_expands_the_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("OLLAMA_Q_DATA_DIR", "~/q")
+    assert config.data_dir() == tmp_path / "q"
+    assert config.data_dir("~/flag") == tmp_path / "flag"
+
+
+@pytest.mark.parametrize("env", [None, ""])
+def test_data_dir_platform_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                   env: str | None) -> None:
+    if env is None:
+        monkeypatch.delenv("OLLAMA_Q_DATA_DIR", raising=False)
+    else:
+        monkeypatch.setenv("OLLAMA_Q_DATA_DIR", env)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    assert config.data_dir() == Path(platformdirs.user_data_dir("ollama-q"))
+    if sys.platform.startswith("linux"):
+        assert config.data_dir() == tmp_path / "xdg" / "ollama-q"
+
+
+# -------------------------------------------------------------------- durations
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("500ms", 0.5),
+    ("30s", 30),
+    ("10m", 600),
+    ("2h", 7200),
+    ("7d", 604800),
+    ("12", 12),
+    ("0", 0),
+    ("1.5h", 5400),
+    ("0.25s", 0.25),
+    ("1ms", 0.001),
+    (" 5m ", 300),
+])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", " ", "abc", "-5s", "5x", "ms", "m5", "5 minutes",
+                                  "inf", "nan", "5s5", "5w"])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(UsageError, match="duration"):
+        parse_duration(text)
+
+
+@pytest.mark.parametrize(("seconds", "text"), [(300, "300s"), (0.5, "500ms"), (0, "0s"),
+                                               (1.25, "1250ms")])
+def test_format_go_duration(seconds: float, text: str) -> None:
+    assert format_go_duration(seconds) == text
+
+
+# ------------------------------------------------------------------------ times
+
+
+def epoch(*args: int, micro: int = 0) -> float:
+    return datetime(*args, micro, tzinfo=timezone.utc).timestamp()  # type: ignore[misc]
+
+
+@pytest.fixture
+def utc_plus_3() -> Iterator[None]:
+    # A fixed local zone (POSIX spelling: "XYZ-3" is three hours east of UTC), so that
+    # "local time" means the same on every machine.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "XYZ-3")
+        time.tzset()
+        yield
+    time.tzset()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-11-24T03:00:00Z", epoch(2026, 11, 24, 3, 0, 0)),
+    ("2026-11-24T03:00:00z", epoch(2026, 11, 24, 3, 0, 0)),
+    ("2026-11-24T03:00:00.250Z", epoch(2026, 11, 24, 3, 0, 0, micro=250000)),
+    ("2026-11-24T03:00:00+00:00", epoch(2026, 11, 24, 3, 0, 0)),
+    ("2026-11-24T03:00:00+01:00", epoch(2026, 11, 24, 2, 0, 0)),
+    ("2026-11-24T03:00:00-05:30", epoch(2026, 11, 24, 8, 30, 0)),
+    # no offset: local time (here UTC+3)
+    ("2026-11-24T03:00:00", epoch(2026, 11, 24, 0, 0, 0)),
+    ("2026-11-24T03:00:00.5", epoch(2026, 11, 24, 0, 0, 0, micro=500000)),
+])
+def test_parse_time(utc_plus_3: None, text: str, expected: float) -> None:
+    assert parse_time(text) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("text", ["", "tomorrow", "2026-13-01T00:00:00Z",
+                                  "2026-11-24T25:00:00Z", "2026-11-24T03:00:00+25:00",
+                                  "24/11/2026 03:00", "2026-11-24T03:00:00 UTC"])
+def test_parse_time_refuses(text: str) -> None:
+    with pytest.raises(UsageError, match="time"):
+        parse_time(text)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (None, None),
+    (0.0, "1970-01-01T00:00:00.000Z"),
+    (1795423200.123, "2026-11-23T08:40:00.123Z"),
+    (1795423200.0, "2026-11-23T08:40:00.000Z"),
+    (1.9999, "1970-01-01T00:00:01.999Z"),  # milliseconds are cut, never rounded up a second
+])
+def test_format_time(value: float | None, text: str | None) -> None:
+    assert format_time(value) == text
+
+
+def test_format_time_is_utc_whatever_the_local_zone(utc_plus_3: None) -> None:
+    assert format_time(epoch(2026, 11, 24, 3, 0, 0)) == "2026-11-24T03:00:00.000Z"
+
+
+def test_times_round_trip_to_the_millisecond() -> None:
+    for moment in (1795423200.123, 1700000000.5, 86400.001):
+        assert parse_time(format_time(moment)) == pytest.approx(moment, abs=1e-3)
