@@ -148,6 +148,7 @@ class OllamaClient(Client):
         text: list[str] = []
         thinking: list[str] = []
         tool_calls: list[Any] = []
+        final: dict[str, Any] | None = None
         async with self.http.stream("POST", path, json=body) as resp:
             if resp.status_code != 200:
                 raise classify_status(resp.status_code, await resp.aread())
@@ -165,8 +166,10 @@ class OllamaClient(Client):
                     if on_text is not None:
                         on_text(piece)
                 if chunk.get("done"):
-                    return _result(job.type, "".join(text), "".join(thinking), tool_calls, _stats(chunk))
-        raise BackendError(ErrorType.BACKEND_ERROR, "the stream ended before its final line", transient=True)
+                    final = chunk  # read on to the end of the body, so the connection is reused
+        if final is None:
+            raise BackendError(ErrorType.BACKEND_ERROR, "the stream ended before its final line", transient=True)
+        return _result(job.type, "".join(text), "".join(thinking), tool_calls, _stats(final))
 
     async def _models(self) -> list[dict[str, Any]]:
         tags = await self.http.get("/api/tags", timeout=10.0)

@@ -15,8 +15,9 @@ import random
 import signal
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
+from typing import TypeVar
 
 import httpx
 
@@ -29,8 +30,14 @@ from ollama_cli.queue import Claim
 from ollama_cli.store import Store, Tx
 
 log = logging.getLogger("ollama_q.daemon")
+T = TypeVar("T")
 
+# Ready jobs the scheduler sees per free slot (at most LOOKAHEAD): enough to find jobs of a
+# loaded model, few enough that a tick does not decode the whole queue.
+LOOKAHEAD_PER_SLOT = 8
+LOOKAHEAD = 64
 HEARTBEAT_EVERY = 2.0
+CANCEL_CHECK_EVERY = 0.25  # a cancelled job's stream closes within a second
 RECLAIM_EVERY = 2.0
 CLEAN_EVERY = 60.0
 BACKOFF_CAP = 60.0
@@ -56,6 +63,20 @@ class Running:
     @property
     def model(self) -> str:
         return self.claims[0].job.model
+
+
+@dataclass
+class Outcome:
+    """What an attempt came to, for one job; applied in the loop's next transaction so
+    that one commit serves every job that finished since the last tick."""
+
+    claim: Claim
+    action: str  # "complete", "fail" or "release"
+    result: dict | None = None
+    error: JobError | None = None
+    retry_after: float | None = None
+    host: str | None = None
+    took: float = 0.0
 
 
 @dataclass
@@ -103,13 +124,18 @@ class Daemon:
         self.pool = Pool([], clock)
         self.inflight: dict[int, Running] = {}  # job id -> its request (shared by coalesced jobs)
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
+        self._outcomes: list[Outcome] = []  # finished attempts not yet committed
         self.liveness: registry.Liveness | None = None
         self.stopping = False
         self.force = False
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
         self._next_clean = 0.0
+        self._next_cancel_check = 0.0
         self._wake: asyncio.Event | None = None
+        # One thread for every write: LMDB wants a write transaction on the thread that
+        # began it, and one writer at a time is all LMDB allows anyway.
+        self._writer = ThreadPoolExecutor(1, thread_name_prefix="ollama-q-store")
 
     @property
     def id(self) -> str:
@@ -134,41 +160,58 @@ class Daemon:
         )
         self.store.write(lambda tx: registry.register(tx, info))
 
-    def tick(self, now: float) -> TickReport:
+    async def _write(self, fn: Callable[[Tx], T]) -> T:
+        """Run a write transaction on the store's writer thread: its fsync must not stop
+        the event loop, which meanwhile goes on streaming answers."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, self.store.write, fn)
+
+    async def tick(self, now: float) -> TickReport:
         report = TickReport()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_EVERY
-            self.store.write(lambda tx: registry.heartbeat(tx, self.id, now))
+            await self._write(lambda tx: registry.heartbeat(tx, self.id, now))
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
-            report.reclaimed = self._reclaim(now)
+            report.reclaimed = await self._reclaim(now)
         if self.keep_finished is not None and now >= self._next_clean:
             self._next_clean = now + CLEAN_EVERY
-            report.cleaned = self.store.write(lambda tx: queue.clean(
+            report.cleaned = await self._write(lambda tx: queue.clean(
                 tx, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now,
                 older_than=self.keep_finished))
             if report.cleaned:
                 log.info("deleted %d jobs finished more than %gs ago", report.cleaned, self.keep_finished)
-        report.lost = self._notice_lost(now)
-        if self.pool.free(now) > 0 and not self.stopping:
-            report.started = self._claim(now)
+        if now >= self._next_cancel_check:
+            self._next_cancel_check = now + CANCEL_CHECK_EVERY
+            report.lost = self._notice_lost(now)
+        report.started = await self._commit(now, claim=self.pool.free(now) > 0 and not self.stopping)
         return report
 
-    def _claim(self, now: float) -> list[Running]:
+    async def _commit(self, now: float, *, claim: bool) -> list[Running]:
+        """One write transaction: record the outcomes gathered since the last one, then
+        claim what the free slots can take."""
+        outcomes, self._outcomes = self._outcomes, []
+        if not outcomes and not claim:
+            return []
         views = self.pool.views(now)
+        lookahead = min(LOOKAHEAD, max(self.coalesce, LOOKAHEAD_PER_SLOT * sum(v.free for v in views)))
         running = self.pool.running_per_model()
 
-        def write(tx: Tx) -> tuple[list[tuple[int, list[Claim]]], dict[int, int]]:
-            candidates = queue.ready_candidates(tx, now)
-            skips = dict(self.skips)  # this function may run twice: commit the counts after
+        def write(tx: Tx) -> tuple[list[object], list[tuple[int, list[Claim]]], dict[int, int]]:
+            applied = [_apply(tx, o, now) for o in outcomes]
+            if not claim:
+                return applied, [], self.skips
+            candidates = queue.ready_candidates(tx, now, limit=lookahead)
+            skips = dict(self.skips)  # this function may run twice: keep the counts after
             plan = scheduler.plan(
                 candidates, views, running_per_model=running, model_caps=self.model_caps,
                 skips=skips, max_skip=self.max_skip, coalesce=self.coalesce,
                 request_key={j.id: _embed_key(tx, j) for j in candidates if j.type is JobType.EMBED},
             )
-            return [(a.backend, queue.take(tx, a.jobs, self.id, now)) for a in plan], skips
+            return applied, [(a.backend, queue.take(tx, a.jobs, self.id, now)) for a in plan], skips
 
-        placed, self.skips = self.store.write(write)
+        applied, placed, self.skips = await self._write(write)
+        for outcome, value in zip(outcomes, applied):
+            _log_outcome(outcome, value)
         started = []
         for index, claims in placed:
             if not claims:
@@ -181,11 +224,12 @@ class Daemon:
             started.append(run)
         return started
 
-    def _reclaim(self, now: float) -> list[Job]:
+    async def _reclaim(self, now: float) -> list[Job]:
         with self.store.read() as tx:
             owners = {j.lease.owner for j in queue.running(tx) if j.lease}
             known = {d.id for d in registry.daemons(tx)}
-        dead = {o for o in owners | known if o != self.id and not registry.is_alive(self.data_dir, o)}
+        suspects = owners | known | registry.lock_ids(self.data_dir)
+        dead = {o for o in suspects if o != self.id and not registry.is_alive(self.data_dir, o)}
         if not dead:
             return []
 
@@ -194,7 +238,7 @@ class Daemon:
                 registry.unregister(tx, d)
             return queue.reclaim(tx, dead, now)
 
-        jobs = self.store.write(write)
+        jobs = await self._write(write)
         registry.forget_dead(self.data_dir, sorted(dead))
         for job in jobs:
             if job.status is JobStatus.FAILED:
@@ -234,9 +278,9 @@ class Daemon:
             while not self.stopping:
                 now = self.clock()
                 self.pool.maintain(now, self._wake)
-                for run in self.tick(now).started:
+                for run in (await self.tick(now)).started:
                     self._dispatch(run)
-                if self.drain and not self.inflight and self._queue_empty():
+                if self.drain and not self.inflight and not self._outcomes and self._queue_empty():
                     log.info("nothing pending or running: exiting (--drain)")
                     break
                 self._wake.clear()
@@ -248,9 +292,11 @@ class Daemon:
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
+            await self.pool.stop()
             for slot in self.slots:
                 await slot.client.aclose()
-            self.store.write(lambda tx: registry.unregister(tx, self.id))
+            await self._write(lambda tx: registry.unregister(tx, self.id))
+            self._writer.shutdown()
             if self.liveness:
                 self.liveness.release()
         return 0
@@ -284,6 +330,7 @@ class Daemon:
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             self._notice_lost(self.clock())
+            await self._commit(self.clock(), claim=False)
         for run in self._runs():
             if run.task is not None and run.stop_reason is None:
                 run.stop_reason = "shutdown"
@@ -291,6 +338,7 @@ class Daemon:
         tasks = [r.task for r in self._runs() if r.task]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._commit(self.clock(), claim=False)
 
     def _dispatch(self, run: Running) -> None:
         run.task = asyncio.get_running_loop().create_task(self._attempt(run))
@@ -312,30 +360,22 @@ class Daemon:
                                    transient=True) from None
         except asyncio.CancelledError:
             if run.stop_reason == "shutdown":
-                now = self.clock()
-                self.store.write(lambda tx: [queue.release(tx, c.job.id, _token(c), now) for c in run.claims])
-                log.info("job %s handed back as pending", ", ".join(str(c.job.id) for c in run.claims))
+                self._outcomes += [Outcome(c, "release") for c in run.claims]
             return
         except BackendError as err:
-            self._record_failure(run, err)
+            self._outcomes += self._failure(run, err)
             return
         except Exception as exc:  # a bug must not kill the daemon or leave the job running
             log.exception("job %d: unexpected error", first.id)
-            self._record_failure(run, BackendError(
+            self._outcomes += self._failure(run, BackendError(
                 ErrorType.BACKEND_ERROR, f"{type(exc).__name__}: {exc}", transient=True))
             return
         finally:
             self._finish(run)
         self.pool.succeeded(slot)
-        now = self.clock()
-        done = self.store.write(lambda tx: [
-            queue.complete(tx, c.job.id, _token(c), r, now, host=slot.backend.label)
-            for c, r in zip(run.claims, results)])
-        for claim, ok in zip(run.claims, done):
-            if ok:
-                log.info("job %d completed in %.1fs", claim.job.id, time.monotonic() - started)
-            else:
-                log.info("job %d finished after it was cancelled or taken back: result dropped", claim.job.id)
+        took = time.monotonic() - started
+        self._outcomes += [Outcome(c, "complete", result=r, host=slot.backend.label, took=took)
+                           for c, r in zip(run.claims, results)]
 
     def _finish(self, run: Running) -> None:
         self.pool.finished(run.slot, run.model, self.clock())
@@ -344,34 +384,47 @@ class Daemon:
         if self._wake:
             self._wake.set()
 
-    def _record_failure(self, run: Running, err: BackendError) -> None:
+    def _failure(self, run: Running, err: BackendError) -> list[Outcome]:
         now = self.clock()
         slot = run.slot
         if err.kind is ErrorType.UNREACHABLE:
             # Not the jobs' fault: they wait, keeping their attempts, until the backend is back.
-            self.store.write(lambda tx: [queue.release(tx, c.job.id, _token(c), now) for c in run.claims])
             self.pool.mark_down(slot, err.message, now)
-            return
+            return [Outcome(c, "release") for c in run.claims]
         self.pool.mark_up(slot)
         if err.kind is ErrorType.MODEL_NOT_FOUND and self.pool.elsewhere(slot, run.model):
             # A stale listing: another backend has the model, so try there at no cost.
-            self.store.write(lambda tx: [queue.release(tx, c.job.id, _token(c), now) for c in run.claims])
-            return
+            return [Outcome(c, "release") for c in run.claims]
         if err.transient:
             self.pool.failed(slot, now)
-        for claim in run.claims:
-            job = claim.job
-            delay = retry_delay(job.attempts, self.backoff, self.rng) if err.transient else None
-            new = self.store.write(lambda tx: queue.fail_attempt(
-                tx, job.id, _token(claim), JobError(err.kind, err.message), now, retry_after=delay,
-                host=slot.backend.label))
-            if new is None:
-                continue
-            if new.status is JobStatus.PENDING:
-                log.warning("job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id, job.attempts,
-                            err.kind.value, err.message, delay)
-            else:
-                log.warning("job %d failed (%s: %s)", job.id, err.kind.value, err.message)
+        return [Outcome(c, "fail", error=JobError(err.kind, err.message), host=slot.backend.label,
+                        retry_after=retry_delay(c.job.attempts, self.backoff, self.rng) if err.transient else None)
+                for c in run.claims]
+
+
+def _apply(tx: Tx, o: Outcome, now: float) -> object:
+    job_id, token = o.claim.job.id, _token(o.claim)
+    if o.action == "complete":
+        return queue.complete(tx, job_id, token, o.result or {}, now, host=o.host)
+    if o.action == "fail":
+        assert o.error is not None
+        return queue.fail_attempt(tx, job_id, token, o.error, now, retry_after=o.retry_after, host=o.host)
+    return queue.release(tx, job_id, token, now)
+
+
+def _log_outcome(o: Outcome, value: object) -> None:
+    job = o.claim.job
+    if o.action == "complete":
+        if value:
+            log.info("job %d completed in %.1fs", job.id, o.took)
+        else:
+            log.info("job %d finished after it was cancelled or taken back: result dropped", job.id)
+    elif o.action == "fail" and isinstance(value, Job) and o.error is not None:
+        if value.status is JobStatus.PENDING:
+            log.warning("job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id, job.attempts,
+                        o.error.type.value, o.error.message, o.retry_after or 0.0)
+        else:
+            log.warning("job %d failed (%s: %s)", job.id, o.error.type.value, o.error.message)
 
 
 def _token(claim: Claim) -> str:

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 from dataclasses import dataclass, field
 
 from ollama_cli.backends import BackendError, Client
@@ -60,6 +61,18 @@ class Pool:
     def __init__(self, slots: list[Slot], clock: Callable[[], float]) -> None:
         self.slots = slots
         self.clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """Cancel probes and refreshes still running, before their clients close."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def views(self, now: float) -> list[BackendView]:
         return [s.view(now) for s in self.slots]
@@ -122,14 +135,13 @@ class Pool:
 
     def maintain(self, now: float, wake: asyncio.Event | None) -> None:
         """Start probes of unreachable backends and refreshes of the others, as due."""
-        loop = asyncio.get_running_loop()
         for slot in self.slots:
             if not slot.up and not slot.probing and now >= slot.probe_at:
                 slot.probing = True
-                loop.create_task(self._probe(slot, wake))
+                self._spawn(self._probe(slot, wake))
             elif slot.up and not slot.refreshing and (now >= slot.next_loaded or now >= slot.next_tags):
                 slot.refreshing = True
-                loop.create_task(self._refresh(slot, now, wake))
+                self._spawn(self._refresh(slot, now, wake))
 
     async def _probe(self, slot: Slot, wake: asyncio.Event | None) -> None:
         try:

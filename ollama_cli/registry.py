@@ -38,8 +38,12 @@ class Liveness:
         folder = lock_dir(data_dir)
         folder.mkdir(mode=0o700, exist_ok=True)
         self.path = folder / f"{self.id}.lock"
-        self._file: BinaryIO = open(self.path, "wb")
+        # Locked under a temporary name, then renamed: a file under the final name is
+        # locked from the moment it exists, so a sweep never takes a live daemon for dead.
+        temp = folder / f".{self.id}.tmp"
+        self._file: BinaryIO = open(temp, "wb")
         fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        os.rename(temp, self.path)
 
     def release(self) -> None:
         self.path.unlink(missing_ok=True)
@@ -57,6 +61,12 @@ def is_alive(data_dir: Path, daemon_id: str) -> bool:
             return False
     except FileNotFoundError:
         return False
+
+
+def lock_ids(data_dir: Path) -> set[str]:
+    """Ids of every daemon that left a lock file, registered or not (one killed while
+    starting never registered)."""
+    return {p.name[:-5] for p in lock_dir(data_dir).glob("*.lock")}
 
 
 def forget_dead(data_dir: Path, ids: list[str]) -> None:

@@ -190,7 +190,7 @@ def test_paused_queue_starts_nothing(store: Store, emulator: Emulator) -> None:
     daemon = Daemon(store, [Backend(emulator.url)], drain=True, poll=0.02)
     daemon.start()
     try:
-        report = daemon.tick(10.0)
+        report = asyncio.run(daemon.tick(10.0))
     finally:
         daemon.liveness.release()
     assert report.started == [] and generation_requests(emulator) == []

@@ -1,0 +1,60 @@
+"""Shared pieces of the benchmarks: an emulator in its own process (so that it does not
+share a GIL with what is measured), a private store, and queueing jobs through the core."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from ollama_cli import queue  # noqa: E402
+from ollama_cli.models import JobType  # noqa: E402
+from ollama_cli.store import Store  # noqa: E402
+
+
+@contextlib.contextmanager
+def emulator(*args: str) -> Iterator[str]:
+    """`tests/emulator.py` in a subprocess; yields its URL."""
+    proc = subprocess.Popen([sys.executable, str(ROOT / "tests" / "emulator.py"), "--port", "0", *args],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("http://"), url
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(10)
+
+
+@contextlib.contextmanager
+def data_dir() -> Iterator[Path]:
+    with tempfile.TemporaryDirectory() as tmp:
+        yield Path(tmp) / "store"
+
+
+def enqueue(path: Path, jobs: list[dict[str, Any]]) -> None:
+    """Queue jobs in one transaction; the Store is closed again so that a daemon in this
+    process may open the environment."""
+    with Store(path) as store:
+        store.write(lambda tx: [queue.submit(tx, queue.JobSpec(
+            model=j["model"], type=JobType(j.get("type", "generate")), request=j["request"],
+            use_cache=False), 0.0) for j in jobs])
+
+
+def results(path: Path) -> list[Any]:
+    with Store(path) as store, store.read() as tx:
+        jobs, _ = queue.list_jobs(tx)
+        return [(j, queue.get_result(tx, j.id)) for j in jobs]
+
+
+def env_for(path: Path) -> dict[str, str]:
+    return {**os.environ, "OLLAMA_Q_DATA_DIR": str(path)}
