@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,6 +28,7 @@ COMMANDS = {
     "pause": "admin",
     "resume": "admin",
     "clean": "admin",
+    "batch": "batch",
     "cache": "admin",
     "models": "admin",
     "daemon": "admin",
@@ -53,12 +55,13 @@ def _root(
     """A durable job queue in front of Ollama."""
 
 
-def open_store(data_dir: Path | None) -> Any:
+def open_store(data_dir: Path | None, *, readonly: bool = False) -> Any:
+    """The store; `readonly` for commands that write nothing, so they never wait on a writer."""
     from ollama_cli.store import Store
 
     path = config.data_dir(data_dir)
     try:
-        return Store(path)
+        return Store(path, readonly=readonly)
     except OllamaQError:
         raise
     except Exception as exc:  # lmdb.Error, OSError: say where, not a traceback
@@ -90,7 +93,7 @@ def parse_id(text: str) -> int:
         value = int(text)
     except ValueError:
         value = 0
-    if value <= 0 or not text.strip().isdigit():
+    if value <= 0 or value >= 2**64 or not text.strip().isdigit():
         raise UsageError(f"invalid job id {text!r} (a positive integer)")
     return value
 
@@ -116,6 +119,13 @@ def build(argv: list[str]) -> typer.Typer:
     )
     app.callback()(_root)
     invoked = next((a for a in argv if not a.startswith("-")), None)
+    if os.environ.get("_OLLAMA_Q_COMPLETE"):
+        # Shell completion (completions/): Typer registers its bash/zsh/fish handlers only
+        # with add_completion, and completing any command needs all of them.
+        from typer.completion import completion_init
+
+        completion_init()
+        invoked = None
     for name in [invoked] if invoked in COMMANDS else COMMANDS:
         module = importlib.import_module(f"ollama_cli.cli.{COMMANDS[name]}")
         command = module.COMMANDS[name]
