@@ -1,0 +1,72 @@
+"""The man page and the shell completions keep up with the CLI."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MAN = ROOT / "man" / "ollama-q.1"
+COMPLETIONS = {shell: ROOT / "completions" / f"ollama-q.{shell}" for shell in ("bash", "zsh", "fish")}
+
+
+def cli(*args: str, **env: str) -> str:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("_OLLAMA_Q", "_TYPER"))}
+    full.update(COLUMNS="200", **env)
+    proc = subprocess.run([sys.executable, "-m", "ollama_cli", *args], capture_output=True, text=True,
+                          timeout=60, env=full, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+def commands_in_help(*args: str) -> list[str]:
+    """The names under `Commands:` in `ollama-q [ARGS] --help`."""
+    section = cli(*args, "--help").split("\nCommands:\n", 1)[1]
+    return re.findall(r"^  (\S+)", section, flags=re.MULTILINE)
+
+
+def man_headings() -> set[str]:
+    """`submit`, `batch submit`, ... from the `.SS` headings of COMMANDS."""
+    found = set()
+    for m in re.finditer(r'^\.SS "?([a-z]+)(?: ([a-z]+))?', MAN.read_text(), flags=re.MULTILINE):
+        found.add(m.group(1))
+        if m.group(2):
+            found.add(f"{m.group(1)} {m.group(2)}")
+    return found
+
+
+def test_the_man_page_lists_every_command() -> None:
+    commands = commands_in_help()
+    assert "submit" in commands and "daemon" in commands  # the parse saw the real list
+    headings = man_headings()
+    assert [c for c in commands if c not in headings] == []
+    for group in ("batch", "cache"):
+        subs = commands_in_help(group)
+        assert subs, group
+        assert [s for s in subs if f"{group} {s}" not in headings] == []
+
+
+@pytest.mark.parametrize("shell", sorted(COMPLETIONS))
+def test_each_completion_script_is_what_the_cli_generates(shell: str) -> None:
+    text = COMPLETIONS[shell].read_text()
+    assert "ollama-q" in text and "_OLLAMA_Q_COMPLETE" in text
+    generated = cli(_OLLAMA_Q_COMPLETE=f"source_{shell}")
+
+    def body(script: str) -> list[str]:
+        return [line for line in script.splitlines() if line.strip() and not line.startswith("#")]
+
+    assert body(text) == body(generated)
+
+
+@pytest.mark.parametrize(("words", "expected"), [
+    ("ollama-q sub", ["submit"]),
+    ("ollama-q batch submit --pri", ["--priority"]),  # a subcommand's options, despite lazy registration
+])
+def test_bash_completion_protocol(words: str, expected: list[str]) -> None:
+    out = cli(COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1), _OLLAMA_Q_COMPLETE="complete_bash")
+    assert out.split() == expected
