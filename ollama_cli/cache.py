@@ -8,25 +8,32 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ollama_cli.models import pack, unpack
+from ollama_cli.models import full_name, pack, unpack
 from ollama_cli.store import Tx
+
+
+# One encoder for every key: json.dumps with options builds a new one on each call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def key_for(model: str, job_type: str, request: dict[str, Any]) -> bytes:
     """sha256 of model, type and the canonical request (keys sorted). The model's
     default tag is made explicit so that `m` and `m:latest` share entries."""
-    import hashlib  # OpenSSL's start-up costs 4 ms: only submit pays it
-
-    canonical = json.dumps(
-        [_full_name(model), job_type, request], sort_keys=True, separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(canonical.encode()).digest()
+    canonical = _CANONICAL.encode([full_name(model), job_type, request])
+    return _sha256()(canonical.encode()).digest()
 
 
-def _full_name(model: str) -> str:
-    name = model.lower()
-    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+def _sha256() -> Any:
+    """CPython's built-in SHA-256, the one hashlib falls back to: importing hashlib
+    initialises OpenSSL, 4 ms that every `submit` would pay for one digest."""
+    try:
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        try:
+            from _sha256 import sha256  # Python 3.10, 3.11
+        except ImportError:  # a build without them
+            from hashlib import sha256
+    return sha256
 
 
 def lookup(tx: Tx, key: bytes) -> dict[str, Any] | None:

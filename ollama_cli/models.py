@@ -143,6 +143,12 @@ class Job(NamedTuple):
         }
 
 
+def full_name(model: str) -> str:
+    """`llama3.2` and `llama3.2:latest` are one model; names compare case-insensitively."""
+    name = model.lower()
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+
+
 def pack(obj: Any) -> bytes:
     return msgpack.packb(obj, use_bin_type=True)
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 from ollama_cli.backends import BackendError, Client
 from ollama_cli.config import Backend
-from ollama_cli.scheduler import BackendView, full_name
+from ollama_cli.models import full_name
+from ollama_cli.scheduler import BackendView
 
 log = logging.getLogger("ollama_q.daemon")
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ollama_cli.models import Job, JobType
+from ollama_cli.models import Job, JobType, full_name
 
 
 @dataclass
@@ -36,12 +36,6 @@ class BackendView:
 class Assignment:
     backend: int  # index into the backends given to `plan`
     jobs: tuple[Job, ...]  # more than one only for coalesced embeds
-
-
-def full_name(model: str) -> str:
-    """`llama3.2` and `llama3.2:latest` are one model; names compare case-insensitively."""
-    name = model.lower()
-    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
 
 
 def plan(

@@ -1,7 +1,7 @@
 """Commands on the queue as a whole: info, cache, models, daemon."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Typer would eval() every annotation string
+# on each run (8 ms for submit); real objects come from bytecode for free.
 from typing import Annotated, Optional
 
 import typer

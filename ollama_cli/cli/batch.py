@@ -1,7 +1,7 @@
 """`batch`: queue a JSONL file of requests in one step, follow it, write its answers."""
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: Typer would eval() every annotation string
+# on each run (8 ms for submit); real objects come from bytecode for free.
 import json
 import os
 import sys

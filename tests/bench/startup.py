@@ -4,12 +4,16 @@ in the same run, interleaved so that machine noise hits all three alike.
 
     python tests/bench/startup.py [--runs 40]
 
-Prints medians and the ratios; target: at most 1.25x the baseline."""
+Prints medians and the ratios; target: at most 1.25x the baseline. Wall time on a
+shared 2-core machine swings by tens of percent between runs, so where valgrind is
+installed the script also counts instructions (callgrind), which repeat exactly."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -47,11 +51,22 @@ def main() -> None:
         for _ in range(args.runs):
             for name, cmd in cmds.items():
                 samples[name].append(timed(cmd, env))
+        counts = {name: instructions(cmd, env) for name, cmd in cmds.items()} if shutil.which("valgrind") else {}
     base = statistics.median(samples["baseline"])
-    print(f"{'command':<10} {'median ms':>10} {'ratio':>7}")
+    print(f"{'command':<10} {'median ms':>10} {'ratio':>7}   {'instructions':>14} {'ratio':>7}")
     for name, values in samples.items():
         med = statistics.median(values)
-        print(f"{name:<10} {med * 1000:>10.1f} {med / base:>6.2f}x")
+        line = f"{name:<10} {med * 1000:>10.1f} {med / base:>6.2f}x"
+        if counts:
+            line += f"   {counts[name]:>14,} {counts[name] / counts['baseline']:>6.2f}x"
+        print(line)
+
+
+def instructions(cmd: list[str], env: dict[str, str]) -> int:
+    """Instructions the whole process executes, by callgrind."""
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *cmd],
+                         env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    return int(re.search(r"Collected : (\d+)", out.stderr).group(1))
 
 
 if __name__ == "__main__":
