@@ -23,17 +23,24 @@ def key_for(model: str, job_type: str, request: dict[str, Any]) -> bytes:
     return _sha256()(canonical.encode()).digest()
 
 
+_sha256_impl: Any = None
+
+
 def _sha256() -> Any:
     """CPython's built-in SHA-256, the one hashlib falls back to: importing hashlib
-    initialises OpenSSL, 4 ms that every `submit` would pay for one digest."""
-    try:
-        from _sha2 import sha256  # Python >= 3.12
-    except ImportError:
+    initialises OpenSSL, 4 ms that every `submit` would pay for one digest. Looked up
+    once: a failing import is not cached by Python, and batch submit hashes per line."""
+    global _sha256_impl
+    if _sha256_impl is None:
         try:
-            from _sha256 import sha256  # Python 3.10, 3.11
-        except ImportError:  # a build without them
-            from hashlib import sha256
-    return sha256
+            from _sha2 import sha256  # Python >= 3.12
+        except ImportError:
+            try:
+                from _sha256 import sha256  # Python 3.10, 3.11
+            except ImportError:  # a build without them
+                from hashlib import sha256
+        _sha256_impl = sha256
+    return _sha256_impl
 
 
 def lookup(tx: Tx, key: bytes) -> dict[str, Any] | None:

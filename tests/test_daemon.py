@@ -246,3 +246,23 @@ def test_no_read_transaction_outlives_the_daemon_loop(store: Store, emulator: Em
     # ("-" for its txnid), or there must be none.
     rows = store.env.readers().splitlines()[1:]
     assert all(row.split()[-1] == "-" for row in rows)
+
+
+def test_keep_finished_deletes_jobs_finished_long_enough_ago(store: Store, emulator: Emulator) -> None:
+    old = submit(store, "old")
+    drain(store, emulator.url)
+    recent = submit(store, "recent")
+    drain(store, emulator.url)
+    t_old, t_recent = job(store, old).finished_at, job(store, recent).finished_at
+    assert t_old < t_recent
+    now = t_recent + 3600.0
+    keep = now - (t_old + t_recent) / 2  # between the two jobs' ages
+    daemon = Daemon(store, [Backend(emulator.url)], keep_finished=keep, clock=lambda: now)
+    daemon.start()
+    try:
+        report = asyncio.run(daemon.tick(now))
+    finally:
+        daemon.liveness.release()
+    assert report.cleaned == 1
+    assert job(store, old) is None and result(store, old) is None
+    assert job(store, recent).status is JobStatus.COMPLETED

@@ -83,3 +83,15 @@ def test_embed_jobs_of_one_model_share_a_request_and_keep_their_own_vectors(stor
         for job_id, t in zip(ids, texts):
             direct = httpx.post(f"{emu.url}/api/embed", json={"model": "all-minilm", "input": t}).json()
             assert result(store, job_id)["embeddings"] == direct["embeddings"]
+
+
+def test_a_failing_backend_rests_while_the_other_takes_the_work(store: Store) -> None:
+    with Emulator() as flaky, Emulator() as steady:
+        flaky.fail_next(1000, kind="status", status=500)
+        ids = [submit(store, f"p{i}", max_attempts=10) for i in range(20)]
+        drain(store, flaky.url, steady.url, concurrency=1)
+        for job_id in ids:
+            j = job(store, job_id)
+            assert j.status is JobStatus.COMPLETED and j.host == steady.url
+        # Three failures in a row, then a rest of 2 s: the 20 jobs are done by then.
+        assert len(generation_requests(flaky)) == 3
