@@ -87,10 +87,19 @@ class Client:
 
     async def run(self, job: Job, request: dict[str, Any], on_text: OnText | None = None) -> dict[str, Any]:
         """The result body of one attempt; raises BackendError."""
-        try:
-            return await self._run(job, request, on_text)
-        except httpx.HTTPError as exc:
-            raise _classify_transport(exc) from None
+        for attempt in (1, 2):
+            try:
+                return await self._run(job, request, on_text)
+            except httpx.RemoteProtocolError as exc:
+                # A pooled connection the server had just closed (llama-server closes one
+                # after every stream): no model saw the request, so resend at once on a
+                # fresh connection rather than spend one of the job's attempts.
+                if attempt == 1 and "without sending a response" in str(exc):
+                    continue
+                raise _classify_transport(exc) from None
+            except httpx.HTTPError as exc:
+                raise _classify_transport(exc) from None
+        raise AssertionError("unreachable")
 
     async def _run(self, job: Job, request: dict[str, Any], on_text: OnText | None) -> dict[str, Any]:
         raise NotImplementedError
