@@ -33,10 +33,6 @@ def data_dir(flag: str | Path | None = None) -> Path:
     return Path(platformdirs.user_data_dir("ollama-q"))
 
 
-def no_color() -> bool:
-    return bool(os.environ.get("NO_COLOR"))
-
-
 class Backend(NamedTuple):
     """One server the daemon sends work to. `kind` is "ollama" (native API) or "openai"."""
 

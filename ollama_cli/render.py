@@ -113,7 +113,7 @@ def job_detail(job: dict[str, Any]) -> None:
     _console().print(table)
 
 
-def mapping(title: str, data: dict[str, Any]) -> None:
+def mapping(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     table = Table.grid(padding=(0, 2))

@@ -40,9 +40,3 @@ def format_time(epoch: float | None) -> str | None:
     moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
-
-def format_go_duration(seconds: float) -> str:
-    """keep_alive for Ollama: it rejects bare-number strings, so always give a unit."""
-    if seconds == int(seconds):
-        return f"{int(seconds)}s"
-    return f"{int(round(seconds * 1000))}ms"

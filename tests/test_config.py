@@ -15,7 +15,7 @@ import pytest
 from ollama_cli import config
 from ollama_cli.config import Backend
 from ollama_cli.errors import UsageError
-from ollama_cli.timefmt import format_go_duration, format_time, parse_duration, parse_time
+from ollama_cli.timefmt import format_time, parse_duration, parse_time
 
 # ------------------------------------------------------------------ OLLAMA_HOST
 
@@ -156,12 +156,6 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(UsageError, match="duration"):
         parse_duration(text)
-
-
-@pytest.mark.parametrize(("seconds", "text"), [(300, "300s"), (0.5, "500ms"), (0, "0s"),
-                                               (1.25, "1250ms")])
-def test_format_go_duration(seconds: float, text: str) -> None:
-    assert format_go_duration(seconds) == text
 
 
 # ------------------------------------------------------------------------ times

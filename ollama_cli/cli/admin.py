@@ -41,7 +41,7 @@ def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     else:
         from ollama_cli import render
 
-        render.mapping("cache", data)
+        render.mapping(data)
 
 
 @cache_app.command("clear")

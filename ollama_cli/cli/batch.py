@@ -75,7 +75,7 @@ def status(name: BatchArg, json_: JsonOpt = False, data_dir: DataDirOpt = None) 
     else:
         from ollama_cli import render
 
-        render.mapping(name, counts)
+        render.mapping(counts)
 
 
 @batch_app.command("results")
