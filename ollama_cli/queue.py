@@ -1,4 +1,4 @@
-"""Queue semantics over the store: submit, claim with a lease, finish, reclaim, cancel.
+"""Queue semantics over the store: submit, take with a lease, finish, reclaim, cancel.
 
 Every function here is a pure function of (transaction, now, arguments): no threads,
 no HTTP, no sleeps, so one state change is one short write transaction.
@@ -13,7 +13,7 @@ Invariants kept by `_save`, the only writer of job records:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any, NamedTuple
 
 from ollama_cli import cache
@@ -36,8 +36,8 @@ from ollama_cli.store import Tx, read_u64, u64
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
 
-# How many ready entries one claim looks at: bounds a tick when the jobs at the head
-# cannot be taken right now (their model is at its cap, say).
+# How many ready jobs `ready_candidates` decodes at most: bounds a daemon tick however
+# long the queue (the daemon asks for fewer, by its free slots).
 CLAIM_SCAN_LIMIT = 256
 
 
@@ -316,31 +316,6 @@ def take(tx: Tx, jobs: Iterable[Job], owner: str, now: float) -> list[Claim]:
             continue
         claims.append(Claim(started, request))
     return claims
-
-
-def claim(
-    tx: Tx,
-    owner: str,
-    now: float,
-    *,
-    limit: int = 1,
-    accept: Callable[[Job], bool] = lambda job: True,
-) -> list[Claim]:
-    """Take up to `limit` ready jobs in queue order (the simple scheduler).
-
-    Strict priority: once a job of some priority is declined by `accept`, no job of a
-    lower priority starts before it; later jobs of the same priority may."""
-    picked: list[Job] = []
-    declined_rank: int | None = None
-    for job in ready_candidates(tx, now):
-        rank = job.priority.rank
-        if len(picked) >= limit or (declined_rank is not None and rank > declined_rank):
-            break
-        if accept(job):
-            picked.append(job)
-        elif declined_rank is None:
-            declined_rank = rank
-    return take(tx, picked, owner, now)
 
 
 def _load_or_quarantine(tx: Tx, job_id: int, now: float) -> Job | None:

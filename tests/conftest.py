@@ -7,7 +7,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,33 +58,44 @@ def run_cli(data_dir: Path, *args: str, input: str | bytes | None = None, timeou
 
 
 class DaemonProcess:
-    """`ollama-q daemon` in its own process; its log goes to a file the test can read."""
+    """`ollama-q daemon` in its own process. A thread reads its log (stderr) line by line,
+    so a test can await a line instead of polling for it."""
 
     def __init__(self, data_dir: Path, host: str, *args: str) -> None:
-        self.log_path = data_dir.parent / f"daemon-{time.monotonic_ns()}.log"
-        self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "ollama_cli", "daemon", "--host", host, *args],
-            stdout=subprocess.DEVNULL, stderr=self._log, env=cli_env(data_dir),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env(data_dir),
         )
+        self._lines: list[str] = []
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for raw in self.proc.stderr:
+            with self._changed:
+                self._lines.append(raw.decode(errors="replace"))
+                self._changed.notify_all()
+        with self._changed:  # end of the log: the process has gone
+            self._changed.notify_all()
 
     @property
     def pid(self) -> int:
         return self.proc.pid
 
     def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
+        if self.proc.poll() is not None:
+            self._reader.join(10)  # an exited daemon's log is complete once read to the end
+        with self._changed:
+            return "".join(self._lines)
 
     def wait_log(self, text: str, timeout: float = 30) -> bool:
         """Until the daemon has logged `text` (its log is the only signal it gives)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if text in self.log():
-                return True
-            if self.proc.poll() is not None:
-                return text in self.log()
-            time.sleep(0.02)
-        return False
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: text in "".join(self._lines) or not self._reader.is_alive(), timeout,
+            ) and text in "".join(self._lines)
 
     def signal(self, sig: int) -> None:
         if self.proc.poll() is None:
@@ -97,7 +108,7 @@ class DaemonProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(10)
-        self._log.close()
+        self._reader.join(10)
 
 
 @pytest.fixture

@@ -42,8 +42,14 @@ def submit(store: Store, now: float = T, **kw: Any) -> Job:
 
 
 def claim(store: Store, now: float = T, owner: str = "d1", limit: int = 1,
-          accept: Callable[[Job], bool] = lambda job: True) -> list[Job]:
-    return [c.job for c in store.write(lambda tx: queue.claim(tx, owner, now, limit=limit, accept=accept))]
+          pick: Callable[[Job], bool] = lambda job: True) -> list[Job]:
+    """Take up to `limit` ready jobs that `pick` chooses, in queue order, as the daemon
+    does after its scheduler has chosen (which test_scheduler.py covers)."""
+    def write(tx: Any) -> list[Job]:
+        chosen = [j for j in queue.ready_candidates(tx, now) if pick(j)][:limit]
+        return [c.job for c in queue.take(tx, chosen, owner, now)]
+
+    return store.write(write)
 
 
 def claim_one(store: Store, now: float = T, owner: str = "d1") -> Job:
@@ -520,28 +526,6 @@ def test_cache_does_not_answer_a_job_still_running(q: Store) -> None:
     assert submit(q, prompt="same").status is PENDING
 
 
-# --------------------------------------------------------------------- accept
-
-
-def test_declined_job_holds_back_lower_priorities_not_its_own(q: Store) -> None:
-    submit(q, priority=HIGH, model="busy")
-    later_same = submit(q, priority=HIGH, model="free")
-    lower = submit(q, priority=MEDIUM, model="free")
-    got = claim(q, limit=10, accept=lambda j: j.model != "busy")
-    assert [j.id for j in got] == [later_same.id]
-    assert job(q, lower.id).status is PENDING
-    assert pos(q, 1) == 1  # the declined job keeps its place
-    # Once the model is free, strict order resumes.
-    assert [j.id for j in claim(q, limit=10)] == [1, lower.id]
-
-
-def test_decline_at_the_lowest_priority_blocks_nothing_above(q: Store) -> None:
-    submit(q, priority=URGENT, model="free")
-    submit(q, priority=LOW, model="busy")
-    submit(q, priority=LOW, model="free")
-    assert [j.id for j in claim(q, limit=10, accept=lambda j: j.model != "busy")] == [1, 3]
-
-
 # ---------------------------------------------------------------------- pause
 
 
@@ -575,7 +559,7 @@ def mixed(q: Store) -> Store:
     fail(q, by_id[2], retry_after=None)
     q.write(lambda tx: queue.release(tx, 3, by_id[3].lease.token, T))
     q.write(lambda tx: queue.cancel(tx, 5, T))
-    j7 = claim(q, limit=3, accept=lambda j: j.id == 7)
+    j7 = claim(q, limit=3, pick=lambda j: j.id == 7)
     complete(q, j7[0])
     return q
 
@@ -685,7 +669,7 @@ def test_check_invariants_notices_drift(store: Store, kind: str) -> None:
     submit(store)
     submit(store)
     submit(store)
-    claim(store, limit=1, accept=lambda j: j.id == 2)
+    claim(store, limit=1, pick=lambda j: j.id == 2)
     check_invariants(store)  # sound before
     store.write(_drift(kind))
     with pytest.raises(AssertionError):

@@ -48,7 +48,7 @@ def test_kill_9_mid_job_loses_nothing(data_dir: Path, emulator: Emulator, start_
     assert out.returncode == 0, out.stderr + second.log()
     job = status(data_dir, job_id)
     assert job["status"] == "completed" and job["attempts"] == 2
-    assert "taken back from a dead daemon" in second.log()
+    assert second.wait_log("taken back from a dead daemon")
     check_invariants(data_dir)
 
 
