@@ -200,12 +200,18 @@ class Daemon:
             applied = [_apply(tx, o, now) for o in outcomes]
             if not claim:
                 return applied, [], self.skips
-            candidates = queue.ready_candidates(tx, now, limit=lookahead)
             skips = dict(self.skips)  # this function may run twice: keep the counts after
+            keys: dict[int, object] = {}
+
+            def request_key(job: Job) -> object:
+                if job.id not in keys:
+                    keys[job.id] = _embed_key(tx, job)
+                return keys[job.id]
+
             plan = scheduler.plan(
-                candidates, views, running_per_model=running, model_caps=self.model_caps,
-                skips=skips, max_skip=self.max_skip, coalesce=self.coalesce,
-                request_key={j.id: _embed_key(tx, j) for j in candidates if j.type is JobType.EMBED},
+                queue.ready_candidates(tx, now, limit=lookahead), views, running_per_model=running,
+                model_caps=self.model_caps, skips=skips, max_skip=self.max_skip, coalesce=self.coalesce,
+                request_key=request_key,
             )
             return applied, [(a.backend, queue.take(tx, a.jobs, self.id, now)) for a in plan], skips
 

@@ -14,6 +14,7 @@ Invariants kept by `_save`, the only writer of job records:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
 from typing import Any, NamedTuple
 
 from ollama_cli import cache
@@ -206,14 +207,9 @@ def submit(tx: Tx, spec: JobSpec, now: float) -> Job:
 
 
 def submit_many(tx: Tx, specs: Sequence[JobSpec], now: float) -> list[Job]:
-    """Queue jobs with consecutive ids, in order, each as `submit` queues one. The
-    counters they move are summed in memory and written once at the end: rewritten per
-    job, they would cost more than the jobs' own records."""
-    tally = _Tally(tx)
-    first = tally.add("next_id", len(specs)) - len(specs) + 1
-    jobs = [_enqueue(tally, spec, job_id, now) for job_id, spec in enumerate(specs, start=first)]
-    tally.flush()
-    return jobs
+    """Queue jobs with consecutive ids, in order, each as `submit` queues one."""
+    first = tx.add("next_id", len(specs)) - len(specs) + 1
+    return [_enqueue(tx, spec, job_id, now) for job_id, spec in enumerate(specs, start=first)]
 
 
 def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
@@ -251,47 +247,28 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
     return _save(tx, None, job, now)
 
 
-class _Tally(Tx):
-    """This same transaction with its counters kept in memory until `flush`. Reads and
-    the clamp at zero behave as in `Tx`, so the code that moves counters is unchanged."""
-
-    __slots__ = ("_tx", "_values")
-
-    def __init__(self, tx: Tx) -> None:
-        super().__init__(tx._txn, tx._dbs)  # the same LMDB transaction, not a new one
-        self._tx = tx
-        self._values: dict[str, int] = {}
-
-    def counter(self, name: str) -> int:
-        value = self._values.get(name)
-        return self._tx.counter(name) if value is None else value
-
-    def add(self, name: str, delta: int) -> int:
-        value = self._values[name] = max(0, self.counter(name) + delta)
-        return value
-
-    def flush(self) -> None:
-        for name, value in self._values.items():
-            self._tx.add(name, value - self._tx.counter(name))
-
-
 # ------------------------------------------------------------------------ the daemon
 
 
-def ready_candidates(tx: Tx, now: float, *, limit: int = CLAIM_SCAN_LIMIT) -> list[Job]:
+def ready_candidates(tx: Tx, now: float, *, limit: int = CLAIM_SCAN_LIMIT) -> Iterator[Job]:
     """Ready jobs in the order they start (priority, then id), at most `limit`: the
-    scheduler's view of the head of the queue. Empty while the queue is paused."""
+    scheduler's view of the head of the queue, read lazily so that a tick reads only
+    as far as its decisions need. Empty while the queue is paused. Use it within `tx`."""
     if is_paused(tx):
-        return []
+        return iter(())
     promote_due(tx, now)
-    out = []
+    return _ready(tx, now, limit)
+
+
+def _ready(tx: Tx, now: float, limit: int) -> Iterator[Job]:
+    read = 0
     for key, _ in tx.scan("ready"):
-        if len(out) >= limit:
-            break
+        if read >= limit:
+            return
+        read += 1
         job = _load_or_quarantine(tx, read_u64(key, 1), now)
         if job is not None:
-            out.append(job)
-    return out
+            yield job
 
 
 def take(tx: Tx, jobs: Iterable[Job], owner: str, now: float) -> list[Claim]:
@@ -318,11 +295,18 @@ def take(tx: Tx, jobs: Iterable[Job], owner: str, now: float) -> list[Claim]:
     return claims
 
 
+# The head of the queue decoded, by stored bytes: a daemon looks at it on every tick and
+# takes only a few jobs of it, so most of it was decoded the tick before. Equal bytes
+# decode to an equal (immutable) Job.
+_decode_ready = lru_cache(maxsize=2 * CLAIM_SCAN_LIMIT)(decode_job)
+
+
 def _load_or_quarantine(tx: Tx, job_id: int, now: float) -> Job | None:
     """A corrupt record at the head of the queue must not stop the queue: take its
     index entries away and leave the record for `status` to report."""
     try:
-        return get_job(tx, job_id)
+        raw = tx.get("jobs", u64(job_id))
+        return None if raw is None else _decode_ready(job_id, raw)
     except CorruptRecord:
         for rank in range(len(Priority)):
             if tx.delete("ready", bytes([rank]) + u64(job_id)):

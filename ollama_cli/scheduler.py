@@ -17,7 +17,7 @@ The rules, in order:
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from ollama_cli.models import Job, JobType, full_name
@@ -38,6 +38,26 @@ class Assignment:
     jobs: tuple[Job, ...]  # more than one only for coalesced embeds
 
 
+class _Ahead:
+    """The candidates, in queue order, read one at a time and only as far as a decision
+    needs: reading one costs the daemon a lookup and a decode in its write transaction."""
+
+    __slots__ = ("_rest", "peek")
+
+    def __init__(self, candidates: Iterable[Job]) -> None:
+        self._rest = iter(candidates)
+        self.peek = next(self._rest, None)
+
+    def read(self, rank: int, into: list[Job]) -> bool:
+        """Append the next candidate to `into` if it has this priority rank."""
+        job = self.peek
+        if job is None or job.priority.rank != rank:
+            return False
+        into.append(job)
+        self.peek = next(self._rest, None)
+        return True
+
+
 def plan(
     candidates: Iterable[Job],
     backends: list[BackendView],
@@ -47,70 +67,97 @@ def plan(
     skips: dict[int, int] | None = None,
     max_skip: int = 50,
     coalesce: int = 1,
-    request_key: dict[int, object] | None = None,
+    request_key: Callable[[Job], object] | None = None,
 ) -> list[Assignment]:
-    """The jobs to start now. `skips` (job id -> times overtaken) is updated in place and
-    should live as long as the daemon; `request_key` gives, per embed job id, what must
-    be equal for two embeds to share a request (their options)."""
+    """The jobs to start now, from `candidates` in queue order (priority, then age).
+    `skips` (job id -> times overtaken) is updated in place and should live as long as
+    the daemon; `request_key(job)` gives, for an embed job, what must be equal for two
+    embeds to share a request (their options)."""
     free = [b.free for b in backends]
     running = dict(running_per_model or {})
     caps = {full_name(k): v for k, v in (model_caps or {}).items()}
     skips = skips if skips is not None else {}
+    key_of = request_key or (lambda job: None)
     out: list[Assignment] = []
 
-    def eligible(job: Job) -> list[int]:
-        name = full_name(job.model)
+    loaded = [set(b.loaded) for b in backends]  # what will be loaded once our picks land
+    names: dict[str, str] = {}
+
+    def name_of(job: Job) -> str:
+        name = names.get(job.model)
+        if name is None:
+            name = names[job.model] = full_name(job.model)
+        return name
+
+    def placement(name: str) -> tuple[list[int], bool]:
+        """The backends that can take a job of this model now, and whether it is
+        loaded on one of them."""
+        if name in caps and running.get(name, 0) >= caps[name]:
+            return [], False
         listing = [i for i, b in enumerate(backends) if b.models is not None and name in b.models]
         unknown = [i for i, b in enumerate(backends) if b.models is None]
-        return listing + unknown if listing or unknown else list(range(len(backends)))
+        eligible = listing + unknown if listing or unknown else range(len(backends))
+        where = [i for i in eligible if free[i] > 0]
+        return where, any(name in loaded[i] for i in where)
 
-    def placeable(job: Job) -> list[int]:
-        name = full_name(job.model)
-        if name in caps and running.get(name, 0) >= caps[name]:
-            return []
-        return [i for i in eligible(job) if free[i] > 0]
+    # Placement depends on the model only: worked out once per model per pick.
+    seen: dict[str, tuple[list[int], bool]] = {}
 
-    loaded = [set(b.loaded) for b in backends]  # what will be loaded once our picks land
+    def place(job: Job) -> tuple[list[int], bool]:
+        name = name_of(job)
+        if name not in seen:
+            seen[name] = placement(name)
+        return seen[name]
 
-    def hot(job: Job, where: list[int]) -> bool:
-        return any(full_name(job.model) in loaded[i] for i in where)
-
-    by_rank: dict[int, list[Job]] = {}
-    for job in candidates:
-        by_rank.setdefault(job.priority.rank, []).append(job)
-    for rank in sorted(by_rank):
-        waiting = by_rank[rank]
-        while waiting:
+    ahead = _Ahead(candidates)
+    while ahead.peek is not None:
+        rank = ahead.peek.priority.rank
+        waiting: list[Job] = []  # jobs of this priority read and not picked, in queue order
+        while True:
             if not any(free):
                 return out
-            options = [(j, placeable(j)) for j in waiting]
-            options = [(j, w) for j, w in options if w]
-            if not options:
-                return out  # rule 1: this priority still waits, so lower ones do too
+            if not waiting and not ahead.read(rank, waiting):
+                break  # none of this priority left: the next one's turn
+            seen.clear()  # free slots, caps and loaded models moved with the last pick
             head = waiting[0]
-            head_where = next((w for j, w in options if j is head), None)
-            if head_where is not None and (skips.get(head.id, 0) >= max_skip or hot(head, head_where)):
+            head_where, head_hot = place(head)
+            if head_where and (skips.get(head.id, 0) >= max_skip or head_hot):
                 pick, where = head, head_where
             else:
-                pick, where = next(((j, w) for j, w in options if hot(j, w)), options[0])
+                first: tuple[Job, list[int]] | None = None
+                i = 0
+                while i < len(waiting) or ahead.read(rank, waiting):
+                    job = waiting[i]
+                    i += 1
+                    job_where, job_hot = place(job)
+                    if not job_where:
+                        continue
+                    if job_hot:
+                        first = (job, job_where)
+                        break
+                    first = first or (job, job_where)
+                if first is None:
+                    return out  # rule 1: this priority still waits, so lower ones do too
+                pick, where = first
             if pick is not head:
                 skips[head.id] = skips.get(head.id, 0) + 1
             skips.pop(pick.id, None)
-            target = max(where, key=lambda i: (full_name(pick.model) in loaded[i], free[i], -i))
+            name = name_of(pick)
+            target = max(where, key=lambda i: (name in loaded[i], free[i], -i))
             group = [pick]
             if pick.type is JobType.EMBED and coalesce > 1:
-                key = (request_key or {}).get(pick.id)
-                for other in waiting:
-                    if len(group) >= coalesce:
-                        break
+                key = key_of(pick)
+                i = 0
+                while len(group) < coalesce and (i < len(waiting) or ahead.read(rank, waiting)):
+                    other = waiting[i]
+                    i += 1
                     if other is not pick and other.type is JobType.EMBED and other.model == pick.model \
-                            and (request_key or {}).get(other.id) == key and other.timeout == pick.timeout \
-                            and other.keep_alive == pick.keep_alive:
+                            and other.timeout == pick.timeout and other.keep_alive == pick.keep_alive \
+                            and key_of(other) == key:
                         group.append(other)
             for job in group:
                 waiting.remove(job)
             free[target] -= 1
-            name = full_name(pick.model)
             running[name] = running.get(name, 0) + 1
             loaded[target].add(name)
             out.append(Assignment(target, tuple(group)))

@@ -50,13 +50,18 @@ def read_u64(b: bytes, offset: int = 0) -> int:
 
 
 class Tx:
-    """A transaction over the named databases: the only surface the layers above use."""
+    """A transaction over the named databases: the only surface the layers above use.
 
-    __slots__ = ("_txn", "_dbs")
+    Counters are kept in memory and written once, at commit: a job's state change moves
+    three to five of them, and a read-modify-write of each in LMDB costs more than the
+    job's own records."""
+
+    __slots__ = ("_txn", "_dbs", "_counters")
 
     def __init__(self, txn: lmdb.Transaction, dbs: dict[str, lmdb._Database]) -> None:
         self._txn = txn
         self._dbs = dbs
+        self._counters: dict[str, int] = {}
 
     def get(self, db: str, key: bytes) -> bytes | None:
         return self._txn.get(key, db=self._dbs[db])
@@ -74,13 +79,21 @@ class Tx:
         self._txn.drop(self._dbs[db], delete=False)
 
     def counter(self, name: str) -> int:
+        value = self._counters.get(name)
+        if value is not None:
+            return value
         raw = self._txn.get(name.encode(), db=self._dbs["meta"])
         return read_u64(raw) if raw else 0
 
     def add(self, name: str, delta: int) -> int:
-        value = max(0, self.counter(name) + delta)
-        self._txn.put(name.encode(), u64(value), db=self._dbs["meta"])
+        """Add delta to a counter, clamped at zero; the new value."""
+        value = self._counters[name] = max(0, self.counter(name) + delta)
         return value
+
+    def _flush(self) -> None:
+        meta = self._dbs["meta"]
+        for name, value in self._counters.items():
+            self._txn.put(name.encode(), u64(value), db=meta)
 
     def scan(self, db: str, prefix: bytes = b"", *, start: bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
@@ -158,7 +171,9 @@ class Store:
             try:
                 txn = self._begin(write=True)
                 try:
-                    result = fn(Tx(txn, self.dbs))
+                    tx = Tx(txn, self.dbs)
+                    result = fn(tx)
+                    tx._flush()
                 except BaseException:
                     txn.abort()
                     raise

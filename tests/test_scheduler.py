@@ -98,6 +98,34 @@ def test_placement_prefers_where_the_model_is_loaded() -> None:
 def test_embeds_of_one_model_and_options_share_a_request() -> None:
     jobs = [job(i, "e", kind=JobType.EMBED) for i in range(1, 6)] + [job(6, "a")]
     keys = {1: "x", 2: "x", 3: "y", 4: "x", 5: "x"}
-    out = plan(jobs, [BackendView(free=2)], coalesce=3, request_key=keys)
+    out = plan(jobs, [BackendView(free=2)], coalesce=3, request_key=lambda j: keys[j.id])
     # 3 is next in queue order and must go alone: its options differ from 5's.
     assert [tuple(j.id for j in a.jobs) for a in out] == [(1, 2, 4), (3,)]
+
+
+def test_reads_the_queue_only_as_far_as_its_decisions_need() -> None:
+    # Each candidate read costs the daemon a lookup and a decode inside its write
+    # transaction: with the head's model loaded, two picks must not read the whole queue.
+    read: list[int] = []
+
+    def queue_order():
+        for i in range(1, 101):
+            read.append(i)
+            yield job(i, "a")
+
+    out = plan(queue_order(), [BackendView(free=2, loaded={"a:latest"})])
+    assert picked(out) == [1, 2]
+    assert len(read) <= 3
+
+
+def test_reads_on_to_find_a_loaded_model_and_stops_there() -> None:
+    read: list[int] = []
+
+    def queue_order():
+        for i, model in enumerate(["b", "b", "a", "b", "a", "b"], start=1):
+            read.append(i)
+            yield job(i, model)
+
+    out = plan(queue_order(), [BackendView(free=1, loaded={"a:latest"})])
+    assert picked(out) == [3]
+    assert read == [1, 2, 3, 4]  # 4 is the next one's peek, never considered
