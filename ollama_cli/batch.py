@@ -31,7 +31,7 @@ ENDPOINTS = {
     "/v1/embeddings": JobType.EMBED,
 }
 # OpenAI's sampling parameters that Ollama takes as options of the same name.
-SAME_NAME_OPTIONS = ("temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty")
+SAME_NAME_OPTIONS = frozenset({"temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty"})
 NATIVE_FIELDS = frozenset({"custom_id", "model", "type", "prompt", "system", "messages", "input", "options",
                            "format", "priority", "keep_alive"})
 # A name is typed on command lines and is a key prefix ended by NUL: printable, not
@@ -184,7 +184,7 @@ def _message(msg: Any, index: int, field: str) -> dict[str, str]:
 
 
 def _openai_options(body: dict[str, Any]) -> dict[str, Any]:
-    options = {k: body[k] for k in SAME_NAME_OPTIONS if body.get(k) is not None}
+    options = {k: v for k, v in body.items() if k in SAME_NAME_OPTIONS and v is not None}
     if isinstance(options.get("stop"), str):
         options["stop"] = [options["stop"]]  # Ollama takes a list only
     # max_completion_tokens is the newer name OpenAI gives max_tokens for chat.

@@ -161,35 +161,38 @@ def unpack(key: int | bytes, data: bytes) -> Any:
         raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from None
 
 
+# Fields stored only when set: a record holds what a job has, not 24 keys of which
+# half are null (a third smaller, and quicker to write and read). `decode_job` reads a
+# missing key as its default, so records written with every key read the same.
+_OPTIONAL = ("name", "batch", "custom_id", "run_at", "host", "started_at", "finished_at", "timeout",
+             "keep_alive", "cache_key", "retry_at")
+
+
 def encode_job(job: Job) -> bytes:
-    return pack(
-        {
-            "v": SCHEMA,
-            "id": job.id,
-            "model": job.model,
-            "type": job.type.value,
-            "priority": job.priority.value,
-            "status": job.status.value,
-            "created_at": job.created_at,
-            "name": job.name,
-            "batch": job.batch,
-            "custom_id": job.custom_id,
-            "attempts": job.attempts,
-            "max_attempts": job.max_attempts,
-            "run_at": job.run_at,
-            "after": list(job.after),
-            "host": job.host,
-            "started_at": job.started_at,
-            "finished_at": job.finished_at,
-            "error": [job.error.type.value, job.error.message] if job.error else None,
-            "cached": job.cached,
-            "timeout": job.timeout,
-            "keep_alive": job.keep_alive,
-            "cache_key": job.cache_key,
-            "lease": [job.lease.owner, job.lease.token] if job.lease else None,
-            "retry_at": job.retry_at,
-        }
-    )
+    rec: dict[str, Any] = {
+        "v": SCHEMA,
+        "id": job.id,
+        "model": job.model,
+        "type": job.type.value,
+        "priority": job.priority.value,
+        "status": job.status.value,
+        "created_at": job.created_at,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+    }
+    for name in _OPTIONAL:
+        value = getattr(job, name)
+        if value is not None:
+            rec[name] = value
+    if job.after:
+        rec["after"] = list(job.after)
+    if job.error:
+        rec["error"] = [job.error.type.value, job.error.message]
+    if job.cached:
+        rec["cached"] = True
+    if job.lease:
+        rec["lease"] = [job.lease.owner, job.lease.token]
+    return pack(rec)
 
 
 def _typed(rec: dict[str, Any], key: str, kinds: tuple[type, ...], default: Any = None) -> Any:

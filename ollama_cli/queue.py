@@ -37,6 +37,12 @@ from ollama_cli.store import Tx, read_u64, u64
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
 
+# Counter names and key prefixes by status and priority, made once: building them per
+# job (f-strings over enum values) cost more than the index writes they name.
+_COUNT = {s: f"count/{s.value}" for s in JobStatus}
+_READY_COUNT = {p: f"ready/{p.rank}" for p in Priority}
+_RANK = {p: bytes([p.rank]) for p in Priority}
+
 # How many ready jobs `ready_candidates` decodes at most: bounds a daemon tick however
 # long the queue (the daemon asks for fewer, by its free slots).
 CLAIM_SCAN_LIMIT = 256
@@ -88,7 +94,7 @@ def get_result(tx: Tx, job_id: int) -> dict[str, Any] | None:
 
 def counts(tx: Tx) -> dict[str, int]:
     """Jobs per status, from counters kept beside the records: O(1) at any size."""
-    out = {s.value: tx.counter(f"count/{s.value}") for s in JobStatus}
+    out = {s.value: tx.counter(_COUNT[s]) for s in JobStatus}
     out["total"] = sum(out.values())
     return out
 
@@ -102,7 +108,7 @@ def position(tx: Tx, job: Job) -> int | None:
     key = _ready_key(job)
     if job.status is not PENDING or tx.get("ready", key) is None:
         return None
-    ahead = sum(tx.counter(f"ready/{r}") for r in range(job.priority.rank))
+    ahead = sum(tx.counter(_READY_COUNT[p]) for p in Priority if p.rank < job.priority.rank)
     for k, _ in tx.scan("ready", key[:1]):
         if k == key:
             break
@@ -308,9 +314,9 @@ def _load_or_quarantine(tx: Tx, job_id: int, now: float) -> Job | None:
         raw = tx.get("jobs", u64(job_id))
         return None if raw is None else _decode_ready(job_id, raw)
     except CorruptRecord:
-        for rank in range(len(Priority)):
-            if tx.delete("ready", bytes([rank]) + u64(job_id)):
-                tx.add(f"ready/{rank}", -1)
+        for p in Priority:
+            if tx.delete("ready", _RANK[p] + u64(job_id)):
+                tx.add(_READY_COUNT[p], -1)
         return None
 
 
@@ -464,7 +470,7 @@ def _delete(tx: Tx, job_id: int, status: JobStatus, job: Job | None) -> None:
     for db in ("jobs", "requests", "results"):
         tx.delete(db, key)
     if tx.delete("status", status.code + key):
-        tx.add(f"count/{status.value}", -1)
+        tx.add(_COUNT[status], -1)
     for dep_key, _ in list(tx.scan("dependents", key)):
         tx.delete("dependents", dep_key)
     if job is not None:
@@ -483,12 +489,13 @@ def _finished(job: Job, status: JobStatus, now: float, kind: ErrorType, message:
 
 
 def _ready_key(job: Job) -> bytes:
-    return bytes([job.priority.rank]) + u64(job.id)
+    return _RANK[job.priority] + u64(job.id)
 
 
 def _hold_until(job: Job) -> float | None:
-    times = [t for t in (job.run_at, job.retry_at) if t is not None]
-    return max(times) if times else None
+    if job.retry_at is None:
+        return job.run_at
+    return job.retry_at if job.run_at is None else max(job.run_at, job.retry_at)
 
 
 def _waiting_key(at: float, job_id: int) -> bytes:
@@ -523,33 +530,36 @@ def _save(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
                             "a job it depends on failed or was cancelled")
     if old is not None:
         _unindex(tx, old)
-    tx.put("jobs", u64(new.id), encode_job(new))
-    tx.put("status", new.status.code + u64(new.id))
-    tx.add(f"count/{new.status.value}", 1)
+    key = u64(new.id)
+    tx.put("jobs", key, encode_job(new))
+    tx.put("status", new.status.code + key)
+    tx.add(_COUNT[new.status], 1)
     if new.status is PENDING:
         hold = _hold_until(new)
         if new.after and _dependency_state(tx, new) is PENDING:
-            tx.put("blocked", u64(new.id))
+            tx.put("blocked", key)
         elif hold is not None and hold > now:
             tx.put("waiting", _waiting_key(hold, new.id))
         else:
-            tx.put("ready", _ready_key(new))
-            tx.add(f"ready/{new.priority.rank}", 1)
+            tx.put("ready", _RANK[new.priority] + key)
+            tx.add(_READY_COUNT[new.priority], 1)
     if new.status.finished and (old is None or not old.status.finished):
         _hand_on(tx, new, now)
     return new
 
 
 def _unindex(tx: Tx, job: Job) -> None:
-    if tx.delete("status", job.status.code + u64(job.id)):
-        tx.add(f"count/{job.status.value}", -1)
+    key = u64(job.id)
+    if tx.delete("status", job.status.code + key):
+        tx.add(_COUNT[job.status], -1)
     if job.status is PENDING:
-        if tx.delete("ready", _ready_key(job)):
-            tx.add(f"ready/{job.priority.rank}", -1)
+        if tx.delete("ready", _RANK[job.priority] + key):
+            tx.add(_READY_COUNT[job.priority], -1)
         hold = _hold_until(job)
         if hold is not None:
             tx.delete("waiting", _waiting_key(hold, job.id))
-        tx.delete("blocked", u64(job.id))
+        if job.after:  # only a job with dependencies is ever blocked
+            tx.delete("blocked", key)
 
 
 def _hand_on(tx: Tx, job: Job, now: float) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 from enum import Enum
+from functools import lru_cache
 from typing import Any, TypeVar
 
 from ollama_cli.errors import UsageError
@@ -39,6 +40,7 @@ def priority(value: str) -> Priority:
     return choice(Priority, value, "priority")
 
 
+@lru_cache(maxsize=256)  # a batch names the same few models on every line
 def model_name(value: str) -> str:
     if not _MODEL.fullmatch(value):
         raise UsageError(f"invalid model name {value!r}")

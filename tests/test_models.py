@@ -100,6 +100,14 @@ def test_every_field_is_stored() -> None:
     assert rec["v"] == SCHEMA
 
 
+def test_unset_fields_are_left_out_and_records_with_every_key_still_read() -> None:
+    # Earlier versions stored every key, null or not; the store may hold such records.
+    assert set(record(MINIMAL)) == {"v", "id", "model", "type", "priority", "status", "created_at",
+                                    "attempts", "max_attempts"}
+    every_key = {**{f: None for f in Job._fields}, **record(MINIMAL), "after": [], "cached": False}
+    assert decode_job(MINIMAL.id, pack(every_key)) == MINIMAL
+
+
 # --------------------------------------------------------------- corrupt input
 
 GOOD = encode_job(FULL)

@@ -520,6 +520,14 @@ def test_cache_is_not_used(q: Store, change: str) -> None:
     assert j.status is PENDING and not j.cached
 
 
+def test_cache_keys_stay_what_earlier_versions_computed() -> None:
+    # A changed canonical form would silently empty every user's cache: the digest of a
+    # request with unsorted keys and non-ASCII text is pinned.
+    key = cache.key_for("Llama3.2", "chat", {"options": {"temperature": 0, "num_predict": 8},
+                                             "messages": [{"role": "user", "content": "Grüße\n"}]})
+    assert key.hex() == "2fd8761b3605f0adecfee74c0c687c88b94ebb442a74ae494d64e98b3a97f493"
+
+
 def test_cache_does_not_answer_a_job_still_running(q: Store) -> None:
     submit(q, prompt="same")
     claim_one(q)
