@@ -164,7 +164,7 @@ class OllamaClient(Client):
             async for line in resp.aiter_lines():
                 if not line.strip():
                     continue
-                chunk = _json(line.encode())
+                chunk = _json(line)
                 if "error" in chunk:
                     raise BackendError(ErrorType.BACKEND_ERROR, str(chunk["error"]), transient=True)
                 piece, think = _piece(job.type, chunk, tool_calls)
@@ -209,12 +209,12 @@ class OllamaClient(Client):
         return {m.get("name") for m in _json(resp.content).get("models") or []}
 
 
-def _json(raw: bytes) -> dict[str, Any]:
+def _json(raw: bytes | str) -> dict[str, Any]:
     try:
         data = json.loads(raw)
     except ValueError:
-        raise BackendError(ErrorType.INVALID_RESPONSE,
-                           f"not JSON: {raw[:80].decode('utf-8', 'replace')!r}", transient=True) from None
+        text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")
+        raise BackendError(ErrorType.INVALID_RESPONSE, f"not JSON: {text[:80]!r}", transient=True) from None
     if not isinstance(data, dict):
         raise BackendError(ErrorType.INVALID_RESPONSE, "a JSON value that is not an object", transient=True)
     return data

@@ -282,6 +282,9 @@ class Daemon:
                  ", ".join(b.label for b in self.backends), self.concurrency)
         try:
             while not self.stopping:
+                # Cleared before the tick, not after: a job that finishes while the tick
+                # waits for its transaction must wake the next tick, not wait for the poll.
+                self._wake.clear()
                 now = self.clock()
                 self.pool.maintain(now, self._wake)
                 for run in (await self.tick(now)).started:
@@ -289,11 +292,10 @@ class Daemon:
                 if self.drain and not self.inflight and not self._outcomes and self._queue_empty():
                     log.info("nothing pending or running: exiting (--drain)")
                     break
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), self.poll)
-                except asyncio.TimeoutError:
-                    pass
+                # A timer on the event, not wait_for: that makes a task per loop turn.
+                timer = loop.call_later(self.poll, self._wake.set)
+                await self._wake.wait()
+                timer.cancel()
             await self._shutdown()
         finally:
             for sig in (signal.SIGTERM, signal.SIGINT):
