@@ -16,6 +16,7 @@ from ollama_cli.daemon import Daemon
 from ollama_cli.models import ErrorType, JobStatus, JobType, Priority
 from ollama_cli.store import Store
 from tests.emulator import Emulator
+from tests.invariants import check_invariants
 
 
 def submit(store: Store, prompt: str = "Why is the sky blue?", *, model: str = "llama3.2",
@@ -266,3 +267,61 @@ def test_keep_finished_deletes_jobs_finished_long_enough_ago(store: Store, emula
     assert report.cleaned == 1
     assert job(store, old) is None and result(store, old) is None
     assert job(store, recent).status is JobStatus.COMPLETED
+
+
+# ------------------------------------------------------------------- group commit
+
+
+class Busy:
+    """A CpuMeter that always says the daemon is the bottleneck."""
+
+    def busy(self) -> bool:
+        return True
+
+
+def test_a_busy_daemon_still_drains_everything_once(store: Store, emulator: Emulator) -> None:
+    # Jobs of very different lengths, so that some finish while others are in flight and
+    # the finished ones wait to share a transaction.
+    ids = [submit(store, f"p{i}", request={"prompt": f"p{i}", "options": {"num_predict": 1 + (i % 4) * 30}})
+           for i in range(24)]
+    drain(store, emulator.url, concurrency=4, cpu=Busy())
+    assert [job(store, i).status for i in ids] == [JobStatus.COMPLETED] * 24
+    assert all(job(store, i).attempts == 1 for i in ids)
+    assert len(generation_requests(emulator)) == 24
+    check_invariants(store)
+
+
+def test_gathering_waits_for_the_requests_in_flight_and_no_longer(monkeypatch: pytest.MonkeyPatch,
+                                                                  store: Store) -> None:
+    import ollama_cli.daemon as daemon_module
+
+    monkeypatch.setattr(daemon_module, "GROUP_COMMIT_WINDOW", 3600.0)
+    daemon = Daemon(store, [], cpu=Busy())
+
+    async def scenario() -> None:
+        daemon._wake = asyncio.Event()
+        daemon.inflight = {1: object(), 2: object()}  # type: ignore[dict-item]
+        gather = asyncio.ensure_future(daemon._gather())
+        for finished in (1, 2):
+            for _ in range(5):  # let the loop run: the gathering must still wait
+                await asyncio.sleep(0)
+            assert not gather.done()
+            del daemon.inflight[finished]
+            daemon._wake.set()  # what a finishing request does
+        await asyncio.wait_for(gather, 5)  # returns once nothing is in flight
+
+    asyncio.run(scenario())
+
+
+def test_cpu_meter_says_busy_above_the_share_and_idle_below() -> None:
+    from ollama_cli.daemon import CPU_SAMPLE, CpuMeter
+
+    wall, cpu = [100.0], [5.0]
+    meter = CpuMeter(cpu=lambda: cpu[0], wall=lambda: wall[0])
+    assert not meter.busy()  # nothing measured yet
+    wall[0] += 2 * CPU_SAMPLE
+    cpu[0] += 2 * CPU_SAMPLE * 0.95
+    assert meter.busy()
+    wall[0] += 2 * CPU_SAMPLE
+    cpu[0] += 2 * CPU_SAMPLE * 0.1
+    assert not meter.busy()
