@@ -21,11 +21,12 @@ from typing import TypeVar
 
 import httpx
 
-from ollama_cli import queue, registry, scheduler
+from ollama_cli import outcomes, queue, registry, scheduler
 from ollama_cli.backends import BackendError, client_for
 from ollama_cli.config import Backend
-from ollama_cli.models import ErrorType, Job, JobError, JobStatus, JobType
+from ollama_cli.models import ErrorType, Job, JobError, JobStatus
 from ollama_cli.pool import Pool, Slot
+from ollama_cli.outcomes import Outcome, retry_delay
 from ollama_cli.queue import Claim
 from ollama_cli.store import Store, Tx
 
@@ -40,7 +41,6 @@ HEARTBEAT_EVERY = 2.0
 CANCEL_CHECK_EVERY = 0.25  # a cancelled job's stream closes within a second
 RECLAIM_EVERY = 2.0
 CLEAN_EVERY = 60.0
-BACKOFF_CAP = 60.0
 # Group commit. A tick costs the same whether it records one finished job or eight, so
 # when the daemon itself is the bottleneck (jobs of a few milliseconds, one core busy
 # with streaming and bookkeeping), a finished job waits up to this long for the others
@@ -49,14 +49,6 @@ BACKOFF_CAP = 60.0
 GROUP_COMMIT_WINDOW = 0.005
 BUSY_SHARE = 0.8  # of a core, over the last CPU_SAMPLE seconds
 CPU_SAMPLE = 0.1
-
-
-def retry_delay(attempt: int, base: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter over the upper half: with base 1 s, attempt 1 waits
-    0.5-1 s, 2 waits 1-2 s, 3 waits 2-4 s... capped at BACKOFF_CAP. The jitter keeps
-    jobs that failed together from coming back together."""
-    ceiling = min(BACKOFF_CAP, base * 2 ** max(0, attempt - 1))
-    return rng.uniform(ceiling / 2, ceiling)
 
 
 @dataclass
@@ -71,20 +63,6 @@ class Running:
     @property
     def model(self) -> str:
         return self.claims[0].job.model
-
-
-@dataclass
-class Outcome:
-    """What an attempt came to, for one job; applied in the loop's next transaction so
-    that one commit serves every job that finished since the last tick."""
-
-    claim: Claim
-    action: str  # "complete", "fail" or "release"
-    result: dict | None = None
-    error: JobError | None = None
-    retry_after: float | None = None
-    host: str | None = None
-    took: float = 0.0
 
 
 class CpuMeter:
@@ -217,15 +195,15 @@ class Daemon:
     async def _commit(self, now: float, *, claim: bool) -> list[Running]:
         """One write transaction: record the outcomes gathered since the last one, then
         claim what the free slots can take."""
-        outcomes, self._outcomes = self._outcomes, []
-        if not outcomes and not claim:
+        finished, self._outcomes = self._outcomes, []
+        if not finished and not claim:
             return []
         views = self.pool.views(now)
         lookahead = min(LOOKAHEAD, max(self.coalesce, LOOKAHEAD_PER_SLOT * sum(v.free for v in views)))
         running = self.pool.running_per_model()
 
         def write(tx: Tx) -> tuple[list[object], list[tuple[int, list[Claim]]], dict[int, int]]:
-            applied = [_apply(tx, o, now) for o in outcomes]
+            applied = [outcomes.apply(tx, o, now) for o in finished]
             if not claim:
                 return applied, [], self.skips
             skips = dict(self.skips)  # this function may run twice: keep the counts after
@@ -244,8 +222,8 @@ class Daemon:
             return applied, [(a.backend, queue.take(tx, a.jobs, self.id, now)) for a in plan], skips
 
         applied, placed, self.skips = await self._write(write)
-        for outcome, value in zip(outcomes, applied):
-            _log_outcome(outcome, value)
+        for outcome, value in zip(finished, applied):
+            outcomes.log(outcome, value)
         started = []
         for index, claims in placed:
             if not claims:
@@ -456,42 +434,13 @@ class Daemon:
                 for c in run.claims]
 
 
-def _apply(tx: Tx, o: Outcome, now: float) -> object:
-    job_id, token = o.claim.job.id, _token(o.claim)
-    if o.action == "complete":
-        return queue.complete(tx, job_id, token, o.result or {}, now, host=o.host)
-    if o.action == "fail":
-        assert o.error is not None
-        return queue.fail_attempt(tx, job_id, token, o.error, now, retry_after=o.retry_after, host=o.host)
-    return queue.release(tx, job_id, token, now)
-
-
-def _log_outcome(o: Outcome, value: object) -> None:
-    job = o.claim.job
-    if o.action == "complete":
-        if value:
-            log.info("job %d completed in %.1fs", job.id, o.took)
-        else:
-            log.info("job %d finished after it was cancelled or taken back: result dropped", job.id)
-    elif o.action == "fail" and isinstance(value, Job) and o.error is not None:
-        if value.status is JobStatus.PENDING:
-            log.warning("job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id, job.attempts,
-                        o.error.type.value, o.error.message, o.retry_after or 0.0)
-        else:
-            log.warning("job %d failed (%s: %s)", job.id, o.error.type.value, o.error.message)
-
-
-def _token(claim: Claim) -> str:
-    return claim.job.lease.token if claim.job.lease else ""
-
-
 def _claim_of(run: Running, job_id: int) -> Claim:
     return next(c for c in run.claims if c.job.id == job_id)
 
 
 def _still_ours(job: Job | None, claim: Claim) -> bool:
     return job is not None and job.status is JobStatus.RUNNING and job.lease is not None \
-        and job.lease.token == _token(claim)
+        and job.lease.token == outcomes.token(claim)
 
 
 def _embed_key(tx: Tx, job: Job) -> object:

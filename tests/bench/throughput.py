@@ -1,7 +1,7 @@
 """(b) Drain throughput: N short generate jobs through the daemon at concurrency 8 against
 an instant backend, against a bare httpx client streaming the same requests, 8 at a
-time, to the same server. The difference is what ollama-q costs per job: two LMDB
-commits (claim, complete) with fsync, the scheduler, the bookkeeping.
+time, to the same server. The difference is what ollama-q costs per job: its claim and
+completion in LMDB (committed with other jobs', fsync'd), the scheduler, the bookkeeping.
 
 (c) Embed coalescing: N one-input embed jobs, drained with coalescing (up to 16 jobs per
 request) against one request per job.
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import statistics
 import time
 
 import httpx
@@ -56,7 +57,7 @@ def bare_client(url: str, jobs: list[dict], *, concurrency: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=1000)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     n = args.jobs
     gen = [{"model": "llama3.2", "request": {"prompt": f"job {i}", "options": {"num_predict": 4}}}
@@ -71,9 +72,10 @@ def main() -> None:
             single.append(daemon_drain(url, emb, concurrency=1, coalesce=1))
             coalesced.append(daemon_drain(url, emb, concurrency=1, coalesce=16))
     b, o, s, c = min(bare), min(ours), min(single), min(coalesced)
+    paired = statistics.median(x / y for x, y in zip(bare, ours))
     print(f"(b) {n} generate jobs, concurrency 8, instant backend (best of {args.rounds})")
     print(f"    bare httpx client   {n / b:8.1f} jobs/s")
-    print(f"    ollama-q daemon     {n / o:8.1f} jobs/s   {b / o:.2f}x")
+    print(f"    ollama-q daemon     {n / o:8.1f} jobs/s   {b / o:.2f}x  (median of the rounds' ratios {paired:.2f}x)")
     print(f"(c) {n} embed jobs, concurrency 1")
     print(f"    one request per job {n / s:8.1f} jobs/s")
     print(f"    coalesced (<=16)    {n / c:8.1f} jobs/s   {s / c:.2f}x")
