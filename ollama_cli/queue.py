@@ -103,32 +103,57 @@ def is_paused(tx: Tx) -> bool:
     return tx.get("meta", b"paused") == b"1"
 
 
-def position(tx: Tx, job: Job) -> int | None:
-    """1-based place among ready jobs in the order they start; None unless ready."""
+def position(tx: Tx, job: Job, now: float) -> int | None:
+    """1-based place among ready jobs in the order they start; None unless ready. A
+    delayed job whose time has come is ready, though no daemon has moved it yet."""
+    if job.status is not PENDING:
+        return None
     key = _ready_key(job)
-    if job.status is not PENDING or tx.get("ready", key) is None:
+    due = _due_keys(tx, now)
+    if tx.get("ready", key) is None and key not in due:
         return None
     ahead = sum(tx.counter(_READY_COUNT[p]) for p in Priority if p.rank < job.priority.rank)
     for k, _ in tx.scan("ready", key[:1]):
-        if k == key:
+        if k >= key:
             break
         ahead += 1
-    return ahead + 1
+    return ahead + sum(1 for k in due if k < key) + 1
 
 
-def positions(tx: Tx, jobs: Iterable[Job]) -> dict[int, int]:
-    """Positions of many jobs in one walk of the ready index."""
+def positions(tx: Tx, jobs: Iterable[Job], now: float) -> dict[int, int]:
+    """Positions of many jobs in one walk of the ready index (and of the due jobs not
+    yet moved there), as `position` gives them one by one."""
     wanted = {j.id for j in jobs if j.status is PENDING}
     found: dict[int, int] = {}
     if not wanted:
         return found
-    for place, (key, _) in enumerate(tx.scan("ready"), start=1):
+    import heapq
+
+    ready = (key for key, _ in tx.scan("ready"))
+    for place, key in enumerate(heapq.merge(ready, sorted(_due_keys(tx, now))), start=1):
         job_id = read_u64(key, 1)
         if job_id in wanted:
             found[job_id] = place
             if len(found) == len(wanted):
                 break
     return found
+
+
+def _due_keys(tx: Tx, now: float) -> set[bytes]:
+    """Ready keys of waiting jobs whose time has come: the daemon moves them to `ready`
+    on its next tick, and a read-only command cannot. Few, or none while a daemon runs."""
+    limit = u64(int(now * 1000) + 1)
+    keys = set()
+    for key, _ in tx.scan("waiting"):
+        if key[:8] >= limit:
+            break
+        try:
+            job = get_job(tx, read_u64(key, 8))
+        except CorruptRecord:
+            continue
+        if job is not None and job.status is PENDING:
+            keys.add(_ready_key(job))
+    return keys
 
 
 def list_jobs(

@@ -172,7 +172,7 @@ def test_submit_many_keeps_the_invariants_and_answers_from_the_cache(store: Stor
         assert hit.status is JobStatus.COMPLETED and hit.cached
         assert queue.get_result(tx, hit.id) == queue.get_result(tx, first.id)
         assert (low.status, urgent.status) == (JobStatus.PENDING, JobStatus.PENDING)
-        assert queue.position(tx, urgent) == 1 and queue.position(tx, low) == 2
+        assert queue.position(tx, urgent, 2.0) == 1 and queue.position(tx, low, 2.0) == 2
         assert (tx.counter("cache/hits"), tx.counter("cache/misses")) == (1, 3)
         assert tx.counter("next_id") == sub.last_id
 

@@ -90,17 +90,17 @@ def drain_order(store: Store, now: float = T) -> list[int]:
     return order
 
 
-def pos(store: Store, job_id: int) -> int | None:
+def pos(store: Store, job_id: int, now: float = T) -> int | None:
     with store.read() as tx:
-        return queue.position(tx, queue.get_job(tx, job_id))
+        return queue.position(tx, queue.get_job(tx, job_id), now)
 
 
-def all_positions(store: Store) -> dict[int, int | None]:
+def all_positions(store: Store, now: float = T) -> dict[int, int | None]:
     """Every job's position by both functions; they must agree."""
     with store.read() as tx:
         jobs = [decode_job(read_u64(k), v) for k, v in tx.scan("jobs")]
-        many = queue.positions(tx, jobs)
-        one = {j.id: queue.position(tx, j) for j in jobs}
+        many = queue.positions(tx, jobs, now)
+        one = {j.id: queue.position(tx, j, now) for j in jobs}
     assert {i: many.get(i) for i in one} == one
     return one
 
@@ -465,6 +465,19 @@ def test_a_dependent_with_a_delay_waits_for_both(q: Store) -> None:
 
 
 # -------------------------------------------------------------------- delayed
+
+
+def test_a_delayed_job_whose_time_has_come_has_a_position_before_a_daemon_moves_it(q: Store) -> None:
+    # `status` and `list` only read, so they cannot move it to the ready index; the
+    # daemon does on its next tick. The place is the same before and after.
+    delayed = submit(q, priority=URGENT, run_at=T + 60)
+    later = submit(q, priority=URGENT, run_at=T + 30)
+    low = submit(q, priority=LOW)
+    assert all_positions(q, T + 59) == {delayed.id: None, later.id: 1, low.id: 2}
+    before = all_positions(q, T + 61)
+    assert before == {delayed.id: 1, later.id: 2, low.id: 3}  # urgent ones by id, then low
+    q.write(lambda tx: queue.promote_due(tx, T + 61))
+    assert all_positions(q, T + 61) == before
 
 
 def test_delayed_job_waits_for_its_time_and_blocks_nobody(q: Store) -> None:

@@ -92,7 +92,7 @@ def submit(
         _print_result(store, job.id, wait=True, timeout=None, json_=json_)
         return
     with store.read() as tx:
-        pos = queue.position(tx, job)
+        pos = queue.position(tx, job, now())
     if json_:
         emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
     elif job.cached:
@@ -120,7 +120,7 @@ def status(
     store = open_store(data_dir, readonly=True)
     with store.read() as tx:
         job = _get(tx, jid)
-        pos = queue.position(tx, job)
+        pos = queue.position(tx, job, now())
     if json_:
         emit(job.to_json(pos))
     else:
@@ -193,7 +193,7 @@ def list_(
     with store.read() as tx:
         jobs, corrupt = queue.list_jobs(tx, statuses=statuses, model=model, job_type=kind,
                                         batch=batch, limit=limit, offset=offset)
-        where = queue.positions(tx, jobs)
+        where = queue.positions(tx, jobs, now())
     for bad in corrupt:
         warn(bad.message)
     rows = [j.to_json(where.get(j.id)) for j in jobs]
