@@ -198,19 +198,32 @@ def test_paused_queue_starts_nothing(store: Store, emulator: Emulator) -> None:
 
 
 def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
-        store: Store, caplog: pytest.LogCaptureFixture, unused_port: int) -> None:
+        store: Store, caplog: pytest.LogCaptureFixture, unused_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ollama_cli.backends import Client
+
     ids = [submit(store, f"p{i}") for i in range(3)]
     emu = Emulator(port=unused_port)
     daemon = Daemon(store, [Backend(f"http://127.0.0.1:{unused_port}")], concurrency=2, drain=True,
                     poll=0.02, backoff=0.01)
+    failed_probes: list[bool] = []
+    probed_twice = asyncio.Event()
+    ping = Client.ping
+
+    async def counted_ping(self: Client) -> bool:
+        up = await ping(self)
+        if not up:
+            failed_probes.append(True)
+            if len(failed_probes) == 2:
+                probed_twice.set()
+        return up
+
+    monkeypatch.setattr(Client, "ping", counted_ping)
 
     async def scenario() -> None:
         task = asyncio.ensure_future(daemon.run())
-        # Let the daemon fail to connect and probe a few times, then bring the server up.
-        while sum("unreachable" in r.getMessage() for r in caplog.records) == 0:
-            await asyncio.sleep(0.02)
-        while daemon.slots[0].probe_delay < 2:  # at least two failed probes since
-            await asyncio.sleep(0.02)
+        # The daemon fails to connect, says so, and probes (only an unreachable backend
+        # is probed); after two failed probes the server comes up.
+        await asyncio.wait_for(probed_twice.wait(), 30)
         with store.read() as tx:
             waiting = [queue.get_job(tx, i) for i in ids]
         assert all(j.status is JobStatus.PENDING and j.attempts == 0 for j in waiting)
