@@ -2,9 +2,10 @@
 
 `Daemon.tick(now)` is one bounded step (heartbeat, reclaim jobs of dead daemons, notice
 cancellations, claim what the free slots can take, as `scheduler.plan` decides) and
-returns the claims to dispatch;
-`run()` only loops, dispatches, sleeps and handles signals. Store transactions are short
-and never span an HTTP call."""
+returns the claims to dispatch; one write transaction records what finished since the
+last tick and claims what comes next. `run()` only loops, dispatches, sleeps (or, when
+the daemon is the bottleneck, gathers finishing jobs into one tick) and handles signals.
+Store transactions are short and never span an HTTP call."""
 
 from __future__ import annotations
 
@@ -25,8 +26,8 @@ from ollama_cli import outcomes, queue, registry, scheduler
 from ollama_cli.backends import BackendError, client_for
 from ollama_cli.config import Backend
 from ollama_cli.models import ErrorType, Job, JobError, JobStatus
-from ollama_cli.pool import Pool, Slot
 from ollama_cli.outcomes import Outcome, retry_delay
+from ollama_cli.pool import Pool, Slot
 from ollama_cli.queue import Claim
 from ollama_cli.store import Store, Tx
 
