@@ -24,7 +24,10 @@ def _canonical_encoder() -> Callable[[Any], str]:
     try:
         encode = json.encoder.c_make_encoder(  # type: ignore[misc]
             None, _CANONICAL.default, json.encoder.encode_basestring, None, ":", ",", True, False, True)
-        fast: Callable[[Any], str] = lambda obj: "".join(encode(obj, 0))  # noqa: E731
+
+        def fast(obj: Any) -> str:
+            return "".join(encode(obj, 0))
+
         sample = ["m", "t", {"b": [1.5, None, True], "a": "\u00e9\n"}]
         if fast(sample) == _CANONICAL.encode(sample):
             return fast
