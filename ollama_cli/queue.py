@@ -141,18 +141,22 @@ def positions(tx: Tx, jobs: Iterable[Job], now: float) -> dict[int, int]:
 
 def _due_keys(tx: Tx, now: float) -> set[bytes]:
     """Ready keys of waiting jobs whose time has come: the daemon moves them to `ready`
-    on its next tick, and a read-only command cannot. Few, or none while a daemon runs."""
+    on its next tick, and a read-only command cannot. None while a daemon runs; without
+    one they pile up, so each entry carries its job's rank and needs no decoding."""
     limit = u64(int(now * 1000) + 1)
     keys = set()
-    for key, _ in tx.scan("waiting"):
+    for key, rank in tx.scan("waiting"):
         if key[:8] >= limit:
             break
-        try:
-            job = get_job(tx, read_u64(key, 8))
-        except CorruptRecord:
-            continue
-        if job is not None and job.status is PENDING:
-            keys.add(_ready_key(job))
+        if not rank:  # written before entries carried the rank
+            try:
+                job = get_job(tx, read_u64(key, 8))
+            except CorruptRecord:
+                continue
+            if job is None or job.status is not PENDING:
+                continue
+            rank = _RANK[job.priority]
+        keys.add(rank + key[8:])
     return keys
 
 
@@ -564,7 +568,7 @@ def _save(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
         if new.after and _dependency_state(tx, new) is PENDING:
             tx.put("blocked", key)
         elif hold is not None and hold > now:
-            tx.put("waiting", _waiting_key(hold, new.id))
+            tx.put("waiting", _waiting_key(hold, new.id), _RANK[new.priority])
         else:
             tx.put("ready", _RANK[new.priority] + key)
             tx.add(_READY_COUNT[new.priority], 1)

@@ -27,7 +27,7 @@ DATABASES = (
     "requests",  # id -> request payload (prompt, messages, input, options...)
     "results",  # id -> result body, apart so that listing never loads answers
     "ready",  # priority rank + id -> b"" : pending jobs that may start now
-    "waiting",  # time + id -> b"" : pending jobs held until a time (delay, retry backoff)
+    "waiting",  # time + id -> priority rank : pending jobs held until a time (delay, retry backoff)
     "blocked",  # id -> b"" : pending jobs whose dependencies have not all completed
     "dependents",  # dependency id + job id -> b"" : who waits on whom
     "status",  # status code + id -> b"" : jobs by status

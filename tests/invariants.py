@@ -31,6 +31,8 @@ def _check(tx: Tx) -> None:
     assert indexed == {(j.status.code[0], j.id) for j in jobs.values()}
     ready = {read_u64(k, 1) for k, _ in tx.scan("ready")}
     waiting = {read_u64(k, 8) for k, _ in tx.scan("waiting")}
+    for k, rank in tx.scan("waiting"):  # the rank, or nothing in entries of older versions
+        assert rank in (b"", bytes([jobs[read_u64(k, 8)].priority.rank])), k
     blocked = {read_u64(k) for k, _ in tx.scan("blocked")}
     pending = {j.id for j in jobs.values() if j.status is JobStatus.PENDING}
     assert ready | waiting | blocked == pending, "an index holds a job that is not pending"
