@@ -299,7 +299,6 @@ class Daemon:
                 if self.drain and not self.inflight and not self._outcomes and self._queue_empty():
                     log.info("nothing pending or running: exiting (--drain)")
                     break
-                # A timer on the event, not wait_for: that makes a task per loop turn.
                 await self._sleep(self.poll)
                 if self.inflight and self.cpu.busy():
                     await self._gather()
@@ -328,10 +327,11 @@ class Daemon:
     async def _gather(self) -> None:
         """Group commit: wait for the requests still in flight to finish, at most
         GROUP_COMMIT_WINDOW, so that one transaction records them all."""
+        wake = self._wake
+        assert wake is not None, "run() first"
         deadline = time.monotonic() + GROUP_COMMIT_WINDOW
         while self.inflight and not self.stopping and (left := deadline - time.monotonic()) > 0:
-            assert self._wake is not None
-            self._wake.clear()
+            wake.clear()
             await self._sleep(left)
 
     def _queue_empty(self) -> bool:

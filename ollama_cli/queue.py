@@ -292,16 +292,16 @@ def ready_candidates(tx: Tx, now: float, *, limit: int = CLAIM_SCAN_LIMIT) -> It
     if is_paused(tx):
         return iter(())
     promote_due(tx, now)
-    return _ready(tx, now, limit)
+    return _ready(tx, limit)
 
 
-def _ready(tx: Tx, now: float, limit: int) -> Iterator[Job]:
+def _ready(tx: Tx, limit: int) -> Iterator[Job]:
     read = 0
     for key, _ in tx.scan("ready"):
         if read >= limit:
             return
         read += 1
-        job = _load_or_quarantine(tx, read_u64(key, 1), now)
+        job = _load_or_quarantine(tx, read_u64(key, 1))
         if job is not None:
             yield job
 
@@ -336,7 +336,7 @@ def take(tx: Tx, jobs: Iterable[Job], owner: str, now: float) -> list[Claim]:
 _decode_ready = lru_cache(maxsize=2 * CLAIM_SCAN_LIMIT)(decode_job)
 
 
-def _load_or_quarantine(tx: Tx, job_id: int, now: float) -> Job | None:
+def _load_or_quarantine(tx: Tx, job_id: int) -> Job | None:
     """A corrupt record at the head of the queue must not stop the queue: take its
     index entries away and leave the record for `status` to report."""
     try:
@@ -570,7 +570,7 @@ def _save(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
         elif hold is not None and hold > now:
             tx.put("waiting", _waiting_key(hold, new.id), _RANK[new.priority])
         else:
-            tx.put("ready", _RANK[new.priority] + key)
+            tx.put("ready", _ready_key(new))
             tx.add(_READY_COUNT[new.priority], 1)
     if new.status.finished and (old is None or not old.status.finished):
         _hand_on(tx, new, now)
@@ -582,7 +582,7 @@ def _unindex(tx: Tx, job: Job) -> None:
     if tx.delete("status", job.status.code + key):
         tx.add(_COUNT[job.status], -1)
     if job.status is PENDING:
-        if tx.delete("ready", _RANK[job.priority] + key):
+        if tx.delete("ready", _ready_key(job)):
             tx.add(_READY_COUNT[job.priority], -1)
         hold = _hold_until(job)
         if hold is not None:

@@ -8,7 +8,8 @@ hits both alike.
 
 Prints the best time of each and the speed ratio (bare time / our time); target: at
 least 0.3x. A row queues the same specs with one `queue.submit` per job in one
-transaction; the last is the floor of any CPython implementation (see `floor`)."""
+transaction; the last two are the floor of any CPython implementation, with and
+without the cache key (see `floor`)."""
 
 from __future__ import annotations
 
