@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from ollama_cli.errors import UsageError
-from ollama_cli.models import JobType, Priority
+from ollama_cli.jobs import JobType, Priority
 
 ROLES = ("system", "user", "assistant", "tool")
 # Ollama's name rule (types/model/name.go): [host/][namespace/]model[:tag]; a host may

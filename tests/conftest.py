@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ollama_cli.store import Store
+from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
 
 

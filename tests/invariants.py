@@ -9,8 +9,10 @@ from collections import Counter
 from pathlib import Path
 
 from ollama_cli import queue
-from ollama_cli.models import JobStatus, Priority, decode_job
-from ollama_cli.store import Store, Tx, read_u64, u64
+from ollama_cli.codec import decode_job
+from ollama_cli.jobs import JobStatus, Priority
+from ollama_cli.store.keys import read_u64, u64
+from ollama_cli.store.lmdb import Store, Tx
 
 
 def check_invariants(where: Store | Path) -> None:

@@ -8,9 +8,9 @@ import asyncio
 import httpx
 import pytest
 
-from ollama_cli.backends import BackendError, OllamaClient
+from ollama_cli.clients.base import BackendError, OllamaClient
 from ollama_cli.config import Backend
-from ollama_cli.models import ErrorType, Job, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
 
 JOB = Job(id=1, model="llama3.2", type=JobType.GENERATE, priority=Priority.MEDIUM,
           status=JobStatus.RUNNING, created_at=0.0)

@@ -15,8 +15,8 @@ import pytest
 
 from ollama_cli import batch, queue
 from ollama_cli.errors import UsageError
-from ollama_cli.models import JobStatus, JobType, Priority
-from ollama_cli.store import Store
+from ollama_cli.jobs import JobStatus, JobType, Priority
+from ollama_cli.store.lmdb import Store
 from tests.conftest import run_cli
 from tests.emulator import Emulator
 from tests.invariants import check_invariants

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from ollama_cli import __version__, queue
-from ollama_cli.store import Store
+from ollama_cli.store.lmdb import Store
 from tests.conftest import cli_env, run_cli
 from tests.emulator import Emulator
 
@@ -650,8 +650,8 @@ SUBMITTER = """
 import json, sys, time
 from pathlib import Path
 from ollama_cli import queue
-from ollama_cli.models import JobType
-from ollama_cli.store import Store
+from ollama_cli.jobs import JobType
+from ollama_cli.store.lmdb import Store
 
 store, worker, ids = Store(Path(sys.argv[1])), sys.argv[2], []
 for i in range(int(sys.argv[3])):

@@ -12,9 +12,9 @@ import pytest
 
 from ollama_cli import queue
 from ollama_cli.config import Backend
-from ollama_cli.daemon import Daemon
-from ollama_cli.models import ErrorType, JobStatus, JobType, Priority
-from ollama_cli.store import Store
+from ollama_cli.daemon.loop import Daemon
+from ollama_cli.jobs import ErrorType, JobStatus, JobType, Priority
+from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
 from tests.invariants import check_invariants
 
@@ -199,7 +199,7 @@ def test_paused_queue_starts_nothing(store: Store, emulator: Emulator) -> None:
 
 def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
         store: Store, caplog: pytest.LogCaptureFixture, unused_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ollama_cli.backends import Client
+    from ollama_cli.clients.base import Client
 
     ids = [submit(store, f"p{i}") for i in range(3)]
     emu = Emulator(port=unused_port)
@@ -306,7 +306,7 @@ def test_a_busy_daemon_still_drains_everything_once(store: Store, emulator: Emul
 
 def test_gathering_waits_for_the_requests_in_flight_and_no_longer(monkeypatch: pytest.MonkeyPatch,
                                                                   store: Store) -> None:
-    import ollama_cli.daemon as daemon_module
+    import ollama_cli.daemon.loop as daemon_module
 
     monkeypatch.setattr(daemon_module, "GROUP_COMMIT_WINDOW", 3600.0)
     daemon = Daemon(store, [], cpu=Busy())
@@ -327,7 +327,7 @@ def test_gathering_waits_for_the_requests_in_flight_and_no_longer(monkeypatch: p
 
 
 def test_cpu_meter_says_busy_above_the_share_and_idle_below() -> None:
-    from ollama_cli.daemon import CPU_SAMPLE, CpuMeter
+    from ollama_cli.daemon.loop import CPU_SAMPLE, CpuMeter
 
     wall, cpu = [100.0], [5.0]
     meter = CpuMeter(cpu=lambda: cpu[0], wall=lambda: wall[0])

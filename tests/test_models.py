@@ -12,20 +12,8 @@ import msgpack
 import pytest
 
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.models import (
-    SCHEMA,
-    ErrorType,
-    Job,
-    JobError,
-    JobStatus,
-    JobType,
-    Lease,
-    Priority,
-    decode_job,
-    encode_job,
-    pack,
-    unpack,
-)
+from ollama_cli.codec import SCHEMA, decode_job, encode_job, pack, unpack
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority
 
 # 2026-11-23T08:40:00.123Z, the contract's example
 T0 = 1795423200.123

@@ -8,8 +8,8 @@ from collections import Counter
 
 import httpx
 
-from ollama_cli.models import JobStatus, JobType
-from ollama_cli.store import Store
+from ollama_cli.jobs import JobStatus, JobType
+from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
 from tests.test_daemon import drain, generation_requests, job, result, submit
 

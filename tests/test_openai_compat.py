@@ -12,11 +12,11 @@ from typing import Any
 import httpx
 import pytest
 
-from ollama_cli.backends import BackendError, client_for
+from ollama_cli.clients.base import BackendError, client_for
 from ollama_cli.config import Backend
-from ollama_cli.models import ErrorType, Job, JobStatus, JobType, Priority
-from ollama_cli.openai_compat import OpenAIClient
-from ollama_cli.store import Store
+from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
+from ollama_cli.clients.openai import OpenAIClient
+from ollama_cli.store.lmdb import Store
 from tests.conftest import run_cli
 from tests.emulator import Emulator
 from tests.test_daemon import job, result, submit
@@ -289,7 +289,7 @@ def test_a_base_url_ending_in_v1_is_accepted(emulator: Emulator) -> None:
 
 
 def test_daemon_drains_every_type_through_an_openai_backend(store: Store, emulator: Emulator) -> None:
-    from ollama_cli.daemon import Daemon
+    from ollama_cli.daemon.loop import Daemon
 
     ids = [submit(store, "hello"), submit(store, "hi", kind=JobType.CHAT),
            submit(store, "vector me", model="all-minilm", kind=JobType.EMBED)]

@@ -15,8 +15,10 @@ import pytest
 
 from ollama_cli import cache, queue
 from ollama_cli.errors import CorruptRecord, UsageError
-from ollama_cli.models import ErrorType, Job, JobError, JobStatus, JobType, Priority, decode_job
-from ollama_cli.store import Store, Tx, read_u64, u64
+from ollama_cli.codec import decode_job
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
+from ollama_cli.store.keys import read_u64, u64
+from ollama_cli.store.lmdb import Store, Tx
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED

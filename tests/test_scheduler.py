@@ -3,9 +3,9 @@ placement, caps and coalescing."""
 
 from __future__ import annotations
 
-from ollama_cli.models import Job, JobStatus, JobType, Priority
-from ollama_cli.models import full_name
-from ollama_cli.scheduler import BackendView, plan
+from ollama_cli.jobs import Job, JobStatus, JobType, Priority
+from ollama_cli.jobs import full_name
+from ollama_cli.daemon.scheduler import BackendView, plan
 
 
 def job(job_id: int, model: str = "a", priority: Priority = Priority.MEDIUM,

@@ -17,7 +17,8 @@ import lmdb
 import pytest
 
 from ollama_cli import config
-from ollama_cli.store import Store, Tx, u64
+from ollama_cli.store.keys import u64
+from ollama_cli.store.lmdb import Store, Tx
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_MAP = 64 * 1024
@@ -208,7 +209,8 @@ def test_map_grown_by_another_process_is_adopted(data_dir: Path) -> None:
         # The other process writes far past our map, so our next transaction meets
         # MapResizedError, which the store must absorb.
         child = run_python(f"""
-            from ollama_cli.store import Store, u64
+            from ollama_cli.store.lmdb import Store
+            from ollama_cli.store.keys import u64
             s = Store({str(data_dir)!r}, map_size={SMALL_MAP})
             s.write(lambda tx: [tx.put("results", u64(i), b"z" * 300) for i in range(5000)])
             print(s.env.info()["map_size"])
@@ -235,7 +237,7 @@ def test_reader_killed_mid_transaction_leaves_a_slot_that_opening_clears(store: 
     holder = subprocess.Popen(
         [sys.executable, "-c", textwrap.dedent(f"""
             import sys
-            from ollama_cli.store import Store
+            from ollama_cli.store.lmdb import Store
             s = Store({str(store.path)!r})
             with s.read() as tx:
                 print("holding", flush=True)
@@ -257,7 +259,7 @@ def test_reader_killed_mid_transaction_leaves_a_slot_that_opening_clears(store: 
     assert holder.returncode == -signal.SIGKILL
     assert holder.pid in reader_pids(store)  # stale: LMDB does not reclaim it by itself
 
-    opener = run_python(f"from ollama_cli.store import Store\nStore({str(store.path)!r}).close()")
+    opener = run_python(f"from ollama_cli.store.lmdb import Store\nStore({str(store.path)!r}).close()")
     assert opener.returncode == 0, opener.stderr
     assert holder.pid not in reader_pids(store)
     # And the store works on, for reads and writes.
@@ -280,7 +282,7 @@ def test_opening_an_existing_store_does_not_wait_for_a_writer(data_dir: Path) ->
             # fires even though the blocked call keeps the GIL.
             child = run_python(f"""
                 import faulthandler
-                from ollama_cli.store import Store
+                from ollama_cli.store.lmdb import Store
                 faulthandler.dump_traceback_later(3, exit=True)
                 Store({str(data_dir)!r}, readonly=True)
                 faulthandler.cancel_dump_traceback_later()

@@ -11,7 +11,7 @@ import pytest
 
 from ollama_cli import submission
 from ollama_cli.errors import ExitCode, UsageError
-from ollama_cli.models import JobType, Priority
+from ollama_cli.jobs import JobType, Priority
 
 GEN, CHAT, EMBED = JobType.GENERATE, JobType.CHAT, JobType.EMBED
 

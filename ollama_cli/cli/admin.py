@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ollama_cli import cache, config, overview
+from ollama_cli import cache, config
+from ollama_cli.insight import snapshot
 from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, open_store
 from ollama_cli.errors import BackendUnavailable, UsageError
 
@@ -18,7 +19,7 @@ HostOpt = Annotated[
 
 def info(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """The queue at a glance: counts, daemon, cache."""
-    data = overview.info(open_store(data_dir, readonly=True))
+    data = snapshot.info(open_store(data_dir, readonly=True))
     if json_:
         emit(data)
     else:
@@ -58,7 +59,7 @@ def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = 
     """The models of the backend, and which are loaded."""
     import asyncio
 
-    from ollama_cli.backends import BackendError, client_for
+    from ollama_cli.clients.base import BackendError, client_for
 
     backend = config.backends(host)[0]
 
@@ -95,7 +96,7 @@ def daemon(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Drain pending jobs to the backends until stopped (logs to stderr; JSON lines with --json)."""
-    from ollama_cli.daemon import serve
+    from ollama_cli.daemon.loop import serve
     from ollama_cli.timefmt import parse_duration
 
     if concurrency < 1:
@@ -151,7 +152,7 @@ def clean(
     import time
 
     from ollama_cli import queue, submission
-    from ollama_cli.models import JobStatus
+    from ollama_cli.jobs import JobStatus
     from ollama_cli.timefmt import parse_duration
 
     statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []] or \

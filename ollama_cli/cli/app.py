@@ -57,7 +57,7 @@ def _root(
 
 def open_store(data_dir: Path | None, *, readonly: bool = False) -> Any:
     """The store; `readonly` for commands that write nothing, so they never wait on a writer."""
-    from ollama_cli.store import Store
+    from ollama_cli.store.lmdb import Store
 
     path = config.data_dir(data_dir)
     try:

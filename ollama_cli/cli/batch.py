@@ -16,7 +16,7 @@ import typer
 from ollama_cli import batch, submission
 from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, now, open_store, warn
 from ollama_cli.errors import ExitCode, UsageError
-from ollama_cli.store import Store
+from ollama_cli.store.lmdb import Store
 from ollama_cli.timefmt import parse_duration
 
 batch_app = typer.Typer(help="Batches of requests from a JSONL file: submit, status, results, wait.",

@@ -8,10 +8,10 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ollama_cli import queue, submission, waiting
+from ollama_cli import follow, queue, submission
 from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, now, open_store, parse_id, parse_ids, warn
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
-from ollama_cli.models import Job, JobStatus, result_to_json, result_text
+from ollama_cli.jobs import Job, JobStatus, result_to_json, result_text
 from ollama_cli.timefmt import parse_duration, parse_time
 
 def _read_stdin() -> str | None:
@@ -159,7 +159,7 @@ def _not_completed(job: Job) -> str:
 
 def _print_result(store: Any, jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
     if wait:
-        jobs, done = waiting.wait_for(store, [jid], timeout=timeout)
+        jobs, done = follow.wait_for(store, [jid], timeout=timeout)
         if not done:
             raise OperationFailed(f"job {jid} is still {jobs[0].status.value} after the timeout")
     with store.read() as tx:
@@ -240,10 +240,10 @@ def wait(
         from ollama_cli import render
 
         with render.progress(len(ids)) as advance:
-            jobs, done = waiting.wait_for(
+            jobs, done = follow.wait_for(
                 store, ids, timeout=limit, on_progress=lambda js: advance(sum(j.status.finished for j in js)))
     else:
-        jobs, done = waiting.wait_for(store, ids, timeout=limit)
+        jobs, done = follow.wait_for(store, ids, timeout=limit)
     rows = [j.to_json() for j in jobs]
     if json_:
         emit(rows)

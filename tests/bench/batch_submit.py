@@ -22,7 +22,9 @@ from pathlib import Path
 import msgpack
 
 from ollama_cli import batch, cache, queue
-from ollama_cli.store import DATABASES, Store, u64
+from ollama_cli.store.keys import u64
+from ollama_cli.store.lmdb import Store
+from ollama_cli.store.tables import DATABASES
 
 
 def make_file(lines: int) -> bytes:

@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ollama_cli import queue  # noqa: E402
-from ollama_cli.models import JobType  # noqa: E402
-from ollama_cli.store import Store  # noqa: E402
+from ollama_cli.jobs import JobType  # noqa: E402
+from ollama_cli.store.lmdb import Store  # noqa: E402
 
 
 @contextlib.contextmanager

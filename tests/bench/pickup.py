@@ -17,8 +17,8 @@ import time
 from common import ROOT, data_dir, env_for
 
 from ollama_cli import queue
-from ollama_cli.models import JobType
-from ollama_cli.store import Store
+from ollama_cli.jobs import JobType
+from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
 
 BUDGET = 0.5

@@ -49,8 +49,8 @@ from typing import Any, NamedTuple
 import httpx
 
 from ollama_cli import queue, submission
-from ollama_cli.models import JobStatus, JobType
-from ollama_cli.store import Store
+from ollama_cli.jobs import JobStatus, JobType
+from ollama_cli.store.lmdb import Store
 
 ROOT = Path(__file__).resolve().parents[2]
 

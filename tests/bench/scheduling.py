@@ -16,8 +16,8 @@ import time
 from common import data_dir, emulator, enqueue, results
 
 from ollama_cli.config import Backend
-from ollama_cli.daemon import Daemon
-from ollama_cli.store import Store
+from ollama_cli.daemon.loop import Daemon
+from ollama_cli.store.lmdb import Store
 
 
 def drain(url: str, jobs: list[dict], *, max_skip: int) -> tuple[float, int]:

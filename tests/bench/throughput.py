@@ -22,8 +22,8 @@ import httpx
 from common import data_dir, emulator, enqueue
 
 from ollama_cli.config import Backend
-from ollama_cli.daemon import Daemon
-from ollama_cli.store import Store
+from ollama_cli.daemon.loop import Daemon
+from ollama_cli.store.lmdb import Store
 
 
 def daemon_drain(url: str, jobs: list[dict], *, concurrency: int, coalesce: int = 16) -> float:

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from ollama_cli import queue
-from ollama_cli.models import Job, JobStatus, JobType
-from ollama_cli.store import Store
+from ollama_cli.jobs import Job, JobStatus, JobType
+from ollama_cli.store.lmdb import Store
 from tests.conftest import cli_env
 from tests.emulator import Emulator
 from tests.invariants import check_invariants
@@ -267,8 +267,8 @@ def test_crash_loop_loses_nothing_and_never_runs_a_job_twice_at_once(data_dir: P
 SUBMITTER = """
 import random, sys, time
 from ollama_cli import queue
-from ollama_cli.models import JobType
-from ollama_cli.store import Store
+from ollama_cli.jobs import JobType
+from ollama_cli.store.lmdb import Store
 
 data_dir, tag, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)

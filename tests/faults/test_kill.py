@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from ollama_cli import queue
-from ollama_cli.models import ErrorType, JobStatus
-from ollama_cli.store import Store
+from ollama_cli.jobs import ErrorType, JobStatus
+from ollama_cli.store.lmdb import Store
 from tests.conftest import cli_env, run_cli
 from tests.emulator import Emulator
 from tests.invariants import check_invariants
@@ -120,7 +120,7 @@ def test_two_daemons_never_run_a_job_twice(data_dir: Path, emulator: Emulator, s
 
 WRITER = """
 import os, sys, time
-from ollama_cli.store import Store
+from ollama_cli.store.lmdb import Store
 s = Store(sys.argv[1])
 def stuck(tx):
     tx.put("meta", b"half-written", b"x" * 100_000)

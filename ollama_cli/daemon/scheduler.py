@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from ollama_cli.models import Job, JobType, full_name
+from ollama_cli.jobs import Job, JobType, full_name
 
 
 @dataclass

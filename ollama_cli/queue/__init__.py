@@ -19,20 +19,10 @@ from typing import Any, NamedTuple
 
 from ollama_cli import cache
 from ollama_cli.errors import CorruptRecord, UsageError
-from ollama_cli.models import (
-    ErrorType,
-    Job,
-    JobError,
-    JobStatus,
-    JobType,
-    Lease,
-    Priority,
-    decode_job,
-    encode_job,
-    pack,
-    unpack,
-)
-from ollama_cli.store import Tx, read_u64, u64
+from ollama_cli.codec import decode_job, encode_job, pack, unpack
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority
+from ollama_cli.store.keys import read_u64, u64
+from ollama_cli.store.lmdb import Tx
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED

@@ -8,9 +8,9 @@ import random
 from dataclasses import dataclass
 
 from ollama_cli import queue
-from ollama_cli.models import Job, JobError, JobStatus
+from ollama_cli.jobs import Job, JobError, JobStatus
 from ollama_cli.queue import Claim
-from ollama_cli.store import Tx
+from ollama_cli.store.lmdb import Tx
 
 _log = logging.getLogger("ollama_q.daemon")
 

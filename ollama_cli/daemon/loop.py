@@ -22,14 +22,15 @@ from typing import TypeVar
 
 import httpx
 
-from ollama_cli import outcomes, queue, registry, scheduler
-from ollama_cli.backends import BackendError, client_for
+from ollama_cli import queue
+from ollama_cli.daemon import outcomes, registry, scheduler
+from ollama_cli.clients.base import BackendError, client_for
 from ollama_cli.config import Backend
-from ollama_cli.models import ErrorType, Job, JobError, JobStatus
-from ollama_cli.outcomes import Outcome, retry_delay
-from ollama_cli.pool import Pool, Slot
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
+from ollama_cli.daemon.outcomes import Outcome, retry_delay
+from ollama_cli.daemon.pool import Pool, Slot
 from ollama_cli.queue import Claim
-from ollama_cli.store import Store, Tx
+from ollama_cli.store.lmdb import Store, Tx
 
 log = logging.getLogger("ollama_q.daemon")
 T = TypeVar("T")

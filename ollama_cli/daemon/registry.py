@@ -13,8 +13,8 @@ import secrets
 from pathlib import Path
 from typing import Any, BinaryIO, NamedTuple
 
-from ollama_cli.models import pack, unpack
-from ollama_cli.store import Tx
+from ollama_cli.codec import pack, unpack
+from ollama_cli.store.lmdb import Tx
 
 
 class DaemonInfo(NamedTuple):

@@ -8,8 +8,8 @@ from collections.abc import Callable, Iterable
 
 from ollama_cli import queue
 from ollama_cli.errors import NotFound
-from ollama_cli.models import Job
-from ollama_cli.store import Store
+from ollama_cli.jobs import Job
+from ollama_cli.store.lmdb import Store
 
 POLL = 0.1
 

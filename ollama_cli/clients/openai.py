@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ollama_cli.backends import (
+from ollama_cli.clients.base import (
     BackendError,
     Client,
     OnText,
@@ -24,7 +24,7 @@ from ollama_cli.backends import (
     classify_status,
 )
 from ollama_cli.config import Backend
-from ollama_cli.models import ErrorType, Job, JobType
+from ollama_cli.jobs import ErrorType, Job, JobType
 from ollama_cli.timefmt import format_time
 
 # Ollama options that OpenAI's API names the same way.

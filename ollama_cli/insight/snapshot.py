@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ollama_cli import __version__, cache, queue, registry
-from ollama_cli.store import Store
+from ollama_cli import __version__, cache, queue
+from ollama_cli.daemon import registry
+from ollama_cli.store.lmdb import Store
 from ollama_cli.timefmt import format_time
 
 

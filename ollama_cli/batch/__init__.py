@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 
 from ollama_cli import queue, submission
 from ollama_cli.errors import CorruptRecord, NotFound, UsageError
-from ollama_cli.models import Job, JobStatus, JobType, Priority
-from ollama_cli.store import Store, Tx, read_u64
+from ollama_cli.jobs import Job, JobStatus, JobType, Priority
+from ollama_cli.store.keys import read_u64
+from ollama_cli.store.lmdb import Store, Tx
 from ollama_cli.timefmt import parse_duration
 
 ENDPOINTS = {

@@ -11,10 +11,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 from dataclasses import dataclass, field
 
-from ollama_cli.backends import BackendError, Client
+from ollama_cli.clients.base import BackendError, Client
 from ollama_cli.config import Backend
-from ollama_cli.models import full_name
-from ollama_cli.scheduler import BackendView
+from ollama_cli.jobs import full_name
+from ollama_cli.daemon.scheduler import BackendView
 
 log = logging.getLogger("ollama_q.daemon")
 

@@ -1,6 +1,6 @@
-"""LMDB: one environment in the data dir, its named databases, and short transactions.
+"""LMDB: one environment in the data dir, its named tables, and short transactions.
 
-Bytes in, bytes out: this module knows nothing of jobs. Every process opens the
+Bytes in, bytes out: the rooms above give meaning to the keys (`store/tables.py` lists them). Every process opens the
 environment with the same parameters (config.MAX_DBS, MAX_READERS) and exactly once.
 A write is a function of a transaction so that it can be run again after the map
 grows: nobody sees MapFullError."""
@@ -8,7 +8,6 @@ grows: nobody sees MapFullError."""
 from __future__ import annotations
 
 import os
-import struct
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,35 +18,10 @@ import lmdb
 
 from ollama_cli import config
 from ollama_cli.errors import OperationFailed
+from ollama_cli.store.keys import prefix_upper, read_u64, u64
+from ollama_cli.store.tables import DATABASES
 
 T = TypeVar("T")
-
-DATABASES = (
-    "jobs",  # id -> job record
-    "requests",  # id -> request payload (prompt, messages, input, options...)
-    "results",  # id -> result body, apart so that listing never loads answers
-    "ready",  # priority rank + id -> b"" : pending jobs that may start now
-    "waiting",  # time + id -> priority rank : pending jobs held until a time (delay, retry backoff)
-    "blocked",  # id -> b"" : pending jobs whose dependencies have not all completed
-    "dependents",  # dependency id + job id -> b"" : who waits on whom
-    "status",  # status code + id -> b"" : jobs by status
-    "meta",  # counters and flags
-    "cache",  # request digest -> result body
-    "daemons",  # daemon id -> daemon record
-    "batches",  # batch name + id -> b""
-)
-
-_U64 = struct.Struct(">Q")
-
-
-def u64(n: int) -> bytes:
-    """Big-endian so that keys sort numerically."""
-    return _U64.pack(n)
-
-
-def read_u64(b: bytes, offset: int = 0) -> int:
-    return _U64.unpack_from(b, offset)[0]
-
 
 class Tx:
     """A transaction over the named databases: the only surface the layers above use.
@@ -101,7 +75,7 @@ class Tx:
         `start` positions the scan at the first key >= start (forward only)."""
         cur = self._txn.cursor(db=self._dbs[db])
         if reverse:
-            upper = _prefix_upper(prefix)
+            upper = prefix_upper(prefix)
             positioned = (cur.set_range(upper) and cur.prev()) if upper else cur.last()
             if not positioned and upper and not cur.set_range(upper):
                 positioned = cur.last()
@@ -119,17 +93,6 @@ class Tx:
             yield key, cur.value()
             if not step():
                 return
-
-
-def _prefix_upper(prefix: bytes) -> bytes | None:
-    """The smallest key greater than every key starting with prefix (None: no such key)."""
-    p = bytearray(prefix)
-    while p and p[-1] == 0xFF:
-        p.pop()
-    if not p:
-        return None
-    p[-1] += 1
-    return bytes(p)
 
 
 class Store:

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from ollama_cli.config import Backend
-from ollama_cli.models import ErrorType, Job, JobType
+from ollama_cli.jobs import ErrorType, Job, JobType
 
 STAT_FIELDS = (
     "total_duration",
@@ -250,7 +250,7 @@ def _result(job_type: JobType, text: str, thinking: str, tool_calls: list[Any],
 
 def client_for(backend: Backend, *, transport: httpx.AsyncBaseTransport | None = None) -> Client:
     if backend.kind == "openai":
-        from ollama_cli.openai_compat import OpenAIClient
+        from ollama_cli.clients.openai import OpenAIClient
 
         return OpenAIClient(backend, transport=transport)
     return OllamaClient(backend, transport=transport)

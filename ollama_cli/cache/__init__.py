@@ -9,8 +9,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from ollama_cli.models import full_name, pack, unpack
-from ollama_cli.store import Tx
+from ollama_cli.codec import pack, unpack
+from ollama_cli.jobs import full_name
+from ollama_cli.store.lmdb import Tx
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)

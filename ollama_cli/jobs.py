@@ -1,0 +1,167 @@
+"""The job record: its enums, the `Job` NamedTuple, and the contract's JSON forms of a job
+and of its result. How records are stored is `codec.py`'s business.
+
+Records are NamedTuples: immutable like frozen dataclasses, but ten times cheaper to
+define, which every short-lived command pays at start-up."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any, NamedTuple
+
+
+class JobType(str, Enum):
+    GENERATE = "generate"
+    CHAT = "chat"
+    EMBED = "embed"
+
+
+class Priority(str, Enum):
+    URGENT = "urgent"
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+    @property
+    def rank(self) -> int:
+        """0 for the most urgent: ascending keys give the order in which jobs start."""
+        return _PRIORITY_RANK[self]
+
+
+_PRIORITY_RANK = {p: i for i, p in enumerate(Priority)}
+
+
+class JobStatus(str, Enum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+    @property
+    def code(self) -> bytes:
+        """One byte for index keys."""
+        return _STATUS_CODE[self]
+
+
+_STATUS_CODE = {s: bytes([i]) for i, s in enumerate(JobStatus)}
+
+
+class ErrorType(str, Enum):
+    MODEL_NOT_FOUND = "model_not_found"
+    BAD_REQUEST = "bad_request"
+    BACKEND_ERROR = "backend_error"
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    DEPENDENCY_FAILED = "dependency_failed"
+    ABANDONED = "abandoned"
+    INVALID_RESPONSE = "invalid_response"
+
+
+class JobError(NamedTuple):
+    type: ErrorType
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"type": self.type.value, "message": self.message}
+
+
+class Lease(NamedTuple):
+    """Who runs a job. `owner` names a daemon (its liveness lock); `token` fences a late
+    finish from a daemon that lost the job."""
+
+    owner: str
+    token: str
+
+
+class Job(NamedTuple):
+    id: int
+    model: str
+    type: JobType
+    priority: Priority
+    status: JobStatus
+    created_at: float
+    name: str | None = None
+    batch: str | None = None
+    custom_id: str | None = None
+    attempts: int = 0
+    max_attempts: int = 1
+    run_at: float | None = None
+    after: tuple[int, ...] = ()
+    host: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: JobError | None = None
+    cached: bool = False
+    # Not in the JSON form: how the daemon runs it.
+    timeout: float | None = None
+    keep_alive: float | None = None
+    cache_key: bytes | None = None
+    lease: Lease | None = None
+    retry_at: float | None = None
+
+    def evolve(self, **changes: Any) -> Job:
+        return self._replace(**changes)
+
+    def to_json(self, position: int | None = None) -> dict[str, Any]:
+        """The contract's JSON form of a job."""
+        from ollama_cli.timefmt import format_time
+
+        return {
+            "id": self.id,
+            "name": self.name,
+            "batch": self.batch,
+            "custom_id": self.custom_id,
+            "model": self.model,
+            "type": self.type.value,
+            "priority": self.priority.value,
+            "status": self.status.value,
+            "position": position,
+            "attempts": self.attempts,
+            "max_attempts": self.max_attempts,
+            "run_at": format_time(self.run_at),
+            "after": list(self.after),
+            "host": self.host,
+            "created_at": format_time(self.created_at),
+            "started_at": format_time(self.started_at),
+            "finished_at": format_time(self.finished_at),
+            "error": self.error.to_json() if self.error else None,
+            "cached": self.cached,
+        }
+
+
+def full_name(model: str) -> str:
+    """`llama3.2` and `llama3.2:latest` are one model; names compare case-insensitively."""
+    name = model.lower()
+    return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
+
+
+def result_to_json(job: Job, result: dict[str, Any]) -> dict[str, Any]:
+    """The contract's `result --json` object."""
+    out: dict[str, Any] = {"id": job.id, "status": job.status.value, "model": job.model,
+                           "type": job.type.value}
+    if job.type is JobType.CHAT:
+        out["message"] = result.get("message")
+    elif job.type is JobType.EMBED:
+        out["embeddings"] = result.get("embeddings")
+    else:
+        out["response"] = result.get("response")
+    out["stats"] = result.get("stats") or {}
+    out["cached"] = job.cached
+    return out
+
+
+def result_text(job: Job, result: dict[str, Any]) -> str:
+    """What `result` prints for people: the text, or the vectors as JSON."""
+    if job.type is JobType.CHAT:
+        return (result.get("message") or {}).get("content") or ""
+    if job.type is JobType.EMBED:
+        import json
+
+        return json.dumps(result.get("embeddings"))
+    return result.get("response") or ""

@@ -1,0 +1,17 @@
+"""The named tables of the store and what each holds. A feature that keeps records adds its
+table here (and LMDB's MAX_DBS leaves room for it)."""
+
+DATABASES = (
+    "jobs",  # id -> job record
+    "requests",  # id -> request payload (prompt, messages, input, options...)
+    "results",  # id -> result body, apart so that listing never loads answers
+    "ready",  # priority rank + id -> b"" : pending jobs that may start now
+    "waiting",  # time + id -> priority rank : pending jobs held until a time (delay, retry backoff)
+    "blocked",  # id -> b"" : pending jobs whose dependencies have not all completed
+    "dependents",  # dependency id + job id -> b"" : who waits on whom
+    "status",  # status code + id -> b"" : jobs by status
+    "meta",  # counters and flags
+    "cache",  # request digest -> result body
+    "daemons",  # daemon id -> daemon record
+    "batches",  # batch name + id -> b""
+)
