@@ -125,3 +125,43 @@ def start_daemon(data_dir: Path) -> Iterator[object]:
     yield start
     for d in started:
         d.stop()
+
+
+# ------------------------------------------------------------------------- PostgreSQL
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One private PostgreSQL server for the whole session (see tests/helpers/postgres.py).
+    Without the server binaries or the driver a developer's run skips these tests; CI's
+    run fails instead, so that they cannot go missing there unnoticed."""
+    from tests.helpers.postgres import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    missing = []
+    if bindir is None:
+        missing.append("the PostgreSQL server (apt-get install postgresql)")
+    try:
+        import psycopg2  # noqa: F401
+    except ImportError:
+        missing.append("the driver (pip install -e '.[test,postgres]')")
+    if missing:
+        message = "PostgreSQL tests need " + " and ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    server = PostgresServer(bindir)
+    server.start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def pg_url(postgres_server: object, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a fresh, empty database of its own for this test."""
+    import re
+
+    name = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower() + "_" + os.urandom(3).hex()
+    url = postgres_server.create_database(name)  # type: ignore[attr-defined]
+    yield url
+    postgres_server.drop_database(name)  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Helpers the tests share: imported by tests, never a test module themselves."""
