@@ -137,7 +137,8 @@ WRAPPER = textwrap.dedent("""
     from ollama_cli.cli import main
     main(sys.argv[2:])
 """)
-HEAVY = ("httpx", "rich", "asyncio", "pydantic")
+# The PostgreSQL driver too: a store in LMDB must not pay for the other engine.
+HEAVY = ("httpx", "rich", "asyncio", "pydantic", "psycopg2", "psycopg")
 
 
 def loaded_modules(data_dir: Path, tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
@@ -162,3 +163,4 @@ def test_submit_and_status_never_import_heavy_modules(data_dir: Path, tmp_path: 
     assert status["id"] == 1 and status["model"] == "m"
     assert "ollama_cli.store.lmdb" in modules
     assert heavy(modules) == []
+    assert [m for m in modules if m.startswith("ollama_cli.store.postgres")] == []

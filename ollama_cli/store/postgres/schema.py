@@ -1,0 +1,186 @@
+"""The tables, their indexes, and the migrations that build them.
+
+Migrations are numbered by their place in `MIGRATIONS` and recorded in the `migrations`
+table. Every process brings the schema up to date when it opens the store: one
+transaction under an advisory lock, so that two processes opening a new database
+together apply each migration once, and a failed one leaves nothing behind. A database
+whose schema is newer than this code knows is refused: an old `ollama-q` must not write
+rows it does not understand.
+
+What lives where (the LMDB store's tables, as columns and indexes):
+- `jobs`: one row per job; the queue's fields are real columns. `state` splits pending
+  into `ready` (may start now), `waiting` (held until `available_at`: a delay or a
+  retry's backoff) and `blocked` (a dependency has not completed), like LMDB's ready,
+  waiting and blocked tables. Partial indexes give the claim order (priority rank, id)
+  of ready jobs, the same per model, waiting jobs by time, and jobs by state or batch.
+- `requests`, `results`: bodies apart from the job rows (msgpack, as on LMDB), so that
+  listing never loads answers; deleted with their job.
+- `dependencies`: (parent, child), who waits on whom; a parent may be cleaned away.
+- `cache`: request digest -> result body.
+- `daemons`: one row per daemon, with the key of the session advisory lock it holds
+  while it lives, and a heartbeat written with the server's clock.
+- `meta`: flags (paused).
+- `counts`: counters (jobs per status, ready jobs per priority, cache figures) as
+  sharded rows: each connection adds its deltas to its own shard at the end of a
+  transaction, and a reader sums the shards. One row per counter would be a hot row
+  that every state change locks until it commits: writers queue behind it, and two
+  that lock two counters in different orders deadlock (the research reproduced both).
+  Counting rows on partial indexes instead costs O(jobs), and a stats row refreshed now
+  and then is stale right after a submit.
+
+Times are seconds since the epoch (float8), as the job record has them, taken from the
+server's clock: hosts' clocks differ."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ollama_cli import __version__
+from ollama_cli.errors import UsageError
+from ollama_cli.store.postgres.connection import SCHEMA
+
+# The first key of every advisory lock of ours; the second says which lock: 0 guards
+# migrations, a daemon's lock_key (from a sequence, so never 0) is its liveness.
+LOCK_SPACE = 0x6F71
+MIGRATION_LOCK = 0
+
+_V1 = """
+CREATE TABLE jobs (
+    id            bigint PRIMARY KEY,
+    state         text NOT NULL CHECK (state IN
+                      ('ready', 'waiting', 'blocked', 'running', 'completed', 'failed', 'cancelled')),
+    priority      smallint NOT NULL CHECK (priority BETWEEN 0 AND 3),  -- rank: 0 = urgent
+    model         text NOT NULL,
+    type          text NOT NULL,
+    created_at    float8 NOT NULL,
+    available_at  float8,  -- a waiting job starts then
+    name          text,
+    batch         text,
+    custom_id     text,
+    attempts      integer NOT NULL DEFAULT 0,
+    max_attempts  integer NOT NULL,
+    run_at        float8,
+    retry_at      float8,
+    after         bigint[] NOT NULL DEFAULT '{}',
+    host          text,
+    started_at    float8,
+    finished_at   float8,
+    error_type    text,
+    error_message text,
+    cached        boolean NOT NULL DEFAULT false,
+    timeout       float8,
+    keep_alive    float8,
+    cache_key     bytea,
+    lease_owner   text,
+    lease_token   text,
+    CHECK ((state = 'waiting') = (available_at IS NOT NULL)),
+    CHECK ((state = 'running') = (lease_token IS NOT NULL AND lease_owner IS NOT NULL))
+);
+CREATE SEQUENCE job_ids AS bigint OWNED BY jobs.id;
+CREATE INDEX jobs_ready ON jobs (priority, id) WHERE state = 'ready';
+CREATE INDEX jobs_ready_by_model ON jobs (model, priority, id) WHERE state = 'ready';
+CREATE INDEX jobs_waiting ON jobs (available_at, id) WHERE state = 'waiting';
+CREATE INDEX jobs_by_state ON jobs (state, id);
+CREATE INDEX jobs_running_by_owner ON jobs (lease_owner) WHERE state = 'running';
+CREATE INDEX jobs_by_batch ON jobs (batch, id) WHERE batch IS NOT NULL;
+
+CREATE TABLE requests (
+    id   bigint PRIMARY KEY REFERENCES jobs ON DELETE CASCADE,
+    body bytea NOT NULL
+);
+CREATE TABLE results (
+    id   bigint PRIMARY KEY REFERENCES jobs ON DELETE CASCADE,
+    body bytea NOT NULL
+);
+CREATE TABLE dependencies (
+    parent bigint NOT NULL,
+    child  bigint NOT NULL REFERENCES jobs ON DELETE CASCADE,
+    PRIMARY KEY (parent, child)
+);
+CREATE INDEX dependencies_by_child ON dependencies (child);
+
+CREATE TABLE cache (
+    key  bytea PRIMARY KEY,
+    body bytea NOT NULL
+);
+
+CREATE SEQUENCE daemon_lock_keys AS integer;
+CREATE TABLE daemons (
+    id             text PRIMARY KEY,
+    lock_key       integer NOT NULL UNIQUE,
+    hostname       text NOT NULL,
+    pid            integer NOT NULL,
+    hosts          text[] NOT NULL,
+    concurrency    integer NOT NULL,
+    started_at     float8 NOT NULL,
+    last_heartbeat float8 NOT NULL
+);
+
+CREATE TABLE meta (
+    key   text PRIMARY KEY,
+    value text NOT NULL
+);
+
+-- Updated in place all the time: room on each page keeps the updates HOT.
+CREATE TABLE counts (
+    name  text NOT NULL,
+    shard smallint NOT NULL,
+    n     bigint NOT NULL,
+    PRIMARY KEY (name, shard)
+) WITH (fillfactor = 50);
+"""
+
+MIGRATIONS: tuple[tuple[str, str], ...] = (
+    ("jobs, bodies, dependencies, cache, daemons, meta, sharded counts", _V1),
+)
+LATEST = len(MIGRATIONS)
+
+
+def _newer(found: int, where: str) -> UsageError:
+    return UsageError(f"the store at {where} has schema version {found}, newer than this ollama-q "
+                      f"({__version__}) knows ({LATEST}): upgrade ollama-q on this host")
+
+
+def version(conn: Any) -> int:
+    """The schema version of the database (0: none yet). Leaves no transaction open."""
+    import psycopg2.errors
+
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.migrations")
+            found = int(cur.fetchone()[0])
+    except (psycopg2.errors.UndefinedTable, psycopg2.errors.InvalidSchemaName):
+        found = 0
+    conn.rollback()
+    return found
+
+
+def migrate(conn: Any, where: str) -> int:
+    """Bring the schema up to `LATEST`; its version. `where` names the store in errors
+    (a URL without its password). Costs one query when the schema is up to date."""
+    found = version(conn)
+    if found == LATEST:
+        return found
+    if found > LATEST:
+        raise _newer(found, where)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (LOCK_SPACE, MIGRATION_LOCK))
+            cur.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
+            cur.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA}.migrations ("
+                        "version integer PRIMARY KEY, name text NOT NULL, "
+                        "applied_at timestamptz NOT NULL DEFAULT now())")
+            cur.execute(f"SELECT coalesce(max(version), 0) FROM {SCHEMA}.migrations")
+            found = int(cur.fetchone()[0])  # another process may have migrated meanwhile
+            if found > LATEST:
+                raise _newer(found, where)
+            for number in range(found + 1, LATEST + 1):
+                name, sql = MIGRATIONS[number - 1]
+                cur.execute(f"SET LOCAL search_path = {SCHEMA}")
+                cur.execute(sql)
+                cur.execute(f"INSERT INTO {SCHEMA}.migrations (version, name) VALUES (%s, %s)", (number, name))
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    return LATEST
