@@ -156,12 +156,36 @@ def postgres_server() -> Iterator[object]:
     server.close()
 
 
-@pytest.fixture
-def pg_url(postgres_server: object, request: pytest.FixtureRequest) -> Iterator[str]:
-    """The URL of a fresh, empty database of its own for this test."""
+def _database_for(server: object, request: pytest.FixtureRequest, template: str) -> Iterator[str]:
     import re
 
     name = "t_" + re.sub(r"\W", "_", request.node.name)[:40].lower() + "_" + os.urandom(3).hex()
-    url = postgres_server.create_database(name)  # type: ignore[attr-defined]
+    url = server.create_database(name, template=template)  # type: ignore[attr-defined]
     yield url
-    postgres_server.drop_database(name)  # type: ignore[attr-defined]
+    server.drop_database(name)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def pg_url(postgres_server: object, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a fresh, empty database of its own for this test."""
+    yield from _database_for(postgres_server, request, "template0")
+
+
+@pytest.fixture(scope="session")
+def pg_template(postgres_server: object) -> str:
+    """A database with the schema in place, migrated once per session, that each test's
+    database is a copy of: copying it is quicker than migrating."""
+    from ollama_cli.store.postgres import schema
+    from ollama_cli.store.postgres.connection import connect
+
+    name = "ollama_q_template"
+    conn = connect(postgres_server.create_database(name))  # type: ignore[attr-defined]
+    schema.migrate(conn, name)
+    conn.close()
+    return name
+
+
+@pytest.fixture
+def pg_store_url(postgres_server: object, pg_template: str, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The URL of a fresh database of its own for this test, its schema up to date."""
+    yield from _database_for(postgres_server, request, pg_template)

@@ -143,3 +143,10 @@ def test_without_the_driver_a_url_says_what_to_install(monkeypatch: pytest.Monke
         connect("postgresql://u:pw@127.0.0.1/db")
     assert caught.value.message == INSTALL_HINT
     assert caught.value.exit_code is ExitCode.USAGE
+
+
+def test_a_database_copied_from_the_template_is_up_to_date_and_empty(pg_store_url: str) -> None:
+    conn = connect(pg_store_url)
+    assert schema.version(conn) == schema.LATEST
+    conn.close()
+    assert _rows(pg_store_url, "SELECT count(*) FROM jobs") == [(0,)]
