@@ -40,9 +40,12 @@ from ollama_cli.errors import UsageError
 from ollama_cli.store.postgres.connection import SCHEMA
 
 # The first key of every advisory lock of ours; the second says which lock: 0 guards
-# migrations, a daemon's lock_key (from a sequence, so never 0) is its liveness.
+# migrations, 1 the taking of job ids, 2 the naming of batches, and a daemon's lock_key
+# (from a sequence starting at 1000) is its liveness.
 LOCK_SPACE = 0x6F71
 MIGRATION_LOCK = 0
+ID_LOCK = 1
+BATCH_LOCK = 2
 
 _V1 = """
 CREATE TABLE jobs (
@@ -77,6 +80,27 @@ CREATE TABLE jobs (
     CHECK ((state = 'running') = (lease_token IS NOT NULL AND lease_owner IS NOT NULL))
 );
 CREATE SEQUENCE job_ids AS bigint OWNED BY jobs.id;
+-- The first of n consecutive ids. A sequence hands out one value at a time, so the
+-- values of a multi-job submission are taken under a session advisory lock, held for
+-- microseconds (a transaction lock would serialize submitters until they commit).
+CREATE FUNCTION take_job_ids(n integer) RETURNS bigint LANGUAGE plpgsql AS $$
+DECLARE
+    first bigint;
+BEGIN
+    PERFORM pg_advisory_lock(28529, 1);  -- (LOCK_SPACE, ID_LOCK) of schema.py
+    BEGIN
+        first := nextval('job_ids');
+        IF n > 1 THEN
+            PERFORM setval('job_ids', first + n - 1);
+        END IF;
+    EXCEPTION WHEN OTHERS THEN
+        PERFORM pg_advisory_unlock(28529, 1);
+        RAISE;
+    END;
+    PERFORM pg_advisory_unlock(28529, 1);
+    RETURN first;
+END $$;
+CREATE SEQUENCE batch_numbers AS bigint;  -- batch-<n> for batches submitted without a name
 CREATE INDEX jobs_ready ON jobs (priority, id) WHERE state = 'ready';
 CREATE INDEX jobs_ready_by_model ON jobs (model, priority, id) WHERE state = 'ready';
 CREATE INDEX jobs_waiting ON jobs (available_at, id) WHERE state = 'waiting';
@@ -104,7 +128,7 @@ CREATE TABLE cache (
     body bytea NOT NULL
 );
 
-CREATE SEQUENCE daemon_lock_keys AS integer;
+CREATE SEQUENCE daemon_lock_keys AS integer START 1000;
 CREATE TABLE daemons (
     id             text PRIMARY KEY,
     lock_key       integer NOT NULL UNIQUE,

@@ -1,0 +1,801 @@
+"""The queue's operations on PostgreSQL (the `Engine` of `store/base.py`), written natively:
+LMDB's `queue/` is the reference model of what each does, not code run here.
+
+Concurrency, operation by operation (READ COMMITTED: each statement sees what was
+committed when it began, and a row lock re-reads the row's newest version):
+- A claim reads the head of the ready index without locking, lets the planner choose,
+  then takes the chosen rows with one conditional UPDATE over `FOR UPDATE SKIP LOCKED`:
+  a row another daemon took meanwhile is no longer ready, or is locked, and is left out.
+- Every other change locks the job rows it changes (`FOR UPDATE`, several in id order)
+  before deciding from their contents; a settle also matches the lease token, which
+  fences a daemon that lost its job.
+- A submit with dependencies locks them (`FOR SHARE`, in id order) before reading their
+  state, and a finishing job locks its dependents (in id order) before handing on: so a
+  dependency that finishes while a job that waits on it is being submitted either is
+  seen finished by the submit, or sees the new job among its dependents.
+- Counters: each transaction adds its deltas to its connection's shard at the end, in
+  name order, so counter rows are the last locks a transaction takes, always in one
+  order: no deadlock between writers through them (schema.py says why shards).
+- A deadlock or serialization failure the server reports is retried, as a whole.
+"""
+
+from __future__ import annotations
+
+import random
+import secrets
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, TypeVar
+
+from ollama_cli import cache
+from ollama_cli.codec import pack, unpack
+from ollama_cli.errors import CorruptRecord, NotFound, OperationFailed, UsageError
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
+from ollama_cli.store.base import (BatchEntry, Changed, Claim, DaemonInfo, JobSpec, Placement, Planner,
+                                   Settle, SettleKind, Tick)
+from ollama_cli.store.postgres import liveness, rows, schema
+from ollama_cli.store.postgres.connection import connect, driver, redact, scrub
+from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
+
+T = TypeVar("T")
+PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
+COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
+FINISHED_STATES = ("completed", "failed", "cancelled")
+
+SHARDS = 16  # counter rows per counter: writers on different shards never wait on each other
+RETRIES = 8
+PROMOTE_BATCH = 1000  # due held jobs made ready per claim, at most: bounds a tick
+_COUNT = {s: f"count/{s.value}" for s in JobStatus}
+_READY = {p.rank: f"ready/{p.rank}" for p in Priority}
+
+
+class _Tx:
+    """A cursor inside one transaction, the counter deltas it will add at its end, and
+    whether it changed jobs that someone may be waiting on."""
+
+    __slots__ = ("cur", "deltas", "notify")
+
+    def __init__(self, cur: Any) -> None:
+        self.cur = cur
+        self.deltas: dict[str, int] = {}
+        self.notify = False
+
+    def add(self, name: str, delta: int) -> None:
+        self.deltas[name] = self.deltas.get(name, 0) + delta
+
+    def all(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
+        self.cur.execute(sql, params)
+        return self.cur.fetchall()
+
+    def one(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
+        self.cur.execute(sql, params)
+        return self.cur.fetchone()
+
+
+class PostgresEngine:
+    """The store in a PostgreSQL database, shared by every host that has its URL."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.location = redact(url)
+        self._psycopg2 = driver()
+        self._shard = random.randrange(SHARDS)
+        self._conn: Any = None
+        self._offset = 0.0
+        self._connect()
+        self.notifier = liveness.Notifier(url)
+        self._locks: dict[str, liveness.DaemonLock] = {}  # of daemons in this process
+        self._registered: dict[str, DaemonInfo] = {}
+
+    # ------------------------------------------------------------ connections
+
+    def _connect(self) -> None:
+        conn = connect(self.url)
+        try:
+            schema.migrate(conn, self.location)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                before = time.time()
+                cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
+                server = cur.fetchone()[0]
+                self._offset = server - (before + time.time()) / 2
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    def now(self) -> float:
+        """The server's clock, read as this host's clock plus the offset measured when the
+        connection was made: the time to pass as `now`, so that hosts whose clocks differ
+        agree on run_at and retry times."""
+        return time.time() + self._offset
+
+    def _lost(self, exc: Exception) -> OperationFailed:
+        try:
+            self._conn.close()
+        except Exception:  # noqa: S110 - already gone
+            pass
+        self._conn = None
+        return OperationFailed(f"lost the connection to the store at {self.location}: {scrub(str(exc), self.url)}")
+
+    def _cursor(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._connect()
+        return self._conn.cursor()
+
+    def _read(self, fn: Callable[[_Tx], T]) -> T:
+        """One read; again on a new connection if the old one was lost (a read may run twice)."""
+        errors = self._psycopg2
+        for attempt in range(2):
+            try:
+                with self._cursor() as cur:
+                    return fn(_Tx(cur))
+            except (errors.OperationalError, errors.InterfaceError) as exc:
+                failure = self._lost(exc)
+                if attempt:
+                    raise failure from None
+        raise AssertionError("unreachable")
+
+    def _snapshot(self, fn: Callable[[_Tx], T]) -> T:
+        """A read of several statements, all seeing one state."""
+        def read(tx: _Tx) -> T:
+            tx.cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            try:
+                return fn(tx)
+            finally:
+                tx.cur.execute("ROLLBACK")
+
+        return self._read(read)
+
+    def _write(self, fn: Callable[[_Tx], T]) -> T:
+        """Run fn in one transaction and commit, all of it or nothing; again from the start
+        after a deadlock or serialization failure, or a connection lost before the commit
+        was sent (then the server rolled it back). fn may run more than once."""
+        from psycopg2 import errors as codes
+
+        errors = self._psycopg2
+        for attempt in range(RETRIES):
+            committing = False
+            try:
+                with self._cursor() as cur:
+                    tx = _Tx(cur)
+                    cur.execute("BEGIN")
+                    try:
+                        result = fn(tx)
+                        committing = True
+                        cur.execute(self._end(tx))
+                    except BaseException:
+                        if not committing and not self._conn.closed:
+                            cur.execute("ROLLBACK")
+                        raise
+                    return result
+            except (codes.DeadlockDetected, codes.SerializationFailure):
+                if attempt == RETRIES - 1:
+                    raise OperationFailed(f"the store at {self.location} stayed too busy to write") from None
+                time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
+            except (errors.OperationalError, errors.InterfaceError) as exc:
+                failure = self._lost(exc)
+                if committing or attempt:
+                    raise failure from None
+        raise AssertionError("unreachable")
+
+    def _end(self, tx: _Tx) -> str:
+        """The statements that end a transaction: its counter deltas, in name order, on
+        this connection's shard; NOTIFY if it changed what waiters wait for; COMMIT."""
+        parts = []
+        deltas = sorted((n, d) for n, d in tx.deltas.items() if d)
+        if deltas:
+            names, amounts = zip(*deltas)
+            parts.append(tx.cur.mogrify(
+                "INSERT INTO counts (name, shard, n) SELECT name, %s, n FROM unnest(%s::text[], %s::bigint[]) "
+                "AS d(name, n) ORDER BY name ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n",
+                (self._shard, list(names), list(amounts))).decode())
+        if tx.notify:
+            parts.append(f"NOTIFY {liveness.CHANNEL}")
+        parts.append("COMMIT")
+        return "; ".join(parts)
+
+    def close(self) -> None:
+        for lock in list(self._locks.values()):
+            lock.release()
+        self._locks.clear()
+        self.notifier.close()
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> PostgresEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ job rows
+
+    def _load(self, tx: _Tx, ids: Sequence[int], *, lock: bool) -> dict[int, tuple[Job, str]]:
+        """Jobs and their states by id; locked for update (in id order) if `lock`."""
+        if not ids:
+            return {}
+        suffix = " ORDER BY id FOR UPDATE" if lock else ""
+        found = tx.all(f"SELECT {COLUMNS} FROM jobs WHERE id = ANY(%s){suffix}", (list(ids),))
+        return {r[0]: (to_job(r), r[1]) for r in found}
+
+    def _dependency_state(self, tx: _Tx, job: Job) -> JobStatus | None:
+        """FAILED if a dependency failed or was cancelled, PENDING if one has not finished,
+        None when all completed (a dependency cleaned away had completed)."""
+        states = {r[0] for r in tx.all("SELECT state FROM jobs WHERE id = ANY(%s)", (list(job.after),))}
+        if states & {"failed", "cancelled"}:
+            return FAILED
+        return PENDING if states - {"completed"} else None
+
+    def _save(self, tx: _Tx, old: tuple[Job, str] | None, new: Job, now: float) -> Job:
+        """Write `new` over `old` (a job and its state, as loaded) and keep the counters in
+        step; a job that finishes hands on to its dependents. The job as stored (a pending
+        job whose dependency failed is stored failed)."""
+        state, hold = new.status.value, None
+        if new.status is PENDING:
+            deps = self._dependency_state(tx, new) if new.after else None
+            if deps is FAILED:
+                new = _finished(new, FAILED, now, ErrorType.DEPENDENCY_FAILED,
+                                "a job it depends on failed or was cancelled")
+                state = new.status.value
+            elif deps is PENDING:
+                state = "blocked"
+            else:
+                hold = _hold_until(new)
+                state = "waiting" if hold is not None and hold > now else "ready"
+                hold = hold if state == "waiting" else None
+        if old is None:
+            tx.cur.execute(rows.INSERT, rows.values(new, state, hold))
+        else:
+            tx.cur.execute(rows.UPDATE, (*rows.values(new, state, hold), new.id))
+            self._count(tx, old[0], old[1], -1)
+        self._count(tx, new, state, 1)
+        if new.status.finished or state == "ready":
+            tx.notify = True
+        if new.status.finished and (old is None or not old[0].status.finished):
+            self._hand_on(tx, new, now)
+        return new
+
+    @staticmethod
+    def _count(tx: _Tx, job: Job, state: str, delta: int) -> None:
+        tx.add(_COUNT[job.status], delta)
+        if state == "ready":
+            tx.add(_READY[job.priority.rank], delta)
+
+    def _hand_on(self, tx: _Tx, job: Job, now: float) -> None:
+        """A job finished: its pending dependents become ready (it completed) or fail."""
+        children = [r[0] for r in tx.all("SELECT child FROM dependencies WHERE parent = %s", (job.id,))]
+        for child, state in self._load(tx, sorted(children), lock=True).values():
+            if child.status is PENDING:
+                self._save(tx, (child, state), child, now)
+
+    # ------------------------------------------------------------ jobs in
+
+    def submit(self, spec: JobSpec, now: float) -> Job:
+        return self.submit_many((spec,), now)[0]
+
+    def submit_many(self, specs: Sequence[JobSpec], now: float) -> list[Job]:
+        return self._write(lambda tx: self._enqueue_all(tx, specs, now))
+
+    def submit_batch(self, specs: Sequence[JobSpec], now: float, *, name: str | None = None) -> tuple[str, list[Job]]:
+        def write(tx: _Tx) -> tuple[str, list[Job]]:
+            # Names are chosen one batch at a time: two batches asking for one name at once
+            # must not both find it free.
+            tx.cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (schema.LOCK_SPACE, schema.BATCH_LOCK))
+            batch = name
+            if batch is not None:
+                if self._batch_exists(tx, batch):
+                    raise UsageError(f"batch name {batch!r} is already used")
+            else:
+                while batch is None or self._batch_exists(tx, batch):  # a user may have chosen such a name
+                    batch = f"batch-{tx.one('SELECT nextval(%s)', ('batch_numbers',))[0]}"
+            return batch, self._enqueue_all(tx, [s._replace(batch=batch) for s in specs], now)
+
+        return self._write(write)
+
+    @staticmethod
+    def _batch_exists(tx: _Tx, name: str) -> bool:
+        return tx.one("SELECT 1 FROM jobs WHERE batch = %s LIMIT 1", (name,)) is not None
+
+    def _enqueue_all(self, tx: _Tx, specs: Sequence[JobSpec], now: float) -> list[Job]:
+        deps = sorted({d for s in specs for d in s.after})
+        if deps:
+            # Locked until we commit: a dependency cannot finish unseen meanwhile.
+            present = {r[0] for r in tx.all("SELECT id FROM jobs WHERE id = ANY(%s) ORDER BY id FOR SHARE",
+                                            (deps,))}
+            for spec in specs:
+                for dep in spec.after:
+                    if dep not in present:
+                        raise UsageError(f"--after {dep}: no such job")
+        if not specs:
+            return []
+        first = tx.one("SELECT take_job_ids(%s)", (len(specs),))[0]
+        return [self._enqueue(tx, spec, job_id, now) for job_id, spec in enumerate(specs, start=first)]
+
+    def _enqueue(self, tx: _Tx, spec: JobSpec, job_id: int, now: float) -> Job:
+        key = cache.key_for(spec.model, spec.type.value, spec.request) if spec.use_cache else None
+        job = Job(
+            id=job_id, model=spec.model, type=spec.type, priority=spec.priority, status=PENDING,
+            created_at=now, name=spec.name, batch=spec.batch, custom_id=spec.custom_id,
+            max_attempts=spec.max_attempts, run_at=spec.run_at, after=spec.after, timeout=spec.timeout,
+            keep_alive=spec.keep_alive, cache_key=key,
+        )
+        # A delayed or dependent job asked to run later, not to be answered now.
+        hit = self._cache_lookup(tx, key) if key is not None and not spec.after and spec.run_at is None else None
+        if hit is not None:
+            job = job.evolve(status=COMPLETED, cached=True, started_at=now, finished_at=now)
+        stored = self._save(tx, None, job, now)
+        tx.cur.execute("INSERT INTO requests (id, body) VALUES (%s, %s)", (job_id, pack(spec.request)))
+        if hit is not None:
+            tx.cur.execute("INSERT INTO results (id, body) VALUES (%s, %s)", (job_id, pack(hit)))
+        if spec.after:
+            tx.cur.execute("INSERT INTO dependencies (parent, child) SELECT unnest(%s::bigint[]), %s "
+                           "ON CONFLICT DO NOTHING", (list(spec.after), job_id))
+        return stored
+
+    # ------------------------------------------------------------ reads
+
+    def get_job(self, job_id: int) -> Job | None:
+        found = self._read(lambda tx: tx.one(f"SELECT {COLUMNS} FROM jobs WHERE id = %s", (job_id,)))
+        return None if found is None else to_job(found)
+
+    def get_jobs(self, ids: Iterable[int]) -> list[Job | CorruptRecord | None]:
+        wanted = list(ids)
+        found = self._read(lambda tx: tx.all(f"SELECT {COLUMNS} FROM jobs WHERE id = ANY(%s)", (wanted,)))
+        by_id: dict[int, Job | CorruptRecord] = {}
+        for row in found:
+            try:
+                by_id[row[0]] = to_job(row)
+            except CorruptRecord as exc:
+                by_id[row[0]] = exc
+        return [by_id.get(i) for i in wanted]
+
+    def get_request(self, job_id: int) -> dict[str, Any]:
+        found = self._read(lambda tx: tx.one("SELECT body FROM requests WHERE id = %s", (job_id,)))
+        return {} if found is None else unpack(job_id, found[0])
+
+    def get_result(self, job_id: int) -> dict[str, Any] | None:
+        found = self._read(lambda tx: tx.one(
+            "SELECT r.body FROM results r JOIN jobs j USING (id) WHERE id = %s AND j.state = 'completed'",
+            (job_id,)))
+        return None if found is None else unpack(job_id, found[0])
+
+    def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
+                  job_type: JobType | None = None, batch: str | None = None, limit: int | None = None,
+                  offset: int = 0) -> tuple[list[Job], list[CorruptRecord]]:
+        if limit is not None and limit <= 0:
+            return [], []
+        where, params = ["true"], []
+        states = [st for s in dict.fromkeys(statuses) for st in STATES_OF[s]]
+        if states:
+            where.append("state = ANY(%s)")
+            params.append(states)
+        for column, value in (("model", model), ("type", job_type.value if job_type else None), ("batch", batch)):
+            if value:
+                where.append(f"{column} = %s")
+                params.append(value)
+        sql = f"SELECT {COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC OFFSET %s"
+        params.append(max(0, offset))
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        jobs, corrupt = [], []
+        for row in self._read(lambda tx: tx.all(sql, params)):
+            try:
+                jobs.append(to_job(row))
+            except CorruptRecord as exc:
+                corrupt.append(exc)
+        return jobs, corrupt
+
+    def _counters(self, tx: _Tx, prefix: str) -> dict[str, int]:
+        return {name: int(n) for name, n in tx.all(
+            "SELECT name, sum(n) FROM counts WHERE name LIKE %s GROUP BY name", (prefix + "%",))}
+
+    def counts(self) -> dict[str, int]:
+        found = self._read(lambda tx: self._counters(tx, "count/"))
+        out = {s.value: found.get(_COUNT[s], 0) for s in JobStatus}
+        out["total"] = sum(out.values())
+        return out
+
+    def positions(self, jobs: Iterable[Job], now: float) -> dict[int, int]:
+        wanted = [j.id for j in jobs if j.status is PENDING]
+        if not wanted:
+            return {}
+
+        def read(tx: _Tx) -> dict[int, int]:
+            # Ready jobs of higher priorities come from the counters; those of the same
+            # priority and held jobs whose time has come are counted.
+            ready = self._counters(tx, "ready/")
+            found = tx.all(
+                "SELECT w.id, w.priority, "
+                "  (SELECT count(*) FROM jobs r WHERE r.state = 'ready' AND r.priority = w.priority "
+                "     AND r.id < w.id) "
+                "+ (SELECT count(*) FROM jobs d WHERE d.state = 'waiting' AND d.available_at <= %(now)s "
+                "     AND (d.priority, d.id) < (w.priority, w.id)) "
+                "FROM jobs w WHERE w.id = ANY(%(ids)s) "
+                "  AND (w.state = 'ready' OR (w.state = 'waiting' AND w.available_at <= %(now)s))",
+                {"now": now, "ids": wanted})
+            return {job_id: 1 + int(ahead) + sum(ready.get(_READY[r], 0) for r in range(rank))
+                    for job_id, rank, ahead in found}
+
+        return self._snapshot(read)
+
+    def ids_with_status(self, *statuses: JobStatus) -> list[int]:
+        def read(tx: _Tx) -> list[int]:
+            return [r[0] for s in statuses for r in tx.all(
+                "SELECT id FROM jobs WHERE state = ANY(%s) ORDER BY id", (list(STATES_OF[s]),))]
+
+        return self._snapshot(read)
+
+    # ------------------------------------------------------------ changes
+
+    def cancel(self, ids: Sequence[int], now: float) -> list[Changed]:
+        def write(tx: _Tx) -> list[Changed]:
+            loaded = self._load(tx, sorted(set(ids)), lock=True)
+            out = []
+            for job_id in ids:
+                old = loaded.get(job_id)
+                if old is None or old[0].status.finished:
+                    out.append(Changed(job_id, old[0] if old else None, False))
+                    continue
+                new = self._save(tx, old, _finished(old[0], CANCELLED, now, ErrorType.CANCELLED,
+                                                    "cancelled by the user"), now)
+                loaded[job_id] = (new, new.status.value)
+                out.append(Changed(job_id, new, True))
+            return out
+
+        return self._write(write)
+
+    def retry(self, ids: Sequence[int] | None, now: float) -> list[Changed]:
+        def write(tx: _Tx) -> list[Changed]:
+            wanted = list(ids) if ids is not None else \
+                [r[0] for r in tx.all("SELECT id FROM jobs WHERE state = 'failed' ORDER BY id")]
+            loaded = self._load(tx, sorted(set(wanted)), lock=True)
+            out = []
+            for job_id in wanted:
+                old = loaded.get(job_id)
+                if old is None or old[0].status not in (FAILED, CANCELLED):
+                    out.append(Changed(job_id, old[0] if old else None, False))
+                    continue
+                again = old[0].evolve(status=PENDING, attempts=0, error=None, started_at=None,
+                                      finished_at=None, retry_at=None, lease=None, host=None)
+                new = self._save(tx, old, again, now)
+                loaded[job_id] = (new, tx.one("SELECT state FROM jobs WHERE id = %s", (job_id,))[0])
+                out.append(Changed(job_id, new, True))
+            return out
+
+        return self._write(write)
+
+    def pause(self) -> None:
+        self._set_paused(True)
+
+    def resume(self) -> None:
+        self._set_paused(False)
+
+    def _set_paused(self, paused: bool) -> None:
+        def write(tx: _Tx) -> None:
+            tx.cur.execute("INSERT INTO meta (key, value) VALUES ('paused', %s) "
+                           "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", ("1" if paused else "0",))
+            tx.notify = not paused
+
+        self._write(write)
+
+    def is_paused(self) -> bool:
+        return self._read(self._paused)
+
+    @staticmethod
+    def _paused(tx: _Tx) -> bool:
+        found = tx.one("SELECT value FROM meta WHERE key = 'paused'")
+        return found is not None and found[0] == "1"
+
+    def clean(self, statuses: Iterable[JobStatus], now: float, *, older_than: float | None = None) -> int:
+        chosen = list(dict.fromkeys(statuses))
+        for status in chosen:
+            if not status.finished:
+                raise UsageError(f"clean deletes finished jobs only, not {status.value} ones")
+        if not chosen:
+            return 0
+
+        def write(tx: _Tx) -> int:
+            sql = "DELETE FROM jobs WHERE state = ANY(%s)"
+            params: list[Any] = [[s.value for s in chosen]]
+            if older_than is not None:
+                sql += " AND finished_at IS NOT NULL AND %s - finished_at >= %s"
+                params += [now, older_than]
+            deleted = tx.all(sql + " RETURNING id, state", params)
+            for _, state in deleted:
+                tx.add(f"count/{state}", -1)
+            if deleted:
+                tx.cur.execute("DELETE FROM dependencies WHERE parent = ANY(%s)", ([r[0] for r in deleted],))
+            return len(deleted)
+
+        return self._write(write)
+
+    # ------------------------------------------------------------ batches
+
+    def batch_counts(self, name: str) -> dict[str, Any]:
+        found = self._read(lambda tx: tx.all("SELECT state, count(*) FROM jobs WHERE batch = %s GROUP BY state",
+                                             (name,)))
+        if not found:
+            raise NotFound(f"no batch named {name!r}")
+        out: dict[str, Any] = {"batch": name, "total": 0, **{s.value: 0 for s in JobStatus}}
+        for state, n in found:
+            out[rows.STATUS_OF[state].value] += int(n)
+            out["total"] += int(n)
+        return out
+
+    def batch_jobs(self, name: str, *, after: int = 0, limit: int | None = None,
+                   results: bool = False) -> list[BatchEntry]:
+        body = "r.body" if results else "NULL"
+        sql = (f"SELECT {', '.join('j.' + c for c in COLUMNS.split(', '))}, {body} FROM jobs j "
+               f"LEFT JOIN results r ON r.id = j.id AND j.state = 'completed' "
+               f"WHERE j.batch = %s AND j.id > %s ORDER BY j.id")
+        params: list[Any] = [name, after]
+        if limit is not None:
+            sql += " LIMIT %s"
+            params.append(limit)
+        out = []
+        for row in self._read(lambda tx: tx.all(sql, params)):
+            try:
+                job = to_job(row[:-1])
+                result = unpack(job.id, row[-1]) if row[-1] is not None else None
+                out.append(BatchEntry(job.id, job, result))
+            except CorruptRecord as exc:
+                out.append(BatchEntry(row[0], None, corrupt=exc))
+        return out
+
+    # ------------------------------------------------------------ cache
+
+    def _cache_lookup(self, tx: _Tx, key: bytes) -> dict[str, Any] | None:
+        found = tx.one("SELECT body FROM cache WHERE key = %s", (key,))
+        try:
+            result = unpack(key, found[0]) if found is not None else None
+        except CorruptRecord:
+            result = None
+        tx.add("cache/hits" if result is not None else "cache/misses", 1)
+        return result
+
+    def _cache_store(self, tx: _Tx, key: bytes, result: dict[str, Any]) -> None:
+        body = pack(result)
+        while True:
+            old = tx.one("SELECT length(body) FROM cache WHERE key = %s FOR UPDATE", (key,))
+            if old is not None:
+                tx.cur.execute("UPDATE cache SET body = %s WHERE key = %s", (body, key))
+                tx.add("cache/bytes", len(body) - old[0])
+                return
+            if tx.one("INSERT INTO cache (key, body) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1",
+                      (key, body)) is not None:
+                tx.add("cache/entries", 1)
+                tx.add("cache/bytes", len(body))
+                return  # else another transaction stored it first: replace theirs
+
+    def cache_stats(self) -> dict[str, int]:
+        found = self._read(lambda tx: self._counters(tx, "cache/"))
+        return {k: found.get(f"cache/{k}", 0) for k in ("entries", "hits", "misses", "bytes")}
+
+    def cache_clear(self) -> int:
+        def write(tx: _Tx) -> int:
+            # No store may slip in between the delete and the reset of its counters.
+            tx.cur.execute("LOCK TABLE cache IN EXCLUSIVE MODE")
+            tx.cur.execute("DELETE FROM cache")
+            deleted = tx.cur.rowcount
+            tx.cur.execute("DELETE FROM counts WHERE name IN ('cache/entries', 'cache/bytes')")
+            return int(deleted)
+
+        return self._write(write)
+
+    # ------------------------------------------------------------ daemons
+
+    def daemon_lock(self) -> liveness.DaemonLock:
+        key = self._read(lambda tx: tx.one("SELECT nextval('daemon_lock_keys')"))[0]
+        lock = liveness.DaemonLock(self.url, int(key))
+        self._locks[lock.id] = lock
+        return lock
+
+    def _live_keys(self, tx: _Tx) -> set[int]:
+        return {r[0] for r in tx.all(liveness.LIVE_KEYS, (schema.LOCK_SPACE,))}
+
+    def is_alive(self, daemon_id: str) -> bool:
+        key = liveness.lock_key(daemon_id)
+        return key is not None and key in self._read(self._live_keys)
+
+    def register(self, info: DaemonInfo) -> None:
+        import socket
+
+        key = liveness.lock_key(info.id)
+        if key is None:
+            raise UsageError(f"{info.id!r} is not a daemon id of this store")
+        if info.id in self._locks:
+            self._registered[info.id] = info
+        self._write(lambda tx: tx.cur.execute(
+            "INSERT INTO daemons (id, lock_key, hostname, pid, hosts, concurrency, started_at, last_heartbeat) "
+            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+            "(lock_key, hostname, pid, hosts, concurrency, started_at, last_heartbeat) = "
+            "(EXCLUDED.lock_key, EXCLUDED.hostname, EXCLUDED.pid, EXCLUDED.hosts, EXCLUDED.concurrency, "
+            "EXCLUDED.started_at, EXCLUDED.last_heartbeat)",
+            (info.id, key, socket.gethostname(), info.pid, list(info.hosts), info.concurrency,
+             info.started_at, info.last_heartbeat)))
+
+    def heartbeat(self, daemon_id: str, now: float) -> None:
+        """Also takes this process's daemon lock again if its connection was lost, and
+        registers it again if another daemon took it for dead meanwhile."""
+        lock = self._locks.get(daemon_id)
+        if lock is not None:
+            lock.ensure()
+
+        def write(tx: _Tx) -> int:
+            tx.cur.execute("UPDATE daemons SET last_heartbeat = %s WHERE id = %s", (now, daemon_id))
+            return int(tx.cur.rowcount)
+
+        info = self._registered.get(daemon_id)
+        if not self._write(write) and info is not None:
+            self.register(info._replace(last_heartbeat=now))
+
+    def unregister(self, daemon_id: str) -> None:
+        self._registered.pop(daemon_id, None)
+        self._write(lambda tx: tx.cur.execute("DELETE FROM daemons WHERE id = %s", (daemon_id,)))
+
+    def daemons(self) -> list[DaemonInfo]:
+        found = self._read(lambda tx: tx.all(
+            "SELECT id, pid, hosts, concurrency, started_at, last_heartbeat FROM daemons ORDER BY id"))
+        return [DaemonInfo(i, pid, list(hosts), c, s, h) for i, pid, hosts, c, s, h in found]
+
+    # ------------------------------------------------------------ the daemon's step
+
+    def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
+                         planner: Planner | None = None, lookahead: int = 256) -> Tick:
+        def write(tx: _Tx) -> Tick:
+            settled = [self._settle(tx, s, now) for s in settles]
+            if planner is None or self._paused(tx):
+                return Tick(settled, [], None)
+            self._promote_due(tx, now)
+            candidates = [to_job(r) for r in tx.all(
+                f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' ORDER BY priority, id LIMIT %s", (lookahead,))]
+            plan = planner(iter(candidates), lambda job: self._request(tx, job.id))
+            return Tick(settled, [(p, self._claim(tx, p, owner, now)) for p in plan.placements], plan.state)
+
+        return self._write(write)
+
+    @staticmethod
+    def _request(tx: _Tx, job_id: int) -> dict[str, Any]:
+        found = tx.one("SELECT body FROM requests WHERE id = %s", (job_id,))
+        return {} if found is None else unpack(job_id, found[0])
+
+    def _promote_due(self, tx: _Tx, now: float) -> None:
+        """Held jobs whose time has come become ready (a held job's dependencies have all
+        completed: it was blocked until then)."""
+        promoted = tx.all(
+            "UPDATE jobs SET state = 'ready', available_at = NULL WHERE id IN (SELECT id FROM jobs "
+            "WHERE state = 'waiting' AND available_at <= %s ORDER BY available_at, id LIMIT %s "
+            "FOR UPDATE SKIP LOCKED) RETURNING priority", (now, PROMOTE_BATCH))
+        for (rank,) in promoted:
+            tx.add(_READY[rank], 1)
+
+    def _claim(self, tx: _Tx, placement: Placement, owner: str, now: float) -> list[Claim]:
+        ids = [j.id for j in placement.jobs]
+        tokens = [secrets.token_hex(8) for _ in ids]
+        taken = tx.all(
+            f"UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, started_at = %(now)s, "
+            f"retry_at = NULL, host = %(host)s, lease_owner = %(owner)s, lease_token = t.token "
+            f"FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS t(id, token) "
+            f"WHERE j.id = t.id AND j.id IN (SELECT id FROM jobs WHERE id = ANY(%(ids)s) AND state = 'ready' "
+            f"ORDER BY id FOR UPDATE SKIP LOCKED) "
+            f"RETURNING {', '.join('j.' + c for c in COLUMNS.split(', '))}",
+            {"now": now, "host": placement.host, "owner": owner, "ids": ids, "tokens": tokens})
+        started = {r[0]: to_job(r) for r in taken}
+        for job in started.values():
+            tx.add(_READY[job.priority.rank], -1)
+            tx.add(_COUNT[PENDING], -1)
+            tx.add(_COUNT[RUNNING], 1)
+        bodies = dict(tx.all("SELECT id, body FROM requests WHERE id = ANY(%s)", (list(started),)))
+        claims = []
+        for job_id in ids:  # in the planner's order
+            job = started.get(job_id)
+            if job is None:
+                continue  # another daemon took it, or it was cancelled, since the read
+            try:
+                request = unpack(job_id, bodies[job_id]) if job_id in bodies else {}
+            except CorruptRecord as exc:
+                self._save(tx, (job, "running"), _finished(job, FAILED, now, ErrorType.INVALID_RESPONSE,
+                                                           f"the stored request is corrupt: {exc.reason}"), now)
+                continue
+            claims.append(Claim(job, request))
+        return claims
+
+    def _settle(self, tx: _Tx, s: Settle, now: float) -> Job | None:
+        found = tx.one(f"SELECT {COLUMNS} FROM jobs WHERE id = %s AND state = 'running' AND lease_token = %s "
+                       f"FOR UPDATE", (s.job_id, s.token))
+        if found is None:
+            return None  # cancelled, reclaimed or settled meanwhile: the lease is gone
+        job = to_job(found)
+        host = s.host or job.host
+        if s.kind is SettleKind.COMPLETE:
+            result = s.result or {}
+            tx.cur.execute("INSERT INTO results (id, body) VALUES (%s, %s) "
+                           "ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body", (job.id, pack(result)))
+            if job.cache_key is not None:
+                self._cache_store(tx, job.cache_key, result)
+            new = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host)
+        elif s.kind is SettleKind.FAIL:
+            error = s.error or JobError(ErrorType.BACKEND_ERROR, "failed")
+            if s.retry_after is not None and job.attempts < job.max_attempts:
+                new = job.evolve(status=PENDING, lease=None, error=error, host=host, retry_at=now + s.retry_after)
+            else:
+                new = _finished(job.evolve(host=host), FAILED, now, error.type, error.message)
+        else:
+            new = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
+        return self._save(tx, (job, "running"), new, now)
+
+    def reclaim(self, now: float) -> list[Job]:
+        def write(tx: _Tx) -> list[Job]:
+            alive = self._live_keys(tx)
+            owners = {r[0] for r in tx.all("SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running'")}
+            dead = sorted(o for o in owners if liveness.lock_key(o) not in alive)
+            tx.cur.execute("DELETE FROM daemons WHERE NOT (lock_key = ANY(%s))", (sorted(alive),))
+            if not dead:
+                return []
+            out = []
+            for job_id, (job, state) in self._load(tx, [r[0] for r in tx.all(
+                    "SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ANY(%s)", (dead,))],
+                    lock=True).items():
+                if job.status is not RUNNING or job.lease is None or job.lease.owner not in dead:
+                    continue  # settled between the two reads
+                if job.attempts >= job.max_attempts:
+                    new = _finished(job, FAILED, now, ErrorType.ABANDONED,
+                                    f"its daemon died during each of {job.attempts} attempts")
+                else:
+                    new = job.evolve(status=PENDING, lease=None, error=JobError(ErrorType.ABANDONED, "its daemon died"))
+                out.append(self._save(tx, (job, state), new, now))
+            return out
+
+        return self._write(write)
+
+    # ------------------------------------------------------------ health
+
+    def check(self) -> list[str]:
+        def read(tx: _Tx) -> list[str]:
+            problems = []
+            counted = self._counters(tx, "")
+            actual = dict(tx.all("SELECT state, count(*) FROM jobs GROUP BY state"))
+            for status in JobStatus:
+                n = sum(int(actual.get(st, 0)) for st in STATES_OF[status])
+                if counted.get(_COUNT[status], 0) != n:
+                    problems.append(f"count/{status.value} is {counted.get(_COUNT[status], 0)}, the jobs say {n}")
+            ready = dict(tx.all("SELECT priority, count(*) FROM jobs WHERE state = 'ready' GROUP BY priority"))
+            for rank, name in _READY.items():
+                if counted.get(name, 0) != int(ready.get(rank, 0)):
+                    problems.append(f"{name} is {counted.get(name, 0)}, the jobs say {ready.get(rank, 0)}")
+            entries, size = tx.one("SELECT count(*), coalesce(sum(length(body)), 0) FROM cache")
+            for name, n in (("cache/entries", entries), ("cache/bytes", size)):
+                if counted.get(name, 0) != int(n):
+                    problems.append(f"{name} is {counted.get(name, 0)}, the cache holds {n}")
+            for (job_id,) in tx.all("SELECT id FROM jobs j WHERE state = 'completed' "
+                                    "AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = j.id)"):
+                problems.append(f"job {job_id} completed without a result")
+            for (job_id,) in tx.all("SELECT id FROM jobs WHERE (state IN %s) <> (finished_at IS NOT NULL)",
+                                    (FINISHED_STATES,)):
+                problems.append(f"job {job_id}: finished_at does not match its state")
+            for (job_id,) in tx.all(
+                    "SELECT id FROM jobs j WHERE cardinality(after) <> "
+                    "(SELECT count(*) FROM dependencies d WHERE d.child = j.id) "
+                    "AND NOT EXISTS (SELECT 1 FROM unnest(j.after) a WHERE NOT EXISTS "
+                    "(SELECT 1 FROM jobs p WHERE p.id = a))"):
+                problems.append(f"job {job_id}: its dependencies are not all recorded")
+            for (job_id,) in tx.all(
+                    "SELECT id FROM jobs j WHERE state = 'blocked' AND NOT EXISTS (SELECT 1 FROM jobs p "
+                    "WHERE p.id = ANY(j.after) AND p.state IN ('ready', 'waiting', 'blocked', 'running'))"):
+                problems.append(f"job {job_id} is blocked, but no dependency of it is unfinished")
+            return problems
+
+        return self._snapshot(read)
+
+
+def _finished(job: Job, status: JobStatus, now: float, kind: ErrorType, message: str) -> Job:
+    return job.evolve(status=status, finished_at=now, lease=None, retry_at=None, error=JobError(kind, message))
+
+
+def _hold_until(job: Job) -> float | None:
+    if job.retry_at is None:
+        return job.run_at
+    return job.retry_at if job.run_at is None else max(job.run_at, job.retry_at)

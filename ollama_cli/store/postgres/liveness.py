@@ -1,0 +1,111 @@
+"""Daemon liveness and wake-ups on the server.
+
+A daemon lives while its own connection holds a session advisory lock (LOCK_SPACE, key):
+the server drops it when the session ends, however it ends (measured 2.3 ms after a
+kill -9; a host that vanished, after the keepalive time of `connection.py`). Keys come
+from a sequence and are never reused, and the daemon's id carries its key, so "is it
+alive?" is one look at `pg_locks`, which also sees locks this process holds.
+
+Wake-ups: a transaction that makes jobs ready or finishes them sends NOTIFY on CHANNEL
+as it commits; a LISTEN connection returns from `wait` at once. A notification is not
+durable (a LISTEN connection that was down missed it), so `wait` is always bounded by
+its timeout: the poll is the backstop."""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+from typing import Any
+
+from ollama_cli.store.postgres.connection import connect
+from ollama_cli.store.postgres.schema import LOCK_SPACE
+
+CHANNEL = "ollama_q"
+
+# Locks held now, by key, in this database. pg_locks lists every session's locks, ours too.
+LIVE_KEYS = ("SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
+             "AND classid = %s AND database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+
+
+def lock_key(daemon_id: str) -> int | None:
+    """The lock key in a daemon id (`<host>-<pid>-<key>`); None for an id not of ours."""
+    tail = daemon_id.rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else None
+
+
+class DaemonLock:
+    """This daemon's lock, on a connection of its own that does nothing else."""
+
+    def __init__(self, url: str, key: int) -> None:
+        self.url = url
+        self.key = key
+        self.id = f"{socket.gethostname()}-{os.getpid()}-{key}"
+        self._conn: Any = None
+        self._take()
+
+    def _take(self) -> None:
+        self._conn = connect(self.url, application_name=f"ollama-q daemon {self.id}")
+        self._conn.autocommit = True
+        with self._conn.cursor() as cur:
+            cur.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, self.key))
+
+    def ensure(self) -> bool:
+        """Take the lock again if its connection was lost (a server restart); whether it
+        had to. Meanwhile another daemon may have taken this one's jobs back: their leases
+        were fenced then, so a late settle of them is refused."""
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT 1")
+            return False
+        except Exception:  # the connection is gone, whatever the driver calls it
+            self._close()
+            self._take()
+            return True
+
+    def _close(self) -> None:
+        try:
+            self._conn.close()
+        except Exception:  # noqa: S110 - closing a connection that is already gone
+            pass
+
+    def release(self) -> None:
+        self._close()  # the session ends, and the lock with it
+
+
+class Notifier:
+    """`wait` returns on a NOTIFY of CHANNEL, or after the timeout. The LISTEN connection
+    is made on the first wait, and made again after it was lost."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: Any = None
+
+    def _listening(self) -> Any:
+        if self._conn is None or self._conn.closed:
+            self._conn = connect(self.url, application_name="ollama-q listener")
+            self._conn.autocommit = True
+            with self._conn.cursor() as cur:
+                cur.execute(f"LISTEN {CHANNEL}")
+        return self._conn
+
+    def wait(self, timeout: float) -> None:
+        try:
+            conn = self._listening()
+            if not conn.notifies:
+                select.select([conn], [], [], max(0.0, timeout))
+            conn.poll()
+            conn.notifies.clear()
+        except Exception:  # the connection was lost: wait out the poll and listen again
+            self.close()
+            import time
+
+            time.sleep(max(0.0, timeout))
+
+    def close(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # noqa: S110 - already gone
+                pass
+            self._conn = None

@@ -1,0 +1,61 @@
+"""Job rows and `Job` records: the columns in one order, and the one decoder of a row.
+
+A job's `state` is its status, with pending split three ways (ready, waiting, blocked)
+as LMDB splits it into tables; `priority` is the rank (0 = urgent)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ollama_cli.errors import CorruptRecord
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority
+
+COLUMNS = ("id, state, priority, model, type, created_at, name, batch, custom_id, attempts, max_attempts, "
+           "run_at, retry_at, after, host, started_at, finished_at, error_type, error_message, cached, "
+           "timeout, keep_alive, cache_key, lease_owner, lease_token")
+
+PENDING_STATES = ("ready", "waiting", "blocked")
+STATUS_OF = {"ready": JobStatus.PENDING, "waiting": JobStatus.PENDING, "blocked": JobStatus.PENDING,
+             **{s.value: s for s in JobStatus if s is not JobStatus.PENDING}}
+STATES_OF = {s: PENDING_STATES if s is JobStatus.PENDING else (s.value,) for s in JobStatus}
+BY_RANK = {p.rank: p for p in Priority}
+_TYPES = {t.value: t for t in JobType}
+_ERRORS = {e.value: e for e in ErrorType}
+
+
+def to_job(row: tuple[Any, ...]) -> Job:
+    """The job in a row selected as COLUMNS; CorruptRecord for a value this version does
+    not know (a newer version's error type, say)."""
+    (job_id, state, rank, model, kind, created_at, name, batch, custom_id, attempts, max_attempts, run_at,
+     retry_at, after, host, started_at, finished_at, error_type, error_message, cached, timeout, keep_alive,
+     cache_key, lease_owner, lease_token) = row
+    try:
+        return Job(
+            id=job_id, model=model, type=_TYPES[kind], priority=BY_RANK[rank], status=STATUS_OF[state],
+            created_at=created_at, name=name, batch=batch, custom_id=custom_id, attempts=attempts,
+            max_attempts=max_attempts, run_at=run_at, after=tuple(after or ()), host=host,
+            started_at=started_at, finished_at=finished_at,
+            error=JobError(_ERRORS[error_type], error_message or "") if error_type else None,
+            cached=cached, timeout=timeout, keep_alive=keep_alive,
+            cache_key=bytes(cache_key) if cache_key is not None else None,
+            lease=Lease(lease_owner, lease_token) if lease_token else None, retry_at=retry_at,
+        )
+    except KeyError as exc:
+        raise CorruptRecord(job_id, f"unknown value {exc}") from None
+
+
+def values(job: Job, state: str, available_at: float | None) -> tuple[Any, ...]:
+    """The row of a job, in COLUMNS order, then available_at."""
+    return (
+        job.id, state, job.priority.rank, job.model, job.type.value, job.created_at, job.name, job.batch,
+        job.custom_id, job.attempts, job.max_attempts, job.run_at, job.retry_at, list(job.after), job.host,
+        job.started_at, job.finished_at, job.error.type.value if job.error else None,
+        job.error.message if job.error else None, job.cached, job.timeout, job.keep_alive, job.cache_key,
+        job.lease.owner if job.lease else None, job.lease.token if job.lease else None, available_at,
+    )
+
+
+INSERT = (f"INSERT INTO jobs ({COLUMNS}, available_at) VALUES "
+          f"({', '.join(['%s'] * (COLUMNS.count(',') + 2))})")
+UPDATE = (f"UPDATE jobs SET ({COLUMNS}, available_at) = "
+          f"({', '.join(['%s'] * (COLUMNS.count(',') + 2))}) WHERE id = %s")
