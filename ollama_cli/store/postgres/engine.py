@@ -604,8 +604,6 @@ class PostgresEngine:
         import socket
 
         key = liveness.lock_key(info.id)
-        if key is None:
-            raise UsageError(f"{info.id!r} is not a daemon id of this store")
         if info.id in self._locks:
             self._registered[info.id] = info
         self._write(lambda tx: tx.cur.execute(
@@ -732,7 +730,7 @@ class PostgresEngine:
             alive = self._live_keys(tx)
             owners = {r[0] for r in tx.all("SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running'")}
             dead = sorted(o for o in owners if liveness.lock_key(o) not in alive)
-            tx.cur.execute("DELETE FROM daemons WHERE NOT (lock_key = ANY(%s))", (sorted(alive),))
+            tx.cur.execute("DELETE FROM daemons WHERE lock_key IS NULL OR NOT (lock_key = ANY(%s))", (sorted(alive),))
             if not dead:
                 return []
             out = []

@@ -29,9 +29,9 @@ LIVE_KEYS = ("SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND
 
 
 def lock_key(daemon_id: str) -> int | None:
-    """The lock key in a daemon id (`<host>-<pid>-<key>`); None for an id not of ours."""
+    """The lock key in a daemon id (`<host>-<pid>-pg<key>`); None for an id not of that form."""
     tail = daemon_id.rsplit("-", 1)[-1]
-    return int(tail) if tail.isdigit() else None
+    return int(tail[2:]) if tail.startswith("pg") and tail[2:].isdigit() else None
 
 
 class DaemonLock:
@@ -40,7 +40,7 @@ class DaemonLock:
     def __init__(self, url: str, key: int) -> None:
         self.url = url
         self.key = key
-        self.id = f"{socket.gethostname()}-{os.getpid()}-{key}"
+        self.id = f"{socket.gethostname()}-{os.getpid()}-pg{key}"
         self._conn: Any = None
         self._take()
 
@@ -70,7 +70,14 @@ class DaemonLock:
             pass
 
     def release(self) -> None:
-        self._close()  # the session ends, and the lock with it
+        # Unlocked before the session ends: a server ends a closed session a moment after
+        # the client has gone, and "released" must mean "not alive" at once.
+        try:
+            with self._conn.cursor() as cur:
+                cur.execute("SELECT pg_advisory_unlock(%s, %s)", (LOCK_SPACE, self.key))
+        except Exception:  # noqa: S110 - the connection is gone, and the lock with it
+            pass
+        self._close()
 
 
 class Notifier:

@@ -131,7 +131,7 @@ CREATE TABLE cache (
 CREATE SEQUENCE daemon_lock_keys AS integer START 1000;
 CREATE TABLE daemons (
     id             text PRIMARY KEY,
-    lock_key       integer NOT NULL UNIQUE,
+    lock_key       integer,  -- from the id; NULL for an id no lock of ours gave: never alive
     hostname       text NOT NULL,
     pid            integer NOT NULL,
     hosts          text[] NOT NULL,
