@@ -22,7 +22,6 @@ committed when it began, and a row lock re-reads the row's newest version):
 from __future__ import annotations
 
 import random
-import secrets
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
@@ -671,6 +670,8 @@ class PostgresEngine:
             tx.add(_READY[rank], 1)
 
     def _claim(self, tx: _Tx, placement: Placement, owner: str, now: float) -> list[Claim]:
+        import secrets  # hmac and OpenSSL with it: a cost that a submit need not pay
+
         ids = [j.id for j in placement.jobs]
         tokens = [secrets.token_hex(8) for _ in ids]
         taken = tx.all(
