@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from ollama_cli import queue
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
 from ollama_cli.jobs import ErrorType, JobStatus, JobType, Priority
 from ollama_cli.store.lmdb import Store

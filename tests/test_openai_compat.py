@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from ollama_cli.clients.base import BackendError, client_for
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
 from ollama_cli.clients.openai import OpenAIClient
 from ollama_cli.store.lmdb import Store

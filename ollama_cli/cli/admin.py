@@ -6,7 +6,8 @@ from typing import Annotated, Optional
 
 import typer
 
-from ollama_cli import cache, config
+from ollama_cli import cache
+from ollama_cli.settings import hosts
 from ollama_cli.insight import snapshot
 from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, open_store
 from ollama_cli.errors import BackendUnavailable, UsageError
@@ -61,7 +62,7 @@ def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = 
 
     from ollama_cli.clients.base import BackendError, client_for
 
-    backend = config.backends(host)[0]
+    backend = hosts.backends(host)[0]
 
     async def fetch() -> list[dict]:
         client = client_for(backend)
@@ -101,7 +102,7 @@ def daemon(
 
     if concurrency < 1:
         raise UsageError("--concurrency must be at least 1")
-    backends = config.backends(host)
+    backends = hosts.backends(host)
     caps = dict(_model_cap(m) for m in model_concurrency or [])
     raise typer.Exit(serve(open_store(data_dir), backends, concurrency=concurrency, drain=drain,
                            model_caps=caps,

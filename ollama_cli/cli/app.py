@@ -11,7 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ollama_cli import __version__, config
+from ollama_cli import __version__
+from ollama_cli.settings import hosts
 from ollama_cli.errors import OllamaQError, UsageError
 
 # Each command, in the order of --help, and the module that defines it. Typer builds
@@ -59,7 +60,7 @@ def open_store(data_dir: Path | None, *, readonly: bool = False) -> Any:
     """The store; `readonly` for commands that write nothing, so they never wait on a writer."""
     from ollama_cli.store.lmdb import Store
 
-    path = config.data_dir(data_dir)
+    path = hosts.data_dir(data_dir)
     try:
         return Store(path, readonly=readonly)
     except OllamaQError:

@@ -25,7 +25,7 @@ import httpx
 from ollama_cli import queue
 from ollama_cli.daemon import outcomes, registry, scheduler
 from ollama_cli.clients.base import BackendError, client_for
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot

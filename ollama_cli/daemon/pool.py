@@ -12,7 +12,7 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from ollama_cli.clients.base import BackendError, Client
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import full_name
 from ollama_cli.daemon.scheduler import BackendView
 

@@ -21,7 +21,7 @@ import time
 import httpx
 from common import data_dir, emulator, enqueue
 
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
 from ollama_cli.store.lmdb import Store
 

@@ -11,15 +11,6 @@ from ollama_cli.errors import UsageError
 DEFAULT_HOST = "http://127.0.0.1:11434"
 OPENAI_PREFIX = "openai+"
 
-# Every process opens the environment with these same values: max_dbs is per handle and
-# max_readers is fixed by whichever process creates the lock file first.
-MAX_DBS = 16
-MAX_READERS = 1024
-# Virtual address space only: data.mdb grows with the pages in use, and the store doubles
-# the map when it fills.
-MAP_SIZE = 1 << 30
-
-
 def data_dir(flag: str | Path | None = None) -> Path:
     """The folder of the LMDB environment: --data-dir, else OLLAMA_Q_DATA_DIR, else the
     platform's user data dir."""

@@ -12,8 +12,8 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from ollama_cli import config
-from ollama_cli.config import Backend
+from ollama_cli.settings import hosts
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.errors import UsageError
 from ollama_cli.timefmt import format_time, parse_duration, parse_time
 
@@ -49,14 +49,14 @@ from ollama_cli.timefmt import format_time, parse_duration, parse_time
     ("0.0.0.0:56789", "http://0.0.0.0:56789"),
 ], ids=lambda v: repr(v))
 def test_parse_host(value: str | None, expected: str) -> None:
-    assert config.parse_host(value) == expected
+    assert hosts.parse_host(value) == expected
 
 
 @pytest.mark.parametrize("value", ["ftp://host", "unix:///run/ollama.sock", "host:port",
                                    "host:99999"])
 def test_parse_host_refuses(value: str) -> None:
     with pytest.raises(UsageError):
-        config.parse_host(value)
+        hosts.parse_host(value)
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -67,7 +67,7 @@ def test_parse_host_refuses(value: str) -> None:
     ("box", Backend("http://box:11434", "ollama")),
 ])
 def test_parse_backend(value: str, expected: Backend) -> None:
-    got = config.parse_backend(value)
+    got = hosts.parse_backend(value)
     assert got == expected
     # The label is how a user wrote it back: the prefix says the kind.
     assert got.label == ("openai+" if expected.kind == "openai" else "") + expected.url
@@ -75,23 +75,23 @@ def test_parse_backend(value: str, expected: Backend) -> None:
 
 def test_backends_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
-    assert config.backends() == [Backend("http://127.0.0.1:11434")]
+    assert hosts.backends() == [Backend("http://127.0.0.1:11434")]
     monkeypatch.setenv("OLLAMA_HOST", "")  # set but empty: as unset
-    assert config.backends() == [Backend("http://127.0.0.1:11434")]
+    assert hosts.backends() == [Backend("http://127.0.0.1:11434")]
 
 
 def test_backends_from_ollama_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
-    assert config.backends() == [Backend("http://gpu-box:12345")]
-    assert config.backends([]) == [Backend("http://gpu-box:12345")]
+    assert hosts.backends() == [Backend("http://gpu-box:12345")]
+    assert hosts.backends([]) == [Backend("http://gpu-box:12345")]
     monkeypatch.setenv("OLLAMA_HOST", "openai+http://llama:8080")
-    assert config.backends() == [Backend("http://llama:8080", "openai")]
+    assert hosts.backends() == [Backend("http://llama:8080", "openai")]
 
 
 def test_backend_flags_win_over_ollama_host(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
     flags = ["a", "openai+b:1", "http://a:11434", "c:2"]  # the third repeats the first
-    assert config.backends(flags) == [
+    assert hosts.backends(flags) == [
         Backend("http://a:11434"), Backend("http://b:1", "openai"), Backend("http://c:2")]
 
 
@@ -100,22 +100,22 @@ def test_backend_flags_win_over_ollama_host(monkeypatch: pytest.MonkeyPatch) -> 
 
 def test_data_dir_flag_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
-    assert config.data_dir(tmp_path / "flag") == tmp_path / "flag"
-    assert config.data_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+    assert hosts.data_dir(tmp_path / "flag") == tmp_path / "flag"
+    assert hosts.data_dir(str(tmp_path / "flag")) == tmp_path / "flag"
 
 
 def test_data_dir_variable_over_platform_default(monkeypatch: pytest.MonkeyPatch,
                                                  tmp_path: Path) -> None:
     monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
-    assert config.data_dir() == tmp_path / "env"
-    assert config.data_dir(None) == tmp_path / "env"
+    assert hosts.data_dir() == tmp_path / "env"
+    assert hosts.data_dir(None) == tmp_path / "env"
 
 
 def test_data_dir_expands_the_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("OLLAMA_Q_DATA_DIR", "~/q")
-    assert config.data_dir() == tmp_path / "q"
-    assert config.data_dir("~/flag") == tmp_path / "flag"
+    assert hosts.data_dir() == tmp_path / "q"
+    assert hosts.data_dir("~/flag") == tmp_path / "flag"
 
 
 @pytest.mark.parametrize("env", [None, ""])
@@ -126,9 +126,9 @@ def test_data_dir_platform_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     else:
         monkeypatch.setenv("OLLAMA_Q_DATA_DIR", env)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert config.data_dir() == Path(platformdirs.user_data_dir("ollama-q"))
+    assert hosts.data_dir() == Path(platformdirs.user_data_dir("ollama-q"))
     if sys.platform.startswith("linux"):
-        assert config.data_dir() == tmp_path / "xdg" / "ollama-q"
+        assert hosts.data_dir() == tmp_path / "xdg" / "ollama-q"
 
 
 # -------------------------------------------------------------------- durations
