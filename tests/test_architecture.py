@@ -123,6 +123,21 @@ def test_only_the_network_rooms_import_httpx_at_module_level() -> None:
     assert {u for u in users if not u.startswith(("ollama_cli.clients", "ollama_cli.daemon"))} == set()
 
 
+def test_only_the_settings_read_the_environment() -> None:
+    # Click, under Typer, reads its own completion variables: not ours to route.
+    def reads_environment(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "os":
+                return True
+            if isinstance(node, ast.ImportFrom) and node.module == "os" \
+                    and {a.name for a in node.names} & {"environ", "getenv"}:
+                return True
+        return False
+
+    assert {module_name(p) for p in sources() if reads_environment(p)} == {"ollama_cli.settings"}
+
+
 # ------------------------------------------------------------------ start-up path
 
 # Runs the real entry point and writes the loaded modules to a file at exit (stdout

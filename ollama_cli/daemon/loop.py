@@ -25,6 +25,7 @@ import httpx
 from ollama_cli import queue
 from ollama_cli.daemon import outcomes, registry, scheduler
 from ollama_cli.clients.base import BackendError, client_for
+from ollama_cli.settings import DaemonSettings, Settings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
@@ -94,40 +95,32 @@ class TickReport:
 
 
 class Daemon:
+    """Drains the store's pending jobs to `backends`, as `settings` say. `clock`, `transport`
+    and `cpu` are for tests and benchmarks: the time, the HTTP transport, the CPU meter."""
+
     def __init__(
         self,
         store: Store,
         backends: list[Backend],
+        settings: DaemonSettings = DaemonSettings(),
         *,
-        concurrency: int = 1,
-        drain: bool = False,
-        grace: float = 30.0,
-        poll: float = 0.2,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
-        backoff: float = 1.0,
-        keep_finished: float | None = None,
-        model_caps: dict[str, int] | None = None,
-        max_skip: int = 50,
-        coalesce: int = 16,
-        seed: int | None = None,
         cpu: CpuMeter | None = None,
     ) -> None:
         self.store = store
         self.data_dir = store.path
         self.backends = backends
-        self.concurrency = concurrency
-        self.drain = drain
-        self.grace = grace
-        self.poll = poll
+        self.settings = settings
+        # Read by _commit and start(), which move to the engine interface on another branch:
+        # they keep their names until loop.py is split.
+        self.concurrency = settings.concurrency
+        self.model_caps = settings.model_concurrency
+        self.max_skip = settings.max_overtake
+        self.coalesce = settings.coalesce
         self.clock = clock
         self.transport = transport
-        self.backoff = backoff
-        self.keep_finished = keep_finished
-        self.model_caps = model_caps or {}
-        self.max_skip = max_skip
-        self.coalesce = coalesce
-        self.rng = random.Random(seed)
+        self.rng = random.Random(settings.seed)
         self.cpu = cpu or CpuMeter()
         self.pool = Pool([], clock)
         self.inflight: dict[int, Running] = {}  # job id -> its request (shared by coalesced jobs)
@@ -181,13 +174,13 @@ class Daemon:
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
             report.reclaimed = await self._reclaim(now)
-        if self.keep_finished is not None and now >= self._next_clean:
+        keep = self.settings.keep_finished
+        if keep is not None and now >= self._next_clean:
             self._next_clean = now + CLEAN_EVERY
             report.cleaned = await self._write(lambda tx: queue.clean(
-                tx, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now,
-                older_than=self.keep_finished))
+                tx, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now, older_than=keep))
             if report.cleaned:
-                log.info("deleted %d jobs finished more than %gs ago", report.cleaned, self.keep_finished)
+                log.info("deleted %d jobs finished more than %gs ago", report.cleaned, keep)
         if now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_EVERY
             report.lost = self._notice_lost(now)
@@ -297,10 +290,10 @@ class Daemon:
                 self.pool.maintain(now, self._wake)
                 for run in (await self.tick(now)).started:
                     self._dispatch(run)
-                if self.drain and not self.inflight and not self._outcomes and self._queue_empty():
+                if self.settings.drain and not self.inflight and not self._outcomes and self._queue_empty():
                     log.info("nothing pending or running: exiting (--drain)")
                     break
-                await self._sleep(self.poll)
+                await self._sleep(self.settings.poll)
                 if self.inflight and self.cpu.busy():
                     await self._gather()
             await self._shutdown()
@@ -345,7 +338,7 @@ class Daemon:
             self.force = True
         else:
             log.info("%s: taking no more jobs; waiting up to %gs for %d running",
-                     signal.Signals(sig).name, self.grace, len(self.inflight))
+                     signal.Signals(sig).name, self.settings.grace, len(self.inflight))
             self.stopping = True
         if self._wake:
             self._wake.set()
@@ -355,12 +348,12 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         """Let running jobs finish within the grace period, then hand the rest back."""
-        deadline = self.clock() + self.grace
+        deadline = self.clock() + self.settings.grace
         while self.inflight and not self.force and self.clock() < deadline:
             tasks = [r.task for r in self._runs() if r.task]
             self._wake = asyncio.Event()
             waiter = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait([*tasks, waiter], timeout=min(self.poll, max(0.0, deadline - self.clock())),
+            await asyncio.wait([*tasks, waiter], timeout=min(self.settings.poll, max(0.0, deadline - self.clock())),
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             self._notice_lost(self.clock())
@@ -432,7 +425,7 @@ class Daemon:
         if err.transient:
             self.pool.failed(slot, now)
         return [Outcome(c, "fail", error=JobError(err.kind, err.message), host=slot.backend.label,
-                        retry_after=retry_delay(c.job.attempts, self.backoff, self.rng) if err.transient else None)
+                        retry_after=retry_delay(c.job.attempts, self.settings.retry_backoff, self.rng) if err.transient else None)
                 for c in run.claims]
 
 
@@ -490,12 +483,11 @@ class _JsonLines(logging.Formatter):
                            "message": record.getMessage()})
 
 
-def serve(store: Store, backends: list[Backend], *, json_logs: bool = False, **options: object) -> int:
+def serve(store: Store, backends: list[Backend], settings: Settings) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(_JsonLines() if json_logs else
+    handler.setFormatter(_JsonLines() if settings.json else
                          logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-    daemon = Daemon(store, backends, **options)  # type: ignore[arg-type]
-    return asyncio.run(daemon.run())
+    return asyncio.run(Daemon(store, backends, settings.daemon).run())
