@@ -23,7 +23,7 @@ from typing import TypeVar
 import httpx
 
 from ollama_cli import queue
-from ollama_cli.daemon import outcomes, registry, scheduler
+from ollama_cli.daemon import events, logs, outcomes, registry, scheduler
 from ollama_cli.clients.base import BackendError, client_for
 from ollama_cli.settings import DaemonSettings, Settings
 from ollama_cli.settings.hosts import Backend
@@ -96,7 +96,8 @@ class TickReport:
 
 class Daemon:
     """Drains the store's pending jobs to `backends`, as `settings` say. `clock`, `transport`
-    and `cpu` are for tests and benchmarks: the time, the HTTP transport, the CPU meter."""
+    and `cpu` are for tests and benchmarks: the time, the HTTP transport, the CPU meter.
+    What it does is published on `events` (subscribe before `run`); its log is one subscriber."""
 
     def __init__(
         self,
@@ -122,7 +123,9 @@ class Daemon:
         self.transport = transport
         self.rng = random.Random(settings.seed)
         self.cpu = cpu or CpuMeter()
-        self.pool = Pool([], clock)
+        self.events = events.Bus()
+        self.events.subscribe(logs.write)
+        self.pool = Pool([], clock, self.events.publish)
         self.inflight: dict[int, Running] = {}  # job id -> its request (shared by coalesced jobs)
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
         self._outcomes: list[Outcome] = []  # finished attempts not yet committed
@@ -174,13 +177,15 @@ class Daemon:
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
             report.reclaimed = await self._reclaim(now)
+            for job in report.reclaimed:
+                self.events.publish(events.JobReclaimed(job))
         keep = self.settings.keep_finished
         if keep is not None and now >= self._next_clean:
             self._next_clean = now + CLEAN_EVERY
             report.cleaned = await self._write(lambda tx: queue.clean(
                 tx, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now, older_than=keep))
             if report.cleaned:
-                log.info("deleted %d jobs finished more than %gs ago", report.cleaned, keep)
+                self.events.publish(events.JobsCleaned(report.cleaned, keep))
         if now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_EVERY
             report.lost = self._notice_lost(now)
@@ -218,7 +223,8 @@ class Daemon:
 
         applied, placed, self.skips = await self._write(write)
         for outcome, value in zip(finished, applied):
-            outcomes.log(outcome, value)
+            if (event := outcomes.event(outcome, value)) is not None:
+                self.events.publish(event)
         started = []
         for index, claims in placed:
             if not claims:
@@ -247,12 +253,6 @@ class Daemon:
 
         jobs = await self._write(write)
         registry.forget_dead(self.data_dir, sorted(dead))
-        for job in jobs:
-            if job.status is JobStatus.FAILED:
-                log.warning("job %d abandoned: its daemon died during each of %d attempts", job.id, job.attempts)
-            else:
-                log.warning("job %d taken back from a dead daemon (attempt %d of %d)",
-                            job.id, job.attempts, job.max_attempts)
         return jobs
 
     def _notice_lost(self, now: float) -> list[int]:
@@ -268,7 +268,10 @@ class Daemon:
                     all(c.job.id in lost for c in run.claims):
                 run.stop_reason = "lost"
                 run.task.cancel()
-                log.info("job %s was cancelled: closing its stream", ", ".join(str(c.job.id) for c in run.claims))
+                # Lost by a live daemon means cancelled: reclaim takes only dead daemons' jobs,
+                # retry and clean only finished ones.
+                for c in run.claims:
+                    self.events.publish(events.JobFinished(c.job, JobStatus.CANCELLED, run.slot.backend.label))
         return lost
 
     # ---------------------------------------------------------------- the loop
@@ -279,8 +282,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        log.info("daemon %s started: %s, concurrency %d per backend", self.id,
-                 ", ".join(b.label for b in self.backends), self.concurrency)
+        self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
+                                                 self.settings.concurrency))
         try:
             while not self.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
@@ -291,7 +294,7 @@ class Daemon:
                 for run in (await self.tick(now)).started:
                     self._dispatch(run)
                 if self.settings.drain and not self.inflight and not self._outcomes and self._queue_empty():
-                    log.info("nothing pending or running: exiting (--drain)")
+                    self.events.publish(events.DaemonDrained())
                     break
                 await self._sleep(self.settings.poll)
                 if self.inflight and self.cpu.busy():
@@ -333,12 +336,11 @@ class Daemon:
             return not queue.has_unfinished(tx)
 
     def _on_signal(self, sig: int) -> None:
+        self.events.publish(events.DaemonStopping(signal.Signals(sig).name, self.stopping, self.settings.grace,
+                                                  len(self.inflight)))
         if self.stopping:
-            log.warning("second %s: stopping now, handing running jobs back", signal.Signals(sig).name)
             self.force = True
         else:
-            log.info("%s: taking no more jobs; waiting up to %gs for %d running",
-                     signal.Signals(sig).name, self.settings.grace, len(self.inflight))
             self.stopping = True
         if self._wake:
             self._wake.set()
@@ -369,10 +371,7 @@ class Daemon:
 
     def _dispatch(self, run: Running) -> None:
         run.task = asyncio.get_running_loop().create_task(self._attempt(run))
-        first = run.claims[0].job
-        jobs = ", ".join(str(c.job.id) for c in run.claims)
-        log.info("job %s started on %s (%s, attempt %d of %d)", jobs, run.slot.backend.label,
-                 first.model, first.attempts, first.max_attempts)
+        self.events.publish(events.JobStarted(tuple(c.job for c in run.claims), run.slot.backend.label))
 
     async def _attempt(self, run: Running) -> None:
         first, slot = run.claims[0].job, run.slot
@@ -473,21 +472,7 @@ def _split(claims: list[Claim], result: dict) -> list[dict]:
     return out
 
 
-class _JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        from ollama_cli.timefmt import format_time
-
-        return json.dumps({"time": format_time(record.created), "level": record.levelname.lower(),
-                           "message": record.getMessage()})
-
-
 def serve(store: Store, backends: list[Backend], settings: Settings) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(_JsonLines() if settings.json else
-                         logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
+    logs.setup(json_lines=settings.json)
     return asyncio.run(Daemon(store, backends, settings.daemon).run())
