@@ -125,16 +125,35 @@ BAD_INPUT = [
     pytest.param(["submit", "llama3.2", "hi", "--after", "18446744073709551616"], None, id="after-beyond-64-bits"),
     pytest.param(["submit", "llama3.2", "hi", "--after", "7", "--json"], None, id="after-unknown-id"),
     # times: 1970 to 9999, in UTC
+    pytest.param(["submit", "llama3.2", "hi", "--at", "1969-12-31T23:59:59Z"], None, id="at-before-1970"),
+    pytest.param(["submit", "llama3.2", "hi", "--at", "0026-11-24T03:00:00Z"], None, id="at-year-26"),
+    pytest.param(["submit", "llama3.2", "hi", "--at", "0001-01-01T00:00:00"], None, id="at-year-1-local"),
+    pytest.param(["submit", "llama3.2", "hi", "--at", "9999-12-31T23:00:00-14:00"], None, id="at-year-10000-utc"),
     pytest.param(["submit", "llama3.2", "hi", "--at", "tomorrow", "--json"], None, id="bad-at"),
     pytest.param(["submit", "llama3.2", "hi", "--at", ""], None, id="empty-at"),
     pytest.param(["submit", "llama3.2", "hi", "--delay", "5m", "--at", "2030-01-01T00:00:00Z"], None,
                  id="delay-and-at"),
     # durations: at most ten years, never infinite
     pytest.param(["submit", "llama3.2", "hi", "--delay", "soon"], None, id="bad-delay"),
+    pytest.param(["submit", "llama3.2", "hi", "--delay", "99999999d"], None, id="delay-past-9999"),
+    pytest.param(["submit", "llama3.2", "hi", "--delay", "3651d"], None, id="delay-over-ten-years"),
+    pytest.param(["submit", "llama3.2", "hi", "--delay", "9" * 400], None, id="delay-infinite"),
+    pytest.param(["submit", "llama3.2", "hi", "--delay", "\u0665s"], None, id="delay-arabic-indic-digit"),
     pytest.param(["submit", "llama3.2", "hi", "--timeout", "5x"], None, id="bad-timeout"),
+    pytest.param(["submit", "llama3.2", "hi", "--timeout", "0"], None, id="timeout-zero"),
+    pytest.param(["submit", "llama3.2", "hi", "--timeout", "0ms"], None, id="timeout-zero-ms"),
+    pytest.param(["submit", "llama3.2", "hi", "--timeout", "99999999d"], None, id="timeout-huge"),
     pytest.param(["submit", "llama3.2", "hi", "--keep-alive", "forever"], None, id="bad-keep-alive"),
+    pytest.param(["submit", "llama3.2", "hi", "--keep-alive", "99999999d"], None, id="keep-alive-huge"),
     pytest.param(["result", "2", "--wait", "--timeout", "a while"], None, id="result-bad-timeout"),
+    pytest.param(["result", "2", "--wait", "--timeout", "99999999d"], None, id="result-timeout-huge"),
+    pytest.param(["wait", "2", "--timeout", "99999999d"], None, id="wait-timeout-huge"),
+    pytest.param(["clean", "--older-than", "99999999d"], None, id="clean-older-than-huge"),
+    pytest.param(["batch", "wait", "b", "--timeout", "99999999d"], None, id="batch-wait-timeout-huge"),
     # values JSON cannot carry (Python reads 1e999 as inf, and NaN where JSON has none)
+    pytest.param(["batch", "submit", "{tmp}/keep-alive-overflow.jsonl"], None, id="batch-keep-alive-overflow"),
+    pytest.param(["batch", "submit", "{tmp}/keep-alive-huge-int.jsonl"], None, id="batch-keep-alive-huge-int"),
+    pytest.param(["batch", "submit", "{tmp}/keep-alive-huge.jsonl"], None, id="batch-keep-alive-huge"),
     # text that is not UTF-8: bytes in arguments, \ud800 escapes in JSON
     # hosts
 ]

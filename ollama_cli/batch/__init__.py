@@ -24,7 +24,7 @@ from ollama_cli.errors import CorruptRecord, NotFound, UsageError
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority
 from ollama_cli.store.keys import read_u64
 from ollama_cli.store.lmdb import Store, Tx
-from ollama_cli.timefmt import parse_duration
+from ollama_cli.timefmt import bounded_duration, parse_duration
 
 ENDPOINTS = {
     "/v1/chat/completions": JobType.CHAT,
@@ -310,7 +310,7 @@ def _keep_alive(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return -1.0 if value < 0 else float(value)
+        return -1.0 if value < 0 else float(bounded_duration(value, f"keep_alive {value}"))
     if isinstance(value, str):
         return -1.0 if value.strip().startswith("-") else parse_duration(value)
     raise UsageError("keep_alive must be a number of seconds or a duration such as 5m")

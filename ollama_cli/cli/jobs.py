@@ -80,7 +80,7 @@ def submit(
         priority=submission.priority(priority),
         name=name,
         max_attempts=retries + 1,
-        timeout=parse_duration(timeout) if timeout is not None else None,
+        timeout=_attempt_timeout(timeout) if timeout is not None else None,
         run_at=run_at,
         after=tuple(dict.fromkeys(parse_ids(after or []))),
         keep_alive=_keep_alive(keep_alive),
@@ -100,6 +100,13 @@ def submit(
     else:
         where = f", position {pos}" if pos else ""
         print(f"job {job.id} queued ({job.model}, {job.priority.value}{where})")
+
+
+def _attempt_timeout(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:  # no attempt could ever finish
+        raise UsageError(f"--timeout {text!r} must be more than 0 (leave it out for no time limit)")
+    return seconds
 
 
 def _keep_alive(text: str | None) -> float | None:
