@@ -118,6 +118,8 @@ ENTRY_POINT_ERRORS = [
     pytest.param(["submit", "--no-such-flag", "llama3.2", "hi"], None, id="click-usage-error"),
     pytest.param(["no-such-command"], None, id="unknown-command"),
     pytest.param(["submit", "llama3.2", "hi", "-p", "asap", "--json"], None, id="validation-error"),
+    pytest.param(["submit", "llama3.2", b"caf\xff"], None, id="argument-not-utf8"),
+    pytest.param(["submit", "llama3.2", "hi", "--name", b"\xc3\x28"], None, id="name-not-utf8"),
     pytest.param(["submit", "llama3.2", "--json"], b"\xff\xfe not utf-8", id="stdin-not-utf8"),
 ]
 
