@@ -123,6 +123,15 @@ BAD_INPUT = [
     pytest.param(["result", "99999999999999999999999"], None, id="result-beyond-64-bits"),
     pytest.param(["cancel", "18446744073709551616"], None, id="cancel-beyond-64-bits"),
     pytest.param(["submit", "llama3.2", "hi", "--after", "18446744073709551616"], None, id="after-beyond-64-bits"),
+    pytest.param(["status", "1" * 5000], None, id="status-5000-digits"),
+    pytest.param(["status", " 1"], None, id="id-leading-space"),
+    pytest.param(["status", "1 "], None, id="id-trailing-space"),
+    pytest.param(["cancel", " 1"], None, id="cancel-id-leading-space"),
+    pytest.param(["status", "+1"], None, id="id-plus"),
+    pytest.param(["status", "1_000"], None, id="id-underscore"),
+    pytest.param(["status", "\u0661"], None, id="id-arabic-indic-digit"),
+    pytest.param(["result", "\uff11"], None, id="id-fullwidth-digit"),
+    pytest.param(["submit", "llama3.2", "hi", "--after", "\u0661"], None, id="after-arabic-indic-digit"),
     pytest.param(["submit", "llama3.2", "hi", "--after", "7", "--json"], None, id="after-unknown-id"),
     # times: 1970 to 9999, in UTC
     pytest.param(["submit", "llama3.2", "hi", "--at", "1969-12-31T23:59:59Z"], None, id="at-before-1970"),
@@ -207,6 +216,9 @@ BAD_INPUT = [
     pytest.param(["batch", "submit", "{tmp}/line-surrogate-custom-id.jsonl"], None,
                  id="surrogate-escape-batch-custom-id"),
     # hosts
+    pytest.param(["models", "--host", "http://user:s3cret@127.0.0.1:1"], None, id="host-with-credentials"),
+    pytest.param(["models", "--host", "http://127.0.0.1:0", "--json"], None, id="host-port-0"),
+    pytest.param(["models", "--host", ":0"], None, id="host-bare-port-0"),
 ]
 
 NOT_FOUND = [
@@ -256,6 +268,12 @@ def test_unknown_id_exits_1_with_one_error_line_and_writes_nothing(
     assert res.stdout == stdout
     assert "job 2 " in line
     assert one_job.read_bytes() == before
+
+
+def test_a_password_in_a_host_is_never_echoed(data_dir: Path) -> None:
+    for host in ("http://user:s3cret@127.0.0.1:1", "ftp://user:s3cret@host", "http://u:s3cret@host:99999"):
+        res = run_main("models", "--host", host)
+        assert "s3cret" not in assert_one_error(res, 2)
 
 
 def test_main_in_process_leaves_the_umask_alone(data_dir: Path) -> None:

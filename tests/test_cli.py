@@ -121,6 +121,8 @@ ENTRY_POINT_ERRORS = [
     pytest.param(["submit", "llama3.2", b"caf\xff"], None, id="argument-not-utf8"),
     pytest.param(["submit", "llama3.2", "hi", "--name", b"\xc3\x28"], None, id="name-not-utf8"),
     pytest.param(["submit", "llama3.2", "--json"], b"\xff\xfe not utf-8", id="stdin-not-utf8"),
+    pytest.param(["status", "\u0661"], None, id="id-not-ascii-digits"),
+    pytest.param(["models", "--host", "http://user:s3cret@127.0.0.1:1"], None, id="host-with-credentials"),
 ]
 
 

@@ -53,10 +53,22 @@ def test_parse_host(value: str | None, expected: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["ftp://host", "unix:///run/ollama.sock", "host:port",
-                                   "host:99999"])
+                                   "host:99999", "http://host:0", "host:0", ":0", "https://[::1]:0/p"])
 def test_parse_host_refuses(value: str) -> None:
     with pytest.raises(UsageError):
         config.parse_host(value)
+
+
+@pytest.mark.parametrize("value", ["http://user:s3cret@host", "user:s3cret@host:11434", "https://s3cret@host/p",
+                                   "ftp://user:s3cret@host", "http://user:s3cret@host:99999"])
+def test_parse_host_refuses_credentials_without_echoing_them(value: str) -> None:
+    with pytest.raises(UsageError, match="credentials") as info:
+        config.parse_host(value)
+    assert "s3cret" not in info.value.message
+
+
+def test_an_at_sign_in_the_path_is_not_a_credential() -> None:
+    assert config.parse_host("http://host:8080/v1@x") == "http://host:8080/v1@x"
 
 
 @pytest.mark.parametrize(("value", "expected"), [
