@@ -1,1 +1,1 @@
-"""Helpers the tests share: imported by tests, never a test module themselves."""
+"""Helpers shared by test modules, so that no test module imports another."""
