@@ -3,6 +3,7 @@ daemon process that is always stopped. The CLI runners are in tests/helpers/cli.
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
