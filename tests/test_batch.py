@@ -16,6 +16,7 @@ import pytest
 from ollama_cli import batch, queue
 from ollama_cli.errors import UsageError
 from ollama_cli.jobs import JobStatus, JobType, Priority
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 from tests.conftest import run_cli
 from tests.emulator import Emulator
@@ -36,7 +37,7 @@ def jsonl(*lines: dict[str, Any] | str) -> str:
     return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
 
 
-def parse(*lines: dict[str, Any] | str, **options: Any) -> list[queue.JobSpec]:
+def parse(*lines: dict[str, Any] | str, **options: Any) -> list[JobSpec]:
     return batch.parse(jsonl(*lines), **options)
 
 
@@ -160,7 +161,7 @@ def test_not_utf8_names_its_line() -> None:
 
 def test_submit_many_keeps_the_invariants_and_answers_from_the_cache(store: Store, emulator: Emulator) -> None:
     first = store.write(lambda tx: queue.submit(
-        tx, queue.JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": "again"}), 1.0))
+        tx, JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": "again"}), 1.0))
     drain(store, emulator.url)
     specs = parse({"model": "llama3.2", "prompt": "again"}, {"model": "llama3.2", "prompt": "new", "priority": "low"},
                   {"model": "llama3.2", "prompt": "newer", "priority": "urgent"})

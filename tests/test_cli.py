@@ -651,11 +651,12 @@ import json, sys, time
 from pathlib import Path
 from ollama_cli import queue
 from ollama_cli.jobs import JobType
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 
 store, worker, ids = Store(Path(sys.argv[1])), sys.argv[2], []
 for i in range(int(sys.argv[3])):
-    spec = queue.JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": f"w{worker}-{i}"})
+    spec = JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": f"w{worker}-{i}"})
     ids.append(store.write(lambda tx: queue.submit(tx, spec, time.time())).id)
 store.close()
 print(json.dumps(ids))

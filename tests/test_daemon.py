@@ -14,6 +14,7 @@ from ollama_cli import queue
 from ollama_cli.config import Backend
 from ollama_cli.daemon.loop import Daemon
 from ollama_cli.jobs import ErrorType, JobStatus, JobType, Priority
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
 from tests.invariants import check_invariants
@@ -24,7 +25,7 @@ def submit(store: Store, prompt: str = "Why is the sky blue?", *, model: str = "
     req = request or ({"input": [prompt]} if kind is JobType.EMBED else
                       {"messages": [{"role": "user", "content": prompt}]} if kind is JobType.CHAT else
                       {"prompt": prompt})
-    job = store.write(lambda tx: queue.submit(tx, queue.JobSpec(model=model, type=kind, request=req, **spec), 0.0))
+    job = store.write(lambda tx: queue.submit(tx, JobSpec(model=model, type=kind, request=req, **spec), 0.0))
     return job.id
 
 

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 from ollama_cli import queue, submission
 from ollama_cli.errors import CorruptRecord, NotFound, UsageError
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.keys import read_u64
 from ollama_cli.store.lmdb import Store, Tx
 from ollama_cli.timefmt import parse_duration
@@ -79,11 +80,11 @@ def decode(data: bytes) -> str:
 
 
 @_bulk()
-def parse(text: str, *, model: str | None = None, priority: Priority | None = None) -> list[queue.JobSpec]:
+def parse(text: str, *, model: str | None = None, priority: Priority | None = None) -> list[JobSpec]:
     """Every non-blank line as a job spec (its `batch` still unset). `model` is the
     default for lines without one; `priority`, when given, applies to every line."""
     raw_decode = json.JSONDecoder(parse_constant=_not_json).raw_decode
-    specs: list[queue.JobSpec] = []
+    specs: list[JobSpec] = []
     seen: dict[str, int] = {}
     # Splitting at "\n" only: str.splitlines() would also split at U+2028 inside a string.
     for number, line in enumerate(text.split("\n"), start=1):
@@ -123,7 +124,7 @@ def _not_json(name: str) -> Any:
 
 
 def _openai(obj: dict[str, Any], custom_id: str, default_model: str | None,
-            priority: Priority | None) -> queue.JobSpec:
+            priority: Priority | None) -> JobSpec:
     """An OpenAI batch line, mapped as Ollama's own /v1 endpoints map the body."""
     method = obj.get("method", "POST")
     if method != "POST":
@@ -158,8 +159,8 @@ def _openai(obj: dict[str, Any], custom_id: str, default_model: str | None,
         _check_content(kind, prompt, None, None)
         request = submission.build_request(kind, prompt=prompt, options=_openai_options(body),
                                            format=_response_format(body.get("response_format")))
-    return queue.JobSpec(model=model, type=kind, request=request, priority=priority or Priority.MEDIUM,
-                         custom_id=custom_id)
+    return JobSpec(model=model, type=kind, request=request, priority=priority or Priority.MEDIUM,
+                   custom_id=custom_id)
 
 
 def _message(msg: Any, index: int, field: str) -> dict[str, str]:
@@ -222,7 +223,7 @@ def _dimensions(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _native(obj: dict[str, Any], custom_id: str, default_model: str | None,
-            priority: Priority | None) -> queue.JobSpec:
+            priority: Priority | None) -> JobSpec:
     """A native line: the fields of `submit`, as JSON."""
     unknown = sorted(set(obj) - NATIVE_FIELDS)
     if unknown:
@@ -264,8 +265,8 @@ def _native(obj: dict[str, Any], custom_id: str, default_model: str | None,
         raise UsageError("priority must be a string")
     if priority is None:
         priority = submission.priority(own) if own else Priority.MEDIUM
-    return queue.JobSpec(model=model, type=kind, request=request, priority=priority, custom_id=custom_id,
-                         keep_alive=_keep_alive(obj.get("keep_alive")))
+    return JobSpec(model=model, type=kind, request=request, priority=priority, custom_id=custom_id,
+                   keep_alive=_keep_alive(obj.get("keep_alive")))
 
 
 def _check_content(kind: JobType, prompt: str | None, messages: list[dict[str, Any]] | None,
@@ -320,7 +321,7 @@ def _keep_alive(value: Any) -> float | None:
 
 
 @_bulk()
-def submit(store: Store, specs: Sequence[queue.JobSpec], now: float, *, name: str | None = None) -> Submitted:
+def submit(store: Store, specs: Sequence[JobSpec], now: float, *, name: str | None = None) -> Submitted:
     """Queue every spec in ONE write transaction under the batch `name` (refused if in
     use) or a new `batch-<n>`."""
     if name is not None and (not _NAME.match(name) or len(name.encode()) > NAME_MAX_BYTES):
@@ -330,22 +331,10 @@ def submit(store: Store, specs: Sequence[queue.JobSpec], now: float, *, name: st
         raise UsageError("no requests to submit")
 
     def write(tx: Tx) -> Submitted:
-        batch = _free_name(tx, name)
-        jobs = queue.submit_many(tx, [s._replace(batch=batch) for s in specs], now)
+        batch, jobs = queue.submit_batch(tx, specs, now, name)
         return Submitted(batch, len(jobs), jobs[0].id, jobs[-1].id)
 
     return store.write(write)
-
-
-def _free_name(tx: Tx, name: str | None) -> str:
-    if name is not None:
-        if _exists(tx, name):
-            raise UsageError(f"batch name {name!r} is already used")
-        return name
-    while True:  # a user may have given a name of this form
-        candidate = f"batch-{tx.add('batch/next', 1)}"
-        if not _exists(tx, candidate):
-            return candidate
 
 
 # ----------------------------------------------------------------------------- status

@@ -13,6 +13,7 @@ from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, now, open_
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
 from ollama_cli.jobs import Job, JobStatus, result_to_json, result_text
 from ollama_cli.timefmt import parse_duration, parse_time
+from ollama_cli.store.base import JobSpec
 
 def _read_stdin() -> str | None:
     data = sys.stdin.buffer.read()
@@ -73,7 +74,7 @@ def submit(
     if delay is not None and at is not None:
         raise UsageError("give --delay or --at, not both")
     run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at) if at is not None else None)
-    spec = queue.JobSpec(
+    spec = JobSpec(
         model=model,
         type=kind,
         request=request,

@@ -29,7 +29,7 @@ from ollama_cli.config import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
-from ollama_cli.queue import Claim
+from ollama_cli.store.base import Claim
 from ollama_cli.store.lmdb import Store, Tx
 
 log = logging.getLogger("ollama_q.daemon")
@@ -221,7 +221,7 @@ class Daemon:
                 model_caps=self.model_caps, skips=skips, max_skip=self.max_skip, coalesce=self.coalesce,
                 request_key=request_key,
             )
-            return applied, [(a.backend, queue.take(tx, a.jobs, self.id, now)) for a in plan], skips
+            return applied, [(a.backend, queue.claim(tx, a.jobs, self.id, now)) for a in plan], skips
 
         applied, placed, self.skips = await self._write(write)
         for outcome, value in zip(finished, applied):
@@ -337,7 +337,8 @@ class Daemon:
 
     def _queue_empty(self) -> bool:
         with self.store.read() as tx:
-            return not queue.has_unfinished(tx)
+            counts = queue.counts(tx)
+        return counts["pending"] + counts["running"] == 0
 
     def _on_signal(self, sig: int) -> None:
         if self.stopping:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from ollama_cli import queue
 from ollama_cli.jobs import Job, JobError, JobStatus
-from ollama_cli.queue import Claim
+from ollama_cli.store.base import Claim
 from ollama_cli.store.lmdb import Tx
 
 _log = logging.getLogger("ollama_q.daemon")

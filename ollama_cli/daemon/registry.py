@@ -11,19 +11,11 @@ import fcntl
 import os
 import secrets
 from pathlib import Path
-from typing import Any, BinaryIO, NamedTuple
+from typing import Any, BinaryIO
 
 from ollama_cli.codec import pack, unpack
+from ollama_cli.store.base import DaemonInfo
 from ollama_cli.store.lmdb import Tx
-
-
-class DaemonInfo(NamedTuple):
-    id: str
-    pid: int
-    hosts: list[str]
-    concurrency: int
-    started_at: float
-    last_heartbeat: float
 
 
 def lock_dir(data_dir: Path) -> Path:

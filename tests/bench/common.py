@@ -18,6 +18,7 @@ sys.path.insert(0, str(ROOT))
 
 from ollama_cli import queue  # noqa: E402
 from ollama_cli.jobs import JobType  # noqa: E402
+from ollama_cli.store.base import JobSpec  # noqa: E402
 from ollama_cli.store.lmdb import Store  # noqa: E402
 
 
@@ -45,7 +46,7 @@ def enqueue(path: Path, jobs: list[dict[str, Any]]) -> None:
     """Queue jobs in one transaction; the Store is closed again so that a daemon in this
     process may open the environment."""
     with Store(path) as store:
-        store.write(lambda tx: [queue.submit(tx, queue.JobSpec(
+        store.write(lambda tx: [queue.submit(tx, JobSpec(
             model=j["model"], type=JobType(j.get("type", "generate")), request=j["request"],
             use_cache=False), 0.0) for j in jobs])
 

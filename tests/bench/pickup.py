@@ -18,6 +18,7 @@ from common import ROOT, data_dir, env_for
 
 from ollama_cli import queue
 from ollama_cli.jobs import JobType
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
 
@@ -37,8 +38,8 @@ def main() -> None:
             with Store(path) as store:
                 for i in range(args.trials):
                     time.sleep(rng.uniform(0.3, 1.0))  # the daemon is idle at a random phase
-                    spec = queue.JobSpec(model="llama3.2", type=JobType.GENERATE,
-                                         request={"prompt": f"pickup {i}"}, use_cache=False)
+                    spec = JobSpec(model="llama3.2", type=JobType.GENERATE,
+                                   request={"prompt": f"pickup {i}"}, use_cache=False)
                     store.write(lambda tx: queue.submit(tx, spec, time.time()))
                     start = time.perf_counter()
                     assert emu.wait_requests(i + 1, timeout=10)

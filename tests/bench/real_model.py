@@ -50,6 +50,7 @@ import httpx
 
 from ollama_cli import queue, submission
 from ollama_cli.jobs import JobStatus, JobType
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -286,9 +287,9 @@ def run_ollama_q(url: str, items: list[str], concurrency: int, max_tokens: int, 
     jobs' own records tell (the daemon's work without its process start and exit)."""
     data = tmp / f"ollama-q-{n}"
     model = submission.model_name(ALIAS)
-    specs = [queue.JobSpec(model=model, type=JobType.GENERATE, use_cache=False,
-                           request=submission.build_request(
-                               JobType.GENERATE, prompt=p, options={"num_predict": max_tokens, "temperature": 0}))
+    specs = [JobSpec(model=model, type=JobType.GENERATE, use_cache=False,
+                     request=submission.build_request(
+                         JobType.GENERATE, prompt=p, options={"num_predict": max_tokens, "temperature": 0}))
              for p in items]
     with Store(data) as store:  # closed before the daemon opens the environment
         jobs = store.write(lambda tx: [queue.submit(tx, s, time.time()) for s in specs])

@@ -17,10 +17,11 @@ from common import data_dir
 from ollama_cli import queue
 from ollama_cli.codec import encode_job, pack
 from ollama_cli.jobs import JobType
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store
 
-SPEC = queue.JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": "Why is the sky blue?"})
+SPEC = JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": "Why is the sky blue?"})
 
 
 def ours(store: Store, n: int) -> float:

@@ -23,6 +23,7 @@ import pytest
 
 from ollama_cli import queue
 from ollama_cli.jobs import Job, JobStatus, JobType
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 from tests.conftest import cli_env
 from tests.emulator import Emulator
@@ -74,8 +75,8 @@ class FaultLog(QuietEmulator):
 def submit_all(data_dir: Path, prompts: list[str], *, max_attempts: int) -> None:
     """Queue one generate job per prompt in one transaction, then close the store: the
     daemons are other processes, and LMDB allows one open of an env per process."""
-    specs = [queue.JobSpec(model=MODEL, type=JobType.GENERATE, request={"prompt": p},
-                           max_attempts=max_attempts) for p in prompts]
+    specs = [JobSpec(model=MODEL, type=JobType.GENERATE, request={"prompt": p},
+                     max_attempts=max_attempts) for p in prompts]
     with Store(data_dir) as store:
         store.write(lambda tx: [queue.submit(tx, spec, time.time()) for spec in specs])
 
@@ -268,14 +269,15 @@ SUBMITTER = """
 import random, sys, time
 from ollama_cli import queue
 from ollama_cli.jobs import JobType
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 
 data_dir, tag, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)
 store = Store(data_dir)
 for i in range(count):
-    spec = queue.JobSpec(model="llama3.2", type=JobType.GENERATE,
-                         request={"prompt": f"{tag} {i}"}, max_attempts=20)
+    spec = JobSpec(model="llama3.2", type=JobType.GENERATE,
+                   request={"prompt": f"{tag} {i}"}, max_attempts=20)
     job = store.write(lambda tx: queue.submit(tx, spec, time.time()))
     print(job.id, spec.request["prompt"], flush=True)  # acknowledged: it is committed
     time.sleep(rng.uniform(0, 0.04))

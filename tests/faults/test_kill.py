@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from ollama_cli import queue
-from ollama_cli.jobs import ErrorType, JobStatus
+from ollama_cli.jobs import ErrorType, JobStatus, JobType
+from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 from tests.conftest import cli_env, run_cli
 from tests.emulator import Emulator
@@ -105,8 +106,8 @@ def test_two_daemons_never_run_a_job_twice(data_dir: Path, emulator: Emulator, s
     # One process submits all 40: a CLI process each would cost seconds for nothing.
     with Store(data_dir) as store:
         for i in range(40):
-            store.write(lambda tx, i=i: queue.submit(tx, queue.JobSpec(
-                model="llama3.2", type=queue.JobType.GENERATE, request={"prompt": f"job {i}"},
+            store.write(lambda tx, i=i: queue.submit(tx, JobSpec(
+                model="llama3.2", type=JobType.GENERATE, request={"prompt": f"job {i}"},
                 use_cache=False), 0.0))
     daemons = [start_daemon(emulator.url, "-c", "4", "--drain", wait=False) for _ in range(2)]
     for d in daemons:
