@@ -6,14 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from ollama_cli.queue import doctor
+from ollama_cli.store import open_store
+from ollama_cli.store.base import Engine
 from ollama_cli.store.lmdb import Store
 
 
-def check_invariants(where: Store | Path) -> None:
-    if isinstance(where, Store):
+def check_invariants(where: Engine | Store | Path) -> None:
+    if isinstance(where, Path):
+        with open_store(where) as store:
+            problems = store.check()
+    elif isinstance(where, Store):
         with where.read() as tx:
             problems = doctor.check(tx)
     else:
-        with Store(where) as store, store.read() as tx:
-            problems = doctor.check(tx)
+        problems = where.check()
     assert problems == [], "\n".join(problems)

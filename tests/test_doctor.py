@@ -25,7 +25,7 @@ def spec(prompt: str, **kw: object) -> JobSpec:
 
 
 @pytest.fixture
-def sound(store: Store) -> Store:
+def sound(kv: Store) -> Store:
     """Seven jobs, one of each place a job can be:
     1 ready, 2 running, 3 waiting, 4 blocked on 2, 5 completed in batch "b", 6 failed,
     7 ready once its dependency 5 completed."""
@@ -40,12 +40,12 @@ def sound(store: Store) -> Store:
                            retry_after=None)
         queue.submit(tx, spec("7", after=(5,)), T)
 
-    store.write(build)
-    with store.read() as tx:
+    kv.write(build)
+    with kv.read() as tx:
         assert doctor.check(tx) == []
         assert [queue.get_job(tx, i).status.value for i in range(1, 8)] == [
             "pending", "running", "pending", "pending", "completed", "failed", "pending"]
-    return store
+    return kv
 
 
 def _rewrite(job_id: int, **changes: object) -> Callable[[Tx], None]:

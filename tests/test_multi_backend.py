@@ -7,14 +7,17 @@ import threading
 from collections import Counter
 
 import httpx
+import pytest
 
 from ollama_cli.jobs import JobStatus, JobType
-from ollama_cli.store.lmdb import Store
+from ollama_cli.store.base import Engine
 from tests.emulator import Emulator
 from tests.test_daemon import drain, generation_requests, job, result, submit
 
+pytestmark = pytest.mark.usefixtures("rerun_writes")
 
-def test_jobs_go_only_to_backends_that_have_their_model(store: Store) -> None:
+
+def test_jobs_go_only_to_backends_that_have_their_model(store: Engine) -> None:
     with Emulator(models=["alpha"]) as a, Emulator(models=["beta"]) as b:
         ids = {submit(store, f"p{i}", model="alpha" if i % 2 else "beta"): i for i in range(8)}
         drain(store, a.url, b.url, concurrency=2)
@@ -26,7 +29,7 @@ def test_jobs_go_only_to_backends_that_have_their_model(store: Store) -> None:
         assert {body["model"] for body in generation_requests(b)} == {"beta"}
 
 
-def test_work_flows_on_when_one_backend_dies(store: Store) -> None:
+def test_work_flows_on_when_one_backend_dies(store: Engine) -> None:
     with Emulator(token_delay=0.01) as doomed, Emulator() as steady:
         doomed.hold()
         ids = [submit(store, f"p{i}") for i in range(6)]
@@ -44,7 +47,7 @@ def test_work_flows_on_when_one_backend_dies(store: Store) -> None:
             assert j.status is JobStatus.COMPLETED and j.host == steady.url
 
 
-def test_a_mixed_queue_loads_each_model_once(store: Store) -> None:
+def test_a_mixed_queue_loads_each_model_once(store: Engine) -> None:
     with Emulator(models=["m1", "m2", "m3"], max_loaded=1, load_time=0.02) as emu:
         for i in range(12):
             submit(store, f"p{i}", model=f"m{i % 3 + 1}")
@@ -53,7 +56,7 @@ def test_a_mixed_queue_loads_each_model_once(store: Store) -> None:
         assert Counter(b["model"] for b in generation_requests(emu)) == {"m1": 4, "m2": 4, "m3": 4}
 
 
-def test_model_concurrency_caps_parallel_requests(store: Store) -> None:
+def test_model_concurrency_caps_parallel_requests(store: Engine) -> None:
     with Emulator(token_delay=0.01) as emu:
         for i in range(6):
             submit(store, f"p{i}")
@@ -61,7 +64,7 @@ def test_model_concurrency_caps_parallel_requests(store: Store) -> None:
         assert emu.max_concurrent_seen == 1
 
 
-def test_without_a_cap_the_same_jobs_run_in_parallel(store: Store) -> None:
+def test_without_a_cap_the_same_jobs_run_in_parallel(store: Engine) -> None:
     with Emulator() as emu:
         emu.hold()
         for i in range(6):
@@ -73,7 +76,7 @@ def test_without_a_cap_the_same_jobs_run_in_parallel(store: Store) -> None:
         assert emu.max_concurrent_seen == 4
 
 
-def test_embed_jobs_of_one_model_share_a_request_and_keep_their_own_vectors(store: Store) -> None:
+def test_embed_jobs_of_one_model_share_a_request_and_keep_their_own_vectors(store: Engine) -> None:
     with Emulator() as emu:
         texts = [[f"text {i}"] if i % 2 else [f"text {i}", f"more {i}"] for i in range(10)]
         ids = [submit(store, model="all-minilm", kind=JobType.EMBED, request={"input": t}) for t in texts]
@@ -85,7 +88,7 @@ def test_embed_jobs_of_one_model_share_a_request_and_keep_their_own_vectors(stor
             assert result(store, job_id)["embeddings"] == direct["embeddings"]
 
 
-def test_a_failing_backend_rests_while_the_other_takes_the_work(store: Store) -> None:
+def test_a_failing_backend_rests_while_the_other_takes_the_work(store: Engine) -> None:
     with Emulator() as flaky, Emulator() as steady:
         flaky.fail_next(1000, kind="status", status=500)
         ids = [submit(store, f"p{i}", max_attempts=10) for i in range(20)]

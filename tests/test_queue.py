@@ -18,13 +18,15 @@ from ollama_cli.codec import decode_job
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
 from ollama_cli.store.base import JobSpec
 from ollama_cli.store.keys import read_u64, u64
-from ollama_cli.store.lmdb import Store
+from ollama_cli.store.lmdb import Store, Tx
 from tests.invariants import check_invariants
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
 URGENT, HIGH, MEDIUM, LOW = Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW
 T = 1_000_000.0  # a fixed "now"; every test moves the clock by hand
+
+pytestmark = pytest.mark.usefixtures("rerun_writes")
 RESULT = {"response": "hi", "stats": {"eval_count": 2}}
 _prompts = itertools.count()
 
@@ -109,10 +111,10 @@ def all_positions(store: Store, now: float = T) -> dict[int, int | None]:
 
 
 @pytest.fixture
-def q(store: Store) -> Iterator[Store]:
+def q(kv: Store) -> Iterator[Store]:
     """The store, checked once the test is done with it."""
-    yield store
-    check_invariants(store)
+    yield kv
+    check_invariants(kv)
 
 
 # ----------------------------------------------------------------------- ids
@@ -595,12 +597,12 @@ def test_list_reports_a_corrupt_record_apart(q: Store) -> None:
     q.write(lambda tx: tx.put("jobs", u64(2), good))  # whole again for the invariant walk
 
 
-def test_a_corrupt_record_at_the_head_does_not_stop_claims(store: Store) -> None:
+def test_a_corrupt_record_at_the_head_does_not_stop_claims(kv: Store) -> None:
     for _ in range(3):
-        submit(store)
-    store.write(lambda tx: tx.put("jobs", u64(1), b"\xc1"))
-    assert [j.id for j in claim(store, limit=5)] == [2, 3]
-    with store.read() as tx:
+        submit(kv)
+    kv.write(lambda tx: tx.put("jobs", u64(1), b"\xc1"))
+    assert [j.id for j in claim(kv, limit=5)] == [2, 3]
+    with kv.read() as tx:
         assert tx.get("ready", bytes([MEDIUM.rank]) + u64(1)) is None
         assert tx.counter(f"ready/{MEDIUM.rank}") == 0
         with pytest.raises(CorruptRecord):
@@ -615,3 +617,24 @@ def test_retry_queues_a_failed_job_again_with_fresh_attempts(q: Store) -> None:
     assert (again.status, again.attempts, again.error, again.finished_at) == (PENDING, 0, None, None)
     assert pos(q, 1) == 1
     assert claim_one(q, T + 2).attempts == 1
+
+
+# ---------------------------------------------------------------- the rerun rule
+
+
+def test_the_rerun_mode_shows_a_write_functions_outside_effect(kv: Store) -> None:
+    # Every test here runs each write twice, the first time thrown away (rerun_writes), as
+    # LMDB does after growing its map. A write that keeps a tally outside its transaction
+    # (as the daemon would if it counted overtaken jobs in place) counts each job twice, so
+    # a test of that tally fails under the mode; the store itself saw one write.
+    submit(kv)
+    seen: dict[int, int] = {}
+
+    def tally_candidates(tx: Tx) -> None:
+        for j in queue.ready_candidates(tx, T):
+            seen[j.id] = seen.get(j.id, 0) + 1
+
+    kv.write(tally_candidates)
+    assert seen == {1: 2}
+    with kv.read() as tx:
+        assert queue.counts(tx)["total"] == 1

@@ -11,7 +11,7 @@ from typing import Any
 
 from ollama_cli.codec import pack, unpack
 from ollama_cli.jobs import full_name
-from ollama_cli.store.lmdb import Tx
+from ollama_cli.store.base import Tx
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)

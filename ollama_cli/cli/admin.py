@@ -1,4 +1,4 @@
-"""Commands on the queue as a whole: info, cache, models, daemon."""
+"""Commands on the queue as a whole: info, pause, resume, clean, cache, models, daemon."""
 
 # No `from __future__ import annotations` here: Typer would eval() every annotation string
 # on each run (8 ms for submit); real objects come from bytecode for free.
@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from ollama_cli import cache, config
+from ollama_cli import config
 from ollama_cli.insight import snapshot
 from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, open_store
 from ollama_cli.errors import BackendUnavailable, UsageError
@@ -34,9 +34,7 @@ cache_app = typer.Typer(help="The result cache: stats, clear.", no_args_is_help=
 @cache_app.command("stats")
 def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Entries, hits, misses and bytes of the result cache."""
-    store = open_store(data_dir, readonly=True)
-    with store.read() as tx:
-        data = cache.stats(tx)
+    data = open_store(data_dir, readonly=True).cache_stats()
     if json_:
         emit(data)
     else:
@@ -48,7 +46,7 @@ def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
 @cache_app.command("clear")
 def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Empty the result cache."""
-    n = open_store(data_dir).write(cache.clear)
+    n = open_store(data_dir).cache_clear()
     if json_:
         emit({"cleared": n})
     else:
@@ -120,9 +118,11 @@ def _model_cap(text: str) -> tuple[str, int]:
 
 
 def _set_paused(paused: bool, json_: bool, data_dir: object) -> None:
-    from ollama_cli import queue
-
-    open_store(data_dir).write(lambda tx: queue.set_paused(tx, paused))
+    store = open_store(data_dir)
+    if paused:
+        store.pause()
+    else:
+        store.resume()
     if json_:
         emit({"paused": paused})
     elif paused:
@@ -151,7 +151,7 @@ def clean(
     """Delete finished jobs and their results."""
     import time
 
-    from ollama_cli import queue, submission
+    from ollama_cli import submission
     from ollama_cli.jobs import JobStatus
     from ollama_cli.timefmt import parse_duration
 
@@ -162,7 +162,7 @@ def clean(
             raise UsageError(f"clean deletes finished jobs only, not {s.value} ones")
     age = parse_duration(older_than) if older_than is not None else None
     t = time.time()
-    n = open_store(data_dir).write(lambda tx: queue.clean(tx, statuses, t, older_than=age))
+    n = open_store(data_dir).clean(statuses, t, older_than=age)
     if json_:
         emit({"deleted": n})
     else:

@@ -57,11 +57,11 @@ def _root(
 
 def open_store(data_dir: Path | None, *, readonly: bool = False) -> Any:
     """The store; `readonly` for commands that write nothing, so they never wait on a writer."""
-    from ollama_cli.store.lmdb import Store
+    from ollama_cli import store
 
     path = config.data_dir(data_dir)
     try:
-        return Store(path, readonly=readonly)
+        return store.open_store(path, readonly=readonly)
     except OllamaQError:
         raise
     except Exception as exc:  # lmdb.Error, OSError: say where, not a traceback

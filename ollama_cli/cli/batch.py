@@ -16,7 +16,7 @@ import typer
 from ollama_cli import batch, submission
 from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, now, open_store, warn
 from ollama_cli.errors import ExitCode, UsageError
-from ollama_cli.store.lmdb import Store
+from ollama_cli.store.base import Engine
 from ollama_cli.timefmt import parse_duration
 
 batch_app = typer.Typer(help="Batches of requests from a JSONL file: submit, status, results, wait.",
@@ -139,7 +139,7 @@ def wait(
         raise typer.Exit(ExitCode.FAILED)
 
 
-def _wait(store: Store, name: str, timeout: float | None, *, json_: bool) -> tuple[dict[str, Any], bool]:
+def _wait(store: Engine, name: str, timeout: float | None, *, json_: bool) -> tuple[dict[str, Any], bool]:
     """Wait, with a progress bar on a terminal, and say how it ended: the batch's counts
     and whether every job completed."""
     with ExitStack() as stack:

@@ -15,22 +15,23 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 import httpx
 
-from ollama_cli import queue
-from ollama_cli.daemon import outcomes, registry, scheduler
+from ollama_cli.daemon import outcomes, scheduler
 from ollama_cli.clients.base import BackendError, client_for
 from ollama_cli.config import Backend
+from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
-from ollama_cli.store.base import Claim
-from ollama_cli.store.lmdb import Store, Tx
+from ollama_cli.store.base import DaemonLock, Engine
+from ollama_cli.store.records import Claim, DaemonInfo, Placement, Plan
 
 log = logging.getLogger("ollama_q.daemon")
 T = TypeVar("T")
@@ -96,7 +97,7 @@ class TickReport:
 class Daemon:
     def __init__(
         self,
-        store: Store,
+        store: Engine,
         backends: list[Backend],
         *,
         concurrency: int = 1,
@@ -114,7 +115,6 @@ class Daemon:
         cpu: CpuMeter | None = None,
     ) -> None:
         self.store = store
-        self.data_dir = store.path
         self.backends = backends
         self.concurrency = concurrency
         self.drain = drain
@@ -133,7 +133,7 @@ class Daemon:
         self.inflight: dict[int, Running] = {}  # job id -> its request (shared by coalesced jobs)
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
         self._outcomes: list[Outcome] = []  # finished attempts not yet committed
-        self.liveness: registry.Liveness | None = None
+        self.liveness: DaemonLock | None = None
         self.stopping = False
         self.force = False
         self._next_heartbeat = 0.0
@@ -158,34 +158,33 @@ class Daemon:
 
     def start(self) -> None:
         """Take the liveness lock and register; the first tick reclaims at once."""
-        self.liveness = registry.Liveness(self.data_dir)
+        self.liveness = self.store.daemon_lock()
         self.pool.slots = [Slot(b, client_for(b, transport=self.transport), self.concurrency)
                            for b in self.backends]
         now = self.clock()
-        info = registry.DaemonInfo(
+        self.store.register(DaemonInfo(
             id=self.id, pid=os.getpid(), hosts=[b.label for b in self.backends],
             concurrency=self.concurrency, started_at=now, last_heartbeat=now,
-        )
-        self.store.write(lambda tx: registry.register(tx, info))
+        ))
 
-    async def _write(self, fn: Callable[[Tx], T]) -> T:
-        """Run a write transaction on the store's writer thread: its fsync must not stop
-        the event loop, which meanwhile goes on streaming answers."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self.store.write, fn)
+    async def _write(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store operation that writes on the store's writer thread: its fsync must
+        not stop the event loop, which meanwhile goes on streaming answers."""
+        return await asyncio.get_running_loop().run_in_executor(self._writer, partial(operation, *args, **kwargs))
 
     async def tick(self, now: float) -> TickReport:
         report = TickReport()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_EVERY
-            await self._write(lambda tx: registry.heartbeat(tx, self.id, now))
+            await self._write(self.store.heartbeat, self.id, now)
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
             report.reclaimed = await self._reclaim(now)
         if self.keep_finished is not None and now >= self._next_clean:
             self._next_clean = now + CLEAN_EVERY
-            report.cleaned = await self._write(lambda tx: queue.clean(
-                tx, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now,
-                older_than=self.keep_finished))
+            report.cleaned = await self._write(
+                self.store.clean, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now,
+                older_than=self.keep_finished)
             if report.cleaned:
                 log.info("deleted %d jobs finished more than %gs ago", report.cleaned, self.keep_finished)
         if now >= self._next_cancel_check:
@@ -203,34 +202,34 @@ class Daemon:
         views = self.pool.views(now)
         lookahead = min(LOOKAHEAD, max(self.coalesce, LOOKAHEAD_PER_SLOT * sum(v.free for v in views)))
         running = self.pool.running_per_model()
+        labels = [slot.backend.label for slot in self.slots]
 
-        def write(tx: Tx) -> tuple[list[object], list[tuple[int, list[Claim]]], dict[int, int]]:
-            applied = [outcomes.apply(tx, o, now) for o in finished]
-            if not claim:
-                return applied, [], self.skips
-            skips = dict(self.skips)  # this function may run twice: keep the counts after
+        def planner(candidates: Iterator[Job], request_of: Callable[[Job], dict[str, Any]]) -> Plan:
+            skips = dict(self.skips)  # the store may call this more than once: keep the counts apart
             keys: dict[int, object] = {}
 
             def request_key(job: Job) -> object:
                 if job.id not in keys:
-                    keys[job.id] = _embed_key(tx, job)
+                    keys[job.id] = _embed_key(request_of, job)
                 return keys[job.id]
 
             plan = scheduler.plan(
-                queue.ready_candidates(tx, now, limit=lookahead), views, running_per_model=running,
-                model_caps=self.model_caps, skips=skips, max_skip=self.max_skip, coalesce=self.coalesce,
-                request_key=request_key,
+                candidates, views, running_per_model=running, model_caps=self.model_caps, skips=skips,
+                max_skip=self.max_skip, coalesce=self.coalesce, request_key=request_key,
             )
-            return applied, [(a.backend, queue.claim(tx, a.jobs, self.id, now)) for a in plan], skips
+            return Plan([Placement(a.backend, labels[a.backend], a.jobs) for a in plan], skips)
 
-        applied, placed, self.skips = await self._write(write)
-        for outcome, value in zip(finished, applied):
+        tick = await self._write(self.store.settle_and_claim, [o.settle() for o in finished], now, owner=self.id,
+                                 planner=planner if claim else None, lookahead=lookahead)
+        if isinstance(tick.plan_state, dict):  # the counts of the plan that was claimed
+            self.skips = tick.plan_state
+        for outcome, value in zip(finished, tick.settled):
             outcomes.log(outcome, value)
         started = []
-        for index, claims in placed:
+        for placement, claims in tick.claimed:
             if not claims:
                 continue
-            slot = self.slots[index]
+            slot = self.slots[placement.backend]
             run = Running(claims, slot)
             self.pool.started(slot, run.model)
             for claim in claims:
@@ -239,21 +238,7 @@ class Daemon:
         return started
 
     async def _reclaim(self, now: float) -> list[Job]:
-        with self.store.read() as tx:
-            owners = {j.lease.owner for j in queue.running(tx) if j.lease}
-            known = {d.id for d in registry.daemons(tx)}
-        suspects = owners | known | registry.lock_ids(self.data_dir)
-        dead = {o for o in suspects if o != self.id and not registry.is_alive(self.data_dir, o)}
-        if not dead:
-            return []
-
-        def write(tx: Tx) -> list[Job]:
-            for d in dead:
-                registry.unregister(tx, d)
-            return queue.reclaim(tx, dead, now)
-
-        jobs = await self._write(write)
-        registry.forget_dead(self.data_dir, sorted(dead))
+        jobs = await self._write(self.store.reclaim, now)
         for job in jobs:
             if job.status is JobStatus.FAILED:
                 log.warning("job %d abandoned: its daemon died during each of %d attempts", job.id, job.attempts)
@@ -267,9 +252,9 @@ class Daemon:
         whose jobs are all lost is stopped, which closes its stream."""
         if not self.inflight:
             return []
-        with self.store.read() as tx:
-            lost = [job_id for job_id, run in self.inflight.items()
-                    if not _still_ours(queue.get_job(tx, job_id), _claim_of(run, job_id))]
+        runs = list(self.inflight.items())
+        lost = [job_id for (job_id, run), job in zip(runs, self.store.get_jobs(job_id for job_id, _ in runs))
+                if not _still_ours(job, _claim_of(run, job_id))]
         for run in {id(self.inflight[j]): self.inflight[j] for j in lost}.values():
             if run.task is not None and run.stop_reason is None and \
                     all(c.job.id in lost for c in run.claims):
@@ -310,7 +295,7 @@ class Daemon:
             await self.pool.stop()
             for slot in self.slots:
                 await slot.client.aclose()
-            await self._write(lambda tx: registry.unregister(tx, self.id))
+            await self._write(self.store.unregister, self.id)
             self._writer.shutdown()
             if self.liveness:
                 self.liveness.release()
@@ -336,8 +321,7 @@ class Daemon:
             await self._sleep(left)
 
     def _queue_empty(self) -> bool:
-        with self.store.read() as tx:
-            counts = queue.counts(tx)
+        counts = self.store.counts()
         return counts["pending"] + counts["running"] == 0
 
     def _on_signal(self, sig: int) -> None:
@@ -441,17 +425,17 @@ def _claim_of(run: Running, job_id: int) -> Claim:
     return next(c for c in run.claims if c.job.id == job_id)
 
 
-def _still_ours(job: Job | None, claim: Claim) -> bool:
-    return job is not None and job.status is JobStatus.RUNNING and job.lease is not None \
+def _still_ours(job: Job | CorruptRecord | None, claim: Claim) -> bool:
+    return isinstance(job, Job) and job.status is JobStatus.RUNNING and job.lease is not None \
         and job.lease.token == outcomes.token(claim)
 
 
-def _embed_key(tx: Tx, job: Job) -> object:
+def _embed_key(request_of: Callable[[Job], dict[str, Any]], job: Job) -> object:
     """What two embed jobs must share to go in one request: everything but the input."""
     import json
 
     try:
-        request = queue.get_request(tx, job.id)
+        request = request_of(job)
     except Exception:
         return ("corrupt", job.id)  # never coalesced
     return json.dumps({k: v for k, v in request.items() if k != "input"}, sort_keys=True)
@@ -491,7 +475,7 @@ class _JsonLines(logging.Formatter):
                            "message": record.getMessage()})
 
 
-def serve(store: Store, backends: list[Backend], *, json_logs: bool = False, **options: object) -> int:
+def serve(store: Engine, backends: list[Backend], *, json_logs: bool = False, **options: object) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
     handler = logging.StreamHandler()
     handler.setFormatter(_JsonLines() if json_logs else

@@ -4,14 +4,17 @@ the queue, lists, batches. Nothing here writes."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_cli.codec import decode_job, unpack
-from ollama_cli.errors import CorruptRecord
+from ollama_cli.errors import CorruptRecord, NotFound
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority
 from ollama_cli.queue.indexes import COUNT, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, get_job, ready_key
-from ollama_cli.store.base import BatchEntry, Tx
+from ollama_cli.store.base import Tx
 from ollama_cli.store.keys import read_u64, u64
+
+if TYPE_CHECKING:
+    from ollama_cli.store.records import BatchEntry
 
 
 def get_request(tx: Tx, job_id: int) -> dict[str, Any]:
@@ -175,6 +178,8 @@ def batch_exists(tx: Tx, name: str) -> bool:
 def batch_jobs(tx: Tx, name: str, *, after: int = 0, limit: int | None = None,
                results: bool = False) -> list[BatchEntry]:
     """The batch's jobs in id order from the first id greater than `after`."""
+    from ollama_cli.store.records import BatchEntry
+
     prefix = batch_prefix(name)
     out: list[BatchEntry] = []
     if limit is not None and limit <= 0:
@@ -192,3 +197,17 @@ def batch_jobs(tx: Tx, name: str, *, after: int = 0, limit: int | None = None,
         if limit is not None and len(out) >= limit:
             break
     return out
+
+
+def batch_counts(tx: Tx, name: str) -> dict[str, Any]:
+    """`{"batch", "total", <each status>: n}`; NotFound if the batch has no entry at all.
+    A job that cannot be decoded is not counted."""
+    counts: dict[str, Any] = {"batch": name, "total": 0, **{s.value: 0 for s in JobStatus}}
+    entries = batch_jobs(tx, name)
+    if not entries:
+        raise NotFound(f"batch {name!r} not found")
+    for entry in entries:
+        if entry.job is not None:
+            counts[entry.job.status.value] += 1
+            counts["total"] += 1
+    return counts

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_cli import cache
 from ollama_cli.codec import decode_job, pack
@@ -19,8 +19,11 @@ from ollama_cli.queue.indexes import (
     CANCELLED, COMPLETED, FAILED, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, finished, get_job, transition,
 )
 from ollama_cli.queue.reads import batch_exists, get_request, is_paused, running
-from ollama_cli.store.base import LOOKAHEAD_LIMIT, Claim, JobSpec, Settle, SettleKind, Tx
+from ollama_cli.store.base import LOOKAHEAD_LIMIT, JobSpec, Tx
 from ollama_cli.store.keys import read_u64, u64
+
+if TYPE_CHECKING:
+    from ollama_cli.store.records import Claim, Settle
 
 # ---------------------------------------------------------------------------- submit
 
@@ -117,6 +120,8 @@ def claim(tx: Tx, jobs: Iterable[Job], owner: str, now: float, *, host: str | No
     """Move these ready jobs to running under a new lease of `owner`, placed on `host`."""
     import secrets
 
+    from ollama_cli.store.records import Claim
+
     claims = []
     for job in jobs:
         started = job.evolve(
@@ -168,6 +173,8 @@ def _owned(tx: Tx, job_id: int, token: str) -> Job | None:
 
 def settle(tx: Tx, s: Settle, now: float) -> Job | None:
     """Record what an attempt came to; the job as it now is, None if the lease was lost."""
+    from ollama_cli.store.records import SettleKind
+
     if s.kind is SettleKind.COMPLETE:
         return complete(tx, s.job_id, s.token, s.result or {}, now, host=s.host)
     if s.kind is SettleKind.FAIL:

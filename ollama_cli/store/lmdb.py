@@ -24,7 +24,8 @@ from ollama_cli.store.tables import DATABASES
 T = TypeVar("T")
 
 class Tx:
-    """A transaction over the named databases: the only surface the layers above use.
+    """A transaction over the named databases: LMDB's internal layer, on which the LMDB
+    engine runs the queue's functions (`store.base.Tx` says what each method guarantees).
 
     Counters are kept in memory and written once, at commit: a job's state change moves
     three to five of them, and a read-modify-write of each in LMDB costs more than the
@@ -96,7 +97,8 @@ class Tx:
 
 
 class Store:
-    """The process's one handle on the environment in `path`."""
+    """The process's one handle on the environment in `path`: LMDB's internal layer, used by
+    the LMDB engine (`lmdb_engine.py`) and by nothing above the store."""
 
     def __init__(self, path: Path, *, map_size: int = config.MAP_SIZE, readonly: bool = False) -> None:
         """`readonly` for commands that only read: py-lmdb opens named databases in a write
@@ -129,7 +131,7 @@ class Store:
     def write(self, fn: Callable[[Tx], T]) -> T:
         """Run fn in one write transaction and commit; all of it lands or none does.
         fn may run more than once (after the map grows), so it must be a pure
-        function of the transaction."""
+        function of the transaction: no outside effects (tests run every write twice)."""
         for _ in range(40):
             try:
                 txn = self._begin(write=True)

@@ -14,6 +14,7 @@ import pytest
 
 from ollama_cli import queue
 from ollama_cli.jobs import ErrorType, JobStatus, JobType
+from ollama_cli.store import open_store
 from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 from tests.conftest import cli_env, run_cli
@@ -104,18 +105,16 @@ def test_sigterm_hands_back_what_outlives_the_grace_period(
 
 def test_two_daemons_never_run_a_job_twice(data_dir: Path, emulator: Emulator, start_daemon) -> None:
     # One process submits all 40: a CLI process each would cost seconds for nothing.
-    with Store(data_dir) as store:
-        for i in range(40):
-            store.write(lambda tx, i=i: queue.submit(tx, JobSpec(
-                model="llama3.2", type=JobType.GENERATE, request={"prompt": f"job {i}"},
-                use_cache=False), 0.0))
+    with open_store(data_dir) as store:
+        store.submit_many([JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": f"job {i}"},
+                                   use_cache=False) for i in range(40)], 0.0)
     daemons = [start_daemon(emulator.url, "-c", "4", "--drain", wait=False) for _ in range(2)]
     for d in daemons:
         assert d.wait(120) == 0, d.log()
     prompts = Counter(body["prompt"] for _, path, body in emulator.requests if path == "/api/generate")
     assert prompts == Counter({f"job {i}": 1 for i in range(40)})
-    with Store(data_dir) as store, store.read() as tx:
-        assert queue.counts(tx)["completed"] == 40
+    with open_store(data_dir) as store:
+        assert store.counts()["completed"] == 40
     check_invariants(data_dir)
 
 
