@@ -3,11 +3,14 @@
 Bytes in, bytes out: the rooms above give meaning to the keys (`store/tables.py` lists them). Every process opens the
 environment with the same parameters (config.MAX_DBS, MAX_READERS) and exactly once.
 A write is a function of a transaction so that it can be run again after the map
-grows: nobody sees MapFullError."""
+grows: nobody sees MapFullError. An existing folder is used only if it is the user's own
+and closed to others, with plain files of theirs in it: anything else is refused before
+LMDB reads it."""
 
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,11 +20,12 @@ from typing import TypeVar
 import lmdb
 
 from ollama_cli import config
-from ollama_cli.errors import OperationFailed
+from ollama_cli.errors import OperationFailed, UsageError
 from ollama_cli.store.keys import prefix_upper, read_u64, u64
 from ollama_cli.store.tables import DATABASES
 
 T = TypeVar("T")
+
 
 class Tx:
     """A transaction over the named databases: the only surface the layers above use.
@@ -104,6 +108,7 @@ class Store:
         wait behind any writer. A store that does not exist yet is created writable."""
         self.path = Path(path)
         _make_private_dir(self.path)
+        _check_files(self.path)
         readonly = readonly and (self.path / "data.mdb").exists()
         self.env = _open_env(self.path, map_size, readonly)
         # Slots of killed readers are not reclaimed by LMDB on its own.
@@ -175,9 +180,40 @@ class Store:
 
 
 def _make_private_dir(path: Path) -> None:
+    """Create the folder 0700; or check that an existing one is the user's own and closed
+    to others: a folder someone else prepared could hold their data.mdb, which would
+    then receive the user's prompts, readable by them."""
     if not path.exists():
         os.makedirs(path, mode=0o700, exist_ok=True)
         os.chmod(path, 0o700)  # makedirs' mode is filtered by the umask
+        return
+    st = path.stat()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UsageError(f"the data dir {path} is not a folder: give a folder with --data-dir or OLLAMA_Q_DATA_DIR")
+    if st.st_uid != os.geteuid():
+        raise UsageError(f"the data dir {path} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}): "
+                         "use a folder of your own (--data-dir or OLLAMA_Q_DATA_DIR)")
+    if st.st_mode & 0o077:
+        raise UsageError(f"the data dir {path} is open to other users (mode {stat.S_IMODE(st.st_mode):04o}): "
+                         f"if what it holds is yours, run `chmod 700 {path}`")
+
+
+def _check_files(path: Path) -> None:
+    """The store's files must be plain files of the user's own."""
+    for name in ("data.mdb", "lock.mdb"):
+        file = path / name
+        try:
+            st = file.lstat()
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            raise UsageError(f"{file} is a symbolic link: the store's files must be plain files in the data "
+                             "dir; remove the link, or use another folder (--data-dir)")
+        if not stat.S_ISREG(st.st_mode):
+            raise UsageError(f"{file} is not a plain file: remove it, or use another folder (--data-dir)")
+        if st.st_uid != os.geteuid():
+            raise UsageError(f"{file} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}): "
+                             "use a folder of your own (--data-dir or OLLAMA_Q_DATA_DIR)")
 
 
 def _open_env(path: Path, map_size: int, readonly: bool) -> lmdb.Environment:

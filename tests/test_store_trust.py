@@ -1,0 +1,133 @@
+"""A data dir that someone else prepared is not trusted: a folder of another user, or one
+open to group and others, and store files that are symbolic links or someone else's, are
+refused with one `error:` line and exit 2, before anything is read or written there.
+
+Another user is uid 65534 (nobody): the tests run as root here and in CI, and root can
+give files away; elsewhere they are skipped."""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from ollama_cli import queue
+from ollama_cli.cli import main
+from ollama_cli.store.lmdb import Store
+
+OTHER_UID = 65534
+
+
+def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """The CLI in this process: its exit status and stderr. A command that opens the store
+    leaves it open in this process (LMDB allows one handle): one such call per test."""
+    with pytest.raises(SystemExit) as done:
+        main(list(argv))
+    return done.value.code, capsys.readouterr().err
+
+
+def give_away(path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("making a file of another uid needs root (CI runs as root)")
+    os.chown(path, OTHER_UID, OTHER_UID, follow_symlinks=False)
+
+
+def snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+@pytest.fixture
+def existing(tmp_path: Path) -> Path:
+    """A store with one job in it, made by the user."""
+    path = tmp_path / "store"
+    with Store(path) as store:
+        store.write(lambda tx: queue.submit(tx, queue.JobSpec(
+            model="m", type=queue.JobType.GENERATE, request={"prompt": "a private prompt"}), 0.0))
+    return path
+
+
+def planted_link(name: str) -> Callable[[Path], str]:
+    def plant(path: Path) -> str:
+        elsewhere = path.parent / f"their-{name}"
+        (path / name).rename(elsewhere)
+        (path / name).symlink_to(elsewhere)
+        return f"{path / name} is a symbolic link"
+    return plant
+
+
+def foreign(name: str) -> Callable[[Path], str]:
+    def plant(path: Path) -> str:
+        give_away(path / name)
+        return f"{path / name} belongs to uid {OTHER_UID}"
+    return plant
+
+
+def foreign_folder(mode: int) -> Callable[[Path], str]:
+    def plant(path: Path) -> str:
+        os.chmod(path, mode)
+        give_away(path)
+        return f"the data dir {path} belongs to uid {OTHER_UID}"
+    return plant
+
+
+def open_folder(mode: int) -> Callable[[Path], str]:
+    def plant(path: Path) -> str:
+        os.chmod(path, mode)
+        return f"the data dir {path} is open to other users (mode {mode:04o}): if what it holds is yours, " \
+               f"run `chmod 700 {path}`"
+    return plant
+
+
+CASES = {
+    "folder of another user": foreign_folder(0o700),
+    "world-writable folder of another user": foreign_folder(0o777),
+    "folder readable by group": open_folder(0o750),
+    "folder readable by others": open_folder(0o705),
+    "folder writable by all": open_folder(0o777),
+    "data.mdb a symlink": planted_link("data.mdb"),
+    "lock.mdb a symlink": planted_link("lock.mdb"),
+    "data.mdb of another user": foreign("data.mdb"),
+    "lock.mdb of another user": foreign("lock.mdb"),
+}
+
+
+@pytest.mark.parametrize("command", [["list"], ["submit", "m", "a new private prompt"]], ids=["read", "write"])
+@pytest.mark.parametrize("case", CASES)
+def test_a_store_someone_else_prepared_is_refused(
+        existing: Path, capsys: pytest.CaptureFixture[str], case: str, command: list[str]) -> None:
+    expected = CASES[case](existing)
+    before = snapshot(existing.parent)
+    inside = snapshot(existing)
+    code, err = run_main(capsys, *command, "--data-dir", str(existing))
+    assert code == 2, err
+    lines = err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), err
+    assert snapshot(existing.parent) == before and snapshot(existing) == inside  # nothing written
+
+
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "store"
+    path.write_bytes(b"")
+    code, err = run_main(capsys, "list", "--data-dir", str(path))
+    assert code == 2 and err == f"error: the data dir {path} is not a folder: give a folder with " \
+                                "--data-dir or OLLAMA_Q_DATA_DIR\n"
+
+
+def test_chmod_700_as_the_error_says_makes_an_open_folder_usable(
+        existing: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    os.chmod(existing, 0o755)
+    assert run_main(capsys, "list", "--data-dir", str(existing))[0] == 2
+    os.chmod(existing, 0o700)
+    assert run_main(capsys, "submit", "m", "again", "--data-dir", str(existing)) == (0, "")
+
+
+def test_a_folder_of_ones_own_that_is_private_is_used_through_a_symlink(
+        existing: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A data dir reached through a link (a home on another disk) is judged by the folder itself.
+    link = existing.parent / "link"
+    link.symlink_to(existing)
+    assert run_main(capsys, "list", "--data-dir", str(link))[0] == 0
+    assert stat.S_IMODE(existing.stat().st_mode) == 0o700
