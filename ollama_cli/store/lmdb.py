@@ -4,8 +4,8 @@ Bytes in, bytes out: the rooms above give meaning to the keys (`store/tables.py`
 environment with the same parameters (config.MAX_DBS, MAX_READERS) and exactly once.
 A write is a function of a transaction so that it can be run again after the map
 grows: nobody sees MapFullError. An existing folder is used only if it is the user's own
-and closed to others, with plain files of theirs in it: anything else is refused before
-LMDB reads it."""
+and closed to others, with plain files of theirs in it, and a data.mdb that holds every
+page its meta page names: anything else is refused before LMDB reads it."""
 
 from __future__ import annotations
 
@@ -111,6 +111,11 @@ class Store:
         _check_files(self.path)
         readonly = readonly and (self.path / "data.mdb").exists()
         self.env = _open_env(self.path, map_size, readonly)
+        try:
+            _check_size(self.env, self.path)
+        except BaseException:
+            self.env.close()
+            raise
         # Slots of killed readers are not reclaimed by LMDB on its own.
         self.env.reader_check()
         try:
@@ -199,7 +204,8 @@ def _make_private_dir(path: Path) -> None:
 
 
 def _check_files(path: Path) -> None:
-    """The store's files must be plain files of the user's own."""
+    """The store's files must be plain files of the user's own. An empty data.mdb is a
+    store that lost its data, not a new one: LMDB would start over, ids from 1."""
     for name in ("data.mdb", "lock.mdb"):
         file = path / name
         try:
@@ -214,6 +220,41 @@ def _check_files(path: Path) -> None:
         if st.st_uid != os.geteuid():
             raise UsageError(f"{file} belongs to uid {st.st_uid}, not to you (uid {os.geteuid()}): "
                              "use a folder of your own (--data-dir or OLLAMA_Q_DATA_DIR)")
+    data = path / "data.mdb"
+    if data.exists() and data.stat().st_size == 0:
+        _wait_for_creator(path / "lock.mdb")
+        if data.stat().st_size == 0:
+            raise OperationFailed(f"{data} is empty: the store lost its data (truncated?). Restore data.mdb "
+                                  "from a backup, or delete data.mdb and lock.mdb to start an empty store")
+
+
+def _wait_for_creator(lock: Path) -> None:
+    """Until a process creating the store has written its first pages. LMDB's first opener
+    holds a write lock on lock.mdb's first byte until then, and a read lock waits it out.
+    Safe only before this process opens the environment: closing the file drops every
+    fcntl lock this process holds on it."""
+    import fcntl
+
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH, 1, 0, os.SEEK_SET)
+    finally:
+        os.close(fd)
+
+
+def _check_size(env: lmdb.Environment, path: Path) -> None:
+    """Refuse a data.mdb shorter than its last committed page: LMDB maps the file, and
+    reading a page past its end kills the process with SIGBUS. The meta pages, read at
+    open, say where the last page is; a commit writes its pages before its meta page,
+    so a file being written by another process is never shorter than this."""
+    need = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
+    size = (path / "data.mdb").stat().st_size
+    if size < need:
+        raise OperationFailed(f"{path / 'data.mdb'} is damaged: {size} bytes, but its last committed page ends "
+                              f"at byte {need} (truncated?). Restore it from a backup; nothing was changed")
 
 
 def _open_env(path: Path, map_size: int, readonly: bool) -> lmdb.Environment:
