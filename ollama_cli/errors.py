@@ -35,6 +35,11 @@ class OperationFailed(OllamaQError):
     exit_code = ExitCode.FAILED
 
 
+class StoreWriteFailed(OperationFailed):
+    """A commit the disk refused (full, or an I/O error): it did not land, and the same
+    write may succeed later, so a daemon backs off and tries again."""
+
+
 class BackendUnavailable(OllamaQError):
     """A command that talks to the backend directly could not reach it, or was refused."""
 

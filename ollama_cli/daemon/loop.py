@@ -26,6 +26,7 @@ from ollama_cli import queue
 from ollama_cli.daemon import outcomes, registry, scheduler
 from ollama_cli.clients.base import BackendError, client_for
 from ollama_cli.config import Backend
+from ollama_cli.errors import StoreWriteFailed
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
@@ -43,6 +44,7 @@ HEARTBEAT_EVERY = 2.0
 CANCEL_CHECK_EVERY = 0.25  # a cancelled job's stream closes within a second
 RECLAIM_EVERY = 2.0
 CLEAN_EVERY = 60.0
+WRITE_RETRY_FIRST, WRITE_RETRY_MAX = 1.0, 30.0  # seconds between tries of a commit the disk refused
 # Group commit. A tick costs the same whether it records one finished job or eight, so
 # when the daemon itself is the bottleneck (jobs of a few milliseconds, one core busy
 # with streaming and bookkeeping), a finished job waits up to this long for the others
@@ -170,8 +172,19 @@ class Daemon:
 
     async def _write(self, fn: Callable[[Tx], T]) -> T:
         """Run a write transaction on the store's writer thread: its fsync must not stop
-        the event loop, which meanwhile goes on streaming answers."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self.store.write, fn)
+        the event loop, which meanwhile goes on streaming answers. A commit the disk
+        refuses (full) is tried again, backing off: jobs in flight go on meanwhile, and
+        what they finish lands once there is room."""
+        delay = WRITE_RETRY_FIRST
+        while True:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._writer, self.store.write, fn)
+            except StoreWriteFailed as exc:
+                if self.force:
+                    raise
+                log.error("%s; trying again in %gs", exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, WRITE_RETRY_MAX)
 
     async def tick(self, now: float) -> TickReport:
         report = TickReport()

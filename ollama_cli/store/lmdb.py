@@ -20,12 +20,13 @@ from typing import TypeVar
 import lmdb
 
 from ollama_cli import config
-from ollama_cli.errors import OperationFailed, UsageError
+from ollama_cli.errors import OperationFailed, StoreWriteFailed, UsageError
 from ollama_cli.store.keys import prefix_upper, read_u64, u64
 from ollama_cli.store.tables import DATABASES
 
 T = TypeVar("T")
 
+FULL_BELOW = 1 << 20  # free bytes under which a refused commit is put down to a full disk
 
 class Tx:
     """A transaction over the named databases: the only surface the layers above use.
@@ -139,7 +140,7 @@ class Store:
     def write(self, fn: Callable[[Tx], T]) -> T:
         """Run fn in one write transaction and commit; all of it lands or none does.
         fn may run more than once (after the map grows), so it must be a pure
-        function of the transaction."""
+        function of the transaction. A commit the disk refuses raises StoreWriteFailed."""
         for _ in range(40):
             try:
                 txn = self._begin(write=True)
@@ -150,11 +151,25 @@ class Store:
                 except BaseException:
                     txn.abort()
                     raise
-                txn.commit()
+                try:
+                    txn.commit()
+                except lmdb.MapFullError:
+                    raise
+                except lmdb.Error as exc:  # LMDB aborts a failed commit: nothing landed
+                    raise self._write_failed(exc) from None
                 return result
             except lmdb.MapFullError:
                 self._grow()
-        raise OperationFailed(f"the store in {self.path} cannot grow (is the disk full?)")
+        raise StoreWriteFailed(f"the store in {self.path} cannot grow (is the disk full?)")
+
+    def _write_failed(self, exc: lmdb.Error) -> StoreWriteFailed:
+        import shutil
+
+        # A full disk shows as ENOSPC, or as EIO when a write was cut short.
+        if shutil.disk_usage(self.path).free < FULL_BELOW:
+            return StoreWriteFailed(f"the disk holding the store in {self.path} is full: nothing was "
+                                    "written; free some space and try again")
+        return StoreWriteFailed(f"writing to the store in {self.path} failed ({exc}): nothing was written")
 
     def _begin(self, *, write: bool) -> lmdb.Transaction:
         for attempt in range(3):

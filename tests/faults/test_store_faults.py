@@ -1,17 +1,22 @@
-"""A damaged data.mdb gets one clear answer instead of a crash or a new store. Real
-processes throughout."""
+"""The store's files damaged, its disk full: each gets one clear answer instead of a
+crash, a traceback or a new store. Real processes throughout, and a real full disk (a small tmpfs,
+skipped where it cannot be mounted)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from ollama_cli.store.lmdb import Store
-from tests.conftest import run_cli
+from tests.conftest import DaemonProcess, run_cli
+from tests.emulator import Emulator
+from tests.invariants import check_invariants
 
 pytestmark = pytest.mark.slow
 
@@ -60,3 +65,81 @@ def test_an_empty_data_mdb_beside_its_lock_file_is_not_a_new_store(data_dir: Pat
         assert line == f"error: {data} is empty: the store lost its data (truncated?). Restore data.mdb from " \
                        "a backup, or delete data.mdb and lock.mdb to start an empty store"
     assert data.stat().st_size == 0
+
+
+# --------------------------------------------------------------------- a full disk
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    mount = tmp_path / "disk"
+    mount.mkdir(mode=0o700)
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount)],
+                              capture_output=True, text=True)
+    except FileNotFoundError:
+        pytest.skip("no mount command")
+    if done.returncode:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=True)
+
+
+@pytest.fixture
+def disk_dir(small_disk: Path) -> Path:
+    """A data dir on the small disk."""
+    return small_disk / "store"
+
+
+def fill(disk: Path) -> Path:
+    """Fill the disk up to its last byte; the file that does it."""
+    filler = disk / "filler"
+    with open(filler, "wb", buffering=0) as f:
+        chunk = b"\0" * 4096
+        while True:
+            try:
+                f.write(chunk)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC
+                return filler
+
+
+def test_a_full_disk_is_one_error_line_and_nothing_written(disk_dir: Path, small_disk: Path) -> None:
+    first = submit(disk_dir, "fits")
+    filler = fill(small_disk)
+    big = "a prompt that needs new pages " * 8000  # 240 KB: more than the store's free pages
+    line = one_error(run_cli(disk_dir, "submit", "llama3.2", input=big), 1)  # was: a traceback
+    assert line == f"error: the disk holding the store in {disk_dir} is full: nothing was written; " \
+                   "free some space and try again"
+    filler.unlink()
+    listed = json.loads(run_cli(disk_dir, "list", "--json").stdout)
+    assert [j["id"] for j in listed] == [first]
+    again = run_cli(disk_dir, "submit", "llama3.2", "--json", input=big)
+    assert json.loads(again.stdout)["id"] == first + 1, again.stderr
+    check_invariants(disk_dir)
+
+
+def test_the_daemon_waits_out_a_full_disk_and_records_the_job_after(
+        disk_dir: Path, small_disk: Path, emulator: Emulator) -> None:
+    # About 150 KB of answer: its record needs pages the full disk cannot give.
+    job_id = submit(disk_dir, "a long answer", "-o", "num_predict=25000")
+    emulator.hold()
+    daemon = DaemonProcess(disk_dir, emulator.url)
+    try:
+        assert emulator.wait_in_flight(1)
+        filler = fill(small_disk)
+        emulator.release()
+        # Was: the daemon died with a traceback, leaving the job running until a restart.
+        assert daemon.wait_log("is full: nothing was written; free some space and try again; trying again in"), \
+            daemon.log()
+        filler.unlink()
+        out = run_cli(disk_dir, "result", str(job_id), "--wait", "--timeout", "60s", "--json")
+        assert out.returncode == 0, out.stderr + daemon.log()
+        assert daemon.proc.poll() is None
+    finally:
+        daemon.stop()  # before the disk goes
+    job = json.loads(run_cli(disk_dir, "status", str(job_id), "--json").stdout)
+    assert job["status"] == "completed" and job["attempts"] == 1
+    check_invariants(disk_dir)
