@@ -26,7 +26,7 @@ from ollama_cli import queue
 from ollama_cli.daemon import outcomes, registry, scheduler
 from ollama_cli.clients.base import BackendError, client_for
 from ollama_cli.config import Backend
-from ollama_cli.errors import StoreWriteFailed
+from ollama_cli.errors import StoreLockLost, StoreWriteFailed
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
@@ -190,6 +190,9 @@ class Daemon:
         report = TickReport()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_EVERY
+            if self.store.lock_file_changed():
+                log.error("%s was deleted or replaced: stopping at once", self.data_dir / "lock.mdb")
+                raise StoreLockLost(self.data_dir / "lock.mdb")
             await self._write(lambda tx: registry.heartbeat(tx, self.id, now))
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY

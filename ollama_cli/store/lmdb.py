@@ -20,7 +20,7 @@ from typing import TypeVar
 import lmdb
 
 from ollama_cli import config
-from ollama_cli.errors import OperationFailed, StoreWriteFailed, UsageError
+from ollama_cli.errors import OperationFailed, StoreLockLost, StoreWriteFailed, UsageError
 from ollama_cli.store.keys import prefix_upper, read_u64, u64
 from ollama_cli.store.tables import DATABASES
 
@@ -117,6 +117,7 @@ class Store:
         except BaseException:
             self.env.close()
             raise
+        self._lock_id = _file_id(self.path / "lock.mdb")
         # Slots of killed readers are not reclaimed by LMDB on its own.
         self.env.reader_check()
         try:
@@ -141,6 +142,8 @@ class Store:
         """Run fn in one write transaction and commit; all of it lands or none does.
         fn may run more than once (after the map grows), so it must be a pure
         function of the transaction. A commit the disk refuses raises StoreWriteFailed."""
+        if self.lock_file_changed():
+            raise StoreLockLost(self.path / "lock.mdb")
         for _ in range(40):
             try:
                 txn = self._begin(write=True)
@@ -161,6 +164,12 @@ class Store:
             except lmdb.MapFullError:
                 self._grow()
         raise StoreWriteFailed(f"the store in {self.path} cannot grow (is the disk full?)")
+
+    def lock_file_changed(self) -> bool:
+        """Whether lock.mdb was deleted or replaced since this process opened the store. Its
+        writer lock and reader table are then no longer the ones other processes use:
+        a write from here could overwrite theirs."""
+        return _file_id(self.path / "lock.mdb") != self._lock_id
 
     def _write_failed(self, exc: lmdb.Error) -> StoreWriteFailed:
         import shutil
@@ -270,6 +279,14 @@ def _check_size(env: lmdb.Environment, path: Path) -> None:
     if size < need:
         raise OperationFailed(f"{path / 'data.mdb'} is damaged: {size} bytes, but its last committed page ends "
                               f"at byte {need} (truncated?). Restore it from a backup; nothing was changed")
+
+
+def _file_id(file: Path) -> tuple[int, int] | None:
+    try:
+        st = file.stat()
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def _open_env(path: Path, map_size: int, readonly: bool) -> lmdb.Environment:

@@ -1,5 +1,5 @@
-"""The store's files damaged, its disk full: each gets one clear answer instead of a
-crash, a traceback or a new store. Real processes throughout, and a real full disk (a small tmpfs,
+"""The store's files damaged, its disk full, its lock file deleted under a daemon: each
+gets one clear answer instead of a crash, a traceback or a new store. Real processes throughout, and a real full disk (a small tmpfs,
 skipped where it cannot be mounted)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store
 from tests.conftest import DaemonProcess, run_cli
 from tests.emulator import Emulator
@@ -143,3 +144,33 @@ def test_the_daemon_waits_out_a_full_disk_and_records_the_job_after(
     job = json.loads(run_cli(disk_dir, "status", str(job_id), "--json").stdout)
     assert job["status"] == "completed" and job["attempts"] == 1
     check_invariants(disk_dir)
+
+
+# ------------------------------------------------------------ lock.mdb deleted
+
+
+def test_a_daemon_stops_loudly_when_lock_mdb_is_deleted(
+        data_dir: Path, emulator: Emulator, start_daemon) -> None:
+    daemon = start_daemon(emulator.url)
+    (data_dir / "lock.mdb").unlink()
+    # A submit now makes a new lock.mdb: acknowledged, it must survive the old daemon.
+    job_id = submit(data_dir, "after the deletion")
+    assert daemon.wait(30) == 1  # was: ran on, writing past the new lock
+    assert f"{data_dir / 'lock.mdb'} was deleted or replaced" in daemon.log()
+    assert json.loads(run_cli(data_dir, "status", str(job_id), "--json").stdout)["status"] == "pending"
+    assert start_daemon(emulator.url, "--drain", wait=False).wait(60) == 0
+    assert json.loads(run_cli(data_dir, "status", str(job_id), "--json").stdout)["status"] == "completed"
+    check_invariants(data_dir)
+
+
+def test_a_store_refuses_to_write_once_its_lock_file_changed(tmp_path: Path) -> None:
+    from ollama_cli.errors import StoreLockLost
+
+    with Store(tmp_path / "store") as store:
+        assert not store.lock_file_changed()
+        lock = tmp_path / "store" / "lock.mdb"
+        lock.rename(tmp_path / "old-lock")
+        lock.write_bytes(b"")  # another process made a new one
+        assert store.lock_file_changed()
+        with pytest.raises(StoreLockLost):
+            store.write(lambda tx: tx.put("meta", b"k", u64(1)))
