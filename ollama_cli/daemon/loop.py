@@ -45,6 +45,8 @@ CANCEL_CHECK_EVERY = 0.25  # a cancelled job's stream closes within a second
 RECLAIM_EVERY = 2.0
 CLEAN_EVERY = 60.0
 WRITE_RETRY_FIRST, WRITE_RETRY_MAX = 1.0, 30.0  # seconds between tries of a commit the disk refused
+# SIGHUP too: a daemon started from a terminal that closes gets the same grace as SIGTERM.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Group commit. A tick costs the same whether it records one finished job or eight, so
 # when the daemon itself is the bottleneck (jobs of a few milliseconds, one core busy
 # with streaming and bookkeeping), a finished job waits up to this long for the others
@@ -300,7 +302,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self.start()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
         log.info("daemon %s started: %s, concurrency %d per backend", self.id,
                  ", ".join(b.label for b in self.backends), self.concurrency)
@@ -321,7 +323,7 @@ class Daemon:
                     await self._gather()
             await self._shutdown()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             await self.pool.stop()
             for slot in self.slots:
