@@ -13,7 +13,7 @@ import os
 import stat
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,7 +26,9 @@ from ollama_cli.store.tables import DATABASES
 
 T = TypeVar("T")
 
+WAIT_NOTICE_AFTER = 2.0  # seconds a write waits for the write lock before saying so
 FULL_BELOW = 1 << 20  # free bytes under which a refused commit is put down to a full disk
+LMDB_MAGIC = 0xBEEFC0DE  # the first four bytes of lock.mdb and of each meta page
 
 class Tx:
     """A transaction over the named databases: the only surface the layers above use.
@@ -103,11 +105,16 @@ class Tx:
 class Store:
     """The process's one handle on the environment in `path`."""
 
-    def __init__(self, path: Path, *, map_size: int = config.MAP_SIZE, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, map_size: int = config.MAP_SIZE, readonly: bool = False,
+                 on_wait: Callable[[int | None], None] | None = None) -> None:
         """`readonly` for commands that only read: py-lmdb opens named databases in a write
         transaction unless the environment is read-only, and that would make `status`
-        wait behind any writer. A store that does not exist yet is created writable."""
+        wait behind any writer. A store that does not exist yet is created writable.
+        `on_wait(pid)` is called once if a write waits more than WAIT_NOTICE_AFTER seconds
+        for another process's write lock (pid None when it cannot be told)."""
         self.path = Path(path)
+        self._on_wait = on_wait
+        self._lock_fd: int | None = None  # see _writer_pid
         _make_private_dir(self.path)
         _check_files(self.path)
         readonly = readonly and (self.path / "data.mdb").exists()
@@ -120,14 +127,20 @@ class Store:
         self._lock_id = _file_id(self.path / "lock.mdb")
         # Slots of killed readers are not reclaimed by LMDB on its own.
         self.env.reader_check()
-        try:
-            self.dbs = {n: self.env.open_db(n.encode(), create=False) for n in DATABASES}
-        except lmdb.NotFoundError:
-            if readonly:  # made by a version with fewer databases: create them
+        self._lock_wait = _LockWait(self._notice_wait) if on_wait else None
+        if readonly:
+            try:
+                self.dbs = {n: self.env.open_db(n.encode(), create=False) for n in DATABASES}
+                return
+            except lmdb.NotFoundError:  # made by a version with fewer databases: create them
                 self.env.close()
                 self.env = _open_env(self.path, map_size, False)
-            with self.env.begin(write=True) as txn:
-                self.dbs = {n: self.env.open_db(n.encode(), txn=txn) for n in DATABASES}
+        # A transaction of our own: the one py-lmdb's open_db begins keeps the GIL while it
+        # waits for the write lock, and the wait notice could not be said.
+        with self._waiting():
+            txn = self._begin(write=True)
+        with txn:
+            self.dbs = {n: self.env.open_db(n.encode(), txn=txn) for n in DATABASES}
 
     @contextmanager
     def read(self) -> Iterator[Tx]:
@@ -146,7 +159,8 @@ class Store:
             raise StoreLockLost(self.path / "lock.mdb")
         for _ in range(40):
             try:
-                txn = self._begin(write=True)
+                with self._waiting():
+                    txn = self._begin(write=True)
                 try:
                     tx = Tx(txn, self.dbs)
                     result = fn(tx)
@@ -180,6 +194,41 @@ class Store:
                                     "written; free some space and try again")
         return StoreWriteFailed(f"writing to the store in {self.path} failed ({exc}): nothing was written")
 
+    def _waiting(self) -> AbstractContextManager[None]:
+        """Around a wait for the write lock: a process suspended inside a write (Ctrl-Z)
+        blocks every writer, so say who after a moment rather than hang silently."""
+        return self._lock_wait.waiting() if self._lock_wait else nullcontext()
+
+    def _notice_wait(self) -> None:
+        assert self._on_wait is not None
+        self._on_wait(self._writer_pid())
+
+    def _writer_pid(self) -> int | None:
+        """The pid of the process that holds the write lock, where lock.mdb has the layout of
+        py-lmdb's LMDB on x86-64 Linux with glibc: after a 64-byte header, the writer's robust
+        pthread mutex, which records its owner's thread id. The file stays open until
+        close(): closing any descriptor of it would drop this process's fcntl locks on it,
+        which tell other processes the environment is in use."""
+        if os.uname().machine != "x86_64":
+            return None
+        try:
+            if self._lock_fd is None:
+                self._lock_fd = os.open(self.path / "lock.mdb", os.O_RDONLY | os.O_NOFOLLOW)
+            head = os.pread(self._lock_fd, 96, 0)
+        except OSError:
+            return None
+        if len(head) < 96:
+            return None
+        magic, reader_kind, owner, writer_kind = (int.from_bytes(head[o:o + 4], "little")
+                                                  for o in (0, 24, 72, 80))
+        if magic != LMDB_MAGIC or not owner or writer_kind != reader_kind:
+            return None
+        try:  # the owner is a thread: its process is its thread group
+            status = Path(f"/proc/{owner}/status").read_text()
+        except OSError:
+            return None
+        return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Tgid:")), None)
+
     def _begin(self, *, write: bool) -> lmdb.Transaction:
         for attempt in range(3):
             try:
@@ -200,12 +249,62 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
+        if self._lock_wait:
+            self._lock_wait.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
 
     def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class _LockWait:
+    """Says once, from a thread of its own, that a wait for the write lock has lasted
+    WAIT_NOTICE_AFTER seconds (the waiting thread is inside LMDB). One thread for the
+    store's life: a timer per write would start a thread per commit."""
+
+    def __init__(self, notice: Callable[[], None]) -> None:
+        import threading
+
+        self._cond = threading.Condition()
+        self._since: float | None = None
+        self._closed = False
+        self._notice = notice
+        threading.Thread(target=self._watch, name="ollama-q-lock-wait", daemon=True).start()
+
+    @contextmanager
+    def waiting(self) -> Iterator[None]:
+        with self._cond:
+            self._since = time.monotonic()
+            self._cond.notify()
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._since = None
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while True:
+                if self._closed:
+                    return
+                if self._since is None:
+                    self._cond.wait()
+                    continue
+                left = self._since + WAIT_NOTICE_AFTER - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
+        self._notice()  # once: the thread ends here
 
 
 def _make_private_dir(path: Path) -> None:

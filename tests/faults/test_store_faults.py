@@ -1,5 +1,6 @@
-"""The store's files damaged, its disk full, its lock file deleted under a daemon: each
-gets one clear answer instead of a crash, a traceback or a new store. Real processes throughout, and a real full disk (a small tmpfs,
+"""The store's files damaged, its disk full, its lock file deleted under a daemon, its
+writer suspended: each gets one clear answer instead of a crash, a traceback, a new
+store or a silent hang. Real processes throughout, and a real full disk (a small tmpfs,
 skipped where it cannot be mounted)."""
 
 from __future__ import annotations
@@ -7,7 +8,10 @@ from __future__ import annotations
 import errno
 import json
 import os
+import select
+import signal
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +19,7 @@ import pytest
 
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store
-from tests.conftest import DaemonProcess, run_cli
+from tests.conftest import DaemonProcess, cli_env, run_cli
 from tests.emulator import Emulator
 from tests.invariants import check_invariants
 
@@ -174,3 +178,40 @@ def test_a_store_refuses_to_write_once_its_lock_file_changed(tmp_path: Path) -> 
         assert store.lock_file_changed()
         with pytest.raises(StoreLockLost):
             store.write(lambda tx: tx.put("meta", b"k", u64(1)))
+
+
+# --------------------------------------------------------------- a suspended writer
+
+
+WRITER = """
+import sys, threading, time
+from ollama_cli.store.lmdb import Store
+s = Store(sys.argv[1])
+def stuck(tx):
+    print("inside", flush=True)
+    time.sleep(600)
+# On a thread of its own: the lock's owner is a thread id, not the pid.
+threading.Thread(target=s.write, args=(stuck,)).start()
+"""
+
+
+def test_a_writer_blocked_by_a_suspended_one_says_so_once(data_dir: Path) -> None:
+    first = submit(data_dir, "before")
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir)], stdout=subprocess.PIPE,
+                              env=cli_env(data_dir))
+    try:
+        assert writer.stdout.readline().strip() == b"inside"
+        writer.send_signal(signal.SIGSTOP)  # Ctrl-Z
+        blocked = subprocess.Popen([sys.executable, "-m", "ollama_cli", "submit", "llama3.2", "x", "--json"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(data_dir))
+        ready, _, _ = select.select([blocked.stderr], [], [], 60)
+        assert ready, "no word from a blocked writer"  # was: silence
+        line = blocked.stderr.readline().decode()
+        assert line == f"warning: waiting for another ollama-q process that holds the store (pid {writer.pid}; " \
+                       f"if it is suspended, `kill -CONT {writer.pid}` or `fg` resumes it)\n"
+    finally:
+        writer.kill()
+        writer.wait()
+    out, err = blocked.communicate(timeout=60)
+    assert blocked.returncode == 0 and err == b"", err
+    assert json.loads(out)["id"] == first + 1
