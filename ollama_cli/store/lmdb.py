@@ -127,7 +127,6 @@ class Store:
         self._lock_id = _file_id(self.path / "lock.mdb")
         # Slots of killed readers are not reclaimed by LMDB on its own.
         self.env.reader_check()
-        self._lock_wait = _LockWait(self._notice_wait) if on_wait else None
         if readonly:
             try:
                 self.dbs = {n: self.env.open_db(n.encode(), create=False) for n in DATABASES}
@@ -197,11 +196,12 @@ class Store:
     def _waiting(self) -> AbstractContextManager[None]:
         """Around a wait for the write lock: a process suspended inside a write (Ctrl-Z)
         blocks every writer, so say who after a moment rather than hang silently."""
-        return self._lock_wait.waiting() if self._lock_wait else nullcontext()
+        return _lock_watch().waiting(self._notice_wait) if self._on_wait else nullcontext()
 
     def _notice_wait(self) -> None:
-        assert self._on_wait is not None
-        self._on_wait(self._writer_pid())
+        on_wait, self._on_wait = self._on_wait, None  # once per store is enough
+        if on_wait is not None:
+            on_wait(self._writer_pid())
 
     def _writer_pid(self) -> int | None:
         """The pid of the process that holds the write lock, where lock.mdb has the layout of
@@ -249,8 +249,6 @@ class Store:
 
     def close(self) -> None:
         self.env.close()
-        if self._lock_wait:
-            self._lock_wait.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
@@ -262,49 +260,59 @@ class Store:
         self.close()
 
 
-class _LockWait:
-    """Says once, from a thread of its own, that a wait for the write lock has lasted
-    WAIT_NOTICE_AFTER seconds (the waiting thread is inside LMDB). One thread for the
-    store's life: a timer per write would start a thread per commit."""
+class _LockWatch:
+    """One thread per process that calls a wait's notice once the wait for the write lock
+    has lasted WAIT_NOTICE_AFTER seconds: the waiting thread is inside LMDB, which has no
+    timeout. Not a timer per write, which would start a thread per commit; and it holds
+    a store only while that store waits, so a store dropped without close() still closes
+    its environment."""
 
-    def __init__(self, notice: Callable[[], None]) -> None:
+    def __init__(self) -> None:
         import threading
 
         self._cond = threading.Condition()
-        self._since: float | None = None
-        self._closed = False
-        self._notice = notice
+        self._waits: dict[object, tuple[float, Callable[[], None]]] = {}
+        self._idle = False  # waiting for a wait to begin, with no deadline
         threading.Thread(target=self._watch, name="ollama-q-lock-wait", daemon=True).start()
 
     @contextmanager
-    def waiting(self) -> Iterator[None]:
+    def waiting(self, notice: Callable[[], None]) -> Iterator[None]:
+        key = object()
         with self._cond:
-            self._since = time.monotonic()
-            self._cond.notify()
+            self._waits[key] = (time.monotonic(), notice)
+            if self._idle:  # otherwise it wakes at an earlier deadline and sees this one
+                self._cond.notify()
         try:
             yield
         finally:
             with self._cond:
-                self._since = None
-
-    def close(self) -> None:
-        with self._cond:
-            self._closed = True
-            self._cond.notify()
+                self._waits.pop(key, None)
 
     def _watch(self) -> None:
-        with self._cond:
-            while True:
-                if self._closed:
-                    return
-                if self._since is None:
-                    self._cond.wait()
-                    continue
-                left = self._since + WAIT_NOTICE_AFTER - time.monotonic()
-                if left <= 0:
-                    break
-                self._cond.wait(left)
-        self._notice()  # once: the thread ends here
+        while True:
+            with self._cond:
+                while True:
+                    now = time.monotonic()
+                    due = [k for k, (since, _) in self._waits.items() if since + WAIT_NOTICE_AFTER <= now]
+                    if due:
+                        break
+                    deadline = min((since + WAIT_NOTICE_AFTER for since, _ in self._waits.values()), default=None)
+                    self._idle = deadline is None
+                    self._cond.wait(None if deadline is None else deadline - now)
+                    self._idle = False
+                notices = [self._waits.pop(k)[1] for k in due]
+            for notice in notices:
+                notice()
+
+
+_WATCH: _LockWatch | None = None
+
+
+def _lock_watch() -> _LockWatch:
+    global _WATCH
+    if _WATCH is None:
+        _WATCH = _LockWatch()
+    return _WATCH
 
 
 def _make_private_dir(path: Path) -> None:
