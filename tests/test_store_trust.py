@@ -15,18 +15,10 @@ from pathlib import Path
 import pytest
 
 from ollama_cli import queue
-from ollama_cli.cli import main
 from ollama_cli.store.lmdb import Store
+from tests.helpers.cli import assert_one_error, run_main
 
 OTHER_UID = 65534
-
-
-def run_main(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """The CLI in this process: its exit status and stderr. A command that opens the store
-    leaves it open in this process (LMDB allows one handle): one such call per test."""
-    with pytest.raises(SystemExit) as done:
-        main(list(argv))
-    return done.value.code, capsys.readouterr().err
 
 
 def give_away(path: Path) -> None:
@@ -96,38 +88,33 @@ CASES = {
 
 @pytest.mark.parametrize("command", [["list"], ["submit", "m", "a new private prompt"]], ids=["read", "write"])
 @pytest.mark.parametrize("case", CASES)
-def test_a_store_someone_else_prepared_is_refused(
-        existing: Path, capsys: pytest.CaptureFixture[str], case: str, command: list[str]) -> None:
+def test_a_store_someone_else_prepared_is_refused(existing: Path, case: str, command: list[str]) -> None:
     expected = CASES[case](existing)
     before = snapshot(existing.parent)
     inside = snapshot(existing)
-    code, err = run_main(capsys, *command, "--data-dir", str(existing))
-    assert code == 2, err
-    lines = err.splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"error: {expected}"), err
+    line = assert_one_error(run_main(*command, "--data-dir", str(existing)), 2)
+    assert line.startswith(f"error: {expected}"), line
     assert snapshot(existing.parent) == before and snapshot(existing) == inside  # nothing written
 
 
-def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_data_dir_that_is_a_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "store"
     path.write_bytes(b"")
-    code, err = run_main(capsys, "list", "--data-dir", str(path))
-    assert code == 2 and err == f"error: the data dir {path} is not a folder: give a folder with " \
-                                "--data-dir or OLLAMA_Q_DATA_DIR\n"
+    line = assert_one_error(run_main("list", "--data-dir", str(path)), 2)
+    assert line == f"error: the data dir {path} is not a folder: give a folder with --data-dir or OLLAMA_Q_DATA_DIR"
 
 
-def test_chmod_700_as_the_error_says_makes_an_open_folder_usable(
-        existing: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_chmod_700_as_the_error_says_makes_an_open_folder_usable(existing: Path) -> None:
     os.chmod(existing, 0o755)
-    assert run_main(capsys, "list", "--data-dir", str(existing))[0] == 2
+    assert_one_error(run_main("list", "--data-dir", str(existing)), 2)
     os.chmod(existing, 0o700)
-    assert run_main(capsys, "submit", "m", "again", "--data-dir", str(existing)) == (0, "")
+    done = run_main("submit", "m", "again", "--data-dir", str(existing))
+    assert done.returncode == 0 and done.stderr == "", done.stderr
 
 
-def test_a_folder_of_ones_own_that_is_private_is_used_through_a_symlink(
-        existing: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_folder_of_ones_own_that_is_private_is_used_through_a_symlink(existing: Path) -> None:
     # A data dir reached through a link (a home on another disk) is judged by the folder itself.
     link = existing.parent / "link"
     link.symlink_to(existing)
-    assert run_main(capsys, "list", "--data-dir", str(link))[0] == 0
+    assert run_main("list", "--data-dir", str(link)).returncode == 0
     assert stat.S_IMODE(existing.stat().st_mode) == 0o700

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store
-from tests.conftest import DaemonProcess, cli_env, run_cli
+from tests.conftest import DaemonProcess
 from tests.emulator import Emulator
+from tests.helpers.cli import assert_one_error, cli_env, run_cli
 from tests.invariants import check_invariants
 
 pytestmark = pytest.mark.slow
@@ -30,13 +30,6 @@ def submit(data_dir: Path, *args: str) -> int:
     out = run_cli(data_dir, "submit", "llama3.2", *args, "--json")
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)["id"]
-
-
-def one_error(out: subprocess.CompletedProcess[str], code: int) -> str:
-    lines = out.stderr.splitlines()
-    assert out.returncode == code and len(lines) == 1 and lines[0].startswith("error: "), \
-        (out.returncode, out.stderr)
-    return lines[0]
 
 
 # ----------------------------------------------------------------- damaged data.mdb
@@ -55,7 +48,7 @@ def test_a_truncated_data_mdb_is_refused_not_a_crash(data_dir: Path) -> None:
     size = data.stat().st_size
     os.truncate(data, size // 2)
     for command in (["list"], ["status", "1"], ["submit", "m", "x"]):
-        line = one_error(run_cli(data_dir, *command), 1)  # was: killed by SIGBUS, no message
+        line = assert_one_error(run_cli(data_dir, *command), 1)  # was: killed by SIGBUS, no message
         assert line == f"error: {data} is damaged: {size // 2} bytes, but its last committed page ends at " \
                        f"byte {size} (truncated?). Restore it from a backup; nothing was changed"
     assert data.stat().st_size == size // 2
@@ -66,7 +59,7 @@ def test_an_empty_data_mdb_beside_its_lock_file_is_not_a_new_store(data_dir: Pat
     data = data_dir / "data.mdb"
     os.truncate(data, 0)
     for command in (["list"], ["submit", "m", "x"]):
-        line = one_error(run_cli(data_dir, *command), 1)  # was: a new store, ids from 1 again
+        line = assert_one_error(run_cli(data_dir, *command), 1)  # was: a new store, ids from 1 again
         assert line == f"error: {data} is empty: the store lost its data (truncated?). Restore data.mdb from " \
                        "a backup, or delete data.mdb and lock.mdb to start an empty store"
     assert data.stat().st_size == 0
@@ -115,7 +108,7 @@ def test_a_full_disk_is_one_error_line_and_nothing_written(disk_dir: Path, small
     first = submit(disk_dir, "fits")
     filler = fill(small_disk)
     big = "a prompt that needs new pages " * 8000  # 240 KB: more than the store's free pages
-    line = one_error(run_cli(disk_dir, "submit", "llama3.2", input=big), 1)  # was: a traceback
+    line = assert_one_error(run_cli(disk_dir, "submit", "llama3.2", input=big), 1)  # was: a traceback
     assert line == f"error: the disk holding the store in {disk_dir} is full: nothing was written; " \
                    "free some space and try again"
     filler.unlink()
@@ -165,19 +158,6 @@ def test_a_daemon_stops_loudly_when_lock_mdb_is_deleted(
     assert start_daemon(emulator.url, "--drain", wait=False).wait(60) == 0
     assert json.loads(run_cli(data_dir, "status", str(job_id), "--json").stdout)["status"] == "completed"
     check_invariants(data_dir)
-
-
-def test_a_store_refuses_to_write_once_its_lock_file_changed(tmp_path: Path) -> None:
-    from ollama_cli.errors import StoreLockLost
-
-    with Store(tmp_path / "store") as store:
-        assert not store.lock_file_changed()
-        lock = tmp_path / "store" / "lock.mdb"
-        lock.rename(tmp_path / "old-lock")
-        lock.write_bytes(b"")  # another process made a new one
-        assert store.lock_file_changed()
-        with pytest.raises(StoreLockLost):
-            store.write(lambda tx: tx.put("meta", b"k", u64(1)))
 
 
 # --------------------------------------------------------------- a suspended writer
