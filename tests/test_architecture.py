@@ -81,7 +81,7 @@ def sources() -> list[Path]:
 
 def test_the_import_reader_sees_imports() -> None:
     # The walls below pass trivially if the reader finds nothing: check it does.
-    assert "ollama_cli.config" in imports(PACKAGE / "store" / "lmdb.py")
+    assert "ollama_cli.errors" in imports(PACKAGE / "store" / "lmdb.py")
     assert "lmdb" in imports(PACKAGE / "store" / "lmdb.py", module_level_only=True)
     assert "ollama_cli.cli.app" in imports(PACKAGE / "cli" / "__init__.py")
     assert "ollama_cli.cli.app" not in imports(PACKAGE / "cli" / "__init__.py", module_level_only=True)
@@ -98,7 +98,7 @@ def test_only_the_cli_imports_the_cli() -> None:
     assert {m: n for m, n in offenders.items() if n} == {}
 
 
-BASE = {"ollama_cli", "ollama_cli.errors", "ollama_cli.config"}
+BASE = {"ollama_cli", "ollama_cli.errors"}
 ENGINES = ("ollama_cli.store.lmdb", "ollama_cli.store.lmdb_engine", "ollama_cli.store.flock")
 
 
@@ -108,7 +108,7 @@ def store_module(name: str) -> bool:
 
 @pytest.mark.parametrize("path", [p for p in sources() if p.parent == PACKAGE / "store" and p.name != "lmdb_engine.py"],
                          ids=lambda p: p.name)
-def test_the_store_imports_only_errors_config_and_itself(path: Path) -> None:
+def test_the_store_imports_only_errors_and_itself(path: Path) -> None:
     # The interface and its records also name the job record they carry.
     allowed = BASE | ({"ollama_cli.jobs"} if path.name in ("base.py", "records.py") else set())
     assert {n for n in ours(imports(path)) if not store_module(n)} - allowed == set()
@@ -157,6 +157,21 @@ def test_only_the_network_rooms_import_httpx_at_module_level() -> None:
     users = {module_name(p) for p in sources()
              if any(n == "httpx" or n.startswith("httpx.") for n in imports(p, module_level_only=True))}
     assert {u for u in users if not u.startswith(("ollama_cli.clients", "ollama_cli.daemon"))} == set()
+
+
+def test_only_the_settings_read_the_environment() -> None:
+    # Click, under Typer, reads its own completion variables: not ours to route.
+    def reads_environment(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "os":
+                return True
+            if isinstance(node, ast.ImportFrom) and node.module == "os" \
+                    and {a.name for a in node.names} & {"environ", "getenv"}:
+                return True
+        return False
+
+    assert {module_name(p) for p in sources() if reads_environment(p)} == {"ollama_cli.settings"}
 
 
 # ------------------------------------------------------------------ start-up path

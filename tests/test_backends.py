@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from ollama_cli.clients.base import BackendError, OllamaClient
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
 
 JOB = Job(id=1, model="llama3.2", type=JobType.GENERATE, priority=Priority.MEDIUM,

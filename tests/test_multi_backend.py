@@ -60,7 +60,7 @@ def test_model_concurrency_caps_parallel_requests(store: Engine) -> None:
     with Emulator(token_delay=0.01) as emu:
         for i in range(6):
             submit(store, f"p{i}")
-        drain(store, emu.url, concurrency=4, model_caps={"llama3.2": 1})
+        drain(store, emu.url, concurrency=4, model_concurrency={"llama3.2": 1})
         assert emu.max_concurrent_seen == 1
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -11,7 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ollama_cli import __version__, config
+from ollama_cli import __version__
+from ollama_cli.settings import Settings, completing, load
 from ollama_cli.errors import OllamaQError, UsageError
 
 # Each command, in the order of --help, and the module that defines it. Typer builds
@@ -34,6 +35,9 @@ COMMANDS = {
     "daemon": "admin",
 }
 
+# 2**64 has 20 digits; matched before int(), which refuses over 4,300 digits with a ValueError.
+_ID = re.compile(r"[0-9]{1,20}")
+
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 DataDirOpt = Annotated[
     Optional[Path],
@@ -55,19 +59,30 @@ def _root(
     """A durable job queue in front of Ollama."""
 
 
-def open_store(data_dir: Path | None, *, readonly: bool = False) -> Any:
+def load_settings(json_: bool, data_dir: Path | None, **flags: Any) -> Settings:
+    """The command's settings, built once: its flags (named as the settings are) over the
+    environment, the file and the defaults."""
+    return load({"json": json_, "data_dir": data_dir, **flags})
+
+
+def open_store(settings: Settings, *, readonly: bool = False) -> Any:
     """The store; `readonly` for commands that write nothing, so they never wait on a writer."""
     from ollama_cli import store
 
-    path = config.data_dir(data_dir)
+    path = settings.data_dir
     try:
-        return store.open_store(path, readonly=readonly)
+        return store.open_store(path, readonly=readonly, on_wait=_waiting)
     except OllamaQError:
         raise
     except Exception as exc:  # lmdb.Error, OSError: say where, not a traceback
         from ollama_cli.errors import OperationFailed
 
         raise OperationFailed(f"cannot open the store in {path}: {exc}") from None
+
+
+def _waiting(pid: int | None) -> None:
+    holder = f" (pid {pid}; if it is suspended, `kill -CONT {pid}` or `fg` resumes it)" if pid else ""
+    warn(f"waiting for another ollama-q process that holds the store{holder}")
 
 
 def emit(obj: Any) -> None:
@@ -89,18 +104,15 @@ def now() -> float:
 
 
 def parse_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0 or value >= 2**64 or not text.strip().isdigit():
+    """A job id: ASCII digits only, as the ids are printed (int() would also take ' 1',
+    '+1', '1_000' and other scripts' digits), 1 to 2**64 - 1."""
+    if not (_ID.fullmatch(text) and 0 < int(text) < 2**64):
         raise UsageError(f"invalid job id {text!r} (a positive integer)")
-    return value
+    return int(text)
 
 
 def parse_ids(texts: list[str]) -> list[int]:
     return [parse_id(t) for t in texts]
-
 
 
 def build(argv: list[str]) -> typer.Typer:
@@ -119,7 +131,7 @@ def build(argv: list[str]) -> typer.Typer:
     )
     app.callback()(_root)
     invoked = next((a for a in argv if not a.startswith("-")), None)
-    if os.environ.get("_OLLAMA_Q_COMPLETE"):
+    if completing():
         # Shell completion (completions/): Typer registers its bash/zsh/fish handlers only
         # with add_completion, and completing any command needs all of them.
         from typer.completion import completion_init

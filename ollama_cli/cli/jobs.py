@@ -9,14 +9,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from ollama_cli import follow, submission
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, now, open_store, parse_id, parse_ids, warn
+from ollama_cli.cli.app import (
+    DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, parse_id, parse_ids, warn,
+)
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
 from ollama_cli.jobs import Job, JobStatus, result_to_json, result_text
+from ollama_cli.store.base import Engine, JobSpec
 from ollama_cli.timefmt import parse_duration, parse_time
 
 if TYPE_CHECKING:
     from ollama_cli.store.records import Changed
-from ollama_cli.store.base import Engine, JobSpec
+
 
 def _read_stdin() -> str | None:
     data = sys.stdin.buffer.read()
@@ -61,6 +64,7 @@ def submit(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Queue a job."""
+    settings = load_settings(json_, data_dir)
     kind = submission.job_type(type_)
     model = submission.model_name(model)
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
@@ -82,21 +86,21 @@ def submit(
         type=kind,
         request=request,
         priority=submission.priority(priority),
-        name=name,
+        name=submission.check_text(name, "--name") if name is not None else None,
         max_attempts=retries + 1,
-        timeout=parse_duration(timeout) if timeout is not None else None,
+        timeout=_attempt_timeout(timeout) if timeout is not None else None,
         run_at=run_at,
         after=tuple(dict.fromkeys(parse_ids(after or []))),
-        keep_alive=_keep_alive(keep_alive),
+        keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
         use_cache=not no_cache,
     )
-    store = open_store(data_dir)
+    store = open_store(settings)
     job = store.submit(spec, now())
     if wait:
-        _print_result(store, job.id, wait=True, timeout=None, json_=json_)
+        _print_result(store, job.id, wait=True, timeout=None, json_=settings.json)
         return
     pos = store.positions([job], now()).get(job.id)
-    if json_:
+    if settings.json:
         emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
     elif job.cached:
         print(f"job {job.id} completed from the cache")
@@ -105,12 +109,11 @@ def submit(
         print(f"job {job.id} queued ({job.model}, {job.priority.value}{where})")
 
 
-def _keep_alive(text: str | None) -> float | None:
-    if text is None:
-        return None
-    if text.strip().startswith("-"):  # Ollama's "keep loaded forever"
-        return -1.0
-    return parse_duration(text)
+def _attempt_timeout(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:  # no attempt could ever finish
+        raise UsageError(f"--timeout {text!r} must be more than 0 (leave it out for no time limit)")
+    return seconds
 
 
 def status(
@@ -119,11 +122,12 @@ def status(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Show one job."""
+    settings = load_settings(json_, data_dir)
     jid = parse_id(job_id)
-    store = open_store(data_dir, readonly=True)
+    store = open_store(settings, readonly=True)
     job = _get(store, jid)
     pos = store.positions([job], now()).get(job.id)
-    if json_:
+    if settings.json:
         emit(job.to_json(pos))
     else:
         from ollama_cli import render
@@ -146,9 +150,10 @@ def result(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Print a job's output: the text, or the vectors as JSON."""
+    settings = load_settings(json_, data_dir)
     jid = parse_id(job_id)
     limit = parse_duration(timeout) if timeout is not None else None
-    _print_result(open_store(data_dir, readonly=True), jid, wait=wait, timeout=limit, json_=json_)
+    _print_result(open_store(settings, readonly=True), jid, wait=wait, timeout=limit, json_=settings.json)
 
 
 def _not_completed(job: Job) -> str:
@@ -188,16 +193,19 @@ def list_(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List jobs, newest first."""
+    settings = load_settings(json_, data_dir)
     statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []]
     kind = submission.job_type(type_) if type_ else None
-    store = open_store(data_dir, readonly=True)
+    if batch is not None:
+        submission.check_text(batch, "--batch")
+    store = open_store(settings, readonly=True)
     jobs, corrupt = store.list_jobs(statuses=statuses, model=model, job_type=kind, batch=batch,
                                     limit=limit, offset=offset)
     where = store.positions(jobs, now())
     for bad in corrupt:
         warn(bad.message)
     rows = [j.to_json(where.get(j.id)) for j in jobs]
-    if json_:
+    if settings.json:
         emit(rows)
     else:
         from ollama_cli import render
@@ -211,11 +219,12 @@ def cancel(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Cancel pending or running jobs (a running one is aborted)."""
+    settings = load_settings(json_, data_dir)
     ids = parse_ids(job_ids)
     _report(
-        open_store(data_dir).cancel(ids, now()),
+        open_store(settings).cancel(ids, now()),
         refusal=lambda job: f"job {job.id} is already {job.status.value}",
-        done=lambda job: f"job {job.id} cancelled", json_=json_,
+        done=lambda job: f"job {job.id} cancelled", json_=settings.json,
     )
 
 
@@ -227,14 +236,15 @@ def wait(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Block until jobs end; exit 0 only if all completed."""
+    settings = load_settings(json_, data_dir)
     if bool(job_ids) == all_:
         raise UsageError("give job IDs or --all")
     ids = parse_ids(job_ids or [])
     limit = parse_duration(timeout) if timeout is not None else None
-    store = open_store(data_dir, readonly=True)
+    store = open_store(settings, readonly=True)
     if all_:
         ids = sorted(store.ids_with_status(JobStatus.PENDING, JobStatus.RUNNING))
-    if sys.stderr.isatty() and not json_ and ids:
+    if sys.stderr.isatty() and not settings.json and ids:
         from ollama_cli import render
 
         with render.progress(len(ids)) as advance:
@@ -243,7 +253,7 @@ def wait(
     else:
         jobs, done = follow.wait_for(store, ids, timeout=limit)
     rows = [j.to_json() for j in jobs]
-    if json_:
+    if settings.json:
         emit(rows)
     else:
         from ollama_cli import render
@@ -262,14 +272,15 @@ def retry(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Queue failed or cancelled jobs again (their attempts start over)."""
+    settings = load_settings(json_, data_dir)
     if bool(job_ids) == all_failed:
         raise UsageError("give job IDs or --all-failed")
     ids = parse_ids(job_ids or [])
     _report(
-        open_store(data_dir).retry(ids or None, now()),
+        open_store(settings).retry(ids or None, now()),
         refusal=lambda job: f"job {job.id} is {job.status.value}: only failed or cancelled jobs can be retried",
         done=lambda job: f"job {job.id} queued again" if job.status is JobStatus.PENDING else _not_completed(job),
-        json_=json_,
+        json_=settings.json,
     )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import httpx
 
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobType
 
 STAT_FIELDS = (

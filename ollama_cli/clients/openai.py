@@ -23,7 +23,7 @@ from ollama_cli.clients.base import (
     _result,
     classify_status,
 )
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobType
 from ollama_cli.timefmt import format_time
 

@@ -23,10 +23,11 @@ from typing import Any, TypeVar
 
 import httpx
 
-from ollama_cli.daemon import outcomes, scheduler
+from ollama_cli.daemon import events, logs, outcomes, scheduler
 from ollama_cli.clients.base import BackendError, client_for
-from ollama_cli.config import Backend
-from ollama_cli.errors import CorruptRecord
+from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreWriteFailed
+from ollama_cli.settings import DaemonSettings, Settings
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
@@ -44,6 +45,9 @@ HEARTBEAT_EVERY = 2.0
 CANCEL_CHECK_EVERY = 0.25  # a cancelled job's stream closes within a second
 RECLAIM_EVERY = 2.0
 CLEAN_EVERY = 60.0
+WRITE_RETRY_FIRST, WRITE_RETRY_MAX = 1.0, 30.0  # seconds between tries of a commit the disk refused
+# SIGHUP too: a daemon started from a terminal that closes gets the same grace as SIGTERM.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Group commit. A tick costs the same whether it records one finished job or eight, so
 # when the daemon itself is the bottleneck (jobs of a few milliseconds, one core busy
 # with streaming and bookkeeping), a finished job waits up to this long for the others
@@ -95,41 +99,30 @@ class TickReport:
 
 
 class Daemon:
+    """Drains the store's pending jobs to `backends`, as `settings` say. `clock`, `transport`
+    and `cpu` are for tests and benchmarks: the time, the HTTP transport, the CPU meter.
+    What it does is published on `events` (subscribe before `run`); its log is one subscriber."""
+
     def __init__(
         self,
         store: Engine,
         backends: list[Backend],
+        settings: DaemonSettings = DaemonSettings(),
         *,
-        concurrency: int = 1,
-        drain: bool = False,
-        grace: float = 30.0,
-        poll: float = 0.2,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
-        backoff: float = 1.0,
-        keep_finished: float | None = None,
-        model_caps: dict[str, int] | None = None,
-        max_skip: int = 50,
-        coalesce: int = 16,
-        seed: int | None = None,
         cpu: CpuMeter | None = None,
     ) -> None:
         self.store = store
         self.backends = backends
-        self.concurrency = concurrency
-        self.drain = drain
-        self.grace = grace
-        self.poll = poll
+        self.settings = settings
         self.clock = clock
         self.transport = transport
-        self.backoff = backoff
-        self.keep_finished = keep_finished
-        self.model_caps = model_caps or {}
-        self.max_skip = max_skip
-        self.coalesce = coalesce
-        self.rng = random.Random(seed)
+        self.rng = random.Random(settings.seed)
         self.cpu = cpu or CpuMeter()
-        self.pool = Pool([], clock)
+        self.events = events.Bus()
+        self.events.subscribe(logs.write)
+        self.pool = Pool([], clock, self.events.publish)
         self.inflight: dict[int, Running] = {}  # job id -> its request (shared by coalesced jobs)
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
         self._outcomes: list[Outcome] = []  # finished attempts not yet committed
@@ -159,34 +152,52 @@ class Daemon:
     def start(self) -> None:
         """Take the liveness lock and register; the first tick reclaims at once."""
         self.liveness = self.store.daemon_lock()
-        self.pool.slots = [Slot(b, client_for(b, transport=self.transport), self.concurrency)
+        self.pool.slots = [Slot(b, client_for(b, transport=self.transport), self.settings.concurrency)
                            for b in self.backends]
         now = self.clock()
         self.store.register(DaemonInfo(
             id=self.id, pid=os.getpid(), hosts=[b.label for b in self.backends],
-            concurrency=self.concurrency, started_at=now, last_heartbeat=now,
+            concurrency=self.settings.concurrency, started_at=now, last_heartbeat=now,
         ))
 
     async def _write(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store operation that writes on the store's writer thread: its fsync must
-        not stop the event loop, which meanwhile goes on streaming answers."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, partial(operation, *args, **kwargs))
+        not stop the event loop, which meanwhile goes on streaming answers. A commit the disk
+        refuses (full) is tried again, backing off: jobs in flight go on meanwhile, and
+        what they finish lands once there is room."""
+        delay = WRITE_RETRY_FIRST
+        call = partial(operation, *args, **kwargs)
+        while True:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._writer, call)
+            except StoreWriteFailed as exc:
+                if self.force:
+                    raise
+                log.error("%s; trying again in %gs", exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, WRITE_RETRY_MAX)
 
     async def tick(self, now: float) -> TickReport:
         report = TickReport()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_EVERY
-            await self._write(self.store.heartbeat, self.id, now)
+            try:
+                await self._write(self.store.heartbeat, self.id, now)
+            except StoreLockLost as exc:
+                log.error("%s", exc.message)
+                raise
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
-            report.reclaimed = await self._reclaim(now)
-        if self.keep_finished is not None and now >= self._next_clean:
+            report.reclaimed = await self._write(self.store.reclaim, now)
+            for job in report.reclaimed:
+                self.events.publish(events.JobReclaimed(job))
+        keep = self.settings.keep_finished
+        if keep is not None and now >= self._next_clean:
             self._next_clean = now + CLEAN_EVERY
             report.cleaned = await self._write(
-                self.store.clean, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now,
-                older_than=self.keep_finished)
+                self.store.clean, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now, older_than=keep)
             if report.cleaned:
-                log.info("deleted %d jobs finished more than %gs ago", report.cleaned, self.keep_finished)
+                self.events.publish(events.JobsCleaned(report.cleaned, keep))
         if now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_EVERY
             report.lost = self._notice_lost(now)
@@ -200,7 +211,8 @@ class Daemon:
         if not finished and not claim:
             return []
         views = self.pool.views(now)
-        lookahead = min(LOOKAHEAD, max(self.coalesce, LOOKAHEAD_PER_SLOT * sum(v.free for v in views)))
+        settings = self.settings
+        lookahead = min(LOOKAHEAD, max(settings.coalesce, LOOKAHEAD_PER_SLOT * sum(v.free for v in views)))
         running = self.pool.running_per_model()
         labels = [slot.backend.label for slot in self.slots]
 
@@ -214,8 +226,8 @@ class Daemon:
                 return keys[job.id]
 
             plan = scheduler.plan(
-                candidates, views, running_per_model=running, model_caps=self.model_caps, skips=skips,
-                max_skip=self.max_skip, coalesce=self.coalesce, request_key=request_key,
+                candidates, views, running_per_model=running, model_caps=settings.model_concurrency, skips=skips,
+                max_skip=settings.max_overtake, coalesce=settings.coalesce, request_key=request_key,
             )
             return Plan([Placement(a.backend, labels[a.backend], a.jobs) for a in plan], skips)
 
@@ -224,7 +236,8 @@ class Daemon:
         if isinstance(tick.plan_state, dict):  # the counts of the plan that was claimed
             self.skips = tick.plan_state
         for outcome, value in zip(finished, tick.settled):
-            outcomes.log(outcome, value)
+            if (event := outcomes.event(outcome, value)) is not None:
+                self.events.publish(event)
         started = []
         for placement, claims in tick.claimed:
             if not claims:
@@ -236,16 +249,6 @@ class Daemon:
                 self.inflight[claim.job.id] = run
             started.append(run)
         return started
-
-    async def _reclaim(self, now: float) -> list[Job]:
-        jobs = await self._write(self.store.reclaim, now)
-        for job in jobs:
-            if job.status is JobStatus.FAILED:
-                log.warning("job %d abandoned: its daemon died during each of %d attempts", job.id, job.attempts)
-            else:
-                log.warning("job %d taken back from a dead daemon (attempt %d of %d)",
-                            job.id, job.attempts, job.max_attempts)
-        return jobs
 
     def _notice_lost(self, now: float) -> list[int]:
         """Jobs we run that were cancelled (or otherwise taken from us) meanwhile. A request
@@ -260,7 +263,10 @@ class Daemon:
                     all(c.job.id in lost for c in run.claims):
                 run.stop_reason = "lost"
                 run.task.cancel()
-                log.info("job %s was cancelled: closing its stream", ", ".join(str(c.job.id) for c in run.claims))
+                # Lost by a live daemon means cancelled: reclaim takes only dead daemons' jobs,
+                # retry and clean only finished ones.
+                for c in run.claims:
+                    self.events.publish(events.JobFinished(c.job, JobStatus.CANCELLED, run.slot.backend.label))
         return lost
 
     # ---------------------------------------------------------------- the loop
@@ -269,10 +275,10 @@ class Daemon:
         self._wake = asyncio.Event()
         self.start()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        log.info("daemon %s started: %s, concurrency %d per backend", self.id,
-                 ", ".join(b.label for b in self.backends), self.concurrency)
+        self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
+                                                 self.settings.concurrency))
         try:
             while not self.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
@@ -282,15 +288,15 @@ class Daemon:
                 self.pool.maintain(now, self._wake)
                 for run in (await self.tick(now)).started:
                     self._dispatch(run)
-                if self.drain and not self.inflight and not self._outcomes and self._queue_empty():
-                    log.info("nothing pending or running: exiting (--drain)")
+                if self.settings.drain and not self.inflight and not self._outcomes and self._queue_empty():
+                    self.events.publish(events.DaemonDrained())
                     break
-                await self._sleep(self.poll)
+                await self._sleep(self.settings.poll)
                 if self.inflight and self.cpu.busy():
                     await self._gather()
             await self._shutdown()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             await self.pool.stop()
             for slot in self.slots:
@@ -325,12 +331,11 @@ class Daemon:
         return counts["pending"] + counts["running"] == 0
 
     def _on_signal(self, sig: int) -> None:
+        self.events.publish(events.DaemonStopping(signal.Signals(sig).name, self.stopping, self.settings.grace,
+                                                  len(self.inflight)))
         if self.stopping:
-            log.warning("second %s: stopping now, handing running jobs back", signal.Signals(sig).name)
             self.force = True
         else:
-            log.info("%s: taking no more jobs; waiting up to %gs for %d running",
-                     signal.Signals(sig).name, self.grace, len(self.inflight))
             self.stopping = True
         if self._wake:
             self._wake.set()
@@ -340,12 +345,12 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         """Let running jobs finish within the grace period, then hand the rest back."""
-        deadline = self.clock() + self.grace
+        deadline = self.clock() + self.settings.grace
         while self.inflight and not self.force and self.clock() < deadline:
             tasks = [r.task for r in self._runs() if r.task]
             self._wake = asyncio.Event()
             waiter = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait([*tasks, waiter], timeout=min(self.poll, max(0.0, deadline - self.clock())),
+            await asyncio.wait([*tasks, waiter], timeout=min(self.settings.poll, max(0.0, deadline - self.clock())),
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             self._notice_lost(self.clock())
@@ -361,10 +366,7 @@ class Daemon:
 
     def _dispatch(self, run: Running) -> None:
         run.task = asyncio.get_running_loop().create_task(self._attempt(run))
-        first = run.claims[0].job
-        jobs = ", ".join(str(c.job.id) for c in run.claims)
-        log.info("job %s started on %s (%s, attempt %d of %d)", jobs, run.slot.backend.label,
-                 first.model, first.attempts, first.max_attempts)
+        self.events.publish(events.JobStarted(tuple(c.job for c in run.claims), run.slot.backend.label))
 
     async def _attempt(self, run: Running) -> None:
         first, slot = run.claims[0].job, run.slot
@@ -417,7 +419,7 @@ class Daemon:
         if err.transient:
             self.pool.failed(slot, now)
         return [Outcome(c, "fail", error=JobError(err.kind, err.message), host=slot.backend.label,
-                        retry_after=retry_delay(c.job.attempts, self.backoff, self.rng) if err.transient else None)
+                        retry_after=retry_delay(c.job.attempts, self.settings.retry_backoff, self.rng) if err.transient else None)
                 for c in run.claims]
 
 
@@ -465,22 +467,7 @@ def _split(claims: list[Claim], result: dict) -> list[dict]:
     return out
 
 
-class _JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        from ollama_cli.timefmt import format_time
-
-        return json.dumps({"time": format_time(record.created), "level": record.levelname.lower(),
-                           "message": record.getMessage()})
-
-
-def serve(store: Engine, backends: list[Backend], *, json_logs: bool = False, **options: object) -> int:
+def serve(store: Engine, backends: list[Backend], settings: Settings) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(_JsonLines() if json_logs else
-                         logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-    daemon = Daemon(store, backends, **options)  # type: ignore[arg-type]
-    return asyncio.run(daemon.run())
+    logs.setup(json_lines=settings.json)
+    return asyncio.run(Daemon(store, backends, settings.daemon).run())

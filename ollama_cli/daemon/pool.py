@@ -12,7 +12,8 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from ollama_cli.clients.base import BackendError, Client
-from ollama_cli.config import Backend
+from ollama_cli.daemon import events
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import full_name
 from ollama_cli.daemon.scheduler import BackendView
 
@@ -41,6 +42,7 @@ class Slot:
     models: set[str] | None = None  # installed (full names); None: the server does not say
     tags_tried: bool = False  # no job before the first look at its models
     loaded: set[str] = field(default_factory=set)
+    listed: set[str] | None = None  # what /api/ps said last time; None: not asked yet
     next_loaded: float = 0.0
     next_tags: float = 0.0
     refreshing: bool = False
@@ -59,9 +61,10 @@ class Slot:
 
 
 class Pool:
-    def __init__(self, slots: list[Slot], clock: Callable[[], float]) -> None:
+    def __init__(self, slots: list[Slot], clock: Callable[[], float], publish: events.Subscriber) -> None:
         self.slots = slots
         self.clock = clock
+        self.publish = publish
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -108,21 +111,19 @@ class Pool:
         if slot.failures >= COOLDOWN_AFTER:
             rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1))
             if now >= slot.cooldown_until:
-                log.warning("backend %s failed %d times in a row: resting %gs", slot.backend.label,
-                            slot.failures, rest)
+                self.publish(events.BackendResting(slot.backend.label, slot.failures, rest))
             slot.cooldown_until = now + rest
 
     def mark_down(self, slot: Slot, why: str, now: float) -> None:
         if slot.up:
-            log.warning("backend %s unreachable (%s): jobs wait as pending until it answers",
-                        slot.backend.label, why)
+            self.publish(events.BackendDown(slot.backend.label, why))
             slot.down_since = now
             slot.probe_delay = 0.5
         slot.probe_at = now + slot.probe_delay
 
     def mark_up(self, slot: Slot) -> None:
         if not slot.up:
-            log.info("backend %s is reachable again", slot.backend.label)
+            self.publish(events.BackendUp(slot.backend.label))
             slot.down_since = None
             slot.next_loaded = slot.next_tags = 0.0
 
@@ -156,6 +157,19 @@ class Pool:
         finally:
             slot.probing = False
 
+    def _note_loads(self, slot: Slot, listed: set[str]) -> None:
+        """ModelLoaded for each model /api/ps names that its previous answer did not. The
+        server's own word on what is in memory, once per load whoever caused it, on both
+        APIs; a result's load_duration is in every Ollama answer (milliseconds when the model
+        was there already), so it would need a threshold, and every request queued behind a
+        load reports that load again. The price: a load is seen up to LOADED_EVERY late
+        (0.25 s after a job on the backend ends), and one unloaded before the next look is
+        never seen. The first answer is what was there before the daemon: no news."""
+        if slot.listed is not None:
+            for model in sorted(listed - slot.listed):
+                self.publish(events.ModelLoaded(slot.backend.label, model))
+        slot.listed = listed
+
     async def _refresh(self, slot: Slot, now: float, wake: asyncio.Event | None) -> None:
         try:
             if now >= slot.next_tags:
@@ -172,6 +186,7 @@ class Pool:
                 slot.next_loaded = now + LOADED_EVERY
                 try:
                     listed = {full_name(m) for m in await slot.client.loaded() if m}
+                    self._note_loads(slot, listed)
                     # A reply asked for before our latest dispatch may not show its model yet;
                     # a model with requests in flight is loaded, whatever the reply says.
                     slot.loaded = listed | {m for m, n in slot.running_models.items() if n > 0}

@@ -17,6 +17,10 @@ What holds for every operation of every engine:
   report them. A record whose stored bytes cannot be decoded raises CorruptRecord where one job
   is asked for, and is handed back apart where many are.
 - **Records are values**: a `Job` returned is a snapshot; reading again gives the new state.
+- **Failures of the store itself** are errors of `errors.py`, never an engine's own: a write the
+  disk refused is StoreWriteFailed (nothing landed; the same call may succeed later), and an
+  engine that can no longer trust its handle on the store refuses every write with
+  StoreLockLost (LMDB: lock.mdb was replaced).
 """
 
 from __future__ import annotations

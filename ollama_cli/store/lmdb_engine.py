@@ -10,7 +10,7 @@ and `status` need neither."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,11 +33,11 @@ class PollingNotifier:
 
 
 class LmdbEngine:
-    """The store in one folder on this machine. `readonly` for a process that only reads:
-    it then never waits behind a writer to open the store."""
+    """The store in one folder on this machine (`store.open_store` says what the arguments do)."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
-        self.kv = Store(path, readonly=readonly)  # LMDB's key-value layer, for tests of LMDB itself
+    def __init__(self, path: Path, *, readonly: bool = False,
+                 on_wait: Callable[[int | None], None] | None = None) -> None:
+        self.kv = Store(path, readonly=readonly, on_wait=on_wait)  # LMDB's key-value layer
         self.location = str(self.kv.path)
         self.notifier = PollingNotifier()
         self._flock: FlockLiveness | None = None
