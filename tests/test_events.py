@@ -22,6 +22,8 @@ from tests.emulator import Emulator
 
 FAST = DaemonSettings(drain=True, poll=0.02, retry_backoff=0.01)
 
+pytestmark = pytest.mark.usefixtures("rerun_writes")
+
 
 def submit(store: Engine, model: str = "llama3.2", **spec: Any) -> int:
     request = {"prompt": f"to {model}"}
