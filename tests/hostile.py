@@ -145,6 +145,14 @@ def embeddings(vectors: Any, **fields: Any) -> Act:
     return body({"model": "all-minilm", "embeddings": vectors, **fields})
 
 
+def raw(data: bytes) -> Act:
+    """These bytes as the whole reply, status line and headers included (or not)."""
+    def act(x: Exchange) -> None:
+        x.raw(data)
+        x._h.close_connection = True
+    return act
+
+
 def endless(line: bytes = b'{"response":"' + b"x" * 1000 + b'","done":false}\n') -> Act:
     """`line` again and again, as fast as the client reads, until it hangs up. A `line`
     without a newline makes one line that never ends."""

@@ -19,7 +19,7 @@ from ollama_cli.config import Backend
 from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
 from ollama_cli.store.lmdb import Store
 from tests.conftest import run_cli
-from tests.hostile import Hostile, answer, body, echo, embeddings, endless, lines, slowloris, status
+from tests.hostile import Hostile, answer, body, echo, embeddings, endless, lines, raw, slowloris, status
 from tests.test_daemon import drain, job, result, submit
 
 JOB = Job(id=1, model="llama3.2", type=JobType.GENERATE, priority=Priority.MEDIUM,
@@ -296,10 +296,15 @@ def test_error_text_of_megabytes_is_cut_short(act: Any) -> None:
     assert clean(err.message) and err.message.endswith("…"), repr(err.message)
 
 
-def test_a_line_that_is_not_json_is_not_quoted() -> None:
-    with Hostile(lines(b'{"response":"THE SECRET ANSWER IS 42","done":false', {"done": True})) as h:
+@pytest.mark.parametrize("act", [
+    lines(b'{"response":"THE SECRET ANSWER IS 42","done":false', {"done": True}),  # not JSON
+    raw(b"THE SECRET ANSWER IS 42\r\n\r\n"),  # not even HTTP
+    raw(b"HTTP/1.1 200 OK\r\nthe secret answer is 42\r\n\r\n"),
+])
+def test_a_reply_that_cannot_be_read_is_not_quoted(act: Any) -> None:
+    with Hostile(act) as h:
         err = failure_against(h.url)
-    assert err.kind is ErrorType.INVALID_RESPONSE and "SECRET" not in err.message
+    assert err.transient and "SECRET" not in err.message.upper(), err.message
 
 
 PROMPT = "Summarise the merger talks between Acme and Globex, which are not public yet."

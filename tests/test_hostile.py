@@ -9,7 +9,7 @@ import threading
 import httpx
 import pytest
 
-from tests.hostile import Hostile, answer, body, echo, endless, lines, silent, slowloris, status
+from tests.hostile import Hostile, answer, body, echo, endless, lines, raw, silent, slowloris, status
 
 
 def test_listings_are_polite_and_generations_get_the_acts_in_turn_the_last_one_again() -> None:
@@ -31,6 +31,12 @@ def test_sse_lines_and_raw_bodies() -> None:
         assert httpx.post(f"{h.url}/v1/completions", json={}).text == 'data: {"choices": []}\n\ndata: [DONE]\n\n'
         raw = httpx.post(f"{h.url}/v1/completions", json={})
         assert raw.status_code == 500 and raw.content == b"\x00not json"
+
+
+def test_raw_bytes_are_the_whole_reply() -> None:
+    with Hostile(raw(b"HTTP/1.1 418 I'm a teapot\r\nContent-Length: 2\r\n\r\nhi")) as h:
+        reply = httpx.post(f"{h.url}/api/generate", json={})
+        assert reply.status_code == 418 and reply.text == "hi"
 
 
 def test_echo_quotes_the_request() -> None:

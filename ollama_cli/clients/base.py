@@ -122,8 +122,11 @@ def _classify_transport(exc: httpx.HTTPError) -> BackendError:
         return unreachable(f"cannot connect: {exc}")
     if isinstance(exc, httpx.TimeoutException):
         return BackendError(ErrorType.TIMEOUT, f"the server went silent ({type(exc).__name__})", transient=True)
+    # Only what precedes a colon: h11 follows it with the offending bytes of the reply.
+    what = str(exc).partition(":")[0]
     return BackendError(ErrorType.BACKEND_ERROR,
-                        f"the connection broke before the answer ended: {exc!r}", transient=True)
+                        f"the connection broke before the answer ended ({type(exc).__name__}: {what})",
+                        transient=True)
 
 
 class Client:
