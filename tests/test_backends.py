@@ -105,10 +105,15 @@ def test_an_endless_stream_is_cut_at_a_bound_and_closed(monkeypatch: pytest.Monk
         assert h.sent < 4 * base.MAX_TEXT
 
 
-def test_an_embed_reply_beyond_its_bound_is_invalid(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("backend", ["ollama", "openai"])
+def test_an_embed_reply_beyond_its_bound_is_invalid(monkeypatch: pytest.MonkeyPatch, backend: str) -> None:
+    # The bound grows with the inputs asked for: MAX_BODY, and room for one vector each.
     monkeypatch.setattr(base, "MAX_BODY", 2**20)
-    with Hostile(embeddings([[0.5] * 2**18])) as h:
-        assert failure_against(h.url, kind=JobType.EMBED).kind is ErrorType.INVALID_RESPONSE
+    monkeypatch.setattr(base, "VECTOR_BYTES", 2**16, raising=False)
+    big = body(b'{"embeddings": [[' + b"0.5, " * 2**18 + b'0.5]], "data": []}')  # 1.25 MiB
+    with Hostile(big) as h:
+        err = failure_against(h.url, kind=JobType.EMBED, backend=backend)
+    assert err.kind is ErrorType.INVALID_RESPONSE and f"larger than {2**20 + 2**16} bytes" in err.message
 
 
 def test_a_slowloris_stream_is_bounded_by_the_default_attempt_timeout(

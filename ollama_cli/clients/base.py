@@ -37,8 +37,9 @@ LISTING_TIMEOUT = 10.0  # /api/tags, /api/ps, /v1/models: a server that cannot l
 MAX_TEXT = 4 * 2**20  # characters of answer and thinking together
 MAX_LINE = 16 * 2**20  # bytes of one stream line (generate's final line carries the whole context)
 MAX_LINES = 2**20  # lines of one stream
-MAX_BODY = 64 * 2**20  # bytes of a reply read whole (embeddings, listings)
+MAX_BODY = 64 * 2**20  # bytes of a reply read whole (listings; embeddings get more per input)
 MAX_DIMENSIONS = 2**16  # numbers in one embedding vector
+VECTOR_BYTES = MAX_DIMENSIONS * 25  # such a vector as JSON text, at most ("-1.2345678901234567e-308,")
 MAX_DEPTH = 32  # nesting of JSON kept as it is (tool calls)
 MAX_ERROR = 300  # characters of an error message, as stored and logged
 MAX_ERROR_BODY = 16 * 2**10  # bytes read of an error reply
@@ -218,7 +219,7 @@ class OllamaClient(Client):
             async with self.http.stream("POST", "/api/embed", json=body) as resp:
                 if resp.status_code != 200:
                     raise classify_status(resp.status_code, await _error_body(resp), resp.headers)
-                data = _json(await _whole_body(resp))
+                data = _json(await _whole_body(resp, embeddings=len(_inputs(request))))
             return {"embeddings": _vectors(data.get("embeddings"), len(_inputs(request))), "stats": _stats(data)}
         body["stream"] = True
         path = "/api/chat" if job.type is JobType.CHAT else "/api/generate"
@@ -305,15 +306,16 @@ async def _lines(resp: httpx.Response) -> AsyncIterator[bytes]:
         yield b"".join(held)  # a last line without its line end
 
 
-async def _whole_body(resp: httpx.Response) -> bytes:
-    """A reply read whole, within MAX_BODY."""
+async def _whole_body(resp: httpx.Response, *, embeddings: int = 0) -> bytes:
+    """A reply read whole, within MAX_BODY and room for this many embedding vectors."""
+    limit = MAX_BODY + embeddings * VECTOR_BYTES
     parts: list[bytes] = []
     size = 0
     async with aclosing(resp.aiter_bytes()) as chunks:
         async for chunk in chunks:
             size += len(chunk)
-            if size > MAX_BODY:
-                raise invalid(f"a reply larger than {MAX_BODY} bytes")
+            if size > limit:
+                raise invalid(f"a reply larger than {limit} bytes")
             parts.append(chunk)
     return b"".join(parts)
 

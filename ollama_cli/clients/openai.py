@@ -101,7 +101,7 @@ class OpenAIClient(Client):
         async with self.http.stream("POST", self._v1 + "/embeddings", json=body) as resp:
             if resp.status_code != 200:
                 raise _status_error(resp.status_code, await _error_body(resp), resp.headers)
-            data = _json(await _whole_body(resp))
+            data = _json(await _whole_body(resp, embeddings=len(inputs)))
         items = data.get("data")
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise invalid("no embeddings in the reply")
