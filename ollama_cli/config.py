@@ -51,6 +51,10 @@ def parse_host(value: str | None) -> str:
     import urllib.parse
 
     host, port = (value or "").strip(), 11434
+    # Checked first, so that no message below echoes a password.
+    if "@" in host.rpartition("://")[2].partition("/")[0]:
+        raise UsageError("a host URL cannot carry credentials (user:password@): "
+                         "ollama-q would not send them")
     scheme, _, hostport = host.partition("://")
     if not hostport:
         scheme, hostport = "http", host
@@ -63,9 +67,11 @@ def parse_host(value: str | None) -> str:
     try:
         split = urllib.parse.urlsplit(f"{scheme}://{hostport}")
         hostname = split.hostname or "127.0.0.1"
-        port = split.port or port
+        port = port if split.port is None else split.port
     except ValueError as exc:
         raise UsageError(f"invalid host {value!r}: {exc}") from None
+    if port == 0:
+        raise UsageError(f"invalid host {value!r}: port 0 (use a port from 1 to 65535)")
     try:
         if isinstance(ipaddress.ip_address(hostname), ipaddress.IPv6Address):
             hostname = f"[{hostname}]"

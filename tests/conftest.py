@@ -1,9 +1,8 @@
-"""Shared fixtures: a private data dir per test, the Ollama emulator on 127.0.0.1, the real
-CLI as a subprocess, and a daemon process that is always stopped."""
+"""Shared fixtures: a private data dir per test, the Ollama emulator on 127.0.0.1, and a
+daemon process that is always stopped. The CLI runners are in tests/helpers/cli.py."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,9 @@ import pytest
 
 from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
+from tests.helpers.cli import cli_env, run_cli
+
+__all__ = ["cli_env", "run_cli"]  # still imported from here by older test modules
 
 
 @pytest.fixture
@@ -37,24 +39,6 @@ def emulator() -> Iterator[Emulator]:
     emu = Emulator().start()
     yield emu
     emu.stop()
-
-
-def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OLLAMA_HOST", "NO_COLOR")}
-    env.update({"OLLAMA_Q_DATA_DIR": str(data_dir), "COLUMNS": "200"}, **extra)
-    return env
-
-
-def run_cli(data_dir: Path, *args: str, input: str | bytes | None = None, timeout: float = 60,
-            **env: str) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a new process, as a user or script runs it."""
-    if isinstance(input, str):
-        input = input.encode()
-    proc = subprocess.run(
-        [sys.executable, "-m", "ollama_cli", *args], input=input if input is not None else b"",
-        capture_output=True, timeout=timeout, env=cli_env(data_dir, **env),
-    )
-    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
 
 
 class DaemonProcess:

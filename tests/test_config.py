@@ -53,10 +53,22 @@ def test_parse_host(value: str | None, expected: str) -> None:
 
 
 @pytest.mark.parametrize("value", ["ftp://host", "unix:///run/ollama.sock", "host:port",
-                                   "host:99999"])
+                                   "host:99999", "http://host:0", "host:0", ":0", "https://[::1]:0/p"])
 def test_parse_host_refuses(value: str) -> None:
     with pytest.raises(UsageError):
         config.parse_host(value)
+
+
+@pytest.mark.parametrize("value", ["http://user:s3cret@host", "user:s3cret@host:11434", "https://s3cret@host/p",
+                                   "ftp://user:s3cret@host", "http://user:s3cret@host:99999"])
+def test_parse_host_refuses_credentials_without_echoing_them(value: str) -> None:
+    with pytest.raises(UsageError, match="credentials") as info:
+        config.parse_host(value)
+    assert "s3cret" not in info.value.message
+
+
+def test_an_at_sign_in_the_path_is_not_a_credential() -> None:
+    assert config.parse_host("http://host:8080/v1@x") == "http://host:8080/v1@x"
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -142,6 +154,7 @@ def test_data_dir_platform_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     ("7d", 604800),
     ("12", 12),
     ("0", 0),
+    ("3650d", 3650 * 86400),  # ten years, the longest
     ("1.5h", 5400),
     ("0.25s", 0.25),
     ("1ms", 0.001),
@@ -152,7 +165,8 @@ def test_parse_duration(text: str, seconds: float) -> None:
 
 
 @pytest.mark.parametrize("text", ["", " ", "abc", "-5s", "5x", "ms", "m5", "5 minutes",
-                                  "inf", "nan", "5s5", "5w"])
+                                  "inf", "nan", "5s5", "5w", "\u0661s", "\uff15m",
+                                  "3651d", "99999999d", "9" * 400])
 def test_parse_duration_refuses(text: str) -> None:
     with pytest.raises(UsageError, match="duration"):
         parse_duration(text)
@@ -186,6 +200,11 @@ def utc_plus_3() -> Iterator[None]:
     # no offset: local time (here UTC+3)
     ("2026-11-24T03:00:00", epoch(2026, 11, 24, 0, 0, 0)),
     ("2026-11-24T03:00:00.5", epoch(2026, 11, 24, 0, 0, 0, micro=500000)),
+    # the bounds
+    ("1970-01-01T00:00:00Z", 0.0),
+    ("1970-01-01T03:00:00", 0.0),
+    ("9999-12-31T23:59:59Z", epoch(9999, 12, 31, 23, 59, 59)),
+    ("9999-12-31T23:59:59+00:00", epoch(9999, 12, 31, 23, 59, 59)),
 ])
 def test_parse_time(utc_plus_3: None, text: str, expected: float) -> None:
     assert parse_time(text) == pytest.approx(expected, abs=1e-6)
@@ -193,8 +212,12 @@ def test_parse_time(utc_plus_3: None, text: str, expected: float) -> None:
 
 @pytest.mark.parametrize("text", ["", "tomorrow", "2026-13-01T00:00:00Z",
                                   "2026-11-24T25:00:00Z", "2026-11-24T03:00:00+25:00",
-                                  "24/11/2026 03:00", "2026-11-24T03:00:00 UTC"])
-def test_parse_time_refuses(text: str) -> None:
+                                  "24/11/2026 03:00", "2026-11-24T03:00:00 UTC",
+                                  # before 1970 or after 9999 (UTC), local or not
+                                  "1969-12-31T23:59:59Z", "0026-11-24T03:00:00Z", "1970-01-01T02:59:59",
+                                  "0001-01-01T00:00:00", "0001-01-01T00:00:00+01:00",
+                                  "9999-12-31T23:00:00-14:00", "9999-12-31T23:59:59.5Z"])
+def test_parse_time_refuses(utc_plus_3: None, text: str) -> None:
     with pytest.raises(UsageError, match="time"):
         parse_time(text)
 

@@ -70,3 +70,37 @@ def test_each_completion_script_is_what_the_cli_generates(shell: str) -> None:
 def test_bash_completion_protocol(words: str, expected: list[str]) -> None:
     out = cli(COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1), _OLLAMA_Q_COMPLETE="complete_bash")
     assert out.split() == expected
+
+
+CONTRACT = ROOT / "docs" / "cli-contract.md"
+
+
+def contract_commands() -> dict[str, bool]:
+    """Command words of the contract's command tables, each with whether it is planned."""
+    found: dict[str, bool] = {}
+    for row in re.findall(r"^\| ([^|]+) \|", CONTRACT.read_text(), flags=re.MULTILINE):
+        planned = row.startswith("(planned)")
+        # `pause` / `resume`, `cache stats` / `cache clear`: each backquoted form names a command.
+        for first, second in re.findall(r"`([a-z]+)(?: ([a-z]+))?[ `]", row):
+            found.setdefault(first, planned)
+            if second and first in ("batch", "cache"):
+                found.setdefault(f"{first} {second}", planned)
+    return found
+
+
+def test_the_contract_in_docs_describes_every_shipped_command() -> None:
+    documented = contract_commands()
+    shipped = commands_in_help()
+    assert "submit" in shipped and "submit" in documented  # both parses saw real lists
+    shipped += [f"{g} {s}" for g in ("batch", "cache") for s in commands_in_help(g)]
+    assert [c for c in shipped if c not in documented] == []
+    # A command the CLI ships is not marked planned, and a planned one is not shipped yet.
+    assert [c for c in shipped if documented[c]] == []
+
+
+def test_the_contract_exit_codes_are_the_clis() -> None:
+    from ollama_cli.errors import ExitCode
+
+    table = CONTRACT.read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
+    codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)}
+    assert codes == {int(c) for c in ExitCode}

@@ -30,4 +30,4 @@ def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
     assert sources <= packed, sorted(sources - packed)
     entry = zipfile.ZipFile(wheel).read(next(n for n in zipfile.ZipFile(wheel).namelist()
                                              if n.endswith("entry_points.txt"))).decode()
-    assert "ollama-q = ollama_cli.cli:main" in entry
+    assert "ollama-q = ollama_cli.cli:run" in entry

@@ -24,7 +24,7 @@ from ollama_cli.errors import CorruptRecord, NotFound, UsageError
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority, result_stats, result_text
 from ollama_cli.store.keys import read_u64
 from ollama_cli.store.lmdb import Store, Tx
-from ollama_cli.timefmt import parse_duration
+from ollama_cli.timefmt import bounded_duration
 
 ENDPOINTS = {
     "/v1/chat/completions": JobType.CHAT,
@@ -106,6 +106,8 @@ def parse(text: str, *, model: str | None = None, priority: Priority | None = No
                 custom_id = f"request-{number}"
             elif not isinstance(custom_id, str) or not custom_id:
                 raise UsageError("custom_id must be a non-empty string")
+            else:
+                submission.check_text(custom_id, "custom_id")
             if custom_id in seen:
                 raise UsageError(f"custom_id {custom_id!r} is already used on line {seen[custom_id]}")
             seen[custom_id] = number
@@ -310,9 +312,9 @@ def _keep_alive(value: Any) -> float | None:
     if value is None:
         return None
     if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return -1.0 if value < 0 else float(value)
+        return -1.0 if value < 0 else float(bounded_duration(value, f"keep_alive {value}"))
     if isinstance(value, str):
-        return -1.0 if value.strip().startswith("-") else parse_duration(value)
+        return submission.keep_alive(value)
     raise UsageError("keep_alive must be a number of seconds or a duration such as 5m")
 
 
@@ -323,7 +325,8 @@ def _keep_alive(value: Any) -> float | None:
 def submit(store: Store, specs: Sequence[queue.JobSpec], now: float, *, name: str | None = None) -> Submitted:
     """Queue every spec in ONE write transaction under the batch `name` (refused if in
     use) or a new `batch-<n>`."""
-    if name is not None and (not _NAME.match(name) or len(name.encode()) > NAME_MAX_BYTES):
+    if name is not None and (not _NAME.match(submission.check_text(name, "batch name"))
+                             or len(name.encode()) > NAME_MAX_BYTES):
         raise UsageError(f"invalid batch name {name!r} (printable, at most {NAME_MAX_BYTES} bytes, "
                          "not starting with - or a space)")
     if not specs:

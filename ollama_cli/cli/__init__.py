@@ -9,9 +9,17 @@ import sys
 from ollama_cli.errors import ExitCode, OllamaQError
 
 
-def main(argv: list[str] | None = None) -> None:
-    # Prompts and answers are private: every file any command creates is the user's alone.
+def run() -> None:
+    """The console entry point (`ollama-q`, `python -m ollama_cli`): the process is the
+    command's own, so it sets the umask. Prompts and answers are private: every file any
+    command creates is the user's alone."""
     os.umask(0o077)
+    main()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one command and exit (SystemExit) with its code. It leaves the umask alone, so
+    a test may call it in process."""
     import typer
 
     from ollama_cli.cli.app import build

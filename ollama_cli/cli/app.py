@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -33,6 +34,9 @@ COMMANDS = {
     "models": "admin",
     "daemon": "admin",
 }
+
+# 2**64 has 20 digits; matched before int(), which refuses over 4,300 digits with a ValueError.
+_ID = re.compile(r"[0-9]{1,20}")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 DataDirOpt = Annotated[
@@ -89,18 +93,15 @@ def now() -> float:
 
 
 def parse_id(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value <= 0 or value >= 2**64 or not text.strip().isdigit():
+    """A job id: ASCII digits only, as the ids are printed (int() would also take ' 1',
+    '+1', '1_000' and other scripts' digits), 1 to 2**64 - 1."""
+    if not (_ID.fullmatch(text) and 0 < int(text) < 2**64):
         raise UsageError(f"invalid job id {text!r} (a positive integer)")
-    return value
+    return int(text)
 
 
 def parse_ids(texts: list[str]) -> list[int]:
     return [parse_id(t) for t in texts]
-
 
 
 def build(argv: list[str]) -> typer.Typer:

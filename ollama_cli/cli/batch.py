@@ -22,7 +22,12 @@ from ollama_cli.timefmt import parse_duration
 batch_app = typer.Typer(help="Batches of requests from a JSONL file: submit, status, results, wait.",
                         no_args_is_help=True)
 
-BatchArg = Annotated[str, typer.Argument(metavar="B", help="The batch's name.")]
+
+def _batch_name(value: str) -> str:
+    return submission.check_text(value, "batch name")
+
+
+BatchArg = Annotated[str, typer.Argument(metavar="B", help="The batch's name.", callback=_batch_name)]
 
 
 def _read(path: str) -> bytes:

@@ -78,12 +78,12 @@ def submit(
         type=kind,
         request=request,
         priority=submission.priority(priority),
-        name=name,
+        name=submission.check_text(name, "--name") if name is not None else None,
         max_attempts=retries + 1,
-        timeout=parse_duration(timeout) if timeout is not None else None,
+        timeout=_attempt_timeout(timeout) if timeout is not None else None,
         run_at=run_at,
         after=tuple(dict.fromkeys(parse_ids(after or []))),
-        keep_alive=_keep_alive(keep_alive),
+        keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
         use_cache=not no_cache,
     )
     store = open_store(data_dir)
@@ -102,12 +102,11 @@ def submit(
         print(f"job {job.id} queued ({job.model}, {job.priority.value}{where})")
 
 
-def _keep_alive(text: str | None) -> float | None:
-    if text is None:
-        return None
-    if text.strip().startswith("-"):  # Ollama's "keep loaded forever"
-        return -1.0
-    return parse_duration(text)
+def _attempt_timeout(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:  # no attempt could ever finish
+        raise UsageError(f"--timeout {text!r} must be more than 0 (leave it out for no time limit)")
+    return seconds
 
 
 def status(
@@ -189,6 +188,8 @@ def list_(
     """List jobs, newest first."""
     statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []]
     kind = submission.job_type(type_) if type_ else None
+    if batch is not None:
+        submission.check_text(batch, "--batch")
     store = open_store(data_dir, readonly=True)
     with store.read() as tx:
         jobs, corrupt = queue.list_jobs(tx, statuses=statuses, model=model, job_type=kind,
