@@ -337,10 +337,14 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number JSON allows")
 
 
-def _json(raw: bytes | str) -> dict[str, Any]:
+# One decoder for every line: json.loads with an option builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
+def _json(raw: bytes) -> dict[str, Any]:
     """A reply's JSON object. Never quotes the reply: its text is the job's answer."""
     try:
-        data = json.loads(raw, parse_constant=_refuse_constant)
+        data = _DECODER.decode(raw.decode("utf-8"))
     except (ValueError, RecursionError):  # RecursionError: arrays nested thousands deep
         raise invalid(f"a reply of {len(raw)} bytes that is not JSON") from None
     if not isinstance(data, dict):
