@@ -56,9 +56,10 @@ class Exchange:
         self._h.end_headers()
 
     def chunk(self, data: bytes) -> None:
-        self.raw(b"%x\r\n%s\r\n" % (len(data), data))
+        self.write(b"%x\r\n%s\r\n" % (len(data), data))
 
-    def raw(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:
+        """Bytes as they are, without chunk framing."""
         if self.stopping.is_set():
             raise Gone
         try:
@@ -70,7 +71,7 @@ class Exchange:
             self._h.server.hostile._sent(len(data))  # type: ignore[attr-defined]
 
     def end(self) -> None:
-        self.raw(b"0\r\n\r\n")
+        self.write(b"0\r\n\r\n")
 
     def hold(self, seconds: float | None = None) -> None:
         """Wait `seconds` (forever if None) while watching for the client to hang up."""
@@ -124,7 +125,7 @@ def body(obj: dict[str, Any] | list[Any] | bytes, status: int = 200, headers: di
     def act(x: Exchange) -> None:
         data = obj if isinstance(obj, bytes) else json.dumps(obj).encode()
         x.start(status, {"Content-Type": "application/json", **(headers or {})}, chunked=False, length=len(data))
-        x.raw(data)
+        x.write(data)
     return act
 
 
@@ -148,7 +149,7 @@ def embeddings(vectors: Any, **fields: Any) -> Act:
 def raw(data: bytes) -> Act:
     """These bytes as the whole reply, status line and headers included (or not)."""
     def act(x: Exchange) -> None:
-        x.raw(data)
+        x.write(data)
         x._h.close_connection = True
     return act
 
