@@ -15,7 +15,7 @@ import pytest
 
 from ollama_cli.clients import base
 from ollama_cli.clients.base import BackendError, OllamaClient, client_for
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
 from ollama_cli.store.lmdb import Store
 from tests.conftest import run_cli
@@ -333,6 +333,8 @@ def test_the_daemon_log_and_the_stored_error_never_carry_the_prompt_or_escapes(
         with caplog.at_level("INFO", logger="ollama_q.daemon"):
             drain(store, h.url)
     logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert f"job {echoed} failed (bad_request: HTTP 400: invalid request:" in logged  # the log saw them
+    assert f"job {escaped} failed (backend_error: HTTP 503:" in logged
     assert "Acme" not in logged and "\x1b" not in logged and "\ufffd" not in logged
     assert all(r.getMessage().count("\n") == 0 for r in caplog.records)
     assert "Acme" not in job(store, echoed).error.message

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from ollama_cli import queue
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
+from ollama_cli.settings import DaemonSettings
 from ollama_cli.jobs import ErrorType, JobStatus, JobType, Priority
 from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
@@ -28,9 +29,9 @@ def submit(store: Store, prompt: str = "Why is the sky blue?", *, model: str = "
     return job.id
 
 
-def drain(store: Store, *urls: str, concurrency: int = 1, **options: Any) -> Daemon:
-    daemon = Daemon(store, [Backend(u) for u in urls], concurrency=concurrency, drain=True,
-                    backoff=0.01, poll=0.02, **options)
+def drain(store: Store, *urls: str, cpu: Any = None, **settings: Any) -> Daemon:
+    options = {"drain": True, "retry_backoff": 0.01, "poll": 0.02, **settings}
+    daemon = Daemon(store, [Backend(u) for u in urls], DaemonSettings(**options), cpu=cpu)
     asyncio.run(daemon.run())
     return daemon
 
@@ -188,7 +189,7 @@ def test_keep_alive_and_options_reach_ollama(store: Store, emulator: Emulator) -
 def test_paused_queue_starts_nothing(store: Store, emulator: Emulator) -> None:
     submit(store)
     store.write(lambda tx: queue.set_paused(tx, True))
-    daemon = Daemon(store, [Backend(emulator.url)], drain=True, poll=0.02)
+    daemon = Daemon(store, [Backend(emulator.url)], DaemonSettings(drain=True, poll=0.02))
     daemon.start()
     try:
         report = asyncio.run(daemon.tick(10.0))
@@ -203,8 +204,8 @@ def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
 
     ids = [submit(store, f"p{i}") for i in range(3)]
     emu = Emulator(port=unused_port)
-    daemon = Daemon(store, [Backend(f"http://127.0.0.1:{unused_port}")], concurrency=2, drain=True,
-                    poll=0.02, backoff=0.01)
+    daemon = Daemon(store, [Backend(f"http://127.0.0.1:{unused_port}")],
+                    DaemonSettings(concurrency=2, drain=True, poll=0.02, retry_backoff=0.01))
     failed_probes: list[bool] = []
     probed_twice = asyncio.Event()
     ping = Client.ping
@@ -271,7 +272,7 @@ def test_keep_finished_deletes_jobs_finished_long_enough_ago(store: Store, emula
     assert t_old < t_recent
     now = t_recent + 3600.0
     keep = now - (t_old + t_recent) / 2  # between the two jobs' ages
-    daemon = Daemon(store, [Backend(emulator.url)], keep_finished=keep, clock=lambda: now)
+    daemon = Daemon(store, [Backend(emulator.url)], DaemonSettings(keep_finished=keep), clock=lambda: now)
     daemon.start()
     try:
         report = asyncio.run(daemon.tick(now))

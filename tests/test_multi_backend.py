@@ -12,7 +12,8 @@ import pytest
 
 from ollama_cli.clients import base
 from ollama_cli.clients.base import client_for
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
+from ollama_cli.daemon import events
 from ollama_cli.daemon.pool import Pool, Slot
 from ollama_cli.jobs import JobStatus, JobType
 from ollama_cli.store.lmdb import Store
@@ -64,7 +65,7 @@ def test_model_concurrency_caps_parallel_requests(store: Store) -> None:
     with Emulator(token_delay=0.01) as emu:
         for i in range(6):
             submit(store, f"p{i}")
-        drain(store, emu.url, concurrency=4, model_caps={"llama3.2": 1})
+        drain(store, emu.url, concurrency=4, model_concurrency={"llama3.2": 1})
         assert emu.max_concurrent_seen == 1
 
 
@@ -114,7 +115,7 @@ def test_a_backend_whose_listing_never_answers_is_down_and_probed(monkeypatch: p
     async def look(url: str) -> tuple[Slot, list[bool]]:
         now = [0.0]
         slot = Slot(Backend(url), client_for(Backend(url)), capacity=1)
-        pool = Pool([slot], clock=lambda: now[0])
+        pool = Pool([slot], clock=lambda: now[0], publish=lambda event: None)
         seen = []
         try:
             for _ in range(2):  # a refresh, then (once down) a probe
@@ -158,10 +159,12 @@ def test_jobs_go_to_the_backend_that_answers_not_to_a_silent_one(
 
 def test_a_backend_that_asks_to_wait_rests_that_long() -> None:
     slot = Slot(Backend("http://127.0.0.1:1"), client_for(Backend("http://127.0.0.1:1")), capacity=1)
-    slot.listed = True
-    pool = Pool([slot], clock=lambda: 0.0)
+    slot.answered = True
+    published: list[object] = []
+    pool = Pool([slot], clock=lambda: 0.0, publish=published.append)
     pool.failed(slot, 100.0, retry_after=30.0)
     assert slot.free(129.9) == 0 and slot.free(130.0) == 1
+    assert published == [events.BackendResting(slot.backend.label, 1, 30.0, asked=True)]
     pool.failed(slot, 200.0, retry_after=0.0)  # "now is fine"
     assert slot.free(200.0) == 1
     asyncio.run(slot.client.aclose())

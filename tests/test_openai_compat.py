@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from ollama_cli.clients.base import BackendError, client_for
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
 from ollama_cli.clients.openai import OpenAIClient
 from ollama_cli.store.lmdb import Store
@@ -290,11 +290,13 @@ def test_a_base_url_ending_in_v1_is_accepted(emulator: Emulator) -> None:
 
 def test_daemon_drains_every_type_through_an_openai_backend(store: Store, emulator: Emulator) -> None:
     from ollama_cli.daemon.loop import Daemon
+    from ollama_cli.settings import DaemonSettings
 
     ids = [submit(store, "hello"), submit(store, "hi", kind=JobType.CHAT),
            submit(store, "vector me", model="all-minilm", kind=JobType.EMBED)]
     emulator.fail_next(kind="drop", after_chunks=2, model="llama3.2")  # one transient failure on the way
-    daemon = Daemon(store, [Backend(emulator.url, "openai")], concurrency=2, drain=True, backoff=0.01, poll=0.02)
+    daemon = Daemon(store, [Backend(emulator.url, "openai")],
+                    DaemonSettings(concurrency=2, drain=True, retry_backoff=0.01, poll=0.02))
     asyncio.run(daemon.run())
     assert {p for _, p, body in emulator.requests if body is not None} == {
         "/v1/completions", "/v1/chat/completions", "/v1/embeddings"}

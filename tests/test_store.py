@@ -16,9 +16,8 @@ from pathlib import Path
 import lmdb
 import pytest
 
-from ollama_cli import config
 from ollama_cli.store.keys import u64
-from ollama_cli.store.lmdb import Store, Tx
+from ollama_cli.store.lmdb import MAX_DBS, MAX_READERS, Store, Tx
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL_MAP = 64 * 1024
@@ -273,7 +272,7 @@ def test_opening_an_existing_store_does_not_wait_for_a_writer(data_dir: Path) ->
     # either, or every command stalls behind a daemon's or a big batch's write.
     with Store(data_dir):
         pass
-    env = lmdb.open(str(data_dir), max_dbs=config.MAX_DBS, max_readers=config.MAX_READERS)
+    env = lmdb.open(str(data_dir), max_dbs=MAX_DBS, max_readers=MAX_READERS)
     try:
         txn = env.begin(write=True)  # hold the writer lock in this process
         try:

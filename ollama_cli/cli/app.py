@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sys
 import time
@@ -12,7 +11,8 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from ollama_cli import __version__, config
+from ollama_cli import __version__
+from ollama_cli.settings import Settings, completing, load
 from ollama_cli.errors import OllamaQError, UsageError
 
 # Each command, in the order of --help, and the module that defines it. Typer builds
@@ -59,11 +59,17 @@ def _root(
     """A durable job queue in front of Ollama."""
 
 
-def open_store(data_dir: Path | None, *, readonly: bool = False) -> Any:
+def load_settings(json_: bool, data_dir: Path | None, **flags: Any) -> Settings:
+    """The command's settings, built once: its flags (named as the settings are) over the
+    environment, the file and the defaults."""
+    return load({"json": json_, "data_dir": data_dir, **flags})
+
+
+def open_store(settings: Settings, *, readonly: bool = False) -> Any:
     """The store; `readonly` for commands that write nothing, so they never wait on a writer."""
     from ollama_cli.store.lmdb import Store
 
-    path = config.data_dir(data_dir)
+    path = settings.data_dir
     try:
         return Store(path, readonly=readonly)
     except OllamaQError:
@@ -120,7 +126,7 @@ def build(argv: list[str]) -> typer.Typer:
     )
     app.callback()(_root)
     invoked = next((a for a in argv if not a.startswith("-")), None)
-    if os.environ.get("_OLLAMA_Q_COMPLETE"):
+    if completing():
         # Shell completion (completions/): Typer registers its bash/zsh/fish handlers only
         # with add_completion, and completing any command needs all of them.
         from typer.completion import completion_init

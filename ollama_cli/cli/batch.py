@@ -14,7 +14,7 @@ from typing import Annotated, Any, Optional, TextIO
 import typer
 
 from ollama_cli import batch, submission
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, now, open_store, warn
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, warn
 from ollama_cli.errors import ExitCode, UsageError
 from ollama_cli.store.lmdb import Store
 from ollama_cli.timefmt import parse_duration
@@ -57,15 +57,16 @@ def submit(
 ) -> None:
     """Queue every line of a JSONL file in one step (OpenAI batch lines or native ones).
     A bad line rejects the whole file."""
+    settings = load_settings(json_, data_dir)
     default_model = submission.model_name(model) if model is not None else None
     prio = submission.priority(priority) if priority is not None else None
     specs = batch.parse(batch.decode(_read(file)), model=default_model, priority=prio)
-    store = open_store(data_dir)
+    store = open_store(settings)
     sub = batch.submit(store, specs, now(), name=name)
-    if not json_:
+    if not settings.json:
         print(f"batch {sub.batch}: {sub.jobs} jobs queued (ids {sub.first_id}-{sub.last_id})")
-    all_completed = _wait(store, sub.batch, None, json_=json_)[1] if wait else True
-    if json_:
+    all_completed = _wait(store, sub.batch, None, json_=settings.json)[1] if wait else True
+    if settings.json:
         emit(sub._asdict())
     if not all_completed:
         raise typer.Exit(ExitCode.FAILED)
@@ -74,8 +75,9 @@ def submit(
 @batch_app.command("status")
 def status(name: BatchArg, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Counts of a batch's jobs per status."""
-    counts = batch.status(open_store(data_dir, readonly=True), name)
-    if json_:
+    settings = load_settings(json_, data_dir)
+    counts = batch.status(open_store(settings, readonly=True), name)
+    if settings.json:
         emit(counts)
     else:
         from ollama_cli import render
@@ -91,7 +93,8 @@ def results(
     data_dir: DataDirOpt = None,
 ) -> None:
     """One JSON line per request, keyed by custom_id, as in OpenAI's batch output file."""
-    lines = batch.results(open_store(data_dir, readonly=True), name)
+    settings = load_settings(json_, data_dir)
+    lines = batch.results(open_store(settings, readonly=True), name)
     unfinished = 0
 
     def write(out: TextIO) -> None:
@@ -136,9 +139,10 @@ def wait(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Block until every job of the batch has ended; exit 0 only if all completed."""
+    settings = load_settings(json_, data_dir)
     limit = parse_duration(timeout) if timeout is not None else None
-    counts, all_completed = _wait(open_store(data_dir, readonly=True), name, limit, json_=json_)
-    if json_:
+    counts, all_completed = _wait(open_store(settings, readonly=True), name, limit, json_=settings.json)
+    if settings.json:
         emit(counts)
     if not all_completed:
         raise typer.Exit(ExitCode.FAILED)

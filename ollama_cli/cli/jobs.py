@@ -9,7 +9,9 @@ from typing import Annotated, Any, Optional
 import typer
 
 from ollama_cli import follow, queue, submission
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, now, open_store, parse_id, parse_ids, warn
+from ollama_cli.cli.app import (
+    DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, parse_id, parse_ids, warn,
+)
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
 from ollama_cli.jobs import Job, JobStatus, result_to_json, result_text
 from ollama_cli.timefmt import parse_duration, parse_time
@@ -57,6 +59,7 @@ def submit(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Queue a job."""
+    settings = load_settings(json_, data_dir)
     kind = submission.job_type(type_)
     model = submission.model_name(model)
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
@@ -86,14 +89,14 @@ def submit(
         keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
         use_cache=not no_cache,
     )
-    store = open_store(data_dir)
+    store = open_store(settings)
     job = store.write(lambda tx: queue.submit(tx, spec, now()))
     if wait:
-        _print_result(store, job.id, wait=True, timeout=None, json_=json_)
+        _print_result(store, job.id, wait=True, timeout=None, json_=settings.json)
         return
     with store.read() as tx:
         pos = queue.position(tx, job, now())
-    if json_:
+    if settings.json:
         emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
     elif job.cached:
         print(f"job {job.id} completed from the cache")
@@ -115,12 +118,13 @@ def status(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Show one job."""
+    settings = load_settings(json_, data_dir)
     jid = parse_id(job_id)
-    store = open_store(data_dir, readonly=True)
+    store = open_store(settings, readonly=True)
     with store.read() as tx:
         job = _get(tx, jid)
         pos = queue.position(tx, job, now())
-    if json_:
+    if settings.json:
         emit(job.to_json(pos))
     else:
         from ollama_cli import render
@@ -143,9 +147,10 @@ def result(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Print a job's output: the text, or the vectors as JSON."""
+    settings = load_settings(json_, data_dir)
     jid = parse_id(job_id)
     limit = parse_duration(timeout) if timeout is not None else None
-    _print_result(open_store(data_dir, readonly=True), jid, wait=wait, timeout=limit, json_=json_)
+    _print_result(open_store(settings, readonly=True), jid, wait=wait, timeout=limit, json_=settings.json)
 
 
 def _not_completed(job: Job) -> str:
@@ -186,11 +191,12 @@ def list_(
     data_dir: DataDirOpt = None,
 ) -> None:
     """List jobs, newest first."""
+    settings = load_settings(json_, data_dir)
     statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []]
     kind = submission.job_type(type_) if type_ else None
     if batch is not None:
         submission.check_text(batch, "--batch")
-    store = open_store(data_dir, readonly=True)
+    store = open_store(settings, readonly=True)
     with store.read() as tx:
         jobs, corrupt = queue.list_jobs(tx, statuses=statuses, model=model, job_type=kind,
                                         batch=batch, limit=limit, offset=offset)
@@ -198,7 +204,7 @@ def list_(
     for bad in corrupt:
         warn(bad.message)
     rows = [j.to_json(where.get(j.id)) for j in jobs]
-    if json_:
+    if settings.json:
         emit(rows)
     else:
         from ollama_cli import render
@@ -212,12 +218,13 @@ def cancel(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Cancel pending or running jobs (a running one is aborted)."""
+    settings = load_settings(json_, data_dir)
     ids = parse_ids(job_ids)
     _change_each(
-        open_store(data_dir), lambda tx: ids, queue.cancel,
+        open_store(settings), lambda tx: ids, queue.cancel,
         can_change=lambda job: not job.status.finished,
         refusal=lambda job: f"job {job.id} is already {job.status.value}",
-        done=lambda job: f"job {job.id} cancelled", json_=json_,
+        done=lambda job: f"job {job.id} cancelled", json_=settings.json,
     )
 
 
@@ -229,15 +236,16 @@ def wait(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Block until jobs end; exit 0 only if all completed."""
+    settings = load_settings(json_, data_dir)
     if bool(job_ids) == all_:
         raise UsageError("give job IDs or --all")
     ids = parse_ids(job_ids or [])
     limit = parse_duration(timeout) if timeout is not None else None
-    store = open_store(data_dir, readonly=True)
+    store = open_store(settings, readonly=True)
     if all_:
         with store.read() as tx:
             ids = sorted(queue.ids_with_status(tx, JobStatus.PENDING, JobStatus.RUNNING))
-    if sys.stderr.isatty() and not json_ and ids:
+    if sys.stderr.isatty() and not settings.json and ids:
         from ollama_cli import render
 
         with render.progress(len(ids)) as advance:
@@ -246,7 +254,7 @@ def wait(
     else:
         jobs, done = follow.wait_for(store, ids, timeout=limit)
     rows = [j.to_json() for j in jobs]
-    if json_:
+    if settings.json:
         emit(rows)
     else:
         from ollama_cli import render
@@ -265,15 +273,16 @@ def retry(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Queue failed or cancelled jobs again (their attempts start over)."""
+    settings = load_settings(json_, data_dir)
     if bool(job_ids) == all_failed:
         raise UsageError("give job IDs or --all-failed")
     ids = parse_ids(job_ids or [])
     _change_each(
-        open_store(data_dir), lambda tx: ids or queue.ids_with_status(tx, JobStatus.FAILED), queue.retry,
+        open_store(settings), lambda tx: ids or queue.ids_with_status(tx, JobStatus.FAILED), queue.retry,
         can_change=lambda job: job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
         refusal=lambda job: f"job {job.id} is {job.status.value}: only failed or cancelled jobs can be retried",
         done=lambda job: f"job {job.id} queued again" if job.status is JobStatus.PENDING else _not_completed(job),
-        json_=json_,
+        json_=settings.json,
     )
 
 

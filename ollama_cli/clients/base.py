@@ -21,9 +21,9 @@ from typing import Any
 
 import httpx
 
-from ollama_cli.config import Backend
 from ollama_cli.jobs import STAT_FIELDS, ErrorType, Job, JobType
 from ollama_cli.sanitize import one_line
+from ollama_cli.settings.hosts import Backend
 
 # No overall timeout: a job's own --timeout (or the daemon's default bound) limits an
 # attempt. The read timeout only catches a server that went silent (a model load can

@@ -31,7 +31,7 @@ from ollama_cli.clients.base import (
     classify_status,
     invalid,
 )
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobType
 from ollama_cli.timefmt import format_time
 

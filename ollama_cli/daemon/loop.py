@@ -23,9 +23,10 @@ from typing import TypeVar
 import httpx
 
 from ollama_cli import queue
-from ollama_cli.daemon import outcomes, registry, scheduler
+from ollama_cli.daemon import events, logs, outcomes, registry, scheduler
 from ollama_cli.clients.base import BackendError, client_for
-from ollama_cli.config import Backend
+from ollama_cli.settings import DaemonSettings, Settings
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
@@ -97,42 +98,37 @@ class TickReport:
 
 
 class Daemon:
+    """Drains the store's pending jobs to `backends`, as `settings` say. `clock`, `transport`
+    and `cpu` are for tests and benchmarks: the time, the HTTP transport, the CPU meter.
+    What it does is published on `events` (subscribe before `run`); its log is one subscriber."""
+
     def __init__(
         self,
         store: Store,
         backends: list[Backend],
+        settings: DaemonSettings = DaemonSettings(),
         *,
-        concurrency: int = 1,
-        drain: bool = False,
-        grace: float = 30.0,
-        poll: float = 0.2,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
-        backoff: float = 1.0,
-        keep_finished: float | None = None,
-        model_caps: dict[str, int] | None = None,
-        max_skip: int = 50,
-        coalesce: int = 16,
-        seed: int | None = None,
         cpu: CpuMeter | None = None,
     ) -> None:
         self.store = store
         self.data_dir = store.path
         self.backends = backends
-        self.concurrency = concurrency
-        self.drain = drain
-        self.grace = grace
-        self.poll = poll
+        self.settings = settings
+        # Read by _commit and start(), which move to the engine interface on another branch:
+        # they keep their names until loop.py is split.
+        self.concurrency = settings.concurrency
+        self.model_caps = settings.model_concurrency
+        self.max_skip = settings.max_overtake
+        self.coalesce = settings.coalesce
         self.clock = clock
         self.transport = transport
-        self.backoff = backoff
-        self.keep_finished = keep_finished
-        self.model_caps = model_caps or {}
-        self.max_skip = max_skip
-        self.coalesce = coalesce
-        self.rng = random.Random(seed)
+        self.rng = random.Random(settings.seed)
         self.cpu = cpu or CpuMeter()
-        self.pool = Pool([], clock)
+        self.events = events.Bus()
+        self.events.subscribe(logs.write)
+        self.pool = Pool([], clock, self.events.publish)
         self.inflight: dict[int, Running] = {}  # job id -> its request (shared by coalesced jobs)
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
         self._outcomes: list[Outcome] = []  # finished attempts not yet committed
@@ -184,13 +180,15 @@ class Daemon:
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
             report.reclaimed = await self._reclaim(now)
-        if self.keep_finished is not None and now >= self._next_clean:
+            for job in report.reclaimed:
+                self.events.publish(events.JobReclaimed(job))
+        keep = self.settings.keep_finished
+        if keep is not None and now >= self._next_clean:
             self._next_clean = now + CLEAN_EVERY
             report.cleaned = await self._write(lambda tx: queue.clean(
-                tx, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now,
-                older_than=self.keep_finished))
+                tx, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now, older_than=keep))
             if report.cleaned:
-                log.info("deleted %d jobs finished more than %gs ago", report.cleaned, self.keep_finished)
+                self.events.publish(events.JobsCleaned(report.cleaned, keep))
         if now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_EVERY
             report.lost = self._notice_lost(now)
@@ -228,7 +226,8 @@ class Daemon:
 
         applied, placed, self.skips = await self._write(write)
         for outcome, value in zip(finished, applied):
-            outcomes.log(outcome, value)
+            if (event := outcomes.event(outcome, value)) is not None:
+                self.events.publish(event)
         started = []
         for index, claims in placed:
             if not claims:
@@ -257,12 +256,6 @@ class Daemon:
 
         jobs = await self._write(write)
         registry.forget_dead(self.data_dir, sorted(dead))
-        for job in jobs:
-            if job.status is JobStatus.FAILED:
-                log.warning("job %d abandoned: its daemon died during each of %d attempts", job.id, job.attempts)
-            else:
-                log.warning("job %d taken back from a dead daemon (attempt %d of %d)",
-                            job.id, job.attempts, job.max_attempts)
         return jobs
 
     def _notice_lost(self, now: float) -> list[int]:
@@ -278,7 +271,10 @@ class Daemon:
                     all(c.job.id in lost for c in run.claims):
                 run.stop_reason = "lost"
                 run.task.cancel()
-                log.info("job %s was cancelled: closing its stream", ", ".join(str(c.job.id) for c in run.claims))
+                # Lost by a live daemon means cancelled: reclaim takes only dead daemons' jobs,
+                # retry and clean only finished ones.
+                for c in run.claims:
+                    self.events.publish(events.JobFinished(c.job, JobStatus.CANCELLED, run.slot.backend.label))
         return lost
 
     # ---------------------------------------------------------------- the loop
@@ -289,8 +285,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        log.info("daemon %s started: %s, concurrency %d per backend", self.id,
-                 ", ".join(b.label for b in self.backends), self.concurrency)
+        self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
+                                                 self.settings.concurrency))
         try:
             while not self.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
@@ -300,10 +296,10 @@ class Daemon:
                 self.pool.maintain(now, self._wake)
                 for run in (await self.tick(now)).started:
                     self._dispatch(run)
-                if self.drain and not self.inflight and not self._outcomes and self._queue_empty():
-                    log.info("nothing pending or running: exiting (--drain)")
+                if self.settings.drain and not self.inflight and not self._outcomes and self._queue_empty():
+                    self.events.publish(events.DaemonDrained())
                     break
-                await self._sleep(self.poll)
+                await self._sleep(self.settings.poll)
                 if self.inflight and self.cpu.busy():
                     await self._gather()
             await self._shutdown()
@@ -343,12 +339,11 @@ class Daemon:
             return not queue.has_unfinished(tx)
 
     def _on_signal(self, sig: int) -> None:
+        self.events.publish(events.DaemonStopping(signal.Signals(sig).name, self.stopping, self.settings.grace,
+                                                  len(self.inflight)))
         if self.stopping:
-            log.warning("second %s: stopping now, handing running jobs back", signal.Signals(sig).name)
             self.force = True
         else:
-            log.info("%s: taking no more jobs; waiting up to %gs for %d running",
-                     signal.Signals(sig).name, self.grace, len(self.inflight))
             self.stopping = True
         if self._wake:
             self._wake.set()
@@ -358,12 +353,12 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         """Let running jobs finish within the grace period, then hand the rest back."""
-        deadline = self.clock() + self.grace
+        deadline = self.clock() + self.settings.grace
         while self.inflight and not self.force and self.clock() < deadline:
             tasks = [r.task for r in self._runs() if r.task]
             self._wake = asyncio.Event()
             waiter = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait([*tasks, waiter], timeout=min(self.poll, max(0.0, deadline - self.clock())),
+            await asyncio.wait([*tasks, waiter], timeout=min(self.settings.poll, max(0.0, deadline - self.clock())),
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             self._notice_lost(self.clock())
@@ -379,10 +374,7 @@ class Daemon:
 
     def _dispatch(self, run: Running) -> None:
         run.task = asyncio.get_running_loop().create_task(self._attempt(run))
-        first = run.claims[0].job
-        jobs = ", ".join(str(c.job.id) for c in run.claims)
-        log.info("job %s started on %s (%s, attempt %d of %d)", jobs, run.slot.backend.label,
-                 first.model, first.attempts, first.max_attempts)
+        self.events.publish(events.JobStarted(tuple(c.job for c in run.claims), run.slot.backend.label))
 
     async def _attempt(self, run: Running) -> None:
         first, slot = run.claims[0].job, run.slot
@@ -435,7 +427,7 @@ class Daemon:
         if err.transient:
             self.pool.failed(slot, now, err.retry_after)
         return [Outcome(c, "fail", error=JobError(err.kind, err.message), host=slot.backend.label,
-                        retry_after=retry_delay(c.job.attempts, self.backoff, self.rng) if err.transient else None)
+                        retry_after=retry_delay(c.job.attempts, self.settings.retry_backoff, self.rng) if err.transient else None)
                 for c in run.claims]
 
 
@@ -483,22 +475,7 @@ def _split(claims: list[Claim], result: dict) -> list[dict]:
     return out
 
 
-class _JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        from ollama_cli.timefmt import format_time
-
-        return json.dumps({"time": format_time(record.created), "level": record.levelname.lower(),
-                           "message": record.getMessage()})
-
-
-def serve(store: Store, backends: list[Backend], *, json_logs: bool = False, **options: object) -> int:
+def serve(store: Store, backends: list[Backend], settings: Settings) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(_JsonLines() if json_logs else
-                         logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-    daemon = Daemon(store, backends, **options)  # type: ignore[arg-type]
-    return asyncio.run(daemon.run())
+    logs.setup(json_lines=settings.json)
+    return asyncio.run(Daemon(store, backends, settings.daemon).run())

@@ -3,16 +3,14 @@ gathers outcomes as requests finish and applies them all in its next transaction
 
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass
 
 from ollama_cli import queue
+from ollama_cli.daemon import events
 from ollama_cli.jobs import Job, JobError, JobStatus
 from ollama_cli.queue import Claim
 from ollama_cli.store.lmdb import Tx
-
-_log = logging.getLogger("ollama_q.daemon")
 
 BACKOFF_CAP = 60.0
 
@@ -50,20 +48,19 @@ def apply(tx: Tx, o: Outcome, now: float) -> object:
     return queue.release(tx, job_id, lease, now)
 
 
-def log(o: Outcome, value: object) -> None:
-    """One line for the daemon's log; `value` is what `apply` returned."""
-    job = o.claim.job
+def event(o: Outcome, value: object) -> events.Event | None:
+    """What the recorded outcome amounts to, once committed; `value` is what `apply`
+    returned. A release is no news: the job waits again as it was."""
+    job, backend = o.claim.job, o.host or ""
     if o.action == "complete":
         if value:
-            _log.info("job %d completed in %.1fs", job.id, o.took)
-        else:
-            _log.info("job %d finished after it was cancelled or taken back: result dropped", job.id)
-    elif o.action == "fail" and isinstance(value, Job) and o.error is not None:
+            return events.JobFinished(job, JobStatus.COMPLETED, backend, took=o.took)
+        return events.ResultDropped(job, backend)
+    if o.action == "fail" and isinstance(value, Job) and o.error is not None:
         if value.status is JobStatus.PENDING:
-            _log.warning("job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id, job.attempts,
-                         o.error.type.value, o.error.message, o.retry_after or 0.0)
-        else:
-            _log.warning("job %d failed (%s: %s)", job.id, o.error.type.value, o.error.message)
+            return events.JobRetrying(job, o.error, o.retry_after or 0.0, backend)
+        return events.JobFinished(job, JobStatus.FAILED, backend, error=o.error)
+    return None
 
 
 def token(claim: Claim) -> str:

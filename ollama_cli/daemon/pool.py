@@ -16,7 +16,8 @@ from typing import Any
 from dataclasses import dataclass, field
 
 from ollama_cli.clients.base import BackendError, Client
-from ollama_cli.config import Backend
+from ollama_cli.daemon import events
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, full_name
 from ollama_cli.daemon.scheduler import BackendView
 
@@ -43,8 +44,9 @@ class Slot:
     failures: int = 0  # consecutive failed attempts
     cooldown_until: float = 0.0
     models: set[str] | None = None  # installed (full names); None: the server does not say
-    listed: bool = False  # it answered a listing since it was last up: no job before
+    answered: bool = False  # it answered a listing since it was last up: no job before
     loaded: set[str] = field(default_factory=set)
+    listed: set[str] | None = None  # what /api/ps said last time; None: not asked yet
     next_loaded: float = 0.0
     next_tags: float = 0.0
     refreshing: bool = False
@@ -54,7 +56,7 @@ class Slot:
         return self.down_since is None
 
     def free(self, now: float) -> int:
-        if not self.up or not self.listed or now < self.cooldown_until:
+        if not self.up or not self.answered or now < self.cooldown_until:
             return 0
         return max(0, self.capacity - self.running)
 
@@ -63,9 +65,10 @@ class Slot:
 
 
 class Pool:
-    def __init__(self, slots: list[Slot], clock: Callable[[], float]) -> None:
+    def __init__(self, slots: list[Slot], clock: Callable[[], float], publish: events.Subscriber) -> None:
         self.slots = slots
         self.clock = clock
+        self.publish = publish
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -112,29 +115,26 @@ class Pool:
         slot.failures += 1
         rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1)) \
             if slot.failures >= COOLDOWN_AFTER else 0.0
-        if retry_after and retry_after > rest:
+        asked = retry_after is not None and retry_after > rest
+        if retry_after is not None and asked:
             rest = retry_after
-            why = "asked to wait"
-        else:
-            why = f"failed {slot.failures} times in a row"
         if rest:
             if now >= slot.cooldown_until:
-                log.warning("backend %s %s: resting %gs", slot.backend.label, why, rest)
+                self.publish(events.BackendResting(slot.backend.label, slot.failures, rest, asked))
             slot.cooldown_until = max(slot.cooldown_until, now + rest)
 
     def mark_down(self, slot: Slot, why: str, now: float) -> None:
         if slot.up:
-            log.warning("backend %s unreachable (%s): jobs wait as pending until it answers",
-                        slot.backend.label, why)
+            self.publish(events.BackendDown(slot.backend.label, why))
             slot.down_since = now
             slot.probe_delay = 0.5
         slot.probe_at = now + slot.probe_delay
 
     def mark_up(self, slot: Slot) -> None:
         if not slot.up:
-            log.info("backend %s is reachable again", slot.backend.label)
+            self.publish(events.BackendUp(slot.backend.label))
             slot.down_since = None
-            slot.listed = False  # a look at its models first: it may have restarted with others
+            slot.answered = False  # a look at its models first: it may have restarted with others
             slot.next_loaded = slot.next_tags = 0.0
 
     def elsewhere(self, slot: Slot, model: str) -> bool:
@@ -167,6 +167,19 @@ class Pool:
         finally:
             slot.probing = False
 
+    def _note_loads(self, slot: Slot, listed: set[str]) -> None:
+        """ModelLoaded for each model /api/ps names that its previous answer did not. The
+        server's own word on what is in memory, once per load whoever caused it, on both
+        APIs; a result's load_duration is in every Ollama answer (milliseconds when the model
+        was there already), so it would need a threshold, and every request queued behind a
+        load reports that load again. The price: a load is seen up to LOADED_EVERY late
+        (0.25 s after a job on the backend ends), and one unloaded before the next look is
+        never seen. The first answer is what was there before the daemon: no news."""
+        if slot.listed is not None:
+            for model in sorted(listed - slot.listed):
+                self.publish(events.ModelLoaded(slot.backend.label, model))
+        slot.listed = listed
+
     async def _refresh(self, slot: Slot, now: float, wake: asyncio.Event | None) -> None:
         try:
             if now >= slot.next_tags:
@@ -180,14 +193,15 @@ class Pool:
                         self.mark_down(slot, err.message, self.clock())
                         return
                     # It answered, but not with a listing: keep what we knew.
-                if not slot.listed:
-                    slot.listed = True
+                if not slot.answered:
+                    slot.answered = True
                     if wake:
                         wake.set()
             if now >= slot.next_loaded:
                 slot.next_loaded = now + LOADED_EVERY
                 try:
                     listed = {full_name(m) for m in await slot.client.loaded() if m}
+                    self._note_loads(slot, listed)
                     # A reply asked for before our latest dispatch may not show its model yet;
                     # a model with requests in flight is loaded, whatever the reply says.
                     slot.loaded = listed | {m for m, n in slot.running_models.items() if n > 0}

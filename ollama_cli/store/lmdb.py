@@ -1,7 +1,7 @@
 """LMDB: one environment in the data dir, its named tables, and short transactions.
 
 Bytes in, bytes out: the rooms above give meaning to the keys (`store/tables.py` lists them). Every process opens the
-environment with the same parameters (config.MAX_DBS, MAX_READERS) and exactly once.
+environment with the same parameters (MAX_DBS, MAX_READERS) and exactly once.
 A write is a function of a transaction so that it can be run again after the map
 grows: nobody sees MapFullError."""
 
@@ -16,12 +16,20 @@ from typing import TypeVar
 
 import lmdb
 
-from ollama_cli import config
 from ollama_cli.errors import OperationFailed
 from ollama_cli.store.keys import prefix_upper, read_u64, u64
 from ollama_cli.store.tables import DATABASES
 
 T = TypeVar("T")
+
+# Every process opens the environment with these same values: max_dbs is per handle and
+# max_readers is fixed by whichever process creates the lock file first.
+MAX_DBS = 16
+MAX_READERS = 1024
+# Virtual address space only: data.mdb grows with the pages in use, and the store doubles
+# the map when it fills.
+MAP_SIZE = 1 << 30
+
 
 class Tx:
     """A transaction over the named databases: the only surface the layers above use.
@@ -98,7 +106,7 @@ class Tx:
 class Store:
     """The process's one handle on the environment in `path`."""
 
-    def __init__(self, path: Path, *, map_size: int = config.MAP_SIZE, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, map_size: int = MAP_SIZE, readonly: bool = False) -> None:
         """`readonly` for commands that only read: py-lmdb opens named databases in a write
         transaction unless the environment is read-only, and that would make `status`
         wait behind any writer. A store that does not exist yet is created writable."""
@@ -187,8 +195,8 @@ def _open_env(path: Path, map_size: int, readonly: bool) -> lmdb.Environment:
                 str(path),
                 readonly=readonly,
                 map_size=map_size,
-                max_dbs=config.MAX_DBS,
-                max_readers=config.MAX_READERS,
+                max_dbs=MAX_DBS,
+                max_readers=MAX_READERS,
                 max_spare_txns=0,
                 mode=0o700,  # LMDB gives the files mode & ~0o111: 0600
             )

@@ -15,8 +15,9 @@ import time
 
 from common import data_dir, emulator, enqueue, results
 
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
+from ollama_cli.settings import DaemonSettings
 from ollama_cli.store.lmdb import Store
 
 
@@ -25,8 +26,8 @@ def drain(url: str, jobs: list[dict], *, max_skip: int) -> tuple[float, int]:
     with data_dir() as path:
         enqueue(path, jobs)
         with Store(path) as store:
-            daemon = Daemon(store, [Backend(url)], concurrency=1, drain=True, poll=0.05,
-                            max_skip=max_skip)
+            daemon = Daemon(store, [Backend(url)],
+                            DaemonSettings(concurrency=1, drain=True, poll=0.05, max_overtake=max_skip))
             start = time.perf_counter()
             asyncio.run(daemon.run())
             took = time.perf_counter() - start

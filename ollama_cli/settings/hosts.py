@@ -1,36 +1,15 @@
-"""Settings read once: the data dir, the backends, store limits. The only reader of os.environ."""
+"""Backends as the user writes them (--host, OLLAMA_HOST, the config file) and as the
+daemon and the clients use them."""
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from ollama_cli.errors import UsageError
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 OPENAI_PREFIX = "openai+"
-
-# Every process opens the environment with these same values: max_dbs is per handle and
-# max_readers is fixed by whichever process creates the lock file first.
-MAX_DBS = 16
-MAX_READERS = 1024
-# Virtual address space only: data.mdb grows with the pages in use, and the store doubles
-# the map when it fills.
-MAP_SIZE = 1 << 30
-
-
-def data_dir(flag: str | Path | None = None) -> Path:
-    """The folder of the LMDB environment: --data-dir, else OLLAMA_Q_DATA_DIR, else the
-    platform's user data dir."""
-    if flag:
-        return Path(flag).expanduser()
-    env = os.environ.get("OLLAMA_Q_DATA_DIR")
-    if env:
-        return Path(env).expanduser()
-    import platformdirs
-
-    return Path(platformdirs.user_data_dir("ollama-q"))
 
 
 class Backend(NamedTuple):
@@ -87,9 +66,7 @@ def parse_backend(value: str) -> Backend:
     return Backend(parse_host(value), "ollama")
 
 
-def backends(flags: list[str] | None = None) -> list[Backend]:
-    """The backends: every --host given, else OLLAMA_HOST, else the local default."""
-    if flags:
-        found = [parse_backend(f) for f in flags]
-        return list(dict.fromkeys(found))  # keep order, drop repeats
-    return [parse_backend(os.environ.get("OLLAMA_HOST") or DEFAULT_HOST)]
+def backends(hosts: Iterable[str]) -> list[Backend]:
+    """Each host parsed, in order."""
+    found = [parse_backend(h) for h in hosts]
+    return list(dict.fromkeys(found))  # keep order, drop repeats

@@ -1,8 +1,9 @@
-"""Settings: OLLAMA_HOST parsed as ollama-python parses it (shared/ollama-api.md §12),
-backends and data dir precedence (flag > variable > default), durations and times."""
+"""Settings: OLLAMA_HOST parsed as ollama-python parses it (shared/ollama-api.md §12), every
+setting's precedence (flag > variable > file > default) and source, durations and times."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -12,10 +13,12 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from ollama_cli import config
-from ollama_cli.config import Backend
+from ollama_cli.settings import DaemonSettings, load
+from ollama_cli.settings import hosts
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.errors import UsageError
 from ollama_cli.timefmt import format_time, parse_duration, parse_time
+from tests.helpers.cli import assert_one_error, run_main
 
 # ------------------------------------------------------------------ OLLAMA_HOST
 
@@ -49,26 +52,26 @@ from ollama_cli.timefmt import format_time, parse_duration, parse_time
     ("0.0.0.0:56789", "http://0.0.0.0:56789"),
 ], ids=lambda v: repr(v))
 def test_parse_host(value: str | None, expected: str) -> None:
-    assert config.parse_host(value) == expected
+    assert hosts.parse_host(value) == expected
 
 
 @pytest.mark.parametrize("value", ["ftp://host", "unix:///run/ollama.sock", "host:port",
                                    "host:99999", "http://host:0", "host:0", ":0", "https://[::1]:0/p"])
 def test_parse_host_refuses(value: str) -> None:
     with pytest.raises(UsageError):
-        config.parse_host(value)
+        hosts.parse_host(value)
 
 
 @pytest.mark.parametrize("value", ["http://user:s3cret@host", "user:s3cret@host:11434", "https://s3cret@host/p",
                                    "ftp://user:s3cret@host", "http://user:s3cret@host:99999"])
 def test_parse_host_refuses_credentials_without_echoing_them(value: str) -> None:
     with pytest.raises(UsageError, match="credentials") as info:
-        config.parse_host(value)
+        hosts.parse_host(value)
     assert "s3cret" not in info.value.message
 
 
 def test_an_at_sign_in_the_path_is_not_a_credential() -> None:
-    assert config.parse_host("http://host:8080/v1@x") == "http://host:8080/v1@x"
+    assert hosts.parse_host("http://host:8080/v1@x") == "http://host:8080/v1@x"
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -79,68 +82,122 @@ def test_an_at_sign_in_the_path_is_not_a_credential() -> None:
     ("box", Backend("http://box:11434", "ollama")),
 ])
 def test_parse_backend(value: str, expected: Backend) -> None:
-    got = config.parse_backend(value)
+    got = hosts.parse_backend(value)
     assert got == expected
     # The label is how a user wrote it back: the prefix says the kind.
     assert got.label == ("openai+" if expected.kind == "openai" else "") + expected.url
 
 
-def test_backends_default(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("OLLAMA_HOST", raising=False)
-    assert config.backends() == [Backend("http://127.0.0.1:11434")]
-    monkeypatch.setenv("OLLAMA_HOST", "")  # set but empty: as unset
-    assert config.backends() == [Backend("http://127.0.0.1:11434")]
+def test_backends_default() -> None:
+    for env in ({}, {"OLLAMA_HOST": ""}):  # set but empty: as unset
+        got = load({}, env)
+        assert got.backends == [Backend("http://127.0.0.1:11434")] and got.source("hosts") == "default"
 
 
-def test_backends_from_ollama_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
-    assert config.backends() == [Backend("http://gpu-box:12345")]
-    assert config.backends([]) == [Backend("http://gpu-box:12345")]
-    monkeypatch.setenv("OLLAMA_HOST", "openai+http://llama:8080")
-    assert config.backends() == [Backend("http://llama:8080", "openai")]
+def test_backends_from_ollama_host() -> None:
+    got = load({"hosts": []}, {"OLLAMA_HOST": "gpu-box:12345"})  # a repeatable flag never given
+    assert got.backends == [Backend("http://gpu-box:12345")] and got.source("hosts") == "env"
+    assert load({}, {"OLLAMA_HOST": "openai+http://llama:8080"}).backends == [Backend("http://llama:8080", "openai")]
 
 
-def test_backend_flags_win_over_ollama_host(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
+def test_backend_flags_win_over_ollama_host() -> None:
     flags = ["a", "openai+b:1", "http://a:11434", "c:2"]  # the third repeats the first
-    assert config.backends(flags) == [
-        Backend("http://a:11434"), Backend("http://b:1", "openai"), Backend("http://c:2")]
+    got = load({"hosts": flags}, {"OLLAMA_HOST": "gpu-box:12345"})
+    assert got.backends == [Backend("http://a:11434"), Backend("http://b:1", "openai"), Backend("http://c:2")]
+    assert got.source("hosts") == "flag"
 
 
-# --------------------------------------------------------------------- data dir
+def test_a_bad_host_fails_only_the_commands_that_use_backends() -> None:
+    got = load({}, {"OLLAMA_HOST": "ftp://box"})  # `status` never talks to a backend
+    with pytest.raises(UsageError, match="unsupported scheme"):
+        got.backends
 
 
-def test_data_dir_flag_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
-    assert config.data_dir(tmp_path / "flag") == tmp_path / "flag"
-    assert config.data_dir(str(tmp_path / "flag")) == tmp_path / "flag"
+# ---------------------------------------------------------- data dir, precedence
 
 
-def test_data_dir_variable_over_platform_default(monkeypatch: pytest.MonkeyPatch,
-                                                 tmp_path: Path) -> None:
-    monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
-    assert config.data_dir() == tmp_path / "env"
-    assert config.data_dir(None) == tmp_path / "env"
+def test_data_dir_flag_wins(tmp_path: Path) -> None:
+    env = {"OLLAMA_Q_DATA_DIR": str(tmp_path / "env")}
+    for flag in (tmp_path / "flag", str(tmp_path / "flag")):
+        got = load({"data_dir": flag}, env)
+        assert got.data_dir == tmp_path / "flag" and got.source("data_dir") == "flag"
+
+
+def test_data_dir_variable_over_platform_default(tmp_path: Path) -> None:
+    got = load({"data_dir": None}, {"OLLAMA_Q_DATA_DIR": str(tmp_path / "env")})
+    assert got.data_dir == tmp_path / "env" and got.source("data_dir") == "env"
 
 
 def test_data_dir_expands_the_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.setenv("OLLAMA_Q_DATA_DIR", "~/q")
-    assert config.data_dir() == tmp_path / "q"
-    assert config.data_dir("~/flag") == tmp_path / "flag"
+    assert load({}, {"OLLAMA_Q_DATA_DIR": "~/q"}).data_dir == tmp_path / "q"
+    assert load({"data_dir": "~/flag"}, {}).data_dir == tmp_path / "flag"
 
 
-@pytest.mark.parametrize("env", [None, ""])
-def test_data_dir_platform_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                   env: str | None) -> None:
-    if env is None:
-        monkeypatch.delenv("OLLAMA_Q_DATA_DIR", raising=False)
-    else:
-        monkeypatch.setenv("OLLAMA_Q_DATA_DIR", env)
+@pytest.mark.parametrize("env", [{}, {"OLLAMA_Q_DATA_DIR": ""}])
+def test_data_dir_platform_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str]) -> None:
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
-    assert config.data_dir() == Path(platformdirs.user_data_dir("ollama-q"))
+    got = load({}, env)
+    assert got.data_dir == Path(platformdirs.user_data_dir("ollama-q")) and got.source("data_dir") == "default"
     if sys.platform.startswith("linux"):
-        assert config.data_dir() == tmp_path / "xdg" / "ollama-q"
+        assert got.data_dir == tmp_path / "xdg" / "ollama-q"
+
+
+def test_the_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
+    got = load({})
+    assert (got.data_dir, got.hosts) == (tmp_path / "env", ("gpu-box:12345",))
+
+
+def test_flag_over_variable_over_file_over_default(tmp_path: Path) -> None:
+    flag, env, file = tmp_path / "flag", {"OLLAMA_Q_DATA_DIR": str(tmp_path / "env")}, {"data_dir": str(tmp_path / "file")}
+    assert load({"data_dir": flag}, env, file).data_dir == flag
+    assert load({}, env, file).data_dir == tmp_path / "env"
+    assert load({}, {}, file).data_dir == tmp_path / "file"
+    got = load({}, {}, file)
+    assert (got.source("data_dir"), got.source("hosts")) == ("file", "default")
+    # Settings without a variable: the flag, else the file, else the default.
+    assert load({"concurrency": 3}, {}, {"concurrency": 5}).daemon.concurrency == 3
+    got = load({}, {}, {"concurrency": 5, "grace": 2})
+    assert (got.daemon.concurrency, got.source("concurrency")) == (5, "file")
+    assert (got.daemon.grace, got.source("grace")) == (2.0, "file")  # a number in the file: seconds
+    got = load({}, {})
+    assert got.daemon == DaemonSettings() and not got.json
+    assert {got.source(name) for name in ("concurrency", "grace", "json", "seed")} == {"default"}
+
+
+def test_a_switch_left_off_is_not_given() -> None:
+    # Typer cannot tell `--drain` absent from off, so an off switch lets the file speak.
+    got = load({"drain": False, "json": False}, {}, {"drain": True})
+    assert got.daemon.drain and got.source("drain") == "file" and got.source("json") == "default"
+    got = load({"drain": True, "json": True}, {})
+    assert got.daemon.drain and got.json and got.source("json") == "flag"
+
+
+def test_daemon_flags_are_parsed_into_typed_values() -> None:
+    got = load({"concurrency": 4, "grace": "2m", "retry_backoff": "500ms", "keep_finished": "7d",
+                "model_concurrency": ["llama3.1:70b=1", "all-minilm=8"]}, {})
+    assert got.daemon == DaemonSettings(concurrency=4, grace=120.0, retry_backoff=0.5, keep_finished=604800.0,
+                                        model_concurrency={"llama3.1:70b": 1, "all-minilm": 8})
+    assert load({}, {}, {"model_concurrency": {"llama3.2": 2}}).daemon.model_concurrency == {"llama3.2": 2}
+
+
+@pytest.mark.parametrize(("flags", "file", "message"), [
+    ({"concurrency": 0}, {}, "--concurrency must be at least 1"),
+    ({}, {"concurrency": "4"}, "'concurrency' in the config file must be a whole number"),
+    ({}, {"drain": "yes"}, "'drain' in the config file must be true or false"),
+    ({"grace": "soon"}, {}, "invalid duration 'soon'"),
+    ({}, {"grace": -1}, "'grace' in the config file must be a duration"),
+    ({"model_concurrency": ["llama3.2"]}, {}, "malformed --model-concurrency 'llama3.2'"),
+    ({"model_concurrency": ["llama3.2=0"]}, {}, "malformed --model-concurrency"),
+    ({}, {"model_concurrency": 3}, "must be NAME=N pairs"),
+    ({}, {"hosts": []}, "'hosts' in the config file must name one host or more"),
+    ({}, {"concurency": 2}, "unknown setting 'concurency'"),
+])
+def test_bad_settings_say_where_they_came_from(flags: dict, file: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load(flags, {}, file)
 
 
 # -------------------------------------------------------------------- durations
@@ -240,3 +297,22 @@ def test_format_time_is_utc_whatever_the_local_zone(utc_plus_3: None) -> None:
 def test_times_round_trip_to_the_millisecond() -> None:
     for moment in (1795423200.123, 1700000000.5, 86400.001):
         assert parse_time(format_time(moment)) == pytest.approx(moment, abs=1e-3)
+
+
+# ------------------------------------------------------------ through the command line
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["-c", "0"], {}, "--concurrency must be at least 1"),
+    (["--host", "ftp://box"], {}, "unsupported scheme 'ftp'"),
+    ([], {"OLLAMA_HOST": "ftp://box"}, "unsupported scheme 'ftp'"),
+    (["--grace", "soon"], {}, "invalid duration 'soon'"),
+    (["--retry-backoff", "-1s"], {}, "invalid duration '-1s'"),
+    (["--model-concurrency", "llama3.2"], {}, "malformed --model-concurrency 'llama3.2'"),
+])
+def test_bad_daemon_settings_are_usage_errors_that_write_nothing(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], message: str) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert message in assert_one_error(run_main("daemon", *args), 2)
+    assert not data_dir.exists()
