@@ -1,6 +1,6 @@
 """The LMDB store: private files, durability across opens, map growth that nobody sees,
-prefix scans, counters, and the two multi-process hazards (a map grown by another
-process, a reader killed while it held a transaction)."""
+prefix scans, counters, and the multi-process hazards (a map grown by another process,
+a reader killed while it held a transaction, a lock file replaced under it)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import lmdb
 import pytest
 
+from ollama_cli.errors import StoreLockLost
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import MAX_DBS, MAX_READERS, Store, Tx
 
@@ -73,6 +74,17 @@ def test_reopen_sees_committed_data(data_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------- writes
+
+
+def test_a_store_refuses_to_write_once_its_lock_file_changed(tmp_path: Path) -> None:
+    with Store(tmp_path / "store") as store:
+        assert not store.lock_file_changed()
+        lock = tmp_path / "store" / "lock.mdb"
+        lock.rename(tmp_path / "old-lock")
+        lock.write_bytes(b"")  # another process made a new one
+        assert store.lock_file_changed()
+        with pytest.raises(StoreLockLost):
+            store.write(lambda tx: tx.put("meta", b"k", u64(1)))
 
 
 def test_map_grows_from_a_tiny_size_without_map_full(data_dir: Path) -> None:

@@ -34,7 +34,7 @@ class DaemonStarted:
 
 @dataclass(frozen=True)
 class DaemonStopping:
-    """A SIGTERM or SIGINT: the first lets running jobs finish within `grace`; a second
+    """A SIGTERM, SIGINT or SIGHUP: the first lets running jobs finish within `grace`; a second
     (`now`) hands them back at once."""
 
     signal: str

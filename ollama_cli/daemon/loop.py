@@ -25,6 +25,7 @@ import httpx
 from ollama_cli import queue
 from ollama_cli.daemon import events, logs, outcomes, registry, scheduler
 from ollama_cli.clients.base import BackendError, client_for
+from ollama_cli.errors import StoreLockLost, StoreWriteFailed
 from ollama_cli.settings import DaemonSettings, Settings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
@@ -44,6 +45,9 @@ HEARTBEAT_EVERY = 2.0
 CANCEL_CHECK_EVERY = 0.25  # a cancelled job's stream closes within a second
 RECLAIM_EVERY = 2.0
 CLEAN_EVERY = 60.0
+WRITE_RETRY_FIRST, WRITE_RETRY_MAX = 1.0, 30.0  # seconds between tries of a commit the disk refused
+# SIGHUP too: a daemon started from a terminal that closes gets the same grace as SIGTERM.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Group commit. A tick costs the same whether it records one finished job or eight, so
 # when the daemon itself is the bottleneck (jobs of a few milliseconds, one core busy
 # with streaming and bookkeeping), a finished job waits up to this long for the others
@@ -169,13 +173,27 @@ class Daemon:
 
     async def _write(self, fn: Callable[[Tx], T]) -> T:
         """Run a write transaction on the store's writer thread: its fsync must not stop
-        the event loop, which meanwhile goes on streaming answers."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self.store.write, fn)
+        the event loop, which meanwhile goes on streaming answers. A commit the disk
+        refuses (full) is tried again, backing off: jobs in flight go on meanwhile, and
+        what they finish lands once there is room."""
+        delay = WRITE_RETRY_FIRST
+        while True:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._writer, self.store.write, fn)
+            except StoreWriteFailed as exc:
+                if self.force:
+                    raise
+                log.error("%s; trying again in %gs", exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, WRITE_RETRY_MAX)
 
     async def tick(self, now: float) -> TickReport:
         report = TickReport()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_EVERY
+            if self.store.lock_file_changed():
+                log.error("%s was deleted or replaced: stopping at once", self.data_dir / "lock.mdb")
+                raise StoreLockLost(self.data_dir / "lock.mdb")
             await self._write(lambda tx: registry.heartbeat(tx, self.id, now))
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
@@ -283,7 +301,7 @@ class Daemon:
         self._wake = asyncio.Event()
         self.start()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
                                                  self.settings.concurrency))
@@ -304,7 +322,7 @@ class Daemon:
                     await self._gather()
             await self._shutdown()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             await self.pool.stop()
             for slot in self.slots:

@@ -69,14 +69,17 @@ def test_a_job_that_kills_its_daemon_every_time_ends_abandoned(
     check_invariants(data_dir)
 
 
-def test_sigterm_lets_running_jobs_finish(data_dir: Path, emulator: Emulator, start_daemon) -> None:
+# SIGHUP: the terminal a daemon was started from closed.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_sigterm_or_sighup_lets_running_jobs_finish(data_dir: Path, emulator: Emulator, start_daemon,
+                                          sig: signal.Signals) -> None:
     running = submit(data_dir, "finish me")
     waiting = submit(data_dir, "not started")
     emulator.hold()
     daemon = start_daemon(emulator.url, "--grace", "60s")
     assert emulator.wait_in_flight(1)
-    daemon.signal(signal.SIGTERM)
-    assert daemon.wait_log("taking no more jobs")
+    daemon.signal(sig)
+    assert daemon.wait_log(f"{sig.name}: taking no more jobs")
     emulator.release()
     assert daemon.wait(60) == 0, daemon.log()
     assert status(data_dir, running)["status"] == "completed"
