@@ -141,6 +141,26 @@ def full_name(model: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
 
 
+# Ollama's final-chunk figures, as `stats` holds them: token counts and nanoseconds.
+STAT_FIELDS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
+
+
+def result_stats(result: dict[str, Any]) -> dict[str, int]:
+    """A result's `stats`, keeping only whole numbers: daemons before the replies were
+    checked stored what the backend sent, `"eval_count": "abc"` included."""
+    stats = result.get("stats")
+    if not isinstance(stats, dict):
+        return {}
+    return {k: v for k, v in stats.items() if k in STAT_FIELDS and type(v) is int and v >= 0}
+
+
 def result_to_json(job: Job, result: dict[str, Any]) -> dict[str, Any]:
     """The contract's `result --json` object."""
     out: dict[str, Any] = {"id": job.id, "status": job.status.value, "model": job.model,
@@ -151,17 +171,20 @@ def result_to_json(job: Job, result: dict[str, Any]) -> dict[str, Any]:
         out["embeddings"] = result.get("embeddings")
     else:
         out["response"] = result.get("response")
-    out["stats"] = result.get("stats") or {}
+    out["stats"] = result_stats(result)
     out["cached"] = job.cached
     return out
 
 
 def result_text(job: Job, result: dict[str, Any]) -> str:
     """What `result` prints for people: the text, or the vectors as JSON."""
-    if job.type is JobType.CHAT:
-        return (result.get("message") or {}).get("content") or ""
     if job.type is JobType.EMBED:
         import json
 
         return json.dumps(result.get("embeddings"))
-    return result.get("response") or ""
+    if job.type is JobType.CHAT:
+        message = result.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+    else:
+        text = result.get("response")
+    return text if isinstance(text, str) else ""

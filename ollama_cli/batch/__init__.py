@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 
 from ollama_cli import submission
 from ollama_cli.errors import NotFound, UsageError
-from ollama_cli.jobs import Job, JobStatus, JobType, Priority
+from ollama_cli.jobs import Job, JobStatus, JobType, Priority, result_stats, result_text
 from ollama_cli.store.base import Engine, JobSpec
 from ollama_cli.store.records import BatchEntry
 from ollama_cli.timefmt import bounded_duration
@@ -445,25 +445,25 @@ def _line(job_id: int, custom_id: str | None, body: dict[str, Any] | None,
 
 def _response_body(job: Job, result: dict[str, Any]) -> dict[str, Any]:
     """A completed job's result as OpenAI's endpoint for its type answers."""
-    stats = result.get("stats") or {}
+    stats = result_stats(result)
     prompt_tokens, completion_tokens = stats.get("prompt_eval_count", 0), stats.get("eval_count", 0)
     created = int(job.finished_at or job.created_at)
     if job.type is JobType.EMBED:
+        vectors = result.get("embeddings")
         return {
             "object": "list",
             "data": [{"object": "embedding", "embedding": vector, "index": i}
-                     for i, vector in enumerate(result.get("embeddings") or [])],
+                     for i, vector in enumerate(vectors if isinstance(vectors, list) else [])],
             "model": job.model,
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
         }
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}
     if job.type is JobType.CHAT:
-        message = result.get("message") or {}
-        choice = {"index": 0, "message": {"role": "assistant", "content": message.get("content") or ""},
+        choice = {"index": 0, "message": {"role": "assistant", "content": result_text(job, result)},
                   "logprobs": None, "finish_reason": "stop"}
         return {"id": f"chatcmpl-{job.id}", "object": "chat.completion", "created": created,
                 "model": job.model, "choices": [choice], "usage": usage}
-    choice = {"index": 0, "text": result.get("response") or "", "logprobs": None, "finish_reason": "stop"}
+    choice = {"index": 0, "text": result_text(job, result), "logprobs": None, "finish_reason": "stop"}
     return {"id": f"cmpl-{job.id}", "object": "text_completion", "created": created, "model": job.model,
             "choices": [choice], "usage": usage}

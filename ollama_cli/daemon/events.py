@@ -121,11 +121,13 @@ class BackendUp:
 
 @dataclass(frozen=True)
 class BackendResting:
-    """Attempts failed `failures` times in a row: no new work for `seconds`."""
+    """Attempts failed `failures` times in a row: no new work for `seconds`, as long as
+    the server asked (Retry-After) when `asked`."""
 
     backend: str
     failures: int
     seconds: float
+    asked: bool = False
 
 
 @dataclass(frozen=True)

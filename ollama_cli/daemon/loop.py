@@ -56,6 +56,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GROUP_COMMIT_WINDOW = 0.005
 BUSY_SHARE = 0.8  # of a core, over the last CPU_SAMPLE seconds
 CPU_SAMPLE = 0.1
+# The bound of an attempt whose job has no --timeout: a backend that keeps a stream open
+# forever (a byte now and then, so no read timeout fires) must not hold a slot forever.
+DEFAULT_ATTEMPT_TIMEOUT = 600.0
 
 
 @dataclass
@@ -371,14 +374,14 @@ class Daemon:
     async def _attempt(self, run: Running) -> None:
         first, slot = run.claims[0].job, run.slot
         started = time.monotonic()
+        limit = first.timeout or DEFAULT_ATTEMPT_TIMEOUT
         try:
             try:
-                coro = slot.client.run(first, _merged_request(run.claims))
-                result = await (asyncio.wait_for(coro, first.timeout) if first.timeout else coro)
+                result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims)), limit)
                 results = _split(run.claims, result)
             except asyncio.TimeoutError:
-                raise BackendError(ErrorType.TIMEOUT, f"no answer within {first.timeout:g}s",
-                                   transient=True) from None
+                bound = "" if first.timeout else " (the bound of an attempt without --timeout)"
+                raise BackendError(ErrorType.TIMEOUT, f"no answer within {limit:g}s{bound}", transient=True) from None
         except asyncio.CancelledError:
             if run.stop_reason == "shutdown":
                 self._outcomes += [Outcome(c, "release") for c in run.claims]
@@ -417,7 +420,7 @@ class Daemon:
             # A stale listing: another backend has the model, so try there at no cost.
             return [Outcome(c, "release") for c in run.claims]
         if err.transient:
-            self.pool.failed(slot, now)
+            self.pool.failed(slot, now, err.retry_after)
         return [Outcome(c, "fail", error=JobError(err.kind, err.message), host=slot.backend.label,
                         retry_after=retry_delay(c.job.attempts, self.settings.retry_backoff, self.rng) if err.transient else None)
                 for c in run.claims]
