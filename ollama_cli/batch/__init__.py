@@ -17,14 +17,16 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ollama_cli import submission
 from ollama_cli.errors import NotFound, UsageError
-from ollama_cli.jobs import Job, JobStatus, JobType, Priority, result_stats, result_text
-from ollama_cli.store.base import Engine, JobSpec
-from ollama_cli.store.records import BatchEntry
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, result_stats, result_text
 from ollama_cli.timefmt import bounded_duration
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
+    from ollama_cli.store.records import BatchEntry
 
 ENDPOINTS = {
     "/v1/chat/completions": JobType.CHAT,
