@@ -1,21 +1,23 @@
-"""Blocking waits of client processes (`--wait`, `wait`): poll short read transactions
-until jobs finish. No transaction is held while sleeping."""
+"""Blocking waits of client processes (`--wait`, `wait`): read the jobs again each time the
+store's notifier wakes (LMDB: every POLL) until they finish. Nothing is held while waiting."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
-from ollama_cli import queue
-from ollama_cli.errors import NotFound
+from ollama_cli.errors import CorruptRecord, NotFound
 from ollama_cli.jobs import Job
-from ollama_cli.store.lmdb import Store
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
 
 POLL = 0.1
 
 
 def wait_for(
-    store: Store,
+    store: Engine,
     ids: Iterable[int],
     *,
     timeout: float | None = None,
@@ -26,13 +28,13 @@ def wait_for(
     wanted = list(dict.fromkeys(ids))
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
-        with store.read() as tx:
-            jobs = []
-            for job_id in wanted:
-                job = queue.get_job(tx, job_id)
-                if job is None:
-                    raise NotFound(f"job {job_id} not found (was it cleaned?)")
-                jobs.append(job)
+        jobs = []
+        for job_id, job in zip(wanted, store.get_jobs(wanted)):
+            if isinstance(job, CorruptRecord):
+                raise job
+            if job is None:
+                raise NotFound(f"job {job_id} not found (was it cleaned?)")
+            jobs.append(job)
         if on_progress is not None:
             on_progress(jobs)
         if all(j.status.finished for j in jobs):
@@ -40,4 +42,4 @@ def wait_for(
         if deadline is not None and time.monotonic() >= deadline:
             return jobs, False
         delay = POLL if deadline is None else min(POLL, max(0.0, deadline - time.monotonic()))
-        time.sleep(delay)
+        store.notifier.wait(delay)

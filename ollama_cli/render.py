@@ -1,9 +1,17 @@
 """Human output: rich tables and panels. rich is imported inside each function so that
-commands run with --json never load it. Never imports the store or the backends."""
+commands run with --json never load it. Never imports the store or the backends.
+
+Text that came from outside (job names, models, error messages, what a backend listed)
+goes through `_shown`: a `[/]` in a name is not rich markup, an escape sequence never
+reaches the terminal, a stored 10 MB error is not printed whole."""
 
 from __future__ import annotations
 
 from typing import Any
+
+from ollama_cli.sanitize import one_line
+
+SHOWN_MAX = 500  # characters of one value in a table
 
 _STATUS_STYLE = {
     "pending": "yellow",
@@ -18,6 +26,13 @@ def _console() -> Any:
     from rich.console import Console
 
     return Console(highlight=False)
+
+
+def _shown(value: Any) -> str:
+    """A value as one line of plain text for a rich cell."""
+    from rich.markup import escape
+
+    return escape(one_line(str(value), SHOWN_MAX))
 
 
 def _when(stamp: str | None) -> str:
@@ -46,9 +61,9 @@ def jobs_table(rows: list[dict[str, Any]]) -> None:
     cells = []
     for r in rows:
         status = r["status"]
-        error = f"{r['error']['type']}: {r['error']['message']}" if r.get("error") else ""
+        error = _shown(f"{r['error']['type']}: {r['error']['message']}") if r.get("error") else ""
         cells.append([
-            str(r["id"]), status, r["priority"], r["type"], r["model"], r.get("name") or "",
+            str(r["id"]), status, r["priority"], r["type"], _shown(r["model"]), _shown(r.get("name") or ""),
             str(r["position"] or ""), f"{r['attempts']}/{r['max_attempts']}", _age(r["created_at"]), error,
         ])
     table = Table(box=None, header_style="bold", pad_edge=False)
@@ -106,9 +121,11 @@ def job_detail(job: dict[str, Any]) -> None:
         if key == "status":
             value = f"[{_STATUS_STYLE.get(value, '')}]{value}[/]"
         elif key == "error" and value:
-            value = f"[red]{value['type']}[/]: {value['message']}"
+            value = f"[red]{value['type']}[/]: {_shown(value['message'])}"
         elif key == "after":
             value = ", ".join(map(str, value)) or None
+        elif value is not None:
+            value = _shown(value)
         table.add_row(key, "-" if value is None else str(value))
     _console().print(table)
 
@@ -120,7 +137,7 @@ def mapping(data: dict[str, Any]) -> None:
     table.add_column(style="bold")
     table.add_column(justify="right")
     for key, value in data.items():
-        table.add_row(key, str(value))
+        table.add_row(_shown(key), _shown(value))
     _console().print(table)
 
 
@@ -136,14 +153,14 @@ def info(data: dict[str, Any]) -> None:
     if d["running"]:
         more = f" (+{len(data['daemons']) - 1} more)" if len(data.get("daemons", [])) > 1 else ""
         console.print(f"[bold]daemon[/]  [green]running[/] pid {d['pid']}, concurrency {d['concurrency']}, "
-                      f"{', '.join(d['hosts'])}, heartbeat {_when(d['last_heartbeat'])}{more}")
+                      f"{_shown(', '.join(d['hosts']))}, heartbeat {_when(d['last_heartbeat'])}{more}")
     else:
         console.print("[bold]daemon[/]  [yellow]not running[/] (start one: ollama-q daemon)")
     if data["paused"]:
         console.print("[bold]queue[/]   [yellow]paused[/] (ollama-q resume)")
     c = data["cache"]
     console.print(f"[bold]cache[/]   {c['entries']} entries, {c['hits']} hits, {c['misses']} misses")
-    console.print(f"[bold]store[/]   {data['data_dir']}")
+    console.print(f"[bold]store[/]   {_shown(data['data_dir'])}")
     console.print(f"[bold]version[/] {data['version']}")
 
 
@@ -158,6 +175,7 @@ def models_table(rows: list[dict[str, Any]]) -> None:
         table.add_column(col, justify="right" if col == "SIZE" else "left")
     for r in rows:
         size = f"{(r['size'] or 0) / 1e9:.1f} GB"
-        table.add_row(r["name"], size, r.get("family") or "", r.get("parameter_size") or "",
-                      r.get("quantization_level") or "", "[green]yes[/]" if r["loaded"] else "")
+        table.add_row(_shown(r["name"]), size, *(_shown(r.get(k) or "") for k in
+                                                 ("family", "parameter_size", "quantization_level")),
+                      "[green]yes[/]" if r["loaded"] else "")
     _console().print(table)

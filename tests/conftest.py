@@ -1,5 +1,7 @@
-"""Shared fixtures: a private data dir per test, the Ollama emulator on 127.0.0.1, and a
-daemon process that is always stopped. The CLI runners are in tests/helpers/cli.py."""
+"""Shared fixtures: a private data dir per test, the store (as the CLI and daemon see it, and
+LMDB's key-value layer under it), the rerun mode for write functions, the Ollama emulator on
+127.0.0.1, and a daemon process that is always stopped. The CLI runners are in
+tests/helpers/cli.py."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from ollama_cli.store import open_store
+from ollama_cli.store.base import Engine
 from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
 from tests.helpers.cli import cli_env, run_cli
@@ -29,10 +34,54 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def store(data_dir: Path) -> Iterator[Store]:
+def store(data_dir: Path) -> Iterator[Engine]:
+    """The store as the CLI and the daemon use it."""
+    with open_store(data_dir) as engine:
+        yield engine
+
+
+@pytest.fixture
+def kv(data_dir: Path) -> Iterator[Store]:
+    """LMDB's key-value layer, for tests of it and of the queue functions written on it (a
+    process opens an environment once: a test takes this or `store`, not both)."""
     s = Store(data_dir)
     yield s
     s.close()
+
+
+class _Abort(Exception):
+    pass
+
+
+def _twice(write: Callable[[Any, Callable[[Any], object]], object]) -> Callable[..., object]:
+    """`write(self, fn)` that runs fn first in a transaction it throws away, then for real."""
+    def twice(self: Any, fn: Callable[[Any], object]) -> object:
+        def thrown_away(tx: Any) -> None:
+            fn(tx)
+            raise _Abort
+
+        try:
+            write(self, thrown_away)
+        except _Abort:
+            pass
+        return write(self, fn)
+
+    return twice
+
+
+@pytest.fixture
+def rerun_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write function runs twice: first in a transaction that is thrown away, then for
+    real, as LMDB runs it after growing its map and PostgreSQL after a deadlock. A write
+    function with an effect outside its transaction (an append to a list, a count kept in the
+    process, an id taken from a sequence) shows it twice, so the tests that use this hold code
+    to the rule "a write function may run more than once"."""
+    monkeypatch.setattr(Store, "write", _twice(Store.write))
+    try:
+        from ollama_cli.store.postgres.engine import PostgresEngine
+    except ImportError:  # no driver: no PostgreSQL tests either
+        return
+    monkeypatch.setattr(PostgresEngine, "_write", _twice(PostgresEngine._write))
 
 
 @pytest.fixture

@@ -98,13 +98,50 @@ def test_only_the_cli_imports_the_cli() -> None:
     assert {m: n for m, n in offenders.items() if n} == {}
 
 
-STORE = {"ollama_cli", "ollama_cli.store", "ollama_cli.store.keys", "ollama_cli.store.tables"}
+BASE = {"ollama_cli", "ollama_cli.errors"}
+ENGINES = ("ollama_cli.store.lmdb", "ollama_cli.store.lmdb_engine", "ollama_cli.store.flock")
+
+
+def store_module(name: str) -> bool:
+    return name == "ollama_cli.store" or name.startswith("ollama_cli.store.")
+
+
+@pytest.mark.parametrize("path", [p for p in sources() if p.parent == PACKAGE / "store" and p.name != "lmdb_engine.py"],
+                         ids=lambda p: p.name)
+def test_the_store_imports_only_errors_and_itself(path: Path) -> None:
+    # The interface and its records also name the job record they carry.
+    allowed = BASE | ({"ollama_cli.jobs"} if path.name in ("base.py", "records.py") else set())
+    assert {n for n in ours(imports(path)) if not store_module(n)} - allowed == set()
+
+
+def test_the_lmdb_engine_is_where_the_queue_meets_lmdb() -> None:
+    # The one store module above the key-value layer: it runs the queue's functions on it.
+    found = ours(imports(PACKAGE / "store" / "lmdb_engine.py"))
+    assert {"ollama_cli.queue", "ollama_cli.store.lmdb", "ollama_cli.store.flock"} <= found
+    queue = {n for n in found if n == "ollama_cli.queue" or n.startswith("ollama_cli.queue.")}
+    assert {n for n in found if not store_module(n)} - queue <= BASE | {"ollama_cli.cache", "ollama_cli.codec",
+                                                                          "ollama_cli.jobs"}
+
+
+def test_the_queue_and_the_cache_know_the_store_only_by_its_interface() -> None:
+    rooms = [p for p in sources() if p.parent in (PACKAGE / "queue", PACKAGE / "cache")]
+    found = {module_name(p): imports(p) for p in rooms}
+    assert {m: sorted(n for n in names if n.startswith(ENGINES) or n == "lmdb")
+            for m, names in found.items() if any(n.startswith(ENGINES) or n == "lmdb" for n in names)} == {}
+    assert all("ollama_cli.store.base" in found[m] for m in ("ollama_cli.queue.indexes", "ollama_cli.cache"))
+
+
+def test_nothing_above_the_store_imports_an_engine() -> None:
+    # The CLI, the daemon, batches, insight and follow open the store with store.open_store
+    # and speak to it through store.base: a second engine changes none of them.
+    above = [p for p in sources() if PACKAGE / "store" not in p.parents]
+    offenders = {module_name(p): sorted(n for n in imports(p) if n.startswith(ENGINES) or n == "lmdb")
+                 for p in above}
+    assert {m: n for m, n in offenders.items() if n} == {}
+    assert any("ollama_cli.store" in imports(p) for p in above)  # the reader sees the lazy open_store
 
 
 @pytest.mark.parametrize(("module", "allowed"), [
-    ("store/lmdb.py", STORE | {"ollama_cli.errors"}),
-    ("store/keys.py", set()),
-    ("store/tables.py", set()),
     ("jobs.py", {"ollama_cli", "ollama_cli.errors", "ollama_cli.timefmt"}),
     ("codec.py", {"ollama_cli", "ollama_cli.errors", "ollama_cli.jobs"}),
 ])

@@ -17,8 +17,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ollama_cli import __version__, queue
-from ollama_cli.store.lmdb import Store
+from ollama_cli import __version__
+from ollama_cli.store import open_store
 from tests.emulator import Emulator
 from tests.helpers.cli import assert_one_error, cli_env, ok_json, one_json, run_cli
 
@@ -61,9 +61,9 @@ def submit_id(data_dir: Path, *args: str, input: str | bytes | None = None) -> i
 
 
 def stored_request(data_dir: Path, job_id: int) -> dict[str, Any]:
-    """The request as the store holds it, read through a Store opened after the CLI exited."""
-    with Store(data_dir) as store, store.read() as tx:
-        return queue.get_request(tx, job_id)
+    """The request as the store holds it, read through a store opened after the CLI exited."""
+    with open_store(data_dir) as store:
+        return store.get_request(job_id)
 
 
 def generation_bodies(emu: Emulator, path: str) -> list[Any]:
@@ -498,10 +498,9 @@ def test_models_against_a_closed_port_exits_3(data_dir: Path, json_flag: list[st
 
 def test_a_job_is_seen_by_other_processes(data_dir: Path) -> None:
     submit_id(data_dir, "llama3.2", "makes the store")
-    with Store(data_dir) as store:  # a long-lived handle in this process
+    with open_store(data_dir) as store:  # a long-lived handle in this process
         jid = submit_id(data_dir, "qwen2.5:0.5b", "from another process", "--name", "xproc")
-        with store.read() as tx:
-            job = queue.get_job(tx, jid)
+        job = store.get_job(jid)
         assert job is not None and job.name == "xproc" and job.model == "qwen2.5:0.5b"
     rows = ok_json(run_cli(data_dir, "list", "--json"))
     assert [r["id"] for r in rows] == [jid, 1] and rows[0]["name"] == "xproc"
@@ -512,14 +511,13 @@ def test_a_job_is_seen_by_other_processes(data_dir: Path) -> None:
 SUBMITTER = """
 import json, sys, time
 from pathlib import Path
-from ollama_cli import queue
-from ollama_cli.jobs import JobType
-from ollama_cli.store.lmdb import Store
+from ollama_cli.jobs import JobSpec, JobType
+from ollama_cli.store import open_store
 
-store, worker, ids = Store(Path(sys.argv[1])), sys.argv[2], []
+store, worker, ids = open_store(Path(sys.argv[1])), sys.argv[2], []
 for i in range(int(sys.argv[3])):
-    spec = queue.JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": f"w{worker}-{i}"})
-    ids.append(store.write(lambda tx: queue.submit(tx, spec, time.time())).id)
+    spec = JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": f"w{worker}-{i}"})
+    ids.append(store.submit(spec, time.time()).id)
 store.close()
 print(json.dumps(ids))
 """
@@ -548,10 +546,10 @@ def test_concurrent_submitters_get_distinct_ids_without_gaps(data_dir: Path) -> 
     total = workers * per_worker + cli_workers
     assert len(every) == total and sorted(every) == list(range(1, total + 1))
 
-    with Store(data_dir) as store, store.read() as tx:  # no job overwrote another
+    with open_store(data_dir) as store:  # no job overwrote another
         for w, ids in enumerate(core_ids):
-            assert [queue.get_request(tx, i)["prompt"] for i in ids] == [f"w{w}-{i}" for i in range(per_worker)]
-        assert sorted(queue.get_request(tx, i)["prompt"] for i in cli_ids) == sorted(
+            assert [store.get_request(i)["prompt"] for i in ids] == [f"w{w}-{i}" for i in range(per_worker)]
+        assert sorted(store.get_request(i)["prompt"] for i in cli_ids) == sorted(
             f"cli-{w}" for w in range(cli_workers))
     rows = ok_json(run_cli(data_dir, "list", "--json"))
     assert [r["id"] for r in rows] == list(range(total, 0, -1))

@@ -10,47 +10,45 @@ from typing import Any
 
 import pytest
 
-from ollama_cli import queue
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
 from ollama_cli.settings import DaemonSettings
-from ollama_cli.jobs import ErrorType, JobStatus, JobType, Priority
-from ollama_cli.store.lmdb import Store
+from ollama_cli.jobs import ErrorType, JobSpec, JobStatus, JobType, Priority
+from ollama_cli.store.base import Engine
 from tests.emulator import Emulator
 from tests.invariants import check_invariants
 
+pytestmark = pytest.mark.usefixtures("rerun_writes")
 
-def submit(store: Store, prompt: str = "Why is the sky blue?", *, model: str = "llama3.2",
+
+def submit(store: Engine, prompt: str = "Why is the sky blue?", *, model: str = "llama3.2",
            kind: JobType = JobType.GENERATE, request: dict[str, Any] | None = None, **spec: Any) -> int:
     req = request or ({"input": [prompt]} if kind is JobType.EMBED else
                       {"messages": [{"role": "user", "content": prompt}]} if kind is JobType.CHAT else
                       {"prompt": prompt})
-    job = store.write(lambda tx: queue.submit(tx, queue.JobSpec(model=model, type=kind, request=req, **spec), 0.0))
-    return job.id
+    return store.submit(JobSpec(model=model, type=kind, request=req, **spec), 0.0).id
 
 
-def drain(store: Store, *urls: str, cpu: Any = None, **settings: Any) -> Daemon:
+def drain(store: Engine, *urls: str, cpu: Any = None, **settings: Any) -> Daemon:
     options = {"drain": True, "retry_backoff": 0.01, "poll": 0.02, **settings}
     daemon = Daemon(store, [Backend(u) for u in urls], DaemonSettings(**options), cpu=cpu)
     asyncio.run(daemon.run())
     return daemon
 
 
-def job(store: Store, job_id: int) -> Any:
-    with store.read() as tx:
-        return queue.get_job(tx, job_id)
+def job(store: Engine, job_id: int) -> Any:
+    return store.get_job(job_id)
 
 
-def result(store: Store, job_id: int) -> Any:
-    with store.read() as tx:
-        return queue.get_result(tx, job_id)
+def result(store: Engine, job_id: int) -> Any:
+    return store.get_result(job_id)
 
 
 def generation_requests(emu: Emulator) -> list[dict[str, Any]]:
     return [body for _, path, body in emu.requests if path in ("/api/generate", "/api/chat", "/api/embed")]
 
 
-def test_drains_every_type_and_stores_answer_and_stats(store: Store, emulator: Emulator) -> None:
+def test_drains_every_type_and_stores_answer_and_stats(store: Engine, emulator: Emulator) -> None:
     ids = [submit(store, "hello"), submit(store, "hi", kind=JobType.CHAT),
            submit(store, "vector me", model="all-minilm", kind=JobType.EMBED)]
     drain(store, emulator.url, concurrency=2)
@@ -62,11 +60,10 @@ def test_drains_every_type_and_stores_answer_and_stats(store: Store, emulator: E
     assert gen["response"] and gen["stats"]["eval_count"] > 0
     assert chat["message"]["role"] == "assistant" and chat["message"]["content"]
     assert len(emb["embeddings"]) == 1 and emb["stats"]["prompt_eval_count"] > 0
-    with store.read() as tx:
-        assert queue.counts(tx)["completed"] == 3
+    assert store.counts()["completed"] == 3
 
 
-def test_streamed_answer_equals_the_servers_whole_answer(store: Store, emulator: Emulator) -> None:
+def test_streamed_answer_equals_the_servers_whole_answer(store: Engine, emulator: Emulator) -> None:
     import httpx
 
     job_id = submit(store, "tell me a story", request={"prompt": "tell me a story", "options": {"num_predict": 40}})
@@ -76,7 +73,7 @@ def test_streamed_answer_equals_the_servers_whole_answer(store: Store, emulator:
     assert result(store, job_id)["response"] == whole["response"]
 
 
-def test_strict_priority_then_submission_order(store: Store, emulator: Emulator) -> None:
+def test_strict_priority_then_submission_order(store: Engine, emulator: Emulator) -> None:
     order = [("low-1", Priority.LOW), ("medium-1", Priority.MEDIUM), ("urgent-1", Priority.URGENT),
              ("high-1", Priority.HIGH), ("medium-2", Priority.MEDIUM), ("urgent-2", Priority.URGENT)]
     for prompt, prio in order:
@@ -87,7 +84,7 @@ def test_strict_priority_then_submission_order(store: Store, emulator: Emulator)
 
 
 @pytest.mark.parametrize("status, kind", [(404, ErrorType.MODEL_NOT_FOUND), (400, ErrorType.BAD_REQUEST)])
-def test_permanent_failures_fail_at_once(store: Store, emulator: Emulator, status: int, kind: ErrorType) -> None:
+def test_permanent_failures_fail_at_once(store: Engine, emulator: Emulator, status: int, kind: ErrorType) -> None:
     if status == 404:
         job_id = submit(store, model="no-such-model")
     else:
@@ -107,7 +104,7 @@ def test_permanent_failures_fail_at_once(store: Store, emulator: Emulator, statu
     {"kind": "drop", "after_chunks": 2},
 ])
 def test_transient_failures_are_retried_and_no_partial_answer_is_kept(
-        store: Store, emulator: Emulator, fault: dict[str, Any]) -> None:
+        store: Engine, emulator: Emulator, fault: dict[str, Any]) -> None:
     emulator.fail_next(2, **fault)
     job_id = submit(store, "retry me")
     drain(store, emulator.url)
@@ -125,7 +122,7 @@ def test_transient_failures_are_retried_and_no_partial_answer_is_kept(
     assert result(store, job_id)["response"] == whole
 
 
-def test_transient_failures_give_up_after_max_attempts(store: Store, emulator: Emulator) -> None:
+def test_transient_failures_give_up_after_max_attempts(store: Engine, emulator: Emulator) -> None:
     emulator.fail_next(10, kind="status", status=500, message="model runner has unexpectedly stopped")
     job_id = submit(store, max_attempts=3)
     drain(store, emulator.url)
@@ -135,7 +132,7 @@ def test_transient_failures_give_up_after_max_attempts(store: Store, emulator: E
     assert len(generation_requests(emulator)) == 3
 
 
-def test_timeout_closes_the_stream_and_counts_as_transient(store: Store, emulator: Emulator) -> None:
+def test_timeout_closes_the_stream_and_counts_as_transient(store: Engine, emulator: Emulator) -> None:
     emulator.hold()  # every answer stalls after its first chunk
     job_id = submit(store, timeout=0.2, max_attempts=2)
     drain(store, emulator.url)
@@ -144,13 +141,13 @@ def test_timeout_closes_the_stream_and_counts_as_transient(store: Store, emulato
     assert emulator.wait_idle()  # both connections were closed by us
 
 
-def test_cancel_of_a_running_job_closes_its_stream(store: Store, emulator: Emulator) -> None:
+def test_cancel_of_a_running_job_closes_its_stream(store: Engine, emulator: Emulator) -> None:
     emulator.hold()
     job_id = submit(store)
 
     def cancel_when_running() -> None:
         assert emulator.wait_in_flight(1)
-        store.write(lambda tx: queue.cancel(tx, job_id, 1.0))
+        store.cancel([job_id], 1.0)
 
     canceller = threading.Thread(target=cancel_when_running)
     canceller.start()
@@ -162,7 +159,24 @@ def test_cancel_of_a_running_job_closes_its_stream(store: Store, emulator: Emula
     assert result(store, job_id) is None
 
 
-def test_dependencies_run_in_order_and_failures_cascade(store: Store, emulator: Emulator) -> None:
+def test_a_running_job_shows_the_backend_it_runs_on(store: Engine, emulator: Emulator) -> None:
+    emulator.hold()
+    job_id = submit(store)
+    seen: list[Any] = []
+
+    def look_while_running() -> None:
+        assert emulator.wait_in_flight(1)
+        seen.append(store.get_job(job_id))
+        emulator.release()
+
+    looker = threading.Thread(target=look_while_running)
+    looker.start()
+    drain(store, emulator.url)
+    looker.join()
+    assert seen[0].status is JobStatus.RUNNING and seen[0].host == emulator.url
+
+
+def test_dependencies_run_in_order_and_failures_cascade(store: Engine, emulator: Emulator) -> None:
     first = submit(store, "first")
     second = submit(store, "second", after=(first,), priority=Priority.URGENT)
     doomed = submit(store, "doomed", model="no-such-model")
@@ -177,7 +191,7 @@ def test_dependencies_run_in_order_and_failures_cascade(store: Store, emulator: 
         assert j.status is JobStatus.FAILED and j.error.type is ErrorType.DEPENDENCY_FAILED
 
 
-def test_keep_alive_and_options_reach_ollama(store: Store, emulator: Emulator) -> None:
+def test_keep_alive_and_options_reach_ollama(store: Engine, emulator: Emulator) -> None:
     submit(store, request={"prompt": "x", "options": {"temperature": 0.2, "seed": 7}, "format": "json"},
            keep_alive=300.0)
     drain(store, emulator.url)
@@ -186,9 +200,9 @@ def test_keep_alive_and_options_reach_ollama(store: Store, emulator: Emulator) -
     assert body["format"] == "json" and body["stream"] is True
 
 
-def test_paused_queue_starts_nothing(store: Store, emulator: Emulator) -> None:
+def test_paused_queue_starts_nothing(store: Engine, emulator: Emulator) -> None:
     submit(store)
-    store.write(lambda tx: queue.set_paused(tx, True))
+    store.pause()
     daemon = Daemon(store, [Backend(emulator.url)], DaemonSettings(drain=True, poll=0.02))
     daemon.start()
     try:
@@ -199,7 +213,7 @@ def test_paused_queue_starts_nothing(store: Store, emulator: Emulator) -> None:
 
 
 def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
-        store: Store, caplog: pytest.LogCaptureFixture, unused_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: Engine, caplog: pytest.LogCaptureFixture, unused_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from ollama_cli.clients.base import Client
 
     ids = [submit(store, f"p{i}") for i in range(3)]
@@ -225,8 +239,7 @@ def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
         # The daemon fails to connect, says so, and probes (only an unreachable backend
         # is probed); after two failed probes the server comes up.
         await asyncio.wait_for(probed_twice.wait(), 30)
-        with store.read() as tx:
-            waiting = [queue.get_job(tx, i) for i in ids]
+        waiting = store.get_jobs(ids)
         assert all(j.status is JobStatus.PENDING and j.attempts == 0 for j in waiting)
         emu.start()
         await task
@@ -253,17 +266,17 @@ def unused_port() -> int:
         return s.getsockname()[1]
 
 
-def test_no_read_transaction_outlives_the_daemon_loop(store: Store, emulator: Emulator) -> None:
+def test_no_read_transaction_outlives_the_daemon_loop(store: Engine, emulator: Emulator) -> None:
     for i in range(5):
         submit(store, f"p{i}")
     drain(store, emulator.url, concurrency=2)
     # A held read transaction pins old pages and grows the file: every slot must be idle
     # ("-" for its txnid), or there must be none.
-    rows = store.env.readers().splitlines()[1:]
+    rows = store.kv.env.readers().splitlines()[1:]
     assert all(row.split()[-1] == "-" for row in rows)
 
 
-def test_keep_finished_deletes_jobs_finished_long_enough_ago(store: Store, emulator: Emulator) -> None:
+def test_keep_finished_deletes_jobs_finished_long_enough_ago(store: Engine, emulator: Emulator) -> None:
     old = submit(store, "old")
     drain(store, emulator.url)
     recent = submit(store, "recent")
@@ -293,7 +306,7 @@ class Busy:
         return True
 
 
-def test_a_busy_daemon_still_drains_everything_once(store: Store, emulator: Emulator) -> None:
+def test_a_busy_daemon_still_drains_everything_once(store: Engine, emulator: Emulator) -> None:
     # Jobs of very different lengths, so that some finish while others are in flight and
     # the finished ones wait to share a transaction.
     ids = [submit(store, f"p{i}", request={"prompt": f"p{i}", "options": {"num_predict": 1 + (i % 4) * 30}})
@@ -306,7 +319,7 @@ def test_a_busy_daemon_still_drains_everything_once(store: Store, emulator: Emul
 
 
 def test_gathering_waits_for_the_requests_in_flight_and_no_longer(monkeypatch: pytest.MonkeyPatch,
-                                                                  store: Store) -> None:
+                                                                  store: Engine) -> None:
     import ollama_cli.daemon.loop as daemon_module
 
     monkeypatch.setattr(daemon_module, "GROUP_COMMIT_WINDOW", 3600.0)

@@ -11,27 +11,27 @@ from typing import Any
 
 import pytest
 
-from ollama_cli import queue
 from ollama_cli.daemon import events, logs
 from ollama_cli.daemon.loop import Daemon
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.settings.hosts import Backend
-from ollama_cli.store.lmdb import Store
+from ollama_cli.store.base import Engine
+from ollama_cli.store.records import Placement, Plan
 from tests.emulator import Emulator
 
 FAST = DaemonSettings(drain=True, poll=0.02, retry_backoff=0.01)
 
+pytestmark = pytest.mark.usefixtures("rerun_writes")
 
-def submit(store: Store, model: str = "llama3.2", **spec: Any) -> int:
+
+def submit(store: Engine, model: str = "llama3.2", **spec: Any) -> int:
     request = {"prompt": f"to {model}"}
-    return store.write(lambda tx: queue.submit(tx, queue.JobSpec(model=model, type=JobType.GENERATE,
-                                                                 request=request, **spec), 0.0)).id
+    return store.submit(JobSpec(model=model, type=JobType.GENERATE, request=request, **spec), 0.0).id
 
 
-def stored(store: Store, job_id: int) -> Job:
-    with store.read() as tx:
-        job = queue.get_job(tx, job_id)
+def stored(store: Engine, job_id: int) -> Job:
+    job = store.get_job(job_id)
     assert job is not None
     return job
 
@@ -44,7 +44,7 @@ def about(event: events.Event) -> list[int]:
 class Recorder:
     """Every event, with the records of its jobs in the store at the moment it arrived."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Engine) -> None:
         self.store = store
         self.seen: list[tuple[Any, list[Job]]] = []
 
@@ -65,7 +65,7 @@ def run(daemon: Daemon, *subscribers: events.Subscriber) -> None:
     asyncio.run(asyncio.wait_for(daemon.run(), 60))
 
 
-def test_each_jobs_life_in_order_each_event_after_its_commit(store: Store, emulator: Emulator) -> None:
+def test_each_jobs_life_in_order_each_event_after_its_commit(store: Engine, emulator: Emulator) -> None:
     emulator.fail_next(1, kind="status", status=500)
     retried, doomed = submit(store), submit(store, "no-such-model")
     seen = Recorder(store)
@@ -89,13 +89,13 @@ def test_each_jobs_life_in_order_each_event_after_its_commit(store: Store, emula
     assert failed.error is not None and failed.error.type is ErrorType.MODEL_NOT_FOUND
 
 
-def test_a_job_cancelled_while_it_runs_finishes_cancelled(store: Store, emulator: Emulator) -> None:
+def test_a_job_cancelled_while_it_runs_finishes_cancelled(store: Engine, emulator: Emulator) -> None:
     emulator.hold()  # the answer never ends by itself
     job_id = submit(store)
 
     def cancel_once_started(event: events.Event) -> None:
         if isinstance(event, events.JobStarted):
-            store.write(lambda tx: queue.cancel(tx, job_id, 1.0))
+            store.cancel([job_id], 1.0)
 
     seen = Recorder(store)
     run(Daemon(store, [Backend(emulator.url)], FAST), cancel_once_started, seen)
@@ -104,10 +104,11 @@ def test_a_job_cancelled_while_it_runs_finishes_cancelled(store: Store, emulator
 
 
 @pytest.mark.parametrize("attempts", [2, 1])
-def test_a_job_of_a_dead_daemon_is_reclaimed(store: Store, emulator: Emulator, attempts: int) -> None:
+def test_a_job_of_a_dead_daemon_is_reclaimed(store: Engine, emulator: Emulator, attempts: int) -> None:
     job_id = submit(store, max_attempts=attempts)
     # Claimed by a daemon that holds no liveness lock: a dead one.
-    store.write(lambda tx: queue.take(tx, list(queue.ready_candidates(tx, 0.0)), "dead-daemon", 0.0))
+    store.settle_and_claim([], 0.0, owner="dead-daemon",
+                           planner=lambda jobs, _: Plan([Placement(0, "http://gone:1", tuple(jobs))]))
     seen = Recorder(store)
     run(Daemon(store, [Backend(emulator.url)], FAST), seen)
     [(reclaimed, [record])] = [(e, r) for e, r in seen.seen if isinstance(e, events.JobReclaimed)]
@@ -120,7 +121,7 @@ def test_a_job_of_a_dead_daemon_is_reclaimed(store: Store, emulator: Emulator, a
         assert [e.status for e in seen.of(events.JobFinished)] == [JobStatus.COMPLETED]
 
 
-def test_backend_down_then_up(store: Store, unused_port: int) -> None:
+def test_backend_down_then_up(store: Engine, unused_port: int) -> None:
     submit(store)
     emu = Emulator(port=unused_port)
     seen = Recorder(store)
@@ -139,7 +140,7 @@ def test_backend_down_then_up(store: Store, unused_port: int) -> None:
     assert news[2].status is JobStatus.COMPLETED
 
 
-def test_a_model_newly_in_memory_is_published_once(store: Store, emulator: Emulator) -> None:
+def test_a_model_newly_in_memory_is_published_once(store: Engine, emulator: Emulator) -> None:
     first, second = submit(store, "qwen2.5:0.5b"), submit(store, "llama3.2")
     seen = Recorder(store)
 
@@ -160,7 +161,7 @@ def test_a_model_newly_in_memory_is_published_once(store: Store, emulator: Emula
     assert stored(store, second).status is JobStatus.COMPLETED
 
 
-def test_a_failing_subscriber_stops_nothing(store: Store, emulator: Emulator,
+def test_a_failing_subscriber_stops_nothing(store: Engine, emulator: Emulator,
                                             caplog: pytest.LogCaptureFixture) -> None:
     ids = [submit(store) for _ in range(3)]
     seen = Recorder(store)
@@ -177,12 +178,13 @@ def test_a_failing_subscriber_stops_nothing(store: Store, emulator: Emulator,
     assert sum("completed in" in r.getMessage() for r in caplog.records) == 3  # the log, before it
 
 
-def test_no_event_for_a_transaction_that_did_not_commit(store: Store, emulator: Emulator,
+def test_no_event_for_a_transaction_that_did_not_commit(store: Engine, emulator: Emulator,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     from ollama_cli.daemon import scheduler
+    from ollama_cli.queue import transitions
 
     job_id = submit(store)
-    complete, plan, completed = queue.complete, scheduler.plan, []
+    complete, plan, completed = transitions.complete, scheduler.plan, []
 
     def recorded_complete(*args: Any, **kwargs: Any) -> bool:
         completed.append(job_id)
@@ -193,7 +195,7 @@ def test_no_event_for_a_transaction_that_did_not_commit(store: Store, emulator: 
             raise RuntimeError("the commit never happens")
         return plan(*args, **kwargs)
 
-    monkeypatch.setattr(queue, "complete", recorded_complete)
+    monkeypatch.setattr(transitions, "complete", recorded_complete)
     monkeypatch.setattr(scheduler, "plan", plan_failing_after_a_completion)
     seen = Recorder(store)
     with pytest.raises(RuntimeError, match="the commit never happens"):

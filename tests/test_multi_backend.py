@@ -3,18 +3,28 @@ daemon in this process."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections import Counter
 
 import httpx
+import pytest
 
+from ollama_cli.clients import base
+from ollama_cli.clients.base import client_for
+from ollama_cli.settings.hosts import Backend
+from ollama_cli.daemon import events
+from ollama_cli.daemon.pool import Pool, Slot
 from ollama_cli.jobs import JobStatus, JobType
-from ollama_cli.store.lmdb import Store
+from ollama_cli.store.base import Engine
 from tests.emulator import Emulator
+from tests.hostile import Hostile
 from tests.test_daemon import drain, generation_requests, job, result, submit
 
+pytestmark = pytest.mark.usefixtures("rerun_writes")
 
-def test_jobs_go_only_to_backends_that_have_their_model(store: Store) -> None:
+
+def test_jobs_go_only_to_backends_that_have_their_model(store: Engine) -> None:
     with Emulator(models=["alpha"]) as a, Emulator(models=["beta"]) as b:
         ids = {submit(store, f"p{i}", model="alpha" if i % 2 else "beta"): i for i in range(8)}
         drain(store, a.url, b.url, concurrency=2)
@@ -26,7 +36,7 @@ def test_jobs_go_only_to_backends_that_have_their_model(store: Store) -> None:
         assert {body["model"] for body in generation_requests(b)} == {"beta"}
 
 
-def test_work_flows_on_when_one_backend_dies(store: Store) -> None:
+def test_work_flows_on_when_one_backend_dies(store: Engine) -> None:
     with Emulator(token_delay=0.01) as doomed, Emulator() as steady:
         doomed.hold()
         ids = [submit(store, f"p{i}") for i in range(6)]
@@ -44,7 +54,7 @@ def test_work_flows_on_when_one_backend_dies(store: Store) -> None:
             assert j.status is JobStatus.COMPLETED and j.host == steady.url
 
 
-def test_a_mixed_queue_loads_each_model_once(store: Store) -> None:
+def test_a_mixed_queue_loads_each_model_once(store: Engine) -> None:
     with Emulator(models=["m1", "m2", "m3"], max_loaded=1, load_time=0.02) as emu:
         for i in range(12):
             submit(store, f"p{i}", model=f"m{i % 3 + 1}")
@@ -53,7 +63,7 @@ def test_a_mixed_queue_loads_each_model_once(store: Store) -> None:
         assert Counter(b["model"] for b in generation_requests(emu)) == {"m1": 4, "m2": 4, "m3": 4}
 
 
-def test_model_concurrency_caps_parallel_requests(store: Store) -> None:
+def test_model_concurrency_caps_parallel_requests(store: Engine) -> None:
     with Emulator(token_delay=0.01) as emu:
         for i in range(6):
             submit(store, f"p{i}")
@@ -61,7 +71,7 @@ def test_model_concurrency_caps_parallel_requests(store: Store) -> None:
         assert emu.max_concurrent_seen == 1
 
 
-def test_without_a_cap_the_same_jobs_run_in_parallel(store: Store) -> None:
+def test_without_a_cap_the_same_jobs_run_in_parallel(store: Engine) -> None:
     with Emulator() as emu:
         emu.hold()
         for i in range(6):
@@ -73,7 +83,7 @@ def test_without_a_cap_the_same_jobs_run_in_parallel(store: Store) -> None:
         assert emu.max_concurrent_seen == 4
 
 
-def test_embed_jobs_of_one_model_share_a_request_and_keep_their_own_vectors(store: Store) -> None:
+def test_embed_jobs_of_one_model_share_a_request_and_keep_their_own_vectors(store: Engine) -> None:
     with Emulator() as emu:
         texts = [[f"text {i}"] if i % 2 else [f"text {i}", f"more {i}"] for i in range(10)]
         ids = [submit(store, model="all-minilm", kind=JobType.EMBED, request={"input": t}) for t in texts]
@@ -85,7 +95,7 @@ def test_embed_jobs_of_one_model_share_a_request_and_keep_their_own_vectors(stor
             assert result(store, job_id)["embeddings"] == direct["embeddings"]
 
 
-def test_a_failing_backend_rests_while_the_other_takes_the_work(store: Store) -> None:
+def test_a_failing_backend_rests_while_the_other_takes_the_work(store: Engine) -> None:
     with Emulator() as flaky, Emulator() as steady:
         flaky.fail_next(1000, kind="status", status=500)
         ids = [submit(store, f"p{i}", max_attempts=10) for i in range(20)]
@@ -95,3 +105,68 @@ def test_a_failing_backend_rests_while_the_other_takes_the_work(store: Store) ->
             assert j.status is JobStatus.COMPLETED and j.host == steady.url
         # Three failures in a row, then a rest of 2 s: the 20 jobs are done by then.
         assert len(generation_requests(flaky)) == 3
+
+
+# ------------------------------------------------------------------ silent backends, and Retry-After
+
+
+def test_a_backend_whose_listing_never_answers_is_down_and_probed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "LISTING_TIMEOUT", 0.05, raising=False)
+    monkeypatch.setattr(base, "PROBE_TIMEOUT", 0.05, raising=False)
+
+    async def look(url: str) -> tuple[Slot, list[bool]]:
+        now = [0.0]
+        slot = Slot(Backend(url), client_for(Backend(url)), capacity=1)
+        pool = Pool([slot], clock=lambda: now[0], publish=lambda event: None)
+        seen = []
+        try:
+            for _ in range(2):  # a refresh, then (once down) a probe
+                pool.maintain(now[0], None)
+                await asyncio.gather(*pool._tasks)
+                seen.append(slot.free(now[0]) > 0)
+                now[0] = slot.probe_at
+            return slot, seen
+        finally:
+            await pool.stop()
+            await slot.client.aclose()
+
+    with Hostile.black_hole() as hole:
+        slot, free = asyncio.run(look(hole.url))
+        assert not slot.up and free == [False, False]
+        assert hole.paths() == ["/api/tags", "/"]  # its listing, then a probe
+    with Hostile() as polite:
+        slot, free = asyncio.run(look(polite.url))
+        assert slot.up and free == [True, True] and slot.models == {"llama3.2:latest", "all-minilm:latest"}
+
+
+def test_jobs_go_to_the_backend_that_answers_not_to_a_silent_one(
+        store: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "LISTING_TIMEOUT", 0.05, raising=False)
+    monkeypatch.setattr(base, "PROBE_TIMEOUT", 0.05, raising=False)
+    # Were a job sent to the silent one, it would wait for this, not for ten minutes.
+    monkeypatch.setattr(base, "TIMEOUT", httpx.Timeout(5.0, read=5.0))
+    with Hostile.black_hole() as hole, Emulator() as steady:
+        steady.hold()  # nothing finishes before the silent backend has had its chance to take jobs
+        ids = [submit(store, f"p{i}") for i in range(4)]
+        releaser = threading.Thread(target=lambda: (hole.wait_requests(1, path="/"), steady.release()))
+        releaser.start()
+        drain(store, hole.url, steady.url, concurrency=2)
+        releaser.join()
+        assert "/" in hole.paths()  # it was probed
+        assert hole.generations() == 0
+        for job_id in ids:
+            j = job(store, job_id)
+            assert j.status is JobStatus.COMPLETED and j.host == steady.url and j.attempts == 1
+
+
+def test_a_backend_that_asks_to_wait_rests_that_long() -> None:
+    slot = Slot(Backend("http://127.0.0.1:1"), client_for(Backend("http://127.0.0.1:1")), capacity=1)
+    slot.answered = True
+    published: list[object] = []
+    pool = Pool([slot], clock=lambda: 0.0, publish=published.append)
+    pool.failed(slot, 100.0, retry_after=30.0)
+    assert slot.free(129.9) == 0 and slot.free(130.0) == 1
+    assert published == [events.BackendResting(slot.backend.label, 1, 30.0, asked=True)]
+    pool.failed(slot, 200.0, retry_after=0.0)  # "now is fine"
+    assert slot.free(200.0) == 1
+    asyncio.run(slot.client.aclose())

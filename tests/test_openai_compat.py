@@ -16,10 +16,12 @@ from ollama_cli.clients.base import BackendError, client_for
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
 from ollama_cli.clients.openai import OpenAIClient
-from ollama_cli.store.lmdb import Store
+from ollama_cli.store.base import Engine
 from tests.conftest import run_cli
 from tests.emulator import Emulator
 from tests.test_daemon import job, result, submit
+
+pytestmark = pytest.mark.usefixtures("rerun_writes")
 
 
 def make_job(kind: JobType = JobType.GENERATE, model: str = "llama3.2") -> Job:
@@ -288,7 +290,7 @@ def test_a_base_url_ending_in_v1_is_accepted(emulator: Emulator) -> None:
 # ------------------------------------------------------------------ through the daemon and the CLI
 
 
-def test_daemon_drains_every_type_through_an_openai_backend(store: Store, emulator: Emulator) -> None:
+def test_daemon_drains_every_type_through_an_openai_backend(store: Engine, emulator: Emulator) -> None:
     from ollama_cli.daemon.loop import Daemon
     from ollama_cli.settings import DaemonSettings
 

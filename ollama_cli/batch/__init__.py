@@ -6,8 +6,8 @@ A line is an OpenAI batch request (`{"custom_id", "method", "url", "body"}` for
 (`{"model", "type"?, "prompt"?, "messages"?, "input"?, ...}`). Every error is a
 UsageError naming its 1-based line, raised before anything is written.
 
-A batch is its entries in the `batches` index (name + NUL + job id): nothing else is
-stored, so `clean` and `list --batch` need no batch record."""
+A batch is the name its jobs were submitted under (`JobSpec.batch`), nothing more: `clean`
+and `list --batch` need no batch record."""
 
 from __future__ import annotations
 
@@ -17,14 +17,16 @@ import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ollama_cli import queue, submission
-from ollama_cli.errors import CorruptRecord, NotFound, UsageError
-from ollama_cli.jobs import Job, JobStatus, JobType, Priority
-from ollama_cli.store.keys import read_u64
-from ollama_cli.store.lmdb import Store, Tx
+from ollama_cli import submission
+from ollama_cli.errors import NotFound, UsageError
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, result_stats, result_text
 from ollama_cli.timefmt import bounded_duration
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
+    from ollama_cli.store.records import BatchEntry
 
 ENDPOINTS = {
     "/v1/chat/completions": JobType.CHAT,
@@ -79,11 +81,11 @@ def decode(data: bytes) -> str:
 
 
 @_bulk()
-def parse(text: str, *, model: str | None = None, priority: Priority | None = None) -> list[queue.JobSpec]:
+def parse(text: str, *, model: str | None = None, priority: Priority | None = None) -> list[JobSpec]:
     """Every non-blank line as a job spec (its `batch` still unset). `model` is the
     default for lines without one; `priority`, when given, applies to every line."""
     raw_decode = json.JSONDecoder(parse_constant=_not_json).raw_decode
-    specs: list[queue.JobSpec] = []
+    specs: list[JobSpec] = []
     seen: dict[str, int] = {}
     # Splitting at "\n" only: str.splitlines() would also split at U+2028 inside a string.
     for number, line in enumerate(text.split("\n"), start=1):
@@ -125,7 +127,7 @@ def _not_json(name: str) -> Any:
 
 
 def _openai(obj: dict[str, Any], custom_id: str, default_model: str | None,
-            priority: Priority | None) -> queue.JobSpec:
+            priority: Priority | None) -> JobSpec:
     """An OpenAI batch line, mapped as Ollama's own /v1 endpoints map the body."""
     method = obj.get("method", "POST")
     if method != "POST":
@@ -160,8 +162,8 @@ def _openai(obj: dict[str, Any], custom_id: str, default_model: str | None,
         _check_content(kind, prompt, None, None)
         request = submission.build_request(kind, prompt=prompt, options=_openai_options(body),
                                            format=_response_format(body.get("response_format")))
-    return queue.JobSpec(model=model, type=kind, request=request, priority=priority or Priority.MEDIUM,
-                         custom_id=custom_id)
+    return JobSpec(model=model, type=kind, request=request, priority=priority or Priority.MEDIUM,
+                   custom_id=custom_id)
 
 
 def _message(msg: Any, index: int, field: str) -> dict[str, str]:
@@ -224,7 +226,7 @@ def _dimensions(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _native(obj: dict[str, Any], custom_id: str, default_model: str | None,
-            priority: Priority | None) -> queue.JobSpec:
+            priority: Priority | None) -> JobSpec:
     """A native line: the fields of `submit`, as JSON."""
     unknown = sorted(set(obj) - NATIVE_FIELDS)
     if unknown:
@@ -266,8 +268,8 @@ def _native(obj: dict[str, Any], custom_id: str, default_model: str | None,
         raise UsageError("priority must be a string")
     if priority is None:
         priority = submission.priority(own) if own else Priority.MEDIUM
-    return queue.JobSpec(model=model, type=kind, request=request, priority=priority, custom_id=custom_id,
-                         keep_alive=_keep_alive(obj.get("keep_alive")))
+    return JobSpec(model=model, type=kind, request=request, priority=priority, custom_id=custom_id,
+                   keep_alive=_keep_alive(obj.get("keep_alive")))
 
 
 def _check_content(kind: JobType, prompt: str | None, messages: list[dict[str, Any]] | None,
@@ -322,7 +324,7 @@ def _keep_alive(value: Any) -> float | None:
 
 
 @_bulk()
-def submit(store: Store, specs: Sequence[queue.JobSpec], now: float, *, name: str | None = None) -> Submitted:
+def submit(store: Engine, specs: Sequence[JobSpec], now: float, *, name: str | None = None) -> Submitted:
     """Queue every spec in ONE write transaction under the batch `name` (refused if in
     use) or a new `batch-<n>`."""
     if name is not None and (not _NAME.match(submission.check_text(name, "batch name"))
@@ -331,74 +333,37 @@ def submit(store: Store, specs: Sequence[queue.JobSpec], now: float, *, name: st
                          "not starting with - or a space)")
     if not specs:
         raise UsageError("no requests to submit")
-
-    def write(tx: Tx) -> Submitted:
-        batch = _free_name(tx, name)
-        jobs = queue.submit_many(tx, [s._replace(batch=batch) for s in specs], now)
-        return Submitted(batch, len(jobs), jobs[0].id, jobs[-1].id)
-
-    return store.write(write)
-
-
-def _free_name(tx: Tx, name: str | None) -> str:
-    if name is not None:
-        if _exists(tx, name):
-            raise UsageError(f"batch name {name!r} is already used")
-        return name
-    while True:  # a user may have given a name of this form
-        candidate = f"batch-{tx.add('batch/next', 1)}"
-        if not _exists(tx, candidate):
-            return candidate
+    batch, jobs = store.submit_batch(specs, now, name=name)
+    return Submitted(batch, len(jobs), jobs[0].id, jobs[-1].id)
 
 
 # ----------------------------------------------------------------------------- status
 
 
-def _prefix(name: str) -> bytes:
-    return name.encode() + b"\x00"
-
-
-def _exists(tx: Tx, name: str) -> bool:
-    return next(tx.scan("batches", _prefix(name)), None) is not None
-
-
-def _ids(tx: Tx, name: str) -> Iterator[int]:
-    prefix = _prefix(name)
-    for key, _ in tx.scan("batches", prefix):
-        yield read_u64(key, len(prefix))
-
-
-def status(store: Store, name: str) -> dict[str, Any]:
+def status(store: Engine, name: str) -> dict[str, Any]:
     """`{"batch", "total", "pending", "running", "completed", "failed", "cancelled"}`."""
-    return _walk(store, name)[0]
+    return store.batch_counts(name)
 
 
-def _walk(store: Store, name: str) -> tuple[dict[str, Any], dict[int, JobStatus]]:
+def _walk(store: Engine, name: str) -> tuple[dict[str, Any], dict[int, JobStatus]]:
     """The batch's counts, and the jobs not finished with their status, read at once."""
     counts: dict[str, Any] = {"batch": name, "total": 0, **{s.value: 0 for s in JobStatus}}
     left: dict[int, JobStatus] = {}
-    with store.read() as tx:
-        for job_id in _ids(tx, name):
-            job = _job(tx, job_id)
-            if job is None:
-                continue
-            counts[job.status.value] += 1
-            counts["total"] += 1
-            if not job.status.finished:
-                left[job_id] = job.status
-        if not counts["total"] and not _exists(tx, name):
-            raise NotFound(f"batch {name!r} not found")
+    entries = store.batch_jobs(name)
+    if not entries:
+        raise NotFound(f"batch {name!r} not found")
+    for entry in entries:
+        job = entry.job  # None: corrupt, which `status ID` reports and a count cannot
+        if job is None:
+            continue
+        counts[job.status.value] += 1
+        counts["total"] += 1
+        if not job.status.finished:
+            left[job.id] = job.status
     return counts, left
 
 
-def _job(tx: Tx, job_id: int) -> Job | None:
-    try:
-        return queue.get_job(tx, job_id)
-    except CorruptRecord:
-        return None  # `status ID` reports it; a count cannot
-
-
-def wait(store: Store, name: str, *, timeout: float | None = None,
+def wait(store: Engine, name: str, *, timeout: float | None = None,
          on_progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], bool]:
     """Until every job of the batch has finished, or the timeout: the batch's status and
     whether all finished. Each poll re-reads only the jobs not yet finished, so it costs
@@ -413,63 +378,52 @@ def wait(store: Store, name: str, *, timeout: float | None = None,
         if deadline is not None and time.monotonic() >= deadline:
             return counts, False
         started = time.monotonic()
-        with store.read() as tx:
-            for job_id, was in list(left.items()):
-                job = _job(tx, job_id)
-                is_ = None if job is None else job.status
-                if is_ is was:
-                    continue
-                counts[was.value] -= 1
-                if is_ is None:  # cleaned away, so it had finished
-                    counts["total"] -= 1
-                else:
-                    counts[is_.value] += 1
-                if is_ is None or is_.finished:
-                    del left[job_id]
-                else:
-                    left[job_id] = is_
+        for (job_id, was), job in zip(list(left.items()), store.get_jobs(list(left))):
+            is_ = job.status if isinstance(job, Job) else None
+            if is_ is was:
+                continue
+            counts[was.value] -= 1
+            if is_ is None:  # cleaned away (so it had finished), or unreadable
+                counts["total"] -= 1
+            else:
+                counts[is_.value] += 1
+            if is_ is None or is_.finished:
+                del left[job_id]
+            else:
+                left[job_id] = is_
         # A poll of a large batch takes a while: rest long enough that waiting costs a
         # small share of a core.
         pause = max(POLL, 4 * (time.monotonic() - started))
         if deadline is not None:
             pause = min(pause, max(0.0, deadline - time.monotonic()))
-        time.sleep(pause)
+        store.notifier.wait(pause)
 
 
 # ---------------------------------------------------------------------------- results
 
 
-def results(store: Store, name: str) -> Iterator[dict[str, Any]]:
+def results(store: Engine, name: str) -> Iterator[dict[str, Any]]:
     """One line of OpenAI's batch output file per job, in id (file) order. Raises
     NotFound at once for an unknown batch; reads in short transactions after that."""
-    with store.read() as tx:
-        if not _exists(tx, name):
-            raise NotFound(f"batch {name!r} not found")
+    if not store.batch_jobs(name, limit=1):
+        raise NotFound(f"batch {name!r} not found")
     return _result_lines(store, name)
 
 
-def _result_lines(store: Store, name: str) -> Iterator[dict[str, Any]]:
-    prefix = _prefix(name)
-    start = prefix
+def _result_lines(store: Engine, name: str) -> Iterator[dict[str, Any]]:
+    after = 0
     while True:
-        chunk: list[dict[str, Any]] = []
-        with store.read() as tx:
-            for key, _ in tx.scan("batches", prefix, start=start):
-                chunk.append(_output_line(tx, read_u64(key, len(prefix))))
-                start = key + b"\x00"  # the next key after this one
-                if len(chunk) == RESULTS_CHUNK:
-                    break
-        yield from chunk
+        chunk = store.batch_jobs(name, after=after, limit=RESULTS_CHUNK, results=True)
+        yield from map(_output_line, chunk)
         if len(chunk) < RESULTS_CHUNK:
             return
+        after = chunk[-1].id
 
 
-def _output_line(tx: Tx, job_id: int) -> dict[str, Any]:
-    try:
-        job = queue.get_job(tx, job_id)
-        body = queue.get_result(tx, job_id) if job is not None and job.status is JobStatus.COMPLETED else None
-    except CorruptRecord as exc:
-        return _line(job_id, None, None, {"code": "corrupt_record", "message": exc.message})
+def _output_line(entry: BatchEntry) -> dict[str, Any]:
+    job_id, job, body = entry.id, entry.job, entry.result
+    if entry.corrupt is not None:
+        return _line(job_id, None, None, {"code": "corrupt_record", "message": entry.corrupt.message})
     if job is None:  # an index entry whose job is gone
         return _line(job_id, None, None, {"code": "not_found", "message": f"job {job_id} was deleted"})
     if job.status is JobStatus.COMPLETED and body is not None:
@@ -493,25 +447,25 @@ def _line(job_id: int, custom_id: str | None, body: dict[str, Any] | None,
 
 def _response_body(job: Job, result: dict[str, Any]) -> dict[str, Any]:
     """A completed job's result as OpenAI's endpoint for its type answers."""
-    stats = result.get("stats") or {}
+    stats = result_stats(result)
     prompt_tokens, completion_tokens = stats.get("prompt_eval_count", 0), stats.get("eval_count", 0)
     created = int(job.finished_at or job.created_at)
     if job.type is JobType.EMBED:
+        vectors = result.get("embeddings")
         return {
             "object": "list",
             "data": [{"object": "embedding", "embedding": vector, "index": i}
-                     for i, vector in enumerate(result.get("embeddings") or [])],
+                     for i, vector in enumerate(vectors if isinstance(vectors, list) else [])],
             "model": job.model,
             "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
         }
     usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
              "total_tokens": prompt_tokens + completion_tokens}
     if job.type is JobType.CHAT:
-        message = result.get("message") or {}
-        choice = {"index": 0, "message": {"role": "assistant", "content": message.get("content") or ""},
+        choice = {"index": 0, "message": {"role": "assistant", "content": result_text(job, result)},
                   "logprobs": None, "finish_reason": "stop"}
         return {"id": f"chatcmpl-{job.id}", "object": "chat.completion", "created": created,
                 "model": job.model, "choices": [choice], "usage": usage}
-    choice = {"index": 0, "text": result.get("response") or "", "logprobs": None, "finish_reason": "stop"}
+    choice = {"index": 0, "text": result_text(job, result), "logprobs": None, "finish_reason": "stop"}
     return {"id": f"cmpl-{job.id}", "object": "text_completion", "created": created, "model": job.model,
             "choices": [choice], "usage": usage}

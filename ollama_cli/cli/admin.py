@@ -1,4 +1,4 @@
-"""Commands on the queue as a whole: info, cache, models, daemon."""
+"""Commands on the queue as a whole: info, pause, resume, clean, cache, models, daemon."""
 
 # No `from __future__ import annotations` here: Typer would eval() every annotation string
 # on each run (8 ms for submit); real objects come from bytecode for free.
@@ -7,7 +7,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from ollama_cli import cache
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.insight import snapshot
 from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, load_settings, open_store
@@ -39,9 +38,7 @@ cache_app = typer.Typer(help="The result cache: stats, clear.", no_args_is_help=
 def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Entries, hits, misses and bytes of the result cache."""
     settings = load_settings(json_, data_dir)
-    store = open_store(settings, readonly=True)
-    with store.read() as tx:
-        data = cache.stats(tx)
+    data = open_store(settings, readonly=True).cache_stats()
     if settings.json:
         emit(data)
     else:
@@ -54,7 +51,7 @@ def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
 def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Empty the result cache."""
     settings = load_settings(json_, data_dir)
-    n = open_store(settings).write(cache.clear)
+    n = open_store(settings).cache_clear()
     if settings.json:
         emit({"cleared": n})
     else:
@@ -116,10 +113,12 @@ def daemon(
 
 
 def _set_paused(paused: bool, json_: bool, data_dir: Optional[Path]) -> None:
-    from ollama_cli import queue
-
     settings = load_settings(json_, data_dir)
-    open_store(settings).write(lambda tx: queue.set_paused(tx, paused))
+    store = open_store(settings)
+    if paused:
+        store.pause()
+    else:
+        store.resume()
     if settings.json:
         emit({"paused": paused})
     elif paused:
@@ -148,7 +147,7 @@ def clean(
     """Delete finished jobs and their results."""
     import time
 
-    from ollama_cli import queue, submission
+    from ollama_cli import submission
     from ollama_cli.jobs import JobStatus
     from ollama_cli.timefmt import parse_duration
 
@@ -160,7 +159,7 @@ def clean(
             raise UsageError(f"clean deletes finished jobs only, not {s.value} ones")
     age = parse_duration(older_than) if older_than is not None else None
     t = time.time()
-    n = open_store(settings).write(lambda tx: queue.clean(tx, statuses, t, older_than=age))
+    n = open_store(settings).clean(statuses, t, older_than=age)
     if settings.json:
         emit({"deleted": n})
     else:

@@ -67,17 +67,22 @@ def load_settings(json_: bool, data_dir: Path | None, **flags: Any) -> Settings:
 
 def open_store(settings: Settings, *, readonly: bool = False) -> Any:
     """The store; `readonly` for commands that write nothing, so they never wait on a writer."""
-    from ollama_cli.store.lmdb import Store
+    from ollama_cli import store
 
     path = settings.data_dir
     try:
-        return Store(path, readonly=readonly)
+        return store.open_store(path, readonly=readonly, on_wait=_waiting)
     except OllamaQError:
         raise
     except Exception as exc:  # lmdb.Error, OSError: say where, not a traceback
         from ollama_cli.errors import OperationFailed
 
         raise OperationFailed(f"cannot open the store in {path}: {exc}") from None
+
+
+def _waiting(pid: int | None) -> None:
+    holder = f" (pid {pid}; if it is suspended, `kill -CONT {pid}` or `fg` resumes it)" if pid else ""
+    warn(f"waiting for another ollama-q process that holds the store{holder}")
 
 
 def emit(obj: Any) -> None:

@@ -1,20 +1,25 @@
-"""Commands on jobs: submit, status, result, list, cancel."""
+"""Commands on jobs: submit, status, result, list, wait, cancel, retry."""
 
 # No `from __future__ import annotations` here: Typer would eval() every annotation string
 # on each run (8 ms for submit); real objects come from bytecode for free.
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ollama_cli import follow, queue, submission
+from ollama_cli import follow, submission
 from ollama_cli.cli.app import (
     DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, parse_id, parse_ids, warn,
 )
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
-from ollama_cli.jobs import Job, JobStatus, result_to_json, result_text
+from ollama_cli.jobs import Job, JobSpec, JobStatus, result_to_json, result_text
 from ollama_cli.timefmt import parse_duration, parse_time
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
+    from ollama_cli.store.records import Changed
+
 
 def _read_stdin() -> str | None:
     data = sys.stdin.buffer.read()
@@ -76,7 +81,7 @@ def submit(
     if delay is not None and at is not None:
         raise UsageError("give --delay or --at, not both")
     run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at) if at is not None else None)
-    spec = queue.JobSpec(
+    spec = JobSpec(
         model=model,
         type=kind,
         request=request,
@@ -90,12 +95,11 @@ def submit(
         use_cache=not no_cache,
     )
     store = open_store(settings)
-    job = store.write(lambda tx: queue.submit(tx, spec, now()))
+    job = store.submit(spec, now())
     if wait:
         _print_result(store, job.id, wait=True, timeout=None, json_=settings.json)
         return
-    with store.read() as tx:
-        pos = queue.position(tx, job, now())
+    pos = store.positions([job], now()).get(job.id)
     if settings.json:
         emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
     elif job.cached:
@@ -121,9 +125,8 @@ def status(
     settings = load_settings(json_, data_dir)
     jid = parse_id(job_id)
     store = open_store(settings, readonly=True)
-    with store.read() as tx:
-        job = _get(tx, jid)
-        pos = queue.position(tx, job, now())
+    job = _get(store, jid)
+    pos = store.positions([job], now()).get(job.id)
     if settings.json:
         emit(job.to_json(pos))
     else:
@@ -132,8 +135,8 @@ def status(
         render.job_detail(job.to_json(pos))
 
 
-def _get(tx: Any, jid: int) -> Job:
-    job = queue.get_job(tx, jid)
+def _get(store: "Engine", jid: int) -> Job:
+    job = store.get_job(jid)
     if job is None:
         raise NotFound(f"job {jid} not found")
     return job
@@ -161,14 +164,13 @@ def _not_completed(job: Job) -> str:
     return f"job {job.id} is {job.status.value}"
 
 
-def _print_result(store: Any, jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
+def _print_result(store: "Engine", jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
     if wait:
         jobs, done = follow.wait_for(store, [jid], timeout=timeout)
         if not done:
             raise OperationFailed(f"job {jid} is still {jobs[0].status.value} after the timeout")
-    with store.read() as tx:
-        job = _get(tx, jid)
-        body = queue.get_result(tx, jid) if job.status is JobStatus.COMPLETED else None
+    job = _get(store, jid)
+    body = store.get_result(jid) if job.status is JobStatus.COMPLETED else None
     if job.status is not JobStatus.COMPLETED:
         raise OperationFailed(_not_completed(job))
     if body is None:
@@ -197,10 +199,9 @@ def list_(
     if batch is not None:
         submission.check_text(batch, "--batch")
     store = open_store(settings, readonly=True)
-    with store.read() as tx:
-        jobs, corrupt = queue.list_jobs(tx, statuses=statuses, model=model, job_type=kind,
-                                        batch=batch, limit=limit, offset=offset)
-        where = queue.positions(tx, jobs, now())
+    jobs, corrupt = store.list_jobs(statuses=statuses, model=model, job_type=kind, batch=batch,
+                                    limit=limit, offset=offset)
+    where = store.positions(jobs, now())
     for bad in corrupt:
         warn(bad.message)
     rows = [j.to_json(where.get(j.id)) for j in jobs]
@@ -220,9 +221,8 @@ def cancel(
     """Cancel pending or running jobs (a running one is aborted)."""
     settings = load_settings(json_, data_dir)
     ids = parse_ids(job_ids)
-    _change_each(
-        open_store(settings), lambda tx: ids, queue.cancel,
-        can_change=lambda job: not job.status.finished,
+    _report(
+        open_store(settings).cancel(ids, now()),
         refusal=lambda job: f"job {job.id} is already {job.status.value}",
         done=lambda job: f"job {job.id} cancelled", json_=settings.json,
     )
@@ -243,8 +243,7 @@ def wait(
     limit = parse_duration(timeout) if timeout is not None else None
     store = open_store(settings, readonly=True)
     if all_:
-        with store.read() as tx:
-            ids = sorted(queue.ids_with_status(tx, JobStatus.PENDING, JobStatus.RUNNING))
+        ids = sorted(store.ids_with_status(JobStatus.PENDING, JobStatus.RUNNING))
     if sys.stderr.isatty() and not settings.json and ids:
         from ollama_cli import render
 
@@ -277,48 +276,33 @@ def retry(
     if bool(job_ids) == all_failed:
         raise UsageError("give job IDs or --all-failed")
     ids = parse_ids(job_ids or [])
-    _change_each(
-        open_store(settings), lambda tx: ids or queue.ids_with_status(tx, JobStatus.FAILED), queue.retry,
-        can_change=lambda job: job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
+    _report(
+        open_store(settings).retry(ids or None, now()),
         refusal=lambda job: f"job {job.id} is {job.status.value}: only failed or cancelled jobs can be retried",
         done=lambda job: f"job {job.id} queued again" if job.status is JobStatus.PENDING else _not_completed(job),
         json_=settings.json,
     )
 
 
-def _change_each(
-    store: Any,
-    targets: Callable[[Any], list[int]],
-    change: Callable[[Any, int, float], Optional[Job]],
+def _report(
+    changes: "list[Changed]",
     *,
-    can_change: Callable[[Job], bool],
     refusal: Callable[[Job], str],
     done: Callable[[Job], str],
     json_: bool,
 ) -> None:
-    """Change each job in one transaction and report on each; exit 1 if one was unknown
-    or refused (the others are changed all the same, as `kill` does with many pids)."""
-    t = now()
-
-    def write(tx: Any) -> list[tuple[int, Optional[Job], bool]]:
-        out = []
-        for jid in targets(tx):
-            before = queue.get_job(tx, jid)
-            ok = before is not None and can_change(before)
-            out.append((jid, change(tx, jid, t) if ok else before, ok))
-        return out
-
-    outcome = store.write(write)
-    for jid, job, ok in outcome:
-        if job is None:
-            error_line(f"job {jid} not found")
-        elif not ok:
-            error_line(refusal(job))
+    """Report on each job a change went through (all in one transaction); exit 1 if one was
+    unknown or refused (the others are changed all the same, as `kill` does with many pids)."""
+    for change in changes:
+        if change.job is None:
+            error_line(f"job {change.id} not found")
+        elif not change.changed:
+            error_line(refusal(change.job))
         elif not json_:
-            print(done(job))
+            print(done(change.job))
     if json_:
-        emit([{"id": jid, "status": job.status.value if job else None} for jid, job, _ in outcome])
-    if not all(ok for _, _, ok in outcome):
+        emit([{"id": c.id, "status": c.job.status.value if c.job else None} for c in changes])
+    if not all(c.changed for c in changes):
         raise typer.Exit(ExitCode.FAILED)
 
 

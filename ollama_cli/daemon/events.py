@@ -34,7 +34,7 @@ class DaemonStarted:
 
 @dataclass(frozen=True)
 class DaemonStopping:
-    """A SIGTERM or SIGINT: the first lets running jobs finish within `grace`; a second
+    """A SIGTERM, SIGINT or SIGHUP: the first lets running jobs finish within `grace`; a second
     (`now`) hands them back at once."""
 
     signal: str
@@ -121,11 +121,13 @@ class BackendUp:
 
 @dataclass(frozen=True)
 class BackendResting:
-    """Attempts failed `failures` times in a row: no new work for `seconds`."""
+    """Attempts failed `failures` times in a row: no new work for `seconds`, as long as
+    the server asked (Retry-After) when `asked`."""
 
     backend: str
     failures: int
     seconds: float
+    asked: bool = False
 
 
 @dataclass(frozen=True)

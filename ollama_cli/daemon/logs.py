@@ -48,6 +48,8 @@ def write(event: events.Event) -> None:
             log.warning("backend %s unreachable (%s): jobs wait as pending until it answers", backend, reason)
         case events.BackendUp(backend):
             log.info("backend %s is reachable again", backend)
+        case events.BackendResting(backend, _, seconds, asked=True):
+            log.warning("backend %s asked to wait (Retry-After): resting %gs", backend, seconds)
         case events.BackendResting(backend, failures, seconds):
             log.warning("backend %s failed %d times in a row: resting %gs", backend, failures, seconds)
         case events.ModelLoaded(backend, model):

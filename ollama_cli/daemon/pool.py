@@ -1,6 +1,10 @@
 """The daemon's backends as it sees them: free slots, health (unreachable, cooling down
-after failures), and which models each has installed and loaded, refreshed in the
-background from /api/tags and /api/ps."""
+after failures or as the server asked), and which models each has installed and loaded,
+refreshed in the background from /api/tags and /api/ps.
+
+A backend takes jobs only once it has answered a listing since it was last seen up: one
+that accepts connections and then says nothing is down, probed with backoff like one
+that refuses them, and never a place for jobs."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from ollama_cli.clients.base import BackendError, Client
 from ollama_cli.daemon import events
 from ollama_cli.settings.hosts import Backend
-from ollama_cli.jobs import full_name
+from ollama_cli.jobs import ErrorType, full_name
 from ollama_cli.daemon.scheduler import BackendView
 
 log = logging.getLogger("ollama_q.daemon")
@@ -40,7 +44,7 @@ class Slot:
     failures: int = 0  # consecutive failed attempts
     cooldown_until: float = 0.0
     models: set[str] | None = None  # installed (full names); None: the server does not say
-    tags_tried: bool = False  # no job before the first look at its models
+    answered: bool = False  # it answered a listing since it was last up: no job before
     loaded: set[str] = field(default_factory=set)
     listed: set[str] | None = None  # what /api/ps said last time; None: not asked yet
     next_loaded: float = 0.0
@@ -52,7 +56,7 @@ class Slot:
         return self.down_since is None
 
     def free(self, now: float) -> int:
-        if not self.up or not self.tags_tried or now < self.cooldown_until:
+        if not self.up or not self.answered or now < self.cooldown_until:
             return 0
         return max(0, self.capacity - self.running)
 
@@ -104,15 +108,20 @@ class Pool:
         self.mark_up(slot)
         slot.failures = 0
 
-    def failed(self, slot: Slot, now: float) -> None:
+    def failed(self, slot: Slot, now: float, retry_after: float | None = None) -> None:
         """A failed attempt (not unreachability): after a few in a row the backend rests,
-        so that work flows to the others."""
+        so that work flows to the others; one that said when to come back (Retry-After)
+        rests at least that long."""
         slot.failures += 1
-        if slot.failures >= COOLDOWN_AFTER:
-            rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1))
+        rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1)) \
+            if slot.failures >= COOLDOWN_AFTER else 0.0
+        asked = retry_after is not None and retry_after > rest
+        if retry_after is not None and asked:
+            rest = retry_after
+        if rest:
             if now >= slot.cooldown_until:
-                self.publish(events.BackendResting(slot.backend.label, slot.failures, rest))
-            slot.cooldown_until = now + rest
+                self.publish(events.BackendResting(slot.backend.label, slot.failures, rest, asked))
+            slot.cooldown_until = max(slot.cooldown_until, now + rest)
 
     def mark_down(self, slot: Slot, why: str, now: float) -> None:
         if slot.up:
@@ -125,6 +134,7 @@ class Pool:
         if not slot.up:
             self.publish(events.BackendUp(slot.backend.label))
             slot.down_since = None
+            slot.answered = False  # a look at its models first: it may have restarted with others
             slot.next_loaded = slot.next_tags = 0.0
 
     def elsewhere(self, slot: Slot, model: str) -> bool:
@@ -175,11 +185,16 @@ class Pool:
             if now >= slot.next_tags:
                 slot.next_tags = now + TAGS_EVERY
                 try:
-                    slot.models = {full_name(m["name"]) for m in await slot.client.models() if m.get("name")}
-                except (BackendError, KeyError, TypeError):
-                    pass  # keep what we knew; an unreachable backend shows up in its jobs
-                if not slot.tags_tried:
-                    slot.tags_tried = True
+                    slot.models = {full_name(m["name"]) for m in await slot.client.models()}
+                except BackendError as err:
+                    if err.kind in (ErrorType.UNREACHABLE, ErrorType.TIMEOUT):
+                        # Silent or gone: down, and probed, rather than a backend that
+                        # "may hold any model" and swallows jobs until they time out.
+                        self.mark_down(slot, err.message, self.clock())
+                        return
+                    # It answered, but not with a listing: keep what we knew.
+                if not slot.answered:
+                    slot.answered = True
                     if wake:
                         wake.set()
             if now >= slot.next_loaded:
@@ -193,6 +208,6 @@ class Pool:
                 except BackendError:
                     pass
         except Exception as exc:  # a refresh is advice: it must never stop the daemon
-            log.debug("refreshing %s failed: %r", slot.backend.label, exc)
+            log.debug("refreshing %s failed: %s", slot.backend.label, type(exc).__name__)
         finally:
             slot.refreshing = False

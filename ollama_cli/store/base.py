@@ -1,11 +1,15 @@
-"""The store's engine interface: every question the CLI and the daemon may ask of the store, what
-each answer guarantees, and the records that cross the seam.
+"""The store's engine interface: every question the CLI and the daemon may ask of the store, and
+what each answer guarantees.
 
 The seam is the queue's operations, not a key-value transaction. LMDB (`lmdb_engine.py`)
 implements them with the queue's functions (`queue/`) over its ordered key-value transactions
 (`Tx` below, LMDB's internal layer); a PostgreSQL engine implements the same operations natively,
 a claim being one conditional `UPDATE ... RETURNING`. `tests/contract/test_store_contract.py`
 checks every guarantee written here, through this interface only, on every engine.
+
+The records that cross the seam are `JobSpec` (in `jobs.py`, beside `Job`) and those of
+`records.py`. This module is for readers and type checkers: code imports it under
+TYPE_CHECKING, so that `submit` and `status` do not pay to define the protocols.
 
 What holds for every operation of every engine:
 - **Atomic.** An operation lands whole or not at all, and what it reads is one consistent state.
@@ -17,118 +21,23 @@ What holds for every operation of every engine:
   report them. A record whose stored bytes cannot be decoded raises CorruptRecord where one job
   is asked for, and is handed back apart where many are.
 - **Records are values**: a `Job` returned is a snapshot; reading again gives the new state.
+- **Failures of the store itself** are errors of `errors.py`, never an engine's own: a write the
+  disk refused is StoreWriteFailed (nothing landed; the same call may succeed later), and an
+  engine that can no longer trust its handle on the store refuses every write with
+  StoreLockLost (LMDB: lock.mdb was replaced).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from enum import Enum
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import Job, JobError, JobStatus, JobType, Priority
+if TYPE_CHECKING:
+    from ollama_cli.errors import CorruptRecord
+    from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
 
-# The most ready jobs a planner is shown in one tick: bounds a tick however long the queue
-# (the daemon asks for fewer, by its free slots).
-LOOKAHEAD_LIMIT = 256
-
-# ---------------------------------------------------------------- records that cross the seam
-
-
-class JobSpec(NamedTuple):
-    """Everything `submit` needs, validated by the caller."""
-
-    model: str
-    type: JobType
-    request: dict[str, Any]
-    priority: Priority = Priority.MEDIUM
-    name: str | None = None
-    batch: str | None = None
-    custom_id: str | None = None
-    max_attempts: int = 4
-    timeout: float | None = None
-    run_at: float | None = None
-    after: tuple[int, ...] = ()
-    keep_alive: float | None = None
-    use_cache: bool = True
-
-
-class Claim(NamedTuple):
-    """A job the daemon now runs under a lease (`job.lease`), with its stored request."""
-
-    job: Job
-    request: dict[str, Any]
-
-    def __repr__(self) -> str:  # never the prompt: reprs end up in logs
-        return f"Claim(job={self.job.id})"
-
-
-class SettleKind(str, Enum):
-    COMPLETE = "complete"  # store the result; the job completed
-    FAIL = "fail"  # the attempt failed: wait and go again (retry_after, attempts left) or fail
-    RELEASE = "release"  # hand the job back as pending; the attempt does not count
-
-
-class Settle(NamedTuple):
-    """What one attempt came to, for one job, to be recorded under the lease it ran under."""
-
-    kind: SettleKind
-    job_id: int
-    token: str  # the lease token of the claim
-    result: dict[str, Any] | None = None  # COMPLETE
-    error: JobError | None = None  # FAIL
-    retry_after: float | None = None  # FAIL: transient, try again after this many seconds
-    host: str | None = None  # the backend that answered (COMPLETE, FAIL)
-
-
-class Placement(NamedTuple):
-    """Jobs a planner chose to start together as one request on one backend."""
-
-    backend: int  # the planner's index of the backend; the engine hands it back untouched
-    host: str  # the backend's label: each claimed job records it (`status` shows it while it runs)
-    jobs: tuple[Job, ...]
-
-
-class Plan(NamedTuple):
-    placements: Sequence[Placement]
-    state: object = None  # what the planner wants back from the call whose placements were claimed
-
-
-# The daemon's pure planning function: the ready candidates, in the order they start (read
-# lazily), and a reader of a candidate's stored request (it may raise CorruptRecord) -> a Plan.
-Planner = Callable[[Iterator[Job], Callable[[Job], dict[str, Any]]], Plan]
-
-
-class Tick(NamedTuple):
-    """What `settle_and_claim` did."""
-
-    settled: list[Job | None]  # per Settle, in order: the job as it now is; None if the lease was lost
-    claimed: list[tuple[Placement, list[Claim]]]  # per placement the claims (a job lost meanwhile is left out)
-    plan_state: object  # Plan.state of the plan that was claimed (None without a planner)
-
-
-class Changed(NamedTuple):
-    """One job of a `cancel` or `retry`."""
-
-    id: int
-    job: Job | None  # as it now is; None: no such job
-    changed: bool  # False: unknown, or in a status the operation does not apply to (left as it was)
-
-
-class BatchEntry(NamedTuple):
-    id: int
-    job: Job | None  # None: the record is gone, or corrupt (then `corrupt` says why)
-    result: dict[str, Any] | None = None  # a completed job's result, when asked for
-    corrupt: CorruptRecord | None = None
-
-
-class DaemonInfo(NamedTuple):
-    id: str
-    pid: int
-    hosts: list[str]
-    concurrency: int
-    started_at: float
-    last_heartbeat: float
+# ------------------------------------------------------------------------ protocols
 
 
 class DaemonLock(Protocol):
@@ -302,7 +211,7 @@ class Engine(Protocol):
     # --------------------------------------------------------- the daemon's step
 
     def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
-                         planner: Planner | None = None, lookahead: int = LOOKAHEAD_LIMIT) -> Tick:
+                         planner: Planner | None = None, lookahead: int | None = None) -> Tick:
         """One transaction: record each settle, then (with a planner) claim what it chooses.
 
         A settle is recorded only while the job still runs under that lease token; otherwise
@@ -312,7 +221,8 @@ class Engine(Protocol):
         makes it pending again without counting the attempt.
 
         Then, unless the queue is paused, held jobs whose time has come become ready and the
-        planner gets the ready jobs in the order they start, at most `lookahead`. Each job of a
+        planner gets the ready jobs in the order they start, at most `lookahead` (None: the
+        engine's own bound, which keeps a tick short however long the queue). Each job of a
         placement it returns is claimed: running under a new lease (owner, a token never used
         before), its attempts counted, its `host` set. The planner must be a pure function of
         its arguments: it may be called more than once, and only the last call's plan is

@@ -21,9 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ollama_cli import queue
-from ollama_cli.jobs import Job, JobStatus, JobType
-from ollama_cli.store.lmdb import Store
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+from ollama_cli.store import open_store
 from tests.conftest import cli_env
 from tests.emulator import Emulator
 from tests.invariants import check_invariants
@@ -74,18 +73,18 @@ class FaultLog(QuietEmulator):
 def submit_all(data_dir: Path, prompts: list[str], *, max_attempts: int) -> None:
     """Queue one generate job per prompt in one transaction, then close the store: the
     daemons are other processes, and LMDB allows one open of an env per process."""
-    specs = [queue.JobSpec(model=MODEL, type=JobType.GENERATE, request={"prompt": p},
-                           max_attempts=max_attempts) for p in prompts]
-    with Store(data_dir) as store:
-        store.write(lambda tx: [queue.submit(tx, spec, time.time()) for spec in specs])
+    specs = [JobSpec(model=MODEL, type=JobType.GENERATE, request={"prompt": p},
+                     max_attempts=max_attempts) for p in prompts]
+    with open_store(data_dir) as store:
+        store.submit_many(specs, time.time())
 
 
 def read_jobs(data_dir: Path) -> dict[int, tuple[Job, str, dict[str, Any] | None]]:
     """id -> (job, its prompt, its stored result), every record decoded."""
-    with Store(data_dir) as store, store.read() as tx:
-        jobs, corrupt = queue.list_jobs(tx)
+    with open_store(data_dir) as store:
+        jobs, corrupt = store.list_jobs()
         assert corrupt == []
-        return {j.id: (j, queue.get_request(tx, j.id)["prompt"], queue.get_result(tx, j.id)) for j in jobs}
+        return {j.id: (j, store.get_request(j.id)["prompt"], store.get_result(j.id)) for j in jobs}
 
 
 def clean_answers(prompts: list[str]) -> dict[str, str]:
@@ -220,10 +219,9 @@ def test_crash_loop_loses_nothing_and_never_runs_a_job_twice_at_once(data_dir: P
         assert not twice, f"round {round_}: run twice while its daemons lived: {twice}"
         sent += this_round
         # After every kill: nothing lost, no job in two states, indexes match records.
-        with Store(data_dir) as store:
+        with open_store(data_dir) as store:
             check_invariants(store)
-            with store.read() as tx:
-                assert queue.counts(tx)["total"] == CRASH_JOBS
+            assert store.counts()["total"] == CRASH_JOBS
 
     emu = QuietEmulator(token_delay=0.002).start()
     try:
@@ -266,17 +264,16 @@ def test_crash_loop_loses_nothing_and_never_runs_a_job_twice_at_once(data_dir: P
 
 SUBMITTER = """
 import random, sys, time
-from ollama_cli import queue
-from ollama_cli.jobs import JobType
-from ollama_cli.store.lmdb import Store
+from ollama_cli.jobs import JobSpec, JobType
+from ollama_cli.store import open_store
 
 data_dir, tag, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)
-store = Store(data_dir)
+store = open_store(data_dir)
 for i in range(count):
-    spec = queue.JobSpec(model="llama3.2", type=JobType.GENERATE,
-                         request={"prompt": f"{tag} {i}"}, max_attempts=20)
-    job = store.write(lambda tx: queue.submit(tx, spec, time.time()))
+    spec = JobSpec(model="llama3.2", type=JobType.GENERATE,
+                   request={"prompt": f"{tag} {i}"}, max_attempts=20)
+    job = store.submit(spec, time.time())
     print(job.id, spec.request["prompt"], flush=True)  # acknowledged: it is committed
     time.sleep(rng.uniform(0, 0.04))
 store.close()
@@ -303,8 +300,8 @@ def test_kill_9_while_many_processes_submit(data_dir: Path, start_daemon) -> Non
     times; a fifth submitter is itself SIGKILLed part-way. Every acknowledged submission
     is there, under the id it was given, and completes."""
     rng = random.Random(1337)
-    with Store(data_dir):
-        pass  # create the env once, before five processes race to
+    with open_store(data_dir):
+        pass  # create the store once, before five processes race to
     emu = QuietEmulator(token_delay=0.002).start()
     try:
         submitters = [start_submitter(data_dir, f"submitter-{k}", 50, k) for k in range(4)]

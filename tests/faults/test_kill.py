@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from ollama_cli import queue
-from ollama_cli.jobs import ErrorType, JobStatus
+from ollama_cli.jobs import ErrorType, JobSpec, JobStatus, JobType
+from ollama_cli.store import open_store
 from ollama_cli.store.lmdb import Store
 from tests.conftest import cli_env, run_cli
 from tests.emulator import Emulator
@@ -69,14 +70,17 @@ def test_a_job_that_kills_its_daemon_every_time_ends_abandoned(
     check_invariants(data_dir)
 
 
-def test_sigterm_lets_running_jobs_finish(data_dir: Path, emulator: Emulator, start_daemon) -> None:
+# SIGHUP: the terminal a daemon was started from closed.
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_sigterm_or_sighup_lets_running_jobs_finish(data_dir: Path, emulator: Emulator, start_daemon,
+                                          sig: signal.Signals) -> None:
     running = submit(data_dir, "finish me")
     waiting = submit(data_dir, "not started")
     emulator.hold()
     daemon = start_daemon(emulator.url, "--grace", "60s")
     assert emulator.wait_in_flight(1)
-    daemon.signal(signal.SIGTERM)
-    assert daemon.wait_log("taking no more jobs")
+    daemon.signal(sig)
+    assert daemon.wait_log(f"{sig.name}: taking no more jobs")
     emulator.release()
     assert daemon.wait(60) == 0, daemon.log()
     assert status(data_dir, running)["status"] == "completed"
@@ -103,18 +107,16 @@ def test_sigterm_hands_back_what_outlives_the_grace_period(
 
 def test_two_daemons_never_run_a_job_twice(data_dir: Path, emulator: Emulator, start_daemon) -> None:
     # One process submits all 40: a CLI process each would cost seconds for nothing.
-    with Store(data_dir) as store:
-        for i in range(40):
-            store.write(lambda tx, i=i: queue.submit(tx, queue.JobSpec(
-                model="llama3.2", type=queue.JobType.GENERATE, request={"prompt": f"job {i}"},
-                use_cache=False), 0.0))
+    with open_store(data_dir) as store:
+        store.submit_many([JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": f"job {i}"},
+                                   use_cache=False) for i in range(40)], 0.0)
     daemons = [start_daemon(emulator.url, "-c", "4", "--drain", wait=False) for _ in range(2)]
     for d in daemons:
         assert d.wait(120) == 0, d.log()
     prompts = Counter(body["prompt"] for _, path, body in emulator.requests if path == "/api/generate")
     assert prompts == Counter({f"job {i}": 1 for i in range(40)})
-    with Store(data_dir) as store, store.read() as tx:
-        assert queue.counts(tx)["completed"] == 40
+    with open_store(data_dir) as store:
+        assert store.counts()["completed"] == 40
     check_invariants(data_dir)
 
 

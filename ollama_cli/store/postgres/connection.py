@@ -7,7 +7,6 @@ from typing import Any
 
 from ollama_cli.errors import OperationFailed, UsageError
 
-SCHEMES = ("postgresql://", "postgres://")
 SCHEMA = "ollama_q"  # every table of ours lives in this schema of the database
 
 # A peer that vanished without closing its connection (a host powered off, a cable cut)
@@ -23,10 +22,6 @@ TCP_USER_TIMEOUT_MS = 30_000
 CONNECT_TIMEOUT = 10
 
 INSTALL_HINT = "a postgresql:// store needs the PostgreSQL driver: pip install 'ollama-q[postgres]'"
-
-
-def is_url(location: str) -> bool:
-    return location.startswith(SCHEMES)
 
 
 def driver() -> Any:

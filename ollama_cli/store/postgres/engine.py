@@ -29,9 +29,9 @@ from typing import Any, TypeVar
 from ollama_cli import cache
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord, NotFound, OperationFailed, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
-from ollama_cli.store.base import (BatchEntry, Changed, Claim, DaemonInfo, JobSpec, Placement, Planner,
-                                   Settle, SettleKind, Tick)
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
+from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner, Settle,
+                                      SettleKind, Tick)
 from ollama_cli.store.postgres import liveness, rows, schema
 from ollama_cli.store.postgres.connection import connect, driver, redact, scrub
 from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
@@ -43,6 +43,7 @@ FINISHED_STATES = ("completed", "failed", "cancelled")
 
 SHARDS = 16  # counter rows per counter: writers on different shards never wait on each other
 RETRIES = 8
+LOOKAHEAD = 256  # ready jobs a planner is shown at most: bounds a tick however long the queue
 PROMOTE_BATCH = 1000  # due held jobs made ready per claim, at most: bounds a tick
 _COUNT = {s: f"count/{s.value}" for s in JobStatus}
 _READY = {p.rank: f"ready/{p.rank}" for p in Priority}
@@ -288,10 +289,15 @@ class PostgresEngine:
                     raise UsageError(f"batch name {batch!r} is already used")
             else:
                 while batch is None or self._batch_exists(tx, batch):  # a user may have chosen such a name
-                    batch = f"batch-{tx.one('SELECT nextval(%s)', ('batch_numbers',))[0]}"
+                    batch = f"batch-{self._serial(tx, 'batch', 1)}"
             return batch, self._enqueue_all(tx, [s._replace(batch=batch) for s in specs], now)
 
         return self._write(write)
+
+    @staticmethod
+    def _serial(tx: _Tx, name: str, n: int) -> int:
+        """Count the serial up by n; its new value (locked until the transaction ends)."""
+        return int(tx.one("UPDATE serials SET last = last + %s WHERE name = %s RETURNING last", (n, name))[0])
 
     @staticmethod
     def _batch_exists(tx: _Tx, name: str) -> bool:
@@ -309,7 +315,7 @@ class PostgresEngine:
                         raise UsageError(f"--after {dep}: no such job")
         if not specs:
             return []
-        first = tx.one("SELECT take_job_ids(%s)", (len(specs),))[0]
+        first = self._serial(tx, "job", len(specs)) - len(specs) + 1
         return [self._enqueue(tx, spec, job_id, now) for job_id, spec in enumerate(specs, start=first)]
 
     def _enqueue(self, tx: _Tx, spec: JobSpec, job_id: int, now: float) -> Job:
@@ -641,14 +647,17 @@ class PostgresEngine:
     # ------------------------------------------------------------ the daemon's step
 
     def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
-                         planner: Planner | None = None, lookahead: int = 256) -> Tick:
+                         planner: Planner | None = None, lookahead: int | None = None) -> Tick:
         def write(tx: _Tx) -> Tick:
             settled = [self._settle(tx, s, now) for s in settles]
-            if planner is None or self._paused(tx):
+            if planner is None:
                 return Tick(settled, [], None)
-            self._promote_due(tx, now)
-            candidates = [to_job(r) for r in tx.all(
-                f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' ORDER BY priority, id LIMIT %s", (lookahead,))]
+            candidates = []  # while paused, the planner is shown none
+            if not self._paused(tx):
+                self._promote_due(tx, now)
+                candidates = [to_job(r) for r in tx.all(
+                    f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' ORDER BY priority, id LIMIT %s",
+                    (LOOKAHEAD if lookahead is None else min(lookahead, LOOKAHEAD),))]
             plan = planner(iter(candidates), lambda job: self._request(tx, job.id))
             return Tick(settled, [(p, self._claim(tx, p, owner, now)) for p in plan.placements], plan.state)
 

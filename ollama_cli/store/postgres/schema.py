@@ -40,11 +40,10 @@ from ollama_cli.errors import UsageError
 from ollama_cli.store.postgres.connection import SCHEMA
 
 # The first key of every advisory lock of ours; the second says which lock: 0 guards
-# migrations, 1 the taking of job ids, 2 the naming of batches, and a daemon's lock_key
-# (from a sequence starting at 1000) is its liveness.
+# migrations, 2 the naming of batches, and a daemon's lock_key (from a sequence starting
+# at 1000) is its liveness.
 LOCK_SPACE = 0x6F71
 MIGRATION_LOCK = 0
-ID_LOCK = 1
 BATCH_LOCK = 2
 
 _V1 = """
@@ -79,28 +78,15 @@ CREATE TABLE jobs (
     CHECK ((state = 'waiting') = (available_at IS NOT NULL)),
     CHECK ((state = 'running') = (lease_token IS NOT NULL AND lease_owner IS NOT NULL))
 );
-CREATE SEQUENCE job_ids AS bigint OWNED BY jobs.id;
--- The first of n consecutive ids. A sequence hands out one value at a time, so the
--- values of a multi-job submission are taken under a session advisory lock, held for
--- microseconds (a transaction lock would serialize submitters until they commit).
-CREATE FUNCTION take_job_ids(n integer) RETURNS bigint LANGUAGE plpgsql AS $$
-DECLARE
-    first bigint;
-BEGIN
-    PERFORM pg_advisory_lock(28529, 1);  -- (LOCK_SPACE, ID_LOCK) of schema.py
-    BEGIN
-        first := nextval('job_ids');
-        IF n > 1 THEN
-            PERFORM setval('job_ids', first + n - 1);
-        END IF;
-    EXCEPTION WHEN OTHERS THEN
-        PERFORM pg_advisory_unlock(28529, 1);
-        RAISE;
-    END;
-    PERFORM pg_advisory_unlock(28529, 1);
-    RETURN first;
-END $$;
-CREATE SEQUENCE batch_numbers AS bigint;  -- batch-<n> for batches submitted without a name
+-- The last job id and batch number given. A row, not a sequence: taken in the submitting
+-- transaction, so one that rolls back (a refusal, a deadlock retried) gives nothing away,
+-- and ids become visible in id order: whoever reads "jobs after id n" misses none. The row
+-- is locked from the taking to the commit, which the submit does last but for its counters.
+CREATE TABLE serials (
+    name text PRIMARY KEY,
+    last bigint NOT NULL
+);
+INSERT INTO serials VALUES ('job', 0), ('batch', 0);
 CREATE INDEX jobs_ready ON jobs (priority, id) WHERE state = 'ready';
 CREATE INDEX jobs_ready_by_model ON jobs (model, priority, id) WHERE state = 'ready';
 CREATE INDEX jobs_waiting ON jobs (available_at, id) WHERE state = 'waiting';
@@ -155,7 +141,7 @@ CREATE TABLE counts (
 """
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
-    ("jobs, bodies, dependencies, cache, daemons, meta, sharded counts", _V1),
+    ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
 )
 LATEST = len(MIGRATIONS)
 

@@ -1,0 +1,213 @@
+"""Questions about the queue, answered from one transaction: records, counts, places in
+the queue, lists, batches. Nothing here writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ollama_cli.codec import decode_job, unpack
+from ollama_cli.errors import CorruptRecord, NotFound
+from ollama_cli.jobs import Job, JobStatus, JobType, Priority
+from ollama_cli.queue.indexes import COUNT, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, get_job, ready_key
+from ollama_cli.store.keys import read_u64, u64
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
+    from ollama_cli.store.records import BatchEntry
+
+
+def get_request(tx: Tx, job_id: int) -> dict[str, Any]:
+    raw = tx.get("requests", u64(job_id))
+    return {} if raw is None else unpack(job_id, raw)
+
+
+def get_result(tx: Tx, job_id: int) -> dict[str, Any] | None:
+    raw = tx.get("results", u64(job_id))
+    return None if raw is None else unpack(job_id, raw)
+
+
+def counts(tx: Tx) -> dict[str, int]:
+    """Jobs per status, from counters kept beside the records: O(1) at any size."""
+    out = {s.value: tx.counter(COUNT[s]) for s in JobStatus}
+    out["total"] = sum(out.values())
+    return out
+
+
+def is_paused(tx: Tx) -> bool:
+    return tx.get("meta", b"paused") == b"1"
+
+
+def position(tx: Tx, job: Job, now: float) -> int | None:
+    """1-based place among ready jobs in the order they start; None unless ready. A
+    delayed job whose time has come is ready, though no daemon has moved it yet."""
+    if job.status is not PENDING:
+        return None
+    key = ready_key(job)
+    due = _due_keys(tx, now)
+    if tx.get("ready", key) is None and key not in due:
+        return None
+    ahead = sum(tx.counter(READY_COUNT[p]) for p in Priority if p.rank < job.priority.rank)
+    for k, _ in tx.scan("ready", key[:1]):
+        if k >= key:
+            break
+        ahead += 1
+    return ahead + sum(1 for k in due if k < key) + 1
+
+
+def positions(tx: Tx, jobs: Iterable[Job], now: float) -> dict[int, int]:
+    """Positions of many jobs in one walk of the ready index (and of the due jobs not
+    yet moved there), as `position` gives them one by one."""
+    wanted = {j.id for j in jobs if j.status is PENDING}
+    found: dict[int, int] = {}
+    if not wanted:
+        return found
+    import heapq
+
+    ready = (key for key, _ in tx.scan("ready"))
+    for place, key in enumerate(heapq.merge(ready, sorted(_due_keys(tx, now))), start=1):
+        job_id = read_u64(key, 1)
+        if job_id in wanted:
+            found[job_id] = place
+            if len(found) == len(wanted):
+                break
+    return found
+
+
+def _due_keys(tx: Tx, now: float) -> set[bytes]:
+    """Ready keys of waiting jobs whose time has come: a daemon moves them to `ready`
+    when it next claims, and a read-only command cannot. While no daemon claims (none
+    runs, the queue is paused, or every slot is busy) they pile up, so each entry
+    carries its job's rank and needs no decoding."""
+    limit = u64(int(now * 1000) + 1)
+    keys = set()
+    for key, rank in tx.scan("waiting"):
+        if key[:8] >= limit:
+            break
+        if not rank:  # written before entries carried the rank
+            try:
+                job = get_job(tx, read_u64(key, 8))
+            except CorruptRecord:
+                continue
+            if job is None or job.status is not PENDING:
+                continue
+            rank = RANK[job.priority]
+        keys.add(rank + key[8:])
+    return keys
+
+
+def list_jobs(
+    tx: Tx,
+    *,
+    statuses: Iterable[JobStatus] = (),
+    model: str | None = None,
+    job_type: JobType | None = None,
+    batch: str | None = None,
+    limit: int | None = None,
+    offset: int = 0,
+) -> tuple[list[Job], list[CorruptRecord]]:
+    """Jobs newest first, walking an index rather than every record where a filter
+    allows it. Corrupt records are returned apart, never raised."""
+    jobs: list[Job] = []
+    corrupt: list[CorruptRecord] = []
+    if limit is not None and limit <= 0:
+        return jobs, corrupt
+    wanted = set(statuses)
+    skipped = 0
+    for job_id in _ids_newest_first(tx, tuple(wanted), batch):
+        raw = tx.get("jobs", u64(job_id))
+        if raw is None:
+            continue
+        try:
+            job = decode_job(job_id, raw)
+        except CorruptRecord as exc:
+            corrupt.append(exc)
+            continue
+        if (model and job.model != model) or (job_type and job.type is not job_type):
+            continue
+        if (batch and job.batch != batch) or (wanted and job.status not in wanted):
+            continue
+        if skipped < offset:
+            skipped += 1
+            continue
+        jobs.append(job)
+        if limit is not None and len(jobs) >= limit:
+            break
+    return jobs, corrupt
+
+
+def _ids_newest_first(tx: Tx, statuses: tuple[JobStatus, ...], batch: str | None) -> Iterator[int]:
+    if batch:
+        prefix = batch_prefix(batch)
+        for key, _ in tx.scan("batches", prefix, reverse=True):
+            yield read_u64(key, len(prefix))
+    elif statuses:
+        # Merge the per-status index runs, each already in id order.
+        import heapq
+
+        runs = [
+            (read_u64(k, 1) for k, _ in tx.scan("status", s.code, reverse=True))
+            for s in dict.fromkeys(statuses)
+        ]
+        yield from heapq.merge(*runs, reverse=True)
+    else:
+        for key, _ in tx.scan("jobs", reverse=True):
+            yield read_u64(key)
+
+
+def running(tx: Tx) -> list[Job]:
+    out = []
+    for key, _ in tx.scan("status", RUNNING.code):
+        job = get_job(tx, read_u64(key, 1))
+        if job is not None:
+            out.append(job)
+    return out
+
+
+def ids_with_status(tx: Tx, *statuses: JobStatus) -> list[int]:
+    return [read_u64(k, 1) for s in statuses for k, _ in tx.scan("status", s.code)]
+
+
+# ---------------------------------------------------------------------------- batches
+
+
+def batch_exists(tx: Tx, name: str) -> bool:
+    return next(tx.scan("batches", batch_prefix(name)), None) is not None
+
+
+def batch_jobs(tx: Tx, name: str, *, after: int = 0, limit: int | None = None,
+               results: bool = False) -> list[BatchEntry]:
+    """The batch's jobs in id order from the first id greater than `after`."""
+    from ollama_cli.store.records import BatchEntry
+
+    prefix = batch_prefix(name)
+    out: list[BatchEntry] = []
+    if limit is not None and limit <= 0:
+        return out
+    for key, _ in tx.scan("batches", prefix, start=prefix + u64(after + 1)):
+        job_id = read_u64(key, len(prefix))
+        try:
+            job = get_job(tx, job_id)
+            result = get_result(tx, job_id) if results and job is not None and \
+                job.status is JobStatus.COMPLETED else None
+        except CorruptRecord as exc:
+            out.append(BatchEntry(job_id, None, corrupt=exc))
+        else:
+            out.append(BatchEntry(job_id, job, result))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def batch_counts(tx: Tx, name: str) -> dict[str, Any]:
+    """`{"batch", "total", <each status>: n}`; NotFound if the batch has no entry at all.
+    A job that cannot be decoded is not counted."""
+    counts: dict[str, Any] = {"batch": name, "total": 0, **{s.value: 0 for s in JobStatus}}
+    entries = batch_jobs(tx, name)
+    if not entries:
+        raise NotFound(f"batch {name!r} not found")
+    for entry in entries:
+        if entry.job is not None:
+            counts[entry.job.status.value] += 1
+            counts["total"] += 1
+    return counts
