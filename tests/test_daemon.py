@@ -296,6 +296,16 @@ def test_keep_finished_deletes_jobs_finished_long_enough_ago(store: Engine, emul
     assert job(store, recent).status is JobStatus.COMPLETED
 
 
+def test_the_daemon_keeps_time_by_the_stores_clock(store: Engine, emulator: Emulator,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # Daemons on several hosts share a store: their times are the store's, not their host's.
+    monkeypatch.setattr(store, "now", lambda: 1_234_567.0)
+    jid = submit(store)
+    drain(store, emulator.url)
+    done = job(store, jid)
+    assert (done.status, done.started_at, done.finished_at) == (JobStatus.COMPLETED, 1_234_567.0, 1_234_567.0)
+
+
 # ------------------------------------------------------------------- group commit
 
 

@@ -107,3 +107,18 @@ def test_a_waiter_wakes_when_a_job_is_submitted_elsewhere(pg_store_url: str, eng
         submitter.submit(spec(), NOW)
     assert woke.wait(30)  # long before the 60 s backstop
     waiter.join()
+
+
+def test_a_host_whose_clock_is_off_keeps_the_servers_time(pg_store_url: str, engine: PostgresEngine,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server runs on this machine: its clock is time.time()'s. This process's clock is then
+    # set an hour ahead, as a host whose clock is wrong; a connection made now still reads the
+    # server's (a minute of slack for the time a query takes; an hour is what it must not be).
+    import time
+
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    with PostgresEngine(pg_store_url) as skewed:
+        assert abs(skewed.now() - real()) < 60
+        job = skewed.submit(spec(), skewed.now())
+    assert abs(job.created_at - real()) < 60

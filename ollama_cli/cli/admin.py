@@ -145,8 +145,6 @@ def clean(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Delete finished jobs and their results."""
-    import time
-
     from ollama_cli import submission
     from ollama_cli.jobs import JobStatus
     from ollama_cli.timefmt import parse_duration
@@ -158,8 +156,8 @@ def clean(
         if not s.finished:
             raise UsageError(f"clean deletes finished jobs only, not {s.value} ones")
     age = parse_duration(older_than) if older_than is not None else None
-    t = time.time()
-    n = open_store(settings).clean(statuses, t, older_than=age)
+    store = open_store(settings)
+    n = store.clean(statuses, store.now(), older_than=age)
     if settings.json:
         emit({"deleted": n})
     else:

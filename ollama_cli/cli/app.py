@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import re
 import sys
-import time
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -97,10 +96,6 @@ def warn(message: str) -> None:
 
 def error_line(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
-
-
-def now() -> float:
-    return time.time()
 
 
 def parse_id(text: str) -> int:

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 import typer
 
 from ollama_cli import batch, submission
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, warn
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, open_store, warn
 from ollama_cli.errors import ExitCode, UsageError
 from ollama_cli.timefmt import parse_duration
 
@@ -64,7 +64,7 @@ def submit(
     prio = submission.priority(priority) if priority is not None else None
     specs = batch.parse(batch.decode(_read(file)), model=default_model, priority=prio)
     store = open_store(settings)
-    sub = batch.submit(store, specs, now(), name=name)
+    sub = batch.submit(store, specs, store.now(), name=name)
     if not settings.json:
         print(f"batch {sub.batch}: {sub.jobs} jobs queued (ids {sub.first_id}-{sub.last_id})")
     all_completed = _wait(store, sub.batch, None, json_=settings.json)[1] if wait else True

@@ -10,7 +10,7 @@ import typer
 
 from ollama_cli import follow, submission
 from ollama_cli.cli.app import (
-    DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, parse_id, parse_ids, warn,
+    DataDirOpt, JsonOpt, emit, error_line, load_settings, open_store, parse_id, parse_ids, warn,
 )
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
 from ollama_cli.jobs import Job, JobSpec, JobStatus, result_to_json, result_text
@@ -80,7 +80,7 @@ def submit(
     )
     if delay is not None and at is not None:
         raise UsageError("give --delay or --at, not both")
-    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at) if at is not None else None)
+    wait_for = parse_duration(delay) if delay is not None else None  # from the store's clock, once open
     spec = JobSpec(
         model=model,
         type=kind,
@@ -89,17 +89,19 @@ def submit(
         name=submission.check_text(name, "--name") if name is not None else None,
         max_attempts=retries + 1,
         timeout=_attempt_timeout(timeout) if timeout is not None else None,
-        run_at=run_at,
+        run_at=parse_time(at) if at is not None else None,
         after=tuple(dict.fromkeys(parse_ids(after or []))),
         keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
         use_cache=not no_cache,
     )
     store = open_store(settings)
-    job = store.submit(spec, now())
+    if wait_for is not None:
+        spec = spec._replace(run_at=store.now() + wait_for)
+    job = store.submit(spec, store.now())
     if wait:
         _print_result(store, job.id, wait=True, timeout=None, json_=settings.json)
         return
-    pos = store.positions([job], now()).get(job.id)
+    pos = store.positions([job], store.now()).get(job.id)
     if settings.json:
         emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
     elif job.cached:
@@ -126,7 +128,7 @@ def status(
     jid = parse_id(job_id)
     store = open_store(settings, readonly=True)
     job = _get(store, jid)
-    pos = store.positions([job], now()).get(job.id)
+    pos = store.positions([job], store.now()).get(job.id)
     if settings.json:
         emit(job.to_json(pos))
     else:
@@ -201,7 +203,7 @@ def list_(
     store = open_store(settings, readonly=True)
     jobs, corrupt = store.list_jobs(statuses=statuses, model=model, job_type=kind, batch=batch,
                                     limit=limit, offset=offset)
-    where = store.positions(jobs, now())
+    where = store.positions(jobs, store.now())
     for bad in corrupt:
         warn(bad.message)
     rows = [j.to_json(where.get(j.id)) for j in jobs]
@@ -221,8 +223,9 @@ def cancel(
     """Cancel pending or running jobs (a running one is aborted)."""
     settings = load_settings(json_, data_dir)
     ids = parse_ids(job_ids)
+    store = open_store(settings)
     _report(
-        open_store(settings).cancel(ids, now()),
+        store.cancel(ids, store.now()),
         refusal=lambda job: f"job {job.id} is already {job.status.value}",
         done=lambda job: f"job {job.id} cancelled", json_=settings.json,
     )
@@ -276,8 +279,9 @@ def retry(
     if bool(job_ids) == all_failed:
         raise UsageError("give job IDs or --all-failed")
     ids = parse_ids(job_ids or [])
+    store = open_store(settings)
     _report(
-        open_store(settings).retry(ids or None, now()),
+        store.retry(ids or None, store.now()),
         refusal=lambda job: f"job {job.id} is {job.status.value}: only failed or cancelled jobs can be retried",
         done=lambda job: f"job {job.id} queued again" if job.status is JobStatus.PENDING else _not_completed(job),
         json_=settings.json,

@@ -105,7 +105,8 @@ class TickReport:
 
 class Daemon:
     """Drains the store's pending jobs to `backends`, as `settings` say. `clock`, `transport`
-    and `cpu` are for tests and benchmarks: the time, the HTTP transport, the CPU meter.
+    and `cpu` are for tests and benchmarks: the time (by default the store's: several hosts'
+    daemons on one store must agree on it), the HTTP transport, the CPU meter.
     What it does is published on `events` (subscribe before `run`); its log is one subscriber."""
 
     def __init__(
@@ -114,20 +115,20 @@ class Daemon:
         backends: list[Backend],
         settings: DaemonSettings = DaemonSettings(),
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         cpu: CpuMeter | None = None,
     ) -> None:
         self.store = store
         self.backends = backends
         self.settings = settings
-        self.clock = clock
+        self.clock = clock or store.now
         self.transport = transport
         self.rng = random.Random(settings.seed)
         self.cpu = cpu or CpuMeter()
         self.events = events.Bus()
         self.events.subscribe(logs.write)
-        self.pool = Pool([], clock, self.events.publish)
+        self.pool = Pool([], self.clock, self.events.publish)
         self.inflight: dict[int, Running] = {}  # job id -> its request (shared by coalesced jobs)
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
         self._outcomes: list[Outcome] = []  # finished attempts not yet committed

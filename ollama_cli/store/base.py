@@ -16,7 +16,9 @@ What holds for every operation of every engine:
   One that raises (UsageError, NotFound...) has changed nothing.
 - **Ids** are positive integers, given in submission order, never reused (not even after `clean`).
 - **Time** is the caller's `now` (seconds since the epoch): every time an operation records
-  (created, started, finished, retry times, heartbeats) is the `now` it was given.
+  (created, started, finished, retry times, heartbeats) is the `now` it was given. Callers
+  take it from `Engine.now()`, the store's clock: on a store that many hosts share, their
+  clocks differ, and run_at, retry times and heartbeats must all be read off one clock.
 - **Unknown ids** are not errors: reads give None (or an empty value, as documented), changes
   report them. A record whose stored bytes cannot be decoded raises CorruptRecord where one job
   is asked for, and is handed back apart where many are.
@@ -63,8 +65,15 @@ class Engine(Protocol):
     """The store as the CLI and the daemon see it. One object per process; not shared between
     threads except that the daemon calls it from one writer thread at a time."""
 
-    location: str  # where the store is, as `info` shows it (a folder for LMDB)
+    location: str  # where the store is, as `info` shows it (a folder for LMDB; a URL, never its password)
     notifier: Notifier
+
+    def now(self) -> float:
+        """The store's clock, in seconds since the epoch: the `now` to give every operation.
+        LMDB: this host's `time.time()`. PostgreSQL: the server's clock (read as this host's
+        plus the offset measured when it connected, not a round trip per call), so that
+        every host that shares the store agrees on when a held job is due."""
+        ...
 
     # ------------------------------------------------------------------- jobs in
 

@@ -43,6 +43,9 @@ class LmdbEngine:
         self.notifier = PollingNotifier()
         self._flock: FlockLiveness | None = None
 
+    def now(self) -> float:
+        return time.time()  # one machine, one clock
+
     @property
     def _liveness(self) -> FlockLiveness:
         if self._flock is None:

@@ -8,6 +8,7 @@ PostgreSQL's runs on a fresh database of the session's private server (`pg_store
 from __future__ import annotations
 
 import itertools
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -418,3 +419,11 @@ def test_the_notifier_returns(engine: Engine) -> None:
     # How soon is the engine's to say (LMDB sleeps the timeout); returning is the contract.
     assert engine.notifier.wait(0.001) is None
 
+
+def test_now_is_the_stores_clock_in_seconds_since_the_epoch(engine: Engine) -> None:
+    # The tests' stores are on this machine, so the store's clock is this one's, give or take
+    # the time it takes to ask (a minute of slack tells seconds from milliseconds, and an epoch
+    # from another).
+    before = time.time()
+    now = engine.now()
+    assert isinstance(now, float) and before - 60 < now < time.time() + 60
