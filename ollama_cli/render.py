@@ -160,7 +160,7 @@ def info(data: dict[str, Any]) -> None:
         console.print("[bold]queue[/]   [yellow]paused[/] (ollama-q resume)")
     c = data["cache"]
     console.print(f"[bold]cache[/]   {c['entries']} entries, {c['hits']} hits, {c['misses']} misses")
-    console.print(f"[bold]store[/]   {_shown(data['data_dir'])}")
+    console.print(f"[bold]store[/]   {_shown(data['store']['location'])} ({data['store']['engine']})")
     console.print(f"[bold]version[/] {data['version']}")
 
 

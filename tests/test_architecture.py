@@ -99,7 +99,8 @@ def test_only_the_cli_imports_the_cli() -> None:
 
 
 BASE = {"ollama_cli", "ollama_cli.errors"}
-ENGINES = ("ollama_cli.store.lmdb", "ollama_cli.store.lmdb_engine", "ollama_cli.store.flock")
+ENGINES = ("ollama_cli.store.lmdb", "ollama_cli.store.lmdb_engine", "ollama_cli.store.flock",
+           "ollama_cli.store.postgres")
 
 
 def store_module(name: str) -> bool:
@@ -121,6 +122,23 @@ def test_the_lmdb_engine_is_where_the_queue_meets_lmdb() -> None:
     queue = {n for n in found if n == "ollama_cli.queue" or n.startswith("ollama_cli.queue.")}
     assert {n for n in found if not store_module(n)} - queue <= BASE | {"ollama_cli.cache", "ollama_cli.codec",
                                                                           "ollama_cli.jobs"}
+
+
+def test_the_postgresql_engine_stands_beside_lmdb_not_on_it() -> None:
+    # Its own SQL, not the queue's functions over LMDB's key-value layer: what it shares is
+    # the records, the codec and the cache's key; the driver is imported in functions only.
+    found = {module_name(p): imports(p) for p in (PACKAGE / "store" / "postgres").glob("*.py")}
+    ours_found = {n for names in found.values() for n in ours(names) if not n.startswith("ollama_cli.store.postgres")}
+    assert ours_found <= BASE | {"ollama_cli.jobs", "ollama_cli.codec", "ollama_cli.cache",
+                                 "ollama_cli.store.records"}
+    assert {m for m, names in found.items() if any(n.startswith(("lmdb", *ENGINES[:3])) for n in names)} == set()
+    level = {m for p in (PACKAGE / "store" / "postgres").glob("*.py")
+             for m in imports(p, module_level_only=True) if m.startswith("psycopg")}
+    assert level == set()
+    # Only open_store (and `shown`, for messages) reach it, and only for a postgresql:// URL.
+    importers = {module_name(p) for p in sources() if PACKAGE / "store" / "postgres" not in p.parents
+                 and any(n.startswith("ollama_cli.store.postgres") for n in imports(p))}
+    assert importers == {"ollama_cli.store"}
 
 
 def test_the_queue_and_the_cache_know_the_store_only_by_its_interface() -> None:
@@ -215,4 +233,12 @@ def test_submit_and_status_never_import_heavy_modules(data_dir: Path, tmp_path: 
     assert status["id"] == 1 and status["model"] == "m"
     assert "ollama_cli.store.lmdb" in modules
     assert heavy(modules) == []
-    assert [m for m in modules if m.startswith("ollama_cli.store.postgres")] == []
+
+
+@pytest.mark.parametrize("args", [("submit", "m", "x", "--json"), ("status", "1", "--json"), ("info", "--json"),
+                                  ("list", "--limit", "20", "--json")], ids=lambda a: a[0])
+def test_nothing_of_postgresql_is_imported_on_the_lmdb_path(data_dir: Path, tmp_path: Path, args: tuple) -> None:
+    loaded_modules(data_dir, tmp_path, "submit", "m", "x", "--json")
+    _, modules = loaded_modules(data_dir, tmp_path, *args)
+    assert "ollama_cli.store.lmdb" in modules
+    assert [m for m in modules if "postgres" in m or m.split(".")[0] in ("psycopg2", "psycopg")] == []

@@ -1,6 +1,8 @@
 """The script-facing contract of the CLI (/work/shared/cli-contract.md), checked from outside:
-the real `python -m ollama_cli` in subprocesses, a real LMDB store in a temporary folder, the
-Ollama emulator over HTTP and a real `ollama-q daemon` process."""
+the real `python -m ollama_cli` in subprocesses, a real store, the Ollama emulator over HTTP
+and a real `ollama-q daemon` process. Every test runs on both engines: LMDB in a temporary
+folder, and PostgreSQL in a fresh database of the session's server, named by OLLAMA_Q_STORE,
+which every process a test starts inherits (tests about the LMDB data dir are `lmdb_only`)."""
 
 from __future__ import annotations
 
@@ -39,7 +41,7 @@ STAT_FIELDS = {
     "total_duration", "load_duration", "prompt_eval_count", "prompt_eval_duration", "eval_count", "eval_duration",
 }
 RESULT_KEYS = {"id", "status", "model", "type", "stats", "cached"}
-INFO_KEYS = {"jobs", "paused", "daemon", "cache", "data_dir", "version"}
+INFO_KEYS = {"jobs", "paused", "daemon", "cache", "store", "data_dir", "version"}
 INFO_JOB_KEYS = {"pending", "running", "completed", "failed", "cancelled", "total"}
 INFO_DAEMON_KEYS = {"running", "pid", "concurrency", "hosts", "started_at", "last_heartbeat"}
 MODEL_KEYS = {"name", "size", "modified_at", "family", "parameter_size", "quantization_level", "loaded"}
@@ -48,6 +50,24 @@ SHIPPED_COMMANDS = ("submit", "status", "result", "list", "cancel", "info", "cac
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 # ------------------------------------------------------------------------------ helpers
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    lmdb_only = metafunc.definition.get_closest_marker("lmdb_only") is not None
+    metafunc.parametrize("engine", ["lmdb"] if lmdb_only else ["lmdb", "postgresql"], indirect=True)
+
+
+@pytest.fixture(autouse=True)
+def engine(request: pytest.FixtureRequest, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "postgresql":
+        monkeypatch.setenv("OLLAMA_Q_STORE", request.getfixturevalue("pg_store_url"))
+    return request.param
+
+
+@pytest.fixture
+def location(engine: str, data_dir: Path) -> str | Path:
+    """Where the test's store is: the data dir, or the database's URL."""
+    return os.environ["OLLAMA_Q_STORE"] if engine == "postgresql" else data_dir
 
 
 def jobs_total(data_dir: Path) -> int:
@@ -60,9 +80,9 @@ def submit_id(data_dir: Path, *args: str, input: str | bytes | None = None) -> i
     return out["id"]
 
 
-def stored_request(data_dir: Path, job_id: int) -> dict[str, Any]:
+def stored_request(location: str | Path, job_id: int) -> dict[str, Any]:
     """The request as the store holds it, read through a store opened after the CLI exited."""
-    with open_store(data_dir) as store:
+    with open_store(location) as store:
         return store.get_request(job_id)
 
 
@@ -215,7 +235,7 @@ def test_list_limit_zero_is_empty(data_dir: Path) -> None:
     assert ok_json(run_cli(data_dir, "list", "--limit", "0", "--json")) == []
 
 
-def test_info_json_has_the_contract_keys(data_dir: Path) -> None:
+def test_info_json_has_the_contract_keys(data_dir: Path, engine: str, location: str | Path) -> None:
     submit_id(data_dir, "llama3.2", "x")
     info = ok_json(run_cli(data_dir, "info", "--json"))
     assert INFO_KEYS <= set(info)
@@ -228,7 +248,7 @@ def test_info_json_has_the_contract_keys(data_dir: Path) -> None:
     assert isinstance(info["daemon"]["hosts"], list)
     assert {"entries", "hits", "misses"} <= set(info["cache"])
     assert all(type(info["cache"][k]) is int for k in ("entries", "hits", "misses"))
-    assert Path(info["data_dir"]) == data_dir
+    assert info["store"] == {"engine": engine, "location": str(location)} and info["data_dir"] == str(location)
     assert info["version"] == __version__
 
 
@@ -273,31 +293,31 @@ INPUT_FORMS = [
 
 
 @pytest.mark.parametrize("args, stdin, expected", INPUT_FORMS)
-def test_input_forms_store_the_request(data_dir: Path, args: list[str], stdin: str | None,
+def test_input_forms_store_the_request(data_dir: Path, location: str | Path, args: list[str], stdin: str | None,
                                        expected: dict[str, Any]) -> None:
     jid = submit_id(data_dir, *args, input=stdin)
-    request = stored_request(data_dir, jid)
+    request = stored_request(location, jid)
     for key, value in expected.items():
         assert request.get(key) == value, (key, request)
     for absent in {"prompt", "system", "messages", "input", "options", "format"} - set(expected):
         assert absent not in request, (absent, request)
 
 
-def test_format_schema_file_is_stored_as_the_schema(data_dir: Path, tmp_path: Path) -> None:
+def test_format_schema_file_is_stored_as_the_schema(data_dir: Path, location: str | Path, tmp_path: Path) -> None:
     schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
     path = tmp_path / "schema.json"
     path.write_text(json.dumps(schema))
     jid = submit_id(data_dir, "llama3.2", "how old?", "--format", f"@{path}")
-    assert stored_request(data_dir, jid)["format"] == schema
+    assert stored_request(location, jid)["format"] == schema
 
 
-def test_chat_messages_in_the_contract_order(data_dir: Path, tmp_path: Path) -> None:
+def test_chat_messages_in_the_contract_order(data_dir: Path, location: str | Path, tmp_path: Path) -> None:
     from_file = [{"role": "user", "content": "F1"}, {"role": "assistant", "content": "F2"}]
     path = tmp_path / "history.json"
     path.write_text(json.dumps(from_file))
     jid = submit_id(data_dir, "llama3.2", "-t", "chat", "--system", "SYS", "-m", "user:M1",
                     "--messages", str(path), "-m", "assistant:M2: with colon", "FINAL")
-    messages = stored_request(data_dir, jid)["messages"]
+    messages = stored_request(location, jid)["messages"]
     assert messages[0] == {"role": "system", "content": "SYS"}  # --system leads
     assert messages[-1] == {"role": "user", "content": "FINAL"}  # PROMPT ends
     middle = messages[1:-1]
@@ -496,9 +516,9 @@ def test_models_against_a_closed_port_exits_3(data_dir: Path, json_flag: list[st
 # ------------------------------------------------------------------------------ 5. across processes
 
 
-def test_a_job_is_seen_by_other_processes(data_dir: Path) -> None:
+def test_a_job_is_seen_by_other_processes(data_dir: Path, location: str | Path) -> None:
     submit_id(data_dir, "llama3.2", "makes the store")
-    with open_store(data_dir) as store:  # a long-lived handle in this process
+    with open_store(location) as store:  # a long-lived handle in this process
         jid = submit_id(data_dir, "qwen2.5:0.5b", "from another process", "--name", "xproc")
         job = store.get_job(jid)
         assert job is not None and job.name == "xproc" and job.model == "qwen2.5:0.5b"
@@ -509,24 +529,23 @@ def test_a_job_is_seen_by_other_processes(data_dir: Path) -> None:
 
 
 SUBMITTER = """
-import json, sys, time
-from pathlib import Path
+import json, sys
 from ollama_cli.jobs import JobSpec, JobType
 from ollama_cli.store import open_store
 
-store, worker, ids = open_store(Path(sys.argv[1])), sys.argv[2], []
+store, worker, ids = open_store(sys.argv[1]), sys.argv[2], []
 for i in range(int(sys.argv[3])):
     spec = JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": f"w{worker}-{i}"})
-    ids.append(store.submit(spec, time.time()).id)
+    ids.append(store.submit(spec, store.now()).id)
 store.close()
 print(json.dumps(ids))
 """
 
 
-def test_concurrent_submitters_get_distinct_ids_without_gaps(data_dir: Path) -> None:
+def test_concurrent_submitters_get_distinct_ids_without_gaps(data_dir: Path, location: str | Path) -> None:
     workers, per_worker, cli_workers = 8, 25, 8
     env = cli_env(data_dir)
-    procs = [subprocess.Popen([sys.executable, "-c", SUBMITTER, str(data_dir), str(w), str(per_worker)],
+    procs = [subprocess.Popen([sys.executable, "-c", SUBMITTER, str(location), str(w), str(per_worker)],
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, env=env)
              for w in range(workers)]
@@ -546,7 +565,7 @@ def test_concurrent_submitters_get_distinct_ids_without_gaps(data_dir: Path) -> 
     total = workers * per_worker + cli_workers
     assert len(every) == total and sorted(every) == list(range(1, total + 1))
 
-    with open_store(data_dir) as store:  # no job overwrote another
+    with open_store(location) as store:  # no job overwrote another
         for w, ids in enumerate(core_ids):
             assert [store.get_request(i)["prompt"] for i in ids] == [f"w{w}-{i}" for i in range(per_worker)]
         assert sorted(store.get_request(i)["prompt"] for i in cli_ids) == sorted(
@@ -561,6 +580,7 @@ def test_concurrent_submitters_get_distinct_ids_without_gaps(data_dir: Path) -> 
 # ------------------------------------------------------------------------------ 6. the data dir
 
 
+@pytest.mark.lmdb_only
 def test_data_dir_is_private_even_under_an_open_umask(tmp_path: Path, data_dir: Path) -> None:
     target = tmp_path / "nested" / "queue"
     proc = subprocess.run([sys.executable, "-m", "ollama_cli", "submit", "llama3.2", "secret", "--data-dir",
@@ -572,6 +592,7 @@ def test_data_dir_is_private_even_under_an_open_umask(tmp_path: Path, data_dir: 
         assert stat.S_IMODE((target / name).stat().st_mode) == 0o600, name
 
 
+@pytest.mark.lmdb_only
 def test_data_dir_flag_wins_over_the_variable(tmp_path: Path, data_dir: Path) -> None:
     flagged = tmp_path / "flagged"
     jid = submit_id(data_dir, "llama3.2", "where am I", "--data-dir", str(flagged))

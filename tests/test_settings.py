@@ -167,6 +167,26 @@ def test_flag_over_variable_over_file_over_default(tmp_path: Path) -> None:
     assert {got.source(name) for name in ("concurrency", "grace", "json", "seed")} == {"default"}
 
 
+def test_the_store_flag_over_variable_over_file_and_lmdb_in_the_data_dir_by_default(tmp_path: Path) -> None:
+    url, env, file = "postgresql://q@db/queue", {"OLLAMA_Q_STORE": "postgres://q@env/queue"}, {"store": "~/file"}
+    got = load({"store": url}, env, file)
+    assert (got.store, got.location, got.source("store")) == (url, url, "flag")
+    got = load({}, env, file)
+    assert (got.location, got.source("store")) == ("postgres://q@env/queue", "env")
+    got = load({}, {}, file)
+    assert (got.location, got.source("store")) == (Path(file["store"]).expanduser(), "file")
+    got = load({"data_dir": tmp_path}, {})
+    assert (got.store, got.location, got.source("store")) == (None, tmp_path, "default")
+    assert load({"store": str(tmp_path / "q")}, {}).location == tmp_path / "q"  # a path: LMDB there
+
+
+def test_a_store_url_of_another_kind_is_refused_without_echoing_it() -> None:
+    for flags, env in (({"store": "mysql://q:s3cret@db/queue"}, {}), ({}, {"OLLAMA_Q_STORE": "mysql://q:s3cret@db/q"})):
+        with pytest.raises(UsageError) as caught:
+            load(flags, env)
+        assert "postgresql://" in caught.value.message and "s3cret" not in caught.value.message
+
+
 def test_a_switch_left_off_is_not_given() -> None:
     # Typer cannot tell `--drain` absent from off, so an off switch lets the file speak.
     got = load({"drain": False, "json": False}, {}, {"drain": True})

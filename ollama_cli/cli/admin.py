@@ -9,7 +9,7 @@ import typer
 
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.insight import snapshot
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, load_settings, open_store
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, StoreOpt, emit, load_settings, open_store
 from ollama_cli.errors import BackendUnavailable, UsageError
 
 _DEFAULTS = DaemonSettings()  # what the daemon's help says when a flag is not given
@@ -19,9 +19,9 @@ HostOpt = Annotated[
 ]
 
 
-def info(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+def info(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: StoreOpt = None) -> None:
     """The queue at a glance: counts, daemon, cache."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     data = snapshot.info(open_store(settings, readonly=True))
     if settings.json:
         emit(data)
@@ -35,9 +35,9 @@ cache_app = typer.Typer(help="The result cache: stats, clear.", no_args_is_help=
 
 
 @cache_app.command("stats")
-def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: StoreOpt = None) -> None:
     """Entries, hits, misses and bytes of the result cache."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     data = open_store(settings, readonly=True).cache_stats()
     if settings.json:
         emit(data)
@@ -48,9 +48,9 @@ def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
 
 
 @cache_app.command("clear")
-def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: StoreOpt = None) -> None:
     """Empty the result cache."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     n = open_store(settings).cache_clear()
     if settings.json:
         emit({"cleared": n})
@@ -58,13 +58,16 @@ def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
         print(f"cleared {n} cache entries")
 
 
-def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+def models(
+    host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = None,
+    store_: StoreOpt = None,
+) -> None:
     """The models of the backend, and which are loaded."""
     import asyncio
 
     from ollama_cli.clients.base import BackendError, client_for
 
-    settings = load_settings(json_, data_dir, hosts=host)
+    settings = load_settings(json_, data_dir, store_, hosts=host)
     backend = settings.backends[0]
 
     async def fetch() -> list[dict]:
@@ -100,20 +103,20 @@ def daemon(
     keep_finished: Annotated[Optional[str], typer.Option(
         help="Delete finished jobs this long after they finish (checked every minute).")] = None,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Drain pending jobs to the backends until stopped (logs to stderr; JSON lines with --json)."""
     from ollama_cli.daemon.loop import serve
 
-    settings = load_settings(json_, data_dir, hosts=host, concurrency=concurrency, drain=drain, grace=grace,
+    settings = load_settings(json_, data_dir, store_, hosts=host, concurrency=concurrency, drain=drain, grace=grace,
                              retry_backoff=retry_backoff, model_concurrency=model_concurrency,
                              keep_finished=keep_finished)
     backends = settings.backends  # parsed before the store opens: a bad host writes nothing
     raise typer.Exit(serve(open_store(settings), backends, settings))
 
 
-def _set_paused(paused: bool, json_: bool, data_dir: Optional[Path]) -> None:
-    settings = load_settings(json_, data_dir)
+def _set_paused(paused: bool, json_: bool, data_dir: Optional[Path], store_: Optional[str]) -> None:
+    settings = load_settings(json_, data_dir, store_)
     store = open_store(settings)
     if paused:
         store.pause()
@@ -127,14 +130,14 @@ def _set_paused(paused: bool, json_: bool, data_dir: Optional[Path]) -> None:
         print("resumed: daemons take jobs again")
 
 
-def pause(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+def pause(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: StoreOpt = None) -> None:
     """Daemons stop taking jobs; running jobs go on."""
-    _set_paused(True, json_, data_dir)
+    _set_paused(True, json_, data_dir, store_)
 
 
-def resume(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+def resume(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: StoreOpt = None) -> None:
     """Daemons take jobs again."""
-    _set_paused(False, json_, data_dir)
+    _set_paused(False, json_, data_dir, store_)
 
 
 def clean(
@@ -142,14 +145,14 @@ def clean(
         "--status", help="Only this status (repeatable; default completed, failed, cancelled).")] = None,
     older_than: Annotated[Optional[str], typer.Option(help="Only jobs finished longer ago than this.")] = None,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Delete finished jobs and their results."""
     from ollama_cli import submission
     from ollama_cli.jobs import JobStatus
     from ollama_cli.timefmt import parse_duration
 
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []] or \
         [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
     for s in statuses:

@@ -42,6 +42,12 @@ DataDirOpt = Annotated[
     Optional[Path],
     typer.Option("--data-dir", help="Folder of the store [env: OLLAMA_Q_DATA_DIR].", show_default=False),
 ]
+StoreOpt = Annotated[
+    Optional[str],
+    typer.Option("--store", metavar="URL|PATH", show_default=False,
+                 help="The store: postgresql://user@host/db, shared by several hosts, or a folder "
+                      "(LMDB; default the data dir) [env: OLLAMA_Q_STORE]."),
+]
 
 
 def _version(value: bool) -> None:
@@ -58,25 +64,25 @@ def _root(
     """A durable job queue in front of Ollama."""
 
 
-def load_settings(json_: bool, data_dir: Path | None, **flags: Any) -> Settings:
+def load_settings(json_: bool, data_dir: Path | None, store: str | None, **flags: Any) -> Settings:
     """The command's settings, built once: its flags (named as the settings are) over the
     environment, the file and the defaults."""
-    return load({"json": json_, "data_dir": data_dir, **flags})
+    return load({"json": json_, "data_dir": data_dir, "store": store, **flags})
 
 
 def open_store(settings: Settings, *, readonly: bool = False) -> Any:
     """The store; `readonly` for commands that write nothing, so they never wait on a writer."""
     from ollama_cli import store
 
-    path = settings.data_dir
+    location = settings.location
     try:
-        return store.open_store(path, readonly=readonly, on_wait=_waiting)
+        return store.open_store(location, readonly=readonly, on_wait=_waiting)
     except OllamaQError:
         raise
     except Exception as exc:  # lmdb.Error, OSError: say where, not a traceback
         from ollama_cli.errors import OperationFailed
 
-        raise OperationFailed(f"cannot open the store in {path}: {exc}") from None
+        raise OperationFailed(f"cannot open the store in {store.shown(location)}: {exc}") from None
 
 
 def _waiting(pid: int | None) -> None:

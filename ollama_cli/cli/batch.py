@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 import typer
 
 from ollama_cli import batch, submission
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, open_store, warn
+from ollama_cli.cli.app import (
+    DataDirOpt, JsonOpt, StoreOpt, emit, error_line, load_settings, open_store, warn,
+)
 from ollama_cli.errors import ExitCode, UsageError
 from ollama_cli.timefmt import parse_duration
 
@@ -55,11 +57,11 @@ def submit(
     wait: Annotated[bool, typer.Option(
         "--wait", help="Then wait until every job has ended (exit 1 unless all completed).")] = False,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Queue every line of a JSONL file in one step (OpenAI batch lines or native ones).
     A bad line rejects the whole file."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     default_model = submission.model_name(model) if model is not None else None
     prio = submission.priority(priority) if priority is not None else None
     specs = batch.parse(batch.decode(_read(file)), model=default_model, priority=prio)
@@ -75,9 +77,12 @@ def submit(
 
 
 @batch_app.command("status")
-def status(name: BatchArg, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+def status(
+    name: BatchArg, json_: JsonOpt = False, data_dir: DataDirOpt = None,
+    store_: StoreOpt = None,
+) -> None:
     """Counts of a batch's jobs per status."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     counts = batch.status(open_store(settings, readonly=True), name)
     if settings.json:
         emit(counts)
@@ -92,10 +97,10 @@ def results(
     name: BatchArg,
     output: Annotated[Optional[Path], typer.Option("--output", help="Write to this file, not stdout.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Accepted for uniformity: the output is JSONL.")] = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """One JSON line per request, keyed by custom_id, as in OpenAI's batch output file."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     lines = batch.results(open_store(settings, readonly=True), name)
     unfinished = 0
 
@@ -138,10 +143,10 @@ def wait(
     name: BatchArg,
     timeout: Annotated[Optional[str], typer.Option(help="Give up after this long (exit 1).")] = None,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Block until every job of the batch has ended; exit 0 only if all completed."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     limit = parse_duration(timeout) if timeout is not None else None
     counts, all_completed = _wait(open_store(settings, readonly=True), name, limit, json_=settings.json)
     if settings.json:

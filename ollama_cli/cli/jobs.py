@@ -10,7 +10,7 @@ import typer
 
 from ollama_cli import follow, submission
 from ollama_cli.cli.app import (
-    DataDirOpt, JsonOpt, emit, error_line, load_settings, open_store, parse_id, parse_ids, warn,
+    DataDirOpt, JsonOpt, StoreOpt, emit, error_line, load_settings, open_store, parse_id, parse_ids, warn,
 )
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
 from ollama_cli.jobs import Job, JobSpec, JobStatus, result_to_json, result_text
@@ -61,10 +61,10 @@ def submit(
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Queue a job."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     kind = submission.job_type(type_)
     model = submission.model_name(model)
     if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
@@ -121,10 +121,10 @@ def _attempt_timeout(text: str) -> float:
 def status(
     job_id: Annotated[str, typer.Argument(metavar="ID")],
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Show one job."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     jid = parse_id(job_id)
     store = open_store(settings, readonly=True)
     job = _get(store, jid)
@@ -149,10 +149,10 @@ def result(
     wait: Annotated[bool, typer.Option("--wait", help="Block until the job ends.")] = False,
     timeout: Annotated[Optional[str], typer.Option(help="With --wait: give up after this long.")] = None,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Print a job's output: the text, or the vectors as JSON."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     jid = parse_id(job_id)
     limit = parse_duration(timeout) if timeout is not None else None
     _print_result(open_store(settings, readonly=True), jid, wait=wait, timeout=limit, json_=settings.json)
@@ -192,10 +192,10 @@ def list_(
     limit: Annotated[Optional[int], typer.Option(help="At most N jobs.", min=0)] = None,
     offset: Annotated[int, typer.Option(help="Skip the N newest matches.", min=0)] = 0,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """List jobs, newest first."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []]
     kind = submission.job_type(type_) if type_ else None
     if batch is not None:
@@ -218,10 +218,10 @@ def list_(
 def cancel(
     job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Cancel pending or running jobs (a running one is aborted)."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     ids = parse_ids(job_ids)
     store = open_store(settings)
     _report(
@@ -236,10 +236,10 @@ def wait(
     all_: Annotated[bool, typer.Option("--all", help="Every job not yet finished.")] = False,
     timeout: Annotated[Optional[str], typer.Option(help="Give up after this long (exit 1).")] = None,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Block until jobs end; exit 0 only if all completed."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     if bool(job_ids) == all_:
         raise UsageError("give job IDs or --all")
     ids = parse_ids(job_ids or [])
@@ -272,10 +272,10 @@ def retry(
     job_ids: Annotated[Optional[list[str]], typer.Argument(metavar="[ID...]")] = None,
     all_failed: Annotated[bool, typer.Option("--all-failed", help="Every failed job.")] = False,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
+    data_dir: DataDirOpt = None, store_: StoreOpt = None,
 ) -> None:
     """Queue failed or cancelled jobs again (their attempts start over)."""
-    settings = load_settings(json_, data_dir)
+    settings = load_settings(json_, data_dir, store_)
     if bool(job_ids) == all_failed:
         raise UsageError("give job IDs or --all-failed")
     ids = parse_ids(job_ids or [])

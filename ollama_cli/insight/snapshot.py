@@ -34,6 +34,7 @@ def info(store: Engine) -> dict[str, Any]:
             for d in alive
         ],
         "cache": {k: cache_stats[k] for k in ("entries", "hits", "misses")},
+        "store": {"engine": store.name, "location": store.location},
         "data_dir": store.location,
         "version": __version__,
     }

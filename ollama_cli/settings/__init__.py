@@ -50,11 +50,17 @@ class DaemonSettings(NamedTuple):
 class Settings(NamedTuple):
     """Everything a command or the daemon reads from outside, built once by `load`."""
 
-    data_dir: Path  # the store lives here until a --store setting exists
+    data_dir: Path  # the LMDB store lives here unless `store` says otherwise
+    store: str | Path | None = None  # a postgresql:// URL, or a folder for LMDB; None: data_dir
     hosts: tuple[str, ...] = (DEFAULT_HOST,)  # as given: `backends` parses them
     json: bool = False  # one JSON document on stdout; JSON lines for the daemon's log
     daemon: DaemonSettings = DaemonSettings()
     sources: Mapping[str, Source] = MappingProxyType({})
+
+    @property
+    def location(self) -> str | Path:
+        """Where the store is: the `store` setting, else LMDB in the data dir."""
+        return self.data_dir if self.store is None else self.store
 
     def source(self, name: str) -> Source:
         """Where the value of setting `name` came from."""
@@ -71,6 +77,18 @@ def _path(value: Any, where: str) -> Path:
     if not isinstance(value, (str, Path)) or not str(value):
         raise UsageError(f"{where} must be a path")
     return _data_dir(value)
+
+
+def _store(value: Any, where: str) -> str | Path:
+    """A postgresql:// (or postgres://) URL as given, or a path (LMDB there)."""
+    from ollama_cli.store import POSTGRES_SCHEMES
+
+    if isinstance(value, str) and value.startswith(POSTGRES_SCHEMES):
+        return value
+    if isinstance(value, str) and "://" in value:  # never echoed: a URL may carry a password
+        raise UsageError(f"{where} must be a folder or a postgresql:// URL, not a "
+                         f"{value.split('://', 1)[0]}:// URL")
+    return _path(value, where)
 
 
 def _hosts(value: Any, where: str) -> tuple[str, ...]:
@@ -125,12 +143,12 @@ def _model_caps(value: Any, where: str) -> Mapping[str, int]:
 # Every setting, by the name it has as a field, a flag and a key of the file: how a given
 # value becomes the typed one. Settings not named in _VARIABLES have no variable.
 _PARSE: dict[str, Callable[[Any, str], Any]] = {
-    "data_dir": _path, "hosts": _hosts, "json": _switch,
+    "data_dir": _path, "store": _store, "hosts": _hosts, "json": _switch,
     "concurrency": _at_least(1), "drain": _switch, "grace": _duration, "retry_backoff": _duration,
     "keep_finished": _duration, "model_concurrency": _model_caps, "max_overtake": _at_least(0),
     "coalesce": _at_least(1), "poll": _duration, "seed": _at_least(0),
 }
-_VARIABLES = {"data_dir": "OLLAMA_Q_DATA_DIR", "hosts": "OLLAMA_HOST"}
+_VARIABLES = {"data_dir": "OLLAMA_Q_DATA_DIR", "store": "OLLAMA_Q_STORE", "hosts": "OLLAMA_HOST"}
 _FLAGS = {"hosts": "--host"}  # the others are --name-with-dashes
 
 

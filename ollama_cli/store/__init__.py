@@ -26,6 +26,16 @@ def is_postgres(location: str | os.PathLike[str]) -> bool:
     return os.fspath(location).startswith(POSTGRES_SCHEMES)
 
 
+def shown(location: str | os.PathLike[str]) -> str:
+    """The location as messages may show it: a URL without its password."""
+    text = os.fspath(location)
+    if is_postgres(text):
+        from ollama_cli.store.postgres.connection import redact
+
+        return redact(text)
+    return text
+
+
 def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
                on_wait: Callable[[int | None], None] | None = None) -> Engine:
     """The store at `location`: a postgresql:// (or postgres://) URL for a database on a server,

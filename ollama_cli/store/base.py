@@ -65,6 +65,7 @@ class Engine(Protocol):
     """The store as the CLI and the daemon see it. One object per process; not shared between
     threads except that the daemon calls it from one writer thread at a time."""
 
+    name: str  # which engine: "lmdb" or "postgresql", as `info` shows it
     location: str  # where the store is, as `info` shows it (a folder for LMDB; a URL, never its password)
     notifier: Notifier
 

@@ -36,6 +36,8 @@ class PollingNotifier:
 class LmdbEngine:
     """The store in one folder on this machine (`store.open_store` says what the arguments do)."""
 
+    name = "lmdb"
+
     def __init__(self, path: Path, *, readonly: bool = False,
                  on_wait: Callable[[int | None], None] | None = None) -> None:
         self.kv = Store(path, readonly=readonly, on_wait=on_wait)  # LMDB's key-value layer

@@ -94,4 +94,7 @@ def connect(url: str, *, application_name: str = "ollama-q") -> Any:
             keepalives_count=KEEPALIVE_COUNT, tcp_user_timeout=TCP_USER_TIMEOUT_MS,
         )
     except psycopg2.Error as exc:
-        raise OperationFailed(f"cannot connect to the store at {redact(url)}: {scrub(str(exc), url)}") from None
+        reason = scrub(str(exc), url)
+        if reason.startswith(("invalid ", "missing ")):  # libpq refused the URL itself, before connecting
+            raise UsageError(f"invalid store URL {redact(url)}: {reason}") from None
+        raise OperationFailed(f"cannot connect to the store at {redact(url)}: {reason}") from None

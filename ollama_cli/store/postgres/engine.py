@@ -75,6 +75,8 @@ class _Tx:
 class PostgresEngine:
     """The store in a PostgreSQL database, shared by every host that has its URL."""
 
+    name = "postgresql"
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.location = redact(url)
@@ -99,6 +101,9 @@ class PostgresEngine:
                 cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
                 server = cur.fetchone()[0]
                 self._offset = server - (before + time.time()) / 2
+        except self._psycopg2.Error as exc:  # no rights to create our schema, say
+            conn.close()
+            raise OperationFailed(f"cannot use the store at {self.location}: {scrub(str(exc), self.url)}") from None
         except BaseException:
             conn.close()
             raise
@@ -110,11 +115,11 @@ class PostgresEngine:
         agree on run_at and retry times."""
         return time.time() + self._offset
 
-    def _lost(self, exc: Exception) -> OperationFailed:
-        try:
-            self._conn.close()
-        except Exception:  # noqa: S110 - already gone
-            pass
+    def _failure(self, exc: Exception) -> OperationFailed:
+        """What a driver error says, as our error; the connection forgotten if it is gone
+        (the next operation connects again)."""
+        if self._conn is not None and not self._conn.closed:
+            return OperationFailed(f"the store at {self.location} refused: {scrub(str(exc), self.url)}")
         self._conn = None
         return OperationFailed(f"lost the connection to the store at {self.location}: {scrub(str(exc), self.url)}")
 
@@ -125,14 +130,13 @@ class PostgresEngine:
 
     def _read(self, fn: Callable[[_Tx], T]) -> T:
         """One read; again on a new connection if the old one was lost (a read may run twice)."""
-        errors = self._psycopg2
         for attempt in range(2):
             try:
                 with self._cursor() as cur:
                     return fn(_Tx(cur))
-            except (errors.OperationalError, errors.InterfaceError) as exc:
-                failure = self._lost(exc)
-                if attempt:
+            except self._psycopg2.Error as exc:
+                failure = self._failure(exc)
+                if attempt or self._conn is not None:
                     raise failure from None
         raise AssertionError("unreachable")
 
@@ -153,7 +157,6 @@ class PostgresEngine:
         was sent (then the server rolled it back). fn may run more than once."""
         from psycopg2 import errors as codes
 
-        errors = self._psycopg2
         for attempt in range(RETRIES):
             committing = False
             try:
@@ -173,9 +176,9 @@ class PostgresEngine:
                 if attempt == RETRIES - 1:
                     raise OperationFailed(f"the store at {self.location} stayed too busy to write") from None
                 time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
-            except (errors.OperationalError, errors.InterfaceError) as exc:
-                failure = self._lost(exc)
-                if committing or attempt:
+            except self._psycopg2.Error as exc:
+                failure = self._failure(exc)
+                if committing or attempt or self._conn is not None:  # only a lost connection, once
                     raise failure from None
         raise AssertionError("unreachable")
 
