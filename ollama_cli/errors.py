@@ -40,6 +40,12 @@ class StoreWriteFailed(OperationFailed):
     write may succeed later, so a daemon backs off and tries again."""
 
 
+class StoreUnavailable(StoreWriteFailed):
+    """The store's server could not be reached (restarting, the network cut): nothing was
+    read or written, and the same call may succeed later. A write, like one the disk
+    refused, so a daemon backs off and tries it again."""
+
+
 class StoreLockLost(OperationFailed):
     """lock.mdb was deleted or replaced while this process had the store open. Its writer
     lock is no longer the one other processes take, so this process must not write again."""

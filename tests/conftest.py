@@ -78,10 +78,10 @@ def rerun_writes(monkeypatch: pytest.MonkeyPatch) -> None:
     to the rule "a write function may run more than once"."""
     monkeypatch.setattr(Store, "write", _twice(Store.write))
     try:
-        from ollama_cli.store.postgres.engine import PostgresEngine
+        from ollama_cli.store.postgres.transactions import Database
     except ImportError:  # no driver: no PostgreSQL tests either
         return
-    monkeypatch.setattr(PostgresEngine, "_write", _twice(PostgresEngine._write))
+    monkeypatch.setattr(Database, "write", _twice(Database.write))
 
 
 @pytest.fixture

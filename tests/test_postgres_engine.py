@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from ollama_cli.jobs import ErrorType, Job, JobSpec, JobStatus, JobType
+from ollama_cli.store.postgres import liveness
 from ollama_cli.store.postgres.engine import PostgresEngine
 from ollama_cli.store.records import DaemonInfo, Placement, Plan, Settle, SettleKind
 
@@ -52,19 +53,44 @@ def complete(engine: PostgresEngine, c: Any, result: dict[str, Any], now: float 
 def test_a_dead_daemons_jobs_come_back_and_a_live_ones_stay(pg_store_url: str, engine: PostgresEngine) -> None:
     other = PostgresEngine(pg_store_url)
     live, doomed = engine.daemon_lock(), other.daemon_lock()
+    t = engine.now()
     for lock in (live, doomed):
-        engine.register(DaemonInfo(lock.id, 1, ["h"], 1, NOW, NOW))
-    engine.submit_many([spec(prompt="1"), spec(prompt="2")], NOW)
-    mine, theirs = claim(engine, live.id)[0], claim(other, doomed.id)[0]
+        engine.register(DaemonInfo(lock.id, 1, ["h"], 1, t, t))
+    engine.submit_many([spec(prompt="1"), spec(prompt="2")], t)
+    mine, theirs = claim(engine, live.id, now=t)[0], claim(other, doomed.id, now=t)[0]
     assert engine.is_alive(live.id) and engine.is_alive(doomed.id)
-    assert engine.reclaim(NOW) == []
-    other.close()  # its session ends: the server drops its lock
+    assert engine.reclaim(t) == []
+    other.close()  # its lock is released, and its record stays, as a killed daemon's does
     assert not engine.is_alive(doomed.id) and engine.is_alive(live.id)
-    (back,) = engine.reclaim(NOW + 1)
+    (back,) = engine.reclaim(t + 1)
     assert back.id == theirs.job.id and back.status is JobStatus.PENDING
     assert back.error.type is ErrorType.ABANDONED and back.attempts == 1
     assert engine.get_job(mine.job.id).status is JobStatus.RUNNING
     assert [d.id for d in engine.daemons()] == [live.id]
+
+
+def test_after_a_server_restart_daemons_have_time_to_take_their_locks_back(
+        postgres_server: Any, pg_store_url: str, engine: PostgresEngine) -> None:
+    # A restart ends every session: every daemon's lock is free at once. The one that comes
+    # back first must not take the others' jobs while they reconnect; one that does not come
+    # back loses its jobs once the grace is over.
+    returning, gone = PostgresEngine(pg_store_url), PostgresEngine(pg_store_url)
+    locks = {e: e.daemon_lock() for e in (returning, gone)}
+    t = engine.now()
+    engine.submit_many([spec(prompt="1"), spec(prompt="2")], t)
+    for e, lock in locks.items():
+        e.register(DaemonInfo(lock.id, 1, ["h"], 1, t, t))
+        claim(e, lock.id, now=t)
+    postgres_server.restart()
+    assert engine.reclaim(engine.now()) == []  # both within the grace
+    returning.heartbeat(locks[returning].id, returning.now())  # reconnects, takes its lock back
+    assert engine.is_alive(locks[returning].id) and engine.is_alive(locks[gone].id)
+    (back,) = engine.reclaim(engine.now() + liveness.RESTART_GRACE)
+    assert back.lease is None and engine.get_job(back.id).error.type is ErrorType.ABANDONED
+    assert [d.id for d in engine.daemons()] == [locks[returning].id]
+    assert not engine.is_alive(locks[gone].id)
+    returning.close()
+    gone.close()
 
 
 def test_daemons_claiming_at_once_never_share_a_job(pg_store_url: str, engine: PostgresEngine) -> None:
@@ -122,3 +148,27 @@ def test_a_host_whose_clock_is_off_keeps_the_servers_time(pg_store_url: str, eng
         assert abs(skewed.now() - real()) < 60
         job = skewed.submit(spec(), skewed.now())
     assert abs(job.created_at - real()) < 60
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["committed", "not committed"])
+def test_a_write_whose_connection_breaks_as_it_commits_is_applied_once(
+        engine: PostgresEngine, monkeypatch: pytest.MonkeyPatch, landed: bool) -> None:
+    # The session ends itself just after its COMMIT, or just before: either way the client sees
+    # its connection break while committing, and must learn which from the server.
+    from ollama_cli.store.postgres.transactions import Database
+
+    end, runs = Database._end, []
+    suicide = "SELECT pg_terminate_backend(pg_backend_pid())"
+
+    def breaking(self: Database, tx: Any) -> str:
+        runs.append(1)
+        statements = end(self, tx)
+        if len(runs) > 1:
+            return statements
+        return f"{statements}; {suicide}" if landed else statements.replace("COMMIT", f"{suicide}; COMMIT")
+
+    monkeypatch.setattr(Database, "_end", breaking)
+    job = engine.submit(spec(prompt="once"), NOW)
+    assert len(runs) == (1 if landed else 2)  # run again only if it had not landed
+    assert job.id == 1 and engine.counts()["total"] == 1
+    assert engine.submit(spec(prompt="next"), NOW).id == 2

@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from ollama_cli.daemon import events, logs, outcomes, scheduler
+from ollama_cli.daemon import events, logs, outcomes, scheduler, wakeups
 from ollama_cli.clients.base import BackendError, client_for
-from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreWriteFailed
+from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreUnavailable, StoreWriteFailed
 from ollama_cli.settings import DaemonSettings, Settings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
@@ -262,8 +262,11 @@ class Daemon:
         if not self.inflight:
             return []
         runs = list(self.inflight.items())
-        lost = [job_id for (job_id, run), job in zip(runs, self.store.get_jobs(job_id for job_id, _ in runs))
-                if not _still_ours(job, _claim_of(run, job_id))]
+        try:
+            found = self.store.get_jobs(job_id for job_id, _ in runs)
+        except StoreUnavailable:  # a server restarting: look again at the next check
+            return []
+        lost = [job_id for (job_id, run), job in zip(runs, found) if not _still_ours(job, _claim_of(run, job_id))]
         for run in {id(self.inflight[j]): self.inflight[j] for j in lost}.values():
             if run.task is not None and run.stop_reason is None and \
                     all(c.job.id in lost for c in run.claims):
@@ -285,6 +288,7 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
                                                  self.settings.concurrency))
+        stop_listening = wakeups.listen(self.store.notifier, self._wake)
         try:
             while not self.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
@@ -302,6 +306,7 @@ class Daemon:
                     await self._gather()
             await self._shutdown()
         finally:
+            stop_listening()
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             await self.pool.stop()
@@ -333,7 +338,10 @@ class Daemon:
             await self._sleep(left)
 
     def _queue_empty(self) -> bool:
-        counts = self.store.counts()
+        try:
+            counts = self.store.counts()
+        except StoreUnavailable:
+            return False
         return counts["pending"] + counts["running"] == 0
 
     def _on_signal(self, sig: int) -> None:

@@ -24,9 +24,11 @@ What holds for every operation of every engine:
   is asked for, and is handed back apart where many are.
 - **Records are values**: a `Job` returned is a snapshot; reading again gives the new state.
 - **Failures of the store itself** are errors of `errors.py`, never an engine's own: a write the
-  disk refused is StoreWriteFailed (nothing landed; the same call may succeed later), and an
-  engine that can no longer trust its handle on the store refuses every write with
-  StoreLockLost (LMDB: lock.mdb was replaced).
+  disk refused is StoreWriteFailed (nothing landed; the same call may succeed later), a server
+  that cannot be reached is StoreUnavailable (one of them, for reads too), and an engine that
+  can no longer trust its handle on the store refuses every write with StoreLockLost (LMDB:
+  lock.mdb was replaced). A write whose connection broke as it committed is not one of these:
+  the engine finds out whether it landed before it answers, so a write is never applied twice.
 """
 
 from __future__ import annotations

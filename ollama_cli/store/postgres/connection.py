@@ -3,9 +3,11 @@ else), URLs shown without their password, and the settings every connection gets
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
-from ollama_cli.errors import OperationFailed, UsageError
+from ollama_cli.errors import StoreUnavailable, UsageError
 
 SCHEMA = "ollama_q"  # every table of ours lives in this schema of the database
 
@@ -69,9 +71,15 @@ def scrub(message: str, url: str) -> str:
     return line.replace(password, "***") if password else line
 
 
-def connect(url: str, *, application_name: str = "ollama-q") -> Any:
+def client() -> str:
+    """This process, as the server's list of sessions shows it: `<host>-<pid>`."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def connect(url: str, *, role: str = "") -> Any:
     """A new connection (not in autocommit) with keepalives and our schema on the
-    search path; an error names the server without the password."""
+    search path; an error names the server without the password. The server shows it
+    (pg_stat_activity) as `ollama-q [role] <host>-<pid>`: which process on which host."""
     psycopg2 = driver()
     from psycopg2.extensions import parse_dsn
 
@@ -89,7 +97,8 @@ def connect(url: str, *, application_name: str = "ollama-q") -> Any:
     options = " ".join([given.get("options", ""), *(f"-c {k}={v}" for k, v in server_side.items())]).strip()
     try:
         return psycopg2.connect(
-            url, options=options, application_name=application_name, connect_timeout=CONNECT_TIMEOUT,
+            url, options=options, application_name=" ".join(filter(None, ("ollama-q", role, client())))[:63],
+            connect_timeout=CONNECT_TIMEOUT,
             keepalives=1, keepalives_idle=KEEPALIVE_IDLE, keepalives_interval=KEEPALIVE_INTERVAL,
             keepalives_count=KEEPALIVE_COUNT, tcp_user_timeout=TCP_USER_TIMEOUT_MS,
         )
@@ -97,4 +106,4 @@ def connect(url: str, *, application_name: str = "ollama-q") -> Any:
         reason = scrub(str(exc), url)
         if reason.startswith(("invalid ", "missing ")):  # libpq refused the URL itself, before connecting
             raise UsageError(f"invalid store URL {redact(url)}: {reason}") from None
-        raise OperationFailed(f"cannot connect to the store at {redact(url)}: {reason}") from None
+        raise StoreUnavailable(f"cannot connect to the store at {redact(url)}: {reason}") from None

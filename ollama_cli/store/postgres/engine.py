@@ -16,60 +16,32 @@ committed when it began, and a row lock re-reads the row's newest version):
 - Counters: each transaction adds its deltas to its connection's shard at the end, in
   name order, so counter rows are the last locks a transaction takes, always in one
   order: no deadlock between writers through them (schema.py says why shards).
-- A deadlock or serialization failure the server reports is retried, as a whole.
+- Deadlocks, serialization failures and lost connections: see transactions.py.
 """
 
 from __future__ import annotations
 
-import random
-import time
-from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from ollama_cli import cache
 from ollama_cli.codec import pack, unpack
-from ollama_cli.errors import CorruptRecord, NotFound, OperationFailed, UsageError
+from ollama_cli.errors import CorruptRecord, NotFound, UsageError
 from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
+from ollama_cli.store.postgres import liveness, rows, schema
+from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
+from ollama_cli.store.postgres.transactions import Database, Tx
 from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner, Settle,
                                       SettleKind, Tick)
-from ollama_cli.store.postgres import liveness, rows, schema
-from ollama_cli.store.postgres.connection import connect, driver, redact, scrub
-from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
 
-T = TypeVar("T")
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
 FINISHED_STATES = ("completed", "failed", "cancelled")
 
-SHARDS = 16  # counter rows per counter: writers on different shards never wait on each other
-RETRIES = 8
 LOOKAHEAD = 256  # ready jobs a planner is shown at most: bounds a tick however long the queue
 PROMOTE_BATCH = 1000  # due held jobs made ready per claim, at most: bounds a tick
 _COUNT = {s: f"count/{s.value}" for s in JobStatus}
 _READY = {p.rank: f"ready/{p.rank}" for p in Priority}
-
-
-class _Tx:
-    """A cursor inside one transaction, the counter deltas it will add at its end, and
-    whether it changed jobs that someone may be waiting on."""
-
-    __slots__ = ("cur", "deltas", "notify")
-
-    def __init__(self, cur: Any) -> None:
-        self.cur = cur
-        self.deltas: dict[str, int] = {}
-        self.notify = False
-
-    def add(self, name: str, delta: int) -> None:
-        self.deltas[name] = self.deltas.get(name, 0) + delta
-
-    def all(self, sql: str, params: Any = None) -> list[tuple[Any, ...]]:
-        self.cur.execute(sql, params)
-        return self.cur.fetchall()
-
-    def one(self, sql: str, params: Any = None) -> tuple[Any, ...] | None:
-        self.cur.execute(sql, params)
-        return self.cur.fetchone()
 
 
 class PostgresEngine:
@@ -79,133 +51,20 @@ class PostgresEngine:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self.location = redact(url)
-        self._psycopg2 = driver()
-        self._shard = random.randrange(SHARDS)
-        self._conn: Any = None
-        self._offset = 0.0
-        self._connect()
+        self._db = Database(url)
+        self.location = self._db.location
         self.notifier = liveness.Notifier(url)
         self._locks: dict[str, liveness.DaemonLock] = {}  # of daemons in this process
         self._registered: dict[str, DaemonInfo] = {}
 
-    # ------------------------------------------------------------ connections
-
-    def _connect(self) -> None:
-        conn = connect(self.url)
-        try:
-            schema.migrate(conn, self.location)
-            conn.autocommit = True
-            with conn.cursor() as cur:
-                before = time.time()
-                cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
-                server = cur.fetchone()[0]
-                self._offset = server - (before + time.time()) / 2
-        except self._psycopg2.Error as exc:  # no rights to create our schema, say
-            conn.close()
-            raise OperationFailed(f"cannot use the store at {self.location}: {scrub(str(exc), self.url)}") from None
-        except BaseException:
-            conn.close()
-            raise
-        self._conn = conn
-
     def now(self) -> float:
-        """The server's clock, read as this host's clock plus the offset measured when the
-        connection was made: the time to pass as `now`, so that hosts whose clocks differ
-        agree on run_at and retry times."""
-        return time.time() + self._offset
-
-    def _failure(self, exc: Exception) -> OperationFailed:
-        """What a driver error says, as our error; the connection forgotten if it is gone
-        (the next operation connects again)."""
-        if self._conn is not None and not self._conn.closed:
-            return OperationFailed(f"the store at {self.location} refused: {scrub(str(exc), self.url)}")
-        self._conn = None
-        return OperationFailed(f"lost the connection to the store at {self.location}: {scrub(str(exc), self.url)}")
-
-    def _cursor(self) -> Any:
-        if self._conn is None or self._conn.closed:
-            self._connect()
-        return self._conn.cursor()
-
-    def _read(self, fn: Callable[[_Tx], T]) -> T:
-        """One read; again on a new connection if the old one was lost (a read may run twice)."""
-        for attempt in range(2):
-            try:
-                with self._cursor() as cur:
-                    return fn(_Tx(cur))
-            except self._psycopg2.Error as exc:
-                failure = self._failure(exc)
-                if attempt or self._conn is not None:
-                    raise failure from None
-        raise AssertionError("unreachable")
-
-    def _snapshot(self, fn: Callable[[_Tx], T]) -> T:
-        """A read of several statements, all seeing one state."""
-        def read(tx: _Tx) -> T:
-            tx.cur.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-            try:
-                return fn(tx)
-            finally:
-                tx.cur.execute("ROLLBACK")
-
-        return self._read(read)
-
-    def _write(self, fn: Callable[[_Tx], T]) -> T:
-        """Run fn in one transaction and commit, all of it or nothing; again from the start
-        after a deadlock or serialization failure, or a connection lost before the commit
-        was sent (then the server rolled it back). fn may run more than once."""
-        from psycopg2 import errors as codes
-
-        for attempt in range(RETRIES):
-            committing = False
-            try:
-                with self._cursor() as cur:
-                    tx = _Tx(cur)
-                    cur.execute("BEGIN")
-                    try:
-                        result = fn(tx)
-                        committing = True
-                        cur.execute(self._end(tx))
-                    except BaseException:
-                        if not committing and not self._conn.closed:
-                            cur.execute("ROLLBACK")
-                        raise
-                    return result
-            except (codes.DeadlockDetected, codes.SerializationFailure):
-                if attempt == RETRIES - 1:
-                    raise OperationFailed(f"the store at {self.location} stayed too busy to write") from None
-                time.sleep(random.uniform(0, 0.002 * 2 ** attempt))
-            except self._psycopg2.Error as exc:
-                failure = self._failure(exc)
-                if committing or attempt or self._conn is not None:  # only a lost connection, once
-                    raise failure from None
-        raise AssertionError("unreachable")
-
-    def _end(self, tx: _Tx) -> str:
-        """The statements that end a transaction: its counter deltas, in name order, on
-        this connection's shard; NOTIFY if it changed what waiters wait for; COMMIT."""
-        parts = []
-        deltas = sorted((n, d) for n, d in tx.deltas.items() if d)
-        if deltas:
-            names, amounts = zip(*deltas)
-            parts.append(tx.cur.mogrify(
-                "INSERT INTO counts (name, shard, n) SELECT name, %s, n FROM unnest(%s::text[], %s::bigint[]) "
-                "AS d(name, n) ORDER BY name ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n",
-                (self._shard, list(names), list(amounts))).decode())
-        if tx.notify:
-            parts.append(f"NOTIFY {liveness.CHANNEL}")
-        parts.append("COMMIT")
-        return "; ".join(parts)
+        return self._db.now()
 
     def close(self) -> None:
         for lock in list(self._locks.values()):
             lock.release()
-        self._locks.clear()
         self.notifier.close()
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
+        self._db.close()
 
     def __enter__(self) -> PostgresEngine:
         return self
@@ -215,7 +74,7 @@ class PostgresEngine:
 
     # ------------------------------------------------------------ job rows
 
-    def _load(self, tx: _Tx, ids: Sequence[int], *, lock: bool) -> dict[int, tuple[Job, str]]:
+    def _load(self, tx: Tx, ids: Sequence[int], *, lock: bool) -> dict[int, tuple[Job, str]]:
         """Jobs and their states by id; locked for update (in id order) if `lock`."""
         if not ids:
             return {}
@@ -223,7 +82,7 @@ class PostgresEngine:
         found = tx.all(f"SELECT {COLUMNS} FROM jobs WHERE id = ANY(%s){suffix}", (list(ids),))
         return {r[0]: (to_job(r), r[1]) for r in found}
 
-    def _dependency_state(self, tx: _Tx, job: Job) -> JobStatus | None:
+    def _dependency_state(self, tx: Tx, job: Job) -> JobStatus | None:
         """FAILED if a dependency failed or was cancelled, PENDING if one has not finished,
         None when all completed (a dependency cleaned away had completed)."""
         states = {r[0] for r in tx.all("SELECT state FROM jobs WHERE id = ANY(%s)", (list(job.after),))}
@@ -231,7 +90,7 @@ class PostgresEngine:
             return FAILED
         return PENDING if states - {"completed"} else None
 
-    def _save(self, tx: _Tx, old: tuple[Job, str] | None, new: Job, now: float) -> Job:
+    def _save(self, tx: Tx, old: tuple[Job, str] | None, new: Job, now: float) -> Job:
         """Write `new` over `old` (a job and its state, as loaded) and keep the counters in
         step; a job that finishes hands on to its dependents. The job as stored (a pending
         job whose dependency failed is stored failed)."""
@@ -261,12 +120,12 @@ class PostgresEngine:
         return new
 
     @staticmethod
-    def _count(tx: _Tx, job: Job, state: str, delta: int) -> None:
+    def _count(tx: Tx, job: Job, state: str, delta: int) -> None:
         tx.add(_COUNT[job.status], delta)
         if state == "ready":
             tx.add(_READY[job.priority.rank], delta)
 
-    def _hand_on(self, tx: _Tx, job: Job, now: float) -> None:
+    def _hand_on(self, tx: Tx, job: Job, now: float) -> None:
         """A job finished: its pending dependents become ready (it completed) or fail."""
         children = [r[0] for r in tx.all("SELECT child FROM dependencies WHERE parent = %s", (job.id,))]
         for child, state in self._load(tx, sorted(children), lock=True).values():
@@ -279,10 +138,10 @@ class PostgresEngine:
         return self.submit_many((spec,), now)[0]
 
     def submit_many(self, specs: Sequence[JobSpec], now: float) -> list[Job]:
-        return self._write(lambda tx: self._enqueue_all(tx, specs, now))
+        return self._db.write(lambda tx: self._enqueue_all(tx, specs, now))
 
     def submit_batch(self, specs: Sequence[JobSpec], now: float, *, name: str | None = None) -> tuple[str, list[Job]]:
-        def write(tx: _Tx) -> tuple[str, list[Job]]:
+        def write(tx: Tx) -> tuple[str, list[Job]]:
             # Names are chosen one batch at a time: two batches asking for one name at once
             # must not both find it free.
             tx.cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (schema.LOCK_SPACE, schema.BATCH_LOCK))
@@ -295,18 +154,18 @@ class PostgresEngine:
                     batch = f"batch-{self._serial(tx, 'batch', 1)}"
             return batch, self._enqueue_all(tx, [s._replace(batch=batch) for s in specs], now)
 
-        return self._write(write)
+        return self._db.write(write)
 
     @staticmethod
-    def _serial(tx: _Tx, name: str, n: int) -> int:
+    def _serial(tx: Tx, name: str, n: int) -> int:
         """Count the serial up by n; its new value (locked until the transaction ends)."""
         return int(tx.one("UPDATE serials SET last = last + %s WHERE name = %s RETURNING last", (n, name))[0])
 
     @staticmethod
-    def _batch_exists(tx: _Tx, name: str) -> bool:
+    def _batch_exists(tx: Tx, name: str) -> bool:
         return tx.one("SELECT 1 FROM jobs WHERE batch = %s LIMIT 1", (name,)) is not None
 
-    def _enqueue_all(self, tx: _Tx, specs: Sequence[JobSpec], now: float) -> list[Job]:
+    def _enqueue_all(self, tx: Tx, specs: Sequence[JobSpec], now: float) -> list[Job]:
         deps = sorted({d for s in specs for d in s.after})
         if deps:
             # Locked until we commit: a dependency cannot finish unseen meanwhile.
@@ -321,7 +180,7 @@ class PostgresEngine:
         first = self._serial(tx, "job", len(specs)) - len(specs) + 1
         return [self._enqueue(tx, spec, job_id, now) for job_id, spec in enumerate(specs, start=first)]
 
-    def _enqueue(self, tx: _Tx, spec: JobSpec, job_id: int, now: float) -> Job:
+    def _enqueue(self, tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
         key = cache.key_for(spec.model, spec.type.value, spec.request) if spec.use_cache else None
         job = Job(
             id=job_id, model=spec.model, type=spec.type, priority=spec.priority, status=PENDING,
@@ -345,12 +204,12 @@ class PostgresEngine:
     # ------------------------------------------------------------ reads
 
     def get_job(self, job_id: int) -> Job | None:
-        found = self._read(lambda tx: tx.one(f"SELECT {COLUMNS} FROM jobs WHERE id = %s", (job_id,)))
+        found = self._db.read(lambda tx: tx.one(f"SELECT {COLUMNS} FROM jobs WHERE id = %s", (job_id,)))
         return None if found is None else to_job(found)
 
     def get_jobs(self, ids: Iterable[int]) -> list[Job | CorruptRecord | None]:
         wanted = list(ids)
-        found = self._read(lambda tx: tx.all(f"SELECT {COLUMNS} FROM jobs WHERE id = ANY(%s)", (wanted,)))
+        found = self._db.read(lambda tx: tx.all(f"SELECT {COLUMNS} FROM jobs WHERE id = ANY(%s)", (wanted,)))
         by_id: dict[int, Job | CorruptRecord] = {}
         for row in found:
             try:
@@ -360,11 +219,11 @@ class PostgresEngine:
         return [by_id.get(i) for i in wanted]
 
     def get_request(self, job_id: int) -> dict[str, Any]:
-        found = self._read(lambda tx: tx.one("SELECT body FROM requests WHERE id = %s", (job_id,)))
+        found = self._db.read(lambda tx: tx.one("SELECT body FROM requests WHERE id = %s", (job_id,)))
         return {} if found is None else unpack(job_id, found[0])
 
     def get_result(self, job_id: int) -> dict[str, Any] | None:
-        found = self._read(lambda tx: tx.one(
+        found = self._db.read(lambda tx: tx.one(
             "SELECT r.body FROM results r JOIN jobs j USING (id) WHERE id = %s AND j.state = 'completed'",
             (job_id,)))
         return None if found is None else unpack(job_id, found[0])
@@ -389,19 +248,19 @@ class PostgresEngine:
             sql += " LIMIT %s"
             params.append(limit)
         jobs, corrupt = [], []
-        for row in self._read(lambda tx: tx.all(sql, params)):
+        for row in self._db.read(lambda tx: tx.all(sql, params)):
             try:
                 jobs.append(to_job(row))
             except CorruptRecord as exc:
                 corrupt.append(exc)
         return jobs, corrupt
 
-    def _counters(self, tx: _Tx, prefix: str) -> dict[str, int]:
+    def _counters(self, tx: Tx, prefix: str) -> dict[str, int]:
         return {name: int(n) for name, n in tx.all(
             "SELECT name, sum(n) FROM counts WHERE name LIKE %s GROUP BY name", (prefix + "%",))}
 
     def counts(self) -> dict[str, int]:
-        found = self._read(lambda tx: self._counters(tx, "count/"))
+        found = self._db.read(lambda tx: self._counters(tx, "count/"))
         out = {s.value: found.get(_COUNT[s], 0) for s in JobStatus}
         out["total"] = sum(out.values())
         return out
@@ -411,7 +270,7 @@ class PostgresEngine:
         if not wanted:
             return {}
 
-        def read(tx: _Tx) -> dict[int, int]:
+        def read(tx: Tx) -> dict[int, int]:
             # Ready jobs of higher priorities come from the counters; those of the same
             # priority and held jobs whose time has come are counted.
             ready = self._counters(tx, "ready/")
@@ -427,19 +286,19 @@ class PostgresEngine:
             return {job_id: 1 + int(ahead) + sum(ready.get(_READY[r], 0) for r in range(rank))
                     for job_id, rank, ahead in found}
 
-        return self._snapshot(read)
+        return self._db.snapshot(read)
 
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
-        def read(tx: _Tx) -> list[int]:
+        def read(tx: Tx) -> list[int]:
             return [r[0] for s in statuses for r in tx.all(
                 "SELECT id FROM jobs WHERE state = ANY(%s) ORDER BY id", (list(STATES_OF[s]),))]
 
-        return self._snapshot(read)
+        return self._db.snapshot(read)
 
     # ------------------------------------------------------------ changes
 
     def cancel(self, ids: Sequence[int], now: float) -> list[Changed]:
-        def write(tx: _Tx) -> list[Changed]:
+        def write(tx: Tx) -> list[Changed]:
             loaded = self._load(tx, sorted(set(ids)), lock=True)
             out = []
             for job_id in ids:
@@ -453,10 +312,10 @@ class PostgresEngine:
                 out.append(Changed(job_id, new, True))
             return out
 
-        return self._write(write)
+        return self._db.write(write)
 
     def retry(self, ids: Sequence[int] | None, now: float) -> list[Changed]:
-        def write(tx: _Tx) -> list[Changed]:
+        def write(tx: Tx) -> list[Changed]:
             wanted = list(ids) if ids is not None else \
                 [r[0] for r in tx.all("SELECT id FROM jobs WHERE state = 'failed' ORDER BY id")]
             loaded = self._load(tx, sorted(set(wanted)), lock=True)
@@ -473,7 +332,7 @@ class PostgresEngine:
                 out.append(Changed(job_id, new, True))
             return out
 
-        return self._write(write)
+        return self._db.write(write)
 
     def pause(self) -> None:
         self._set_paused(True)
@@ -482,18 +341,18 @@ class PostgresEngine:
         self._set_paused(False)
 
     def _set_paused(self, paused: bool) -> None:
-        def write(tx: _Tx) -> None:
+        def write(tx: Tx) -> None:
             tx.cur.execute("INSERT INTO meta (key, value) VALUES ('paused', %s) "
                            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value", ("1" if paused else "0",))
             tx.notify = not paused
 
-        self._write(write)
+        self._db.write(write)
 
     def is_paused(self) -> bool:
-        return self._read(self._paused)
+        return self._db.read(self._paused)
 
     @staticmethod
-    def _paused(tx: _Tx) -> bool:
+    def _paused(tx: Tx) -> bool:
         found = tx.one("SELECT value FROM meta WHERE key = 'paused'")
         return found is not None and found[0] == "1"
 
@@ -505,7 +364,7 @@ class PostgresEngine:
         if not chosen:
             return 0
 
-        def write(tx: _Tx) -> int:
+        def write(tx: Tx) -> int:
             sql = "DELETE FROM jobs WHERE state = ANY(%s)"
             params: list[Any] = [[s.value for s in chosen]]
             if older_than is not None:
@@ -518,12 +377,12 @@ class PostgresEngine:
                 tx.cur.execute("DELETE FROM dependencies WHERE parent = ANY(%s)", ([r[0] for r in deleted],))
             return len(deleted)
 
-        return self._write(write)
+        return self._db.write(write)
 
     # ------------------------------------------------------------ batches
 
     def batch_counts(self, name: str) -> dict[str, Any]:
-        found = self._read(lambda tx: tx.all("SELECT state, count(*) FROM jobs WHERE batch = %s GROUP BY state",
+        found = self._db.read(lambda tx: tx.all("SELECT state, count(*) FROM jobs WHERE batch = %s GROUP BY state",
                                              (name,)))
         if not found:
             raise NotFound(f"no batch named {name!r}")
@@ -544,7 +403,7 @@ class PostgresEngine:
             sql += " LIMIT %s"
             params.append(limit)
         out = []
-        for row in self._read(lambda tx: tx.all(sql, params)):
+        for row in self._db.read(lambda tx: tx.all(sql, params)):
             try:
                 job = to_job(row[:-1])
                 result = unpack(job.id, row[-1]) if row[-1] is not None else None
@@ -555,7 +414,7 @@ class PostgresEngine:
 
     # ------------------------------------------------------------ cache
 
-    def _cache_lookup(self, tx: _Tx, key: bytes) -> dict[str, Any] | None:
+    def _cache_lookup(self, tx: Tx, key: bytes) -> dict[str, Any] | None:
         found = tx.one("SELECT body FROM cache WHERE key = %s", (key,))
         try:
             result = unpack(key, found[0]) if found is not None else None
@@ -564,7 +423,7 @@ class PostgresEngine:
         tx.add("cache/hits" if result is not None else "cache/misses", 1)
         return result
 
-    def _cache_store(self, tx: _Tx, key: bytes, result: dict[str, Any]) -> None:
+    def _cache_store(self, tx: Tx, key: bytes, result: dict[str, Any]) -> None:
         body = pack(result)
         while True:
             old = tx.one("SELECT length(body) FROM cache WHERE key = %s FOR UPDATE", (key,))
@@ -579,11 +438,11 @@ class PostgresEngine:
                 return  # else another transaction stored it first: replace theirs
 
     def cache_stats(self) -> dict[str, int]:
-        found = self._read(lambda tx: self._counters(tx, "cache/"))
+        found = self._db.read(lambda tx: self._counters(tx, "cache/"))
         return {k: found.get(f"cache/{k}", 0) for k in ("entries", "hits", "misses", "bytes")}
 
     def cache_clear(self) -> int:
-        def write(tx: _Tx) -> int:
+        def write(tx: Tx) -> int:
             # No store may slip in between the delete and the reset of its counters.
             tx.cur.execute("LOCK TABLE cache IN EXCLUSIVE MODE")
             tx.cur.execute("DELETE FROM cache")
@@ -591,22 +450,32 @@ class PostgresEngine:
             tx.cur.execute("DELETE FROM counts WHERE name IN ('cache/entries', 'cache/bytes')")
             return int(deleted)
 
-        return self._write(write)
+        return self._db.write(write)
 
     # ------------------------------------------------------------ daemons
 
     def daemon_lock(self) -> liveness.DaemonLock:
-        key = self._read(lambda tx: tx.one("SELECT nextval('daemon_lock_keys')"))[0]
-        lock = liveness.DaemonLock(self.url, int(key))
+        key = self._db.read(lambda tx: tx.one("SELECT nextval('daemon_lock_keys')"))[0]
+        lock = liveness.DaemonLock(self.url, int(key), lambda gone: self._locks.pop(gone.id, None))
         self._locks[lock.id] = lock
         return lock
 
-    def _live_keys(self, tx: _Tx) -> set[int]:
-        return {r[0] for r in tx.all(liveness.LIVE_KEYS, (schema.LOCK_SPACE,))}
+    def _live_keys(self, tx: Tx, now: float) -> set[int]:
+        """Lock keys of the daemons alive at `now`: those whose lock is held, ours (whose
+        lock may be waiting for its connection to come back), and, for RESTART_GRACE after
+        the server started, those that have not beaten since: a restart ends every session
+        and frees every lock, and a live daemon takes its own back at its next heartbeat."""
+        held = {r[0] for r in tx.all(liveness.LIVE_KEYS, (schema.LOCK_SPACE,))}
+        started = tx.one("SELECT extract(epoch FROM pg_postmaster_start_time())::float8")[0]
+        returning = set()
+        if now - started < liveness.RESTART_GRACE:
+            returning = {r[0] for r in tx.all(
+                "SELECT lock_key FROM daemons WHERE lock_key IS NOT NULL AND last_heartbeat < %s", (started,))}
+        return held | returning | {lock.key for lock in self._locks.values()}
 
     def is_alive(self, daemon_id: str) -> bool:
         key = liveness.lock_key(daemon_id)
-        return key is not None and key in self._read(self._live_keys)
+        return key is not None and key in self._db.read(lambda tx: self._live_keys(tx, self.now()))
 
     def register(self, info: DaemonInfo) -> None:
         import socket
@@ -614,7 +483,7 @@ class PostgresEngine:
         key = liveness.lock_key(info.id)
         if info.id in self._locks:
             self._registered[info.id] = info
-        self._write(lambda tx: tx.cur.execute(
+        self._db.write(lambda tx: tx.cur.execute(
             "INSERT INTO daemons (id, lock_key, hostname, pid, hosts, concurrency, started_at, last_heartbeat) "
             "VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
             "(lock_key, hostname, pid, hosts, concurrency, started_at, last_heartbeat) = "
@@ -630,20 +499,20 @@ class PostgresEngine:
         if lock is not None:
             lock.ensure()
 
-        def write(tx: _Tx) -> int:
+        def write(tx: Tx) -> int:
             tx.cur.execute("UPDATE daemons SET last_heartbeat = %s WHERE id = %s", (now, daemon_id))
             return int(tx.cur.rowcount)
 
         info = self._registered.get(daemon_id)
-        if not self._write(write) and info is not None:
+        if not self._db.write(write) and info is not None:
             self.register(info._replace(last_heartbeat=now))
 
     def unregister(self, daemon_id: str) -> None:
         self._registered.pop(daemon_id, None)
-        self._write(lambda tx: tx.cur.execute("DELETE FROM daemons WHERE id = %s", (daemon_id,)))
+        self._db.write(lambda tx: tx.cur.execute("DELETE FROM daemons WHERE id = %s", (daemon_id,)))
 
     def daemons(self) -> list[DaemonInfo]:
-        found = self._read(lambda tx: tx.all(
+        found = self._db.read(lambda tx: tx.all(
             "SELECT id, pid, hosts, concurrency, started_at, last_heartbeat FROM daemons ORDER BY id"))
         return [DaemonInfo(i, pid, list(hosts), c, s, h) for i, pid, hosts, c, s, h in found]
 
@@ -651,7 +520,7 @@ class PostgresEngine:
 
     def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
                          planner: Planner | None = None, lookahead: int | None = None) -> Tick:
-        def write(tx: _Tx) -> Tick:
+        def write(tx: Tx) -> Tick:
             settled = [self._settle(tx, s, now) for s in settles]
             if planner is None:
                 return Tick(settled, [], None)
@@ -664,14 +533,14 @@ class PostgresEngine:
             plan = planner(iter(candidates), lambda job: self._request(tx, job.id))
             return Tick(settled, [(p, self._claim(tx, p, owner, now)) for p in plan.placements], plan.state)
 
-        return self._write(write)
+        return self._db.write(write)
 
     @staticmethod
-    def _request(tx: _Tx, job_id: int) -> dict[str, Any]:
+    def _request(tx: Tx, job_id: int) -> dict[str, Any]:
         found = tx.one("SELECT body FROM requests WHERE id = %s", (job_id,))
         return {} if found is None else unpack(job_id, found[0])
 
-    def _promote_due(self, tx: _Tx, now: float) -> None:
+    def _promote_due(self, tx: Tx, now: float) -> None:
         """Held jobs whose time has come become ready (a held job's dependencies have all
         completed: it was blocked until then)."""
         promoted = tx.all(
@@ -681,7 +550,7 @@ class PostgresEngine:
         for (rank,) in promoted:
             tx.add(_READY[rank], 1)
 
-    def _claim(self, tx: _Tx, placement: Placement, owner: str, now: float) -> list[Claim]:
+    def _claim(self, tx: Tx, placement: Placement, owner: str, now: float) -> list[Claim]:
         import secrets  # hmac and OpenSSL with it: a cost that a submit need not pay
 
         ids = [j.id for j in placement.jobs]
@@ -714,7 +583,7 @@ class PostgresEngine:
             claims.append(Claim(job, request))
         return claims
 
-    def _settle(self, tx: _Tx, s: Settle, now: float) -> Job | None:
+    def _settle(self, tx: Tx, s: Settle, now: float) -> Job | None:
         found = tx.one(f"SELECT {COLUMNS} FROM jobs WHERE id = %s AND state = 'running' AND lease_token = %s "
                        f"FOR UPDATE", (s.job_id, s.token))
         if found is None:
@@ -739,8 +608,8 @@ class PostgresEngine:
         return self._save(tx, (job, "running"), new, now)
 
     def reclaim(self, now: float) -> list[Job]:
-        def write(tx: _Tx) -> list[Job]:
-            alive = self._live_keys(tx)
+        def write(tx: Tx) -> list[Job]:
+            alive = self._live_keys(tx, now)
             owners = {r[0] for r in tx.all("SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running'")}
             dead = sorted(o for o in owners if liveness.lock_key(o) not in alive)
             tx.cur.execute("DELETE FROM daemons WHERE lock_key IS NULL OR NOT (lock_key = ANY(%s))", (sorted(alive),))
@@ -760,12 +629,12 @@ class PostgresEngine:
                 out.append(self._save(tx, (job, state), new, now))
             return out
 
-        return self._write(write)
+        return self._db.write(write)
 
     # ------------------------------------------------------------ health
 
     def check(self) -> list[str]:
-        def read(tx: _Tx) -> list[str]:
+        def read(tx: Tx) -> list[str]:
             problems = []
             counted = self._counters(tx, "")
             actual = dict(tx.all("SELECT state, count(*) FROM jobs GROUP BY state"))
@@ -799,7 +668,7 @@ class PostgresEngine:
                 problems.append(f"job {job_id} is blocked, but no dependency of it is unfinished")
             return problems
 
-        return self._snapshot(read)
+        return self._db.snapshot(read)
 
 
 def _finished(job: Job, status: JobStatus, now: float, kind: ErrorType, message: str) -> Job:

@@ -16,12 +16,18 @@ from __future__ import annotations
 import os
 import select
 import socket
+from collections.abc import Callable
 from typing import Any
 
 from ollama_cli.store.postgres.connection import connect
 from ollama_cli.store.postgres.schema import LOCK_SPACE
 
 CHANNEL = "ollama_q"
+# How long after a server (re)start a daemon whose lock is free, but which has not beaten
+# since, still counts as alive: long enough for a live one to reconnect (its writes back off
+# up to 30 s) and take its lock back, so that a restart does not hand every running job to
+# whichever daemon reconnects first. A daemon killed at any other time is dead at once.
+RESTART_GRACE = 60.0
 
 # Locks held now, by key, in this database. pg_locks lists every session's locks, ours too.
 LIVE_KEYS = ("SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
@@ -37,15 +43,16 @@ def lock_key(daemon_id: str) -> int | None:
 class DaemonLock:
     """This daemon's lock, on a connection of its own that does nothing else."""
 
-    def __init__(self, url: str, key: int) -> None:
+    def __init__(self, url: str, key: int, on_release: Callable[[DaemonLock], None]) -> None:
         self.url = url
         self.key = key
+        self._on_release = on_release
         self.id = f"{socket.gethostname()}-{os.getpid()}-pg{key}"
         self._conn: Any = None
         self._take()
 
     def _take(self) -> None:
-        self._conn = connect(self.url, application_name=f"ollama-q daemon {self.id}")
+        self._conn = connect(self.url, role="daemon")
         self._conn.autocommit = True
         with self._conn.cursor() as cur:
             cur.execute("SELECT pg_advisory_lock(%s, %s)", (LOCK_SPACE, self.key))
@@ -70,6 +77,7 @@ class DaemonLock:
             pass
 
     def release(self) -> None:
+        self._on_release(self)
         # Unlocked before the session ends: a server ends a closed session a moment after
         # the client has gone, and "released" must mean "not alive" at once.
         try:
@@ -90,7 +98,7 @@ class Notifier:
 
     def _listening(self) -> Any:
         if self._conn is None or self._conn.closed:
-            self._conn = connect(self.url, application_name="ollama-q listener")
+            self._conn = connect(self.url, role="listener")
             self._conn.autocommit = True
             with self._conn.cursor() as cur:
                 cur.execute(f"LISTEN {CHANNEL}")
