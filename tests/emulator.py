@@ -39,6 +39,7 @@ import struct
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -391,6 +392,10 @@ class Emulator:
         self.load_log: list[str] = []
         self.disconnects = 0
         self.max_concurrent_seen = 0
+        # Per prompt (/api/generate's): how many requests for it at once, at most. A job runs
+        # once at a time if no prompt of its ever reached 2.
+        self.most_at_once: Counter[str | None] = Counter()
+        self._serving: Counter[str | None] = Counter()
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> Emulator:
@@ -501,6 +506,11 @@ class Emulator:
         with self._cond:
             return self._cond.wait_for(lambda: self._in_flight >= n, timeout)
 
+    def wait_disconnects(self, n: int, timeout: float = 10) -> bool:
+        """Wait until at least ``n`` generation requests ended with their client gone."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.disconnects >= n, timeout)
+
     def wait_idle(self, timeout: float = 10) -> bool:
         """Wait until no generation request is in flight (e.g. after a client hung up)."""
         with self._cond:
@@ -539,15 +549,18 @@ class Emulator:
         with self._cond:
             (self._conns.add if add else self._conns.discard)(conn)
 
-    def _enter(self) -> None:
+    def _enter(self, prompt: str | None) -> None:
         with self._cond:
             self._in_flight += 1
             self.max_concurrent_seen = max(self.max_concurrent_seen, self._in_flight)
+            self._serving[prompt] += 1
+            self.most_at_once[prompt] = max(self.most_at_once[prompt], self._serving[prompt])
             self._cond.notify_all()
 
-    def _leave(self, gone: bool) -> None:
+    def _leave(self, gone: bool, prompt: str | None) -> None:
         with self._cond:
             self._in_flight -= 1
+            self._serving[prompt] -= 1
             self.disconnects += gone
             self._cond.notify_all()
 
@@ -769,8 +782,9 @@ class _Handler(BaseHTTPRequestHandler):
             recorded = None
         generation = self.command == "POST" and path in GENERATION_PATHS
         emu._record(self.command, path, recorded, generation)
+        prompt = recorded.get("prompt") if generation and isinstance(recorded, dict) else None
         if generation:
-            emu._enter()
+            emu._enter(prompt)
         gone = False
         try:
             try:
@@ -783,7 +797,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection, gone = True, True
         finally:
             if generation:
-                emu._leave(gone)
+                emu._leave(gone, prompt)
 
     def _route(self, path: str, raw: bytes) -> None:
         if not self._host_allowed():

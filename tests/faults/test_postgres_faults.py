@@ -82,3 +82,42 @@ def test_a_daemon_rides_out_a_lost_server_and_loses_nothing(
     assert set(after.values()) == {"daemon", "listener", "store"} and not set(after) & set(before)  # all new
     assert "Traceback" not in daemon.log()
     assert pg_store.counts()["completed"] == 14
+
+
+def test_several_daemons_on_one_database_run_each_job_once(pg_store: Engine, emulator: Emulator,
+                                                           start_daemon) -> None:
+    ids = submit(pg_store, 60)
+    emulator.hold()  # until all three have claimed: each then has a share of the work
+    daemons = [start_daemon(emulator.url, "-c", "2", "--drain") for _ in range(3)]
+    assert emulator.wait_in_flight(6)
+    emulator.release()
+    for d in daemons:
+        assert d.wait(120) == 0, d.log()
+    all_completed(pg_store, ids)
+    assert generated(emulator) == Counter({f"job {i}": 1 for i in range(60)})
+    assert max(emulator.most_at_once.values()) == 1
+    assert all("started on" in d.log() for d in daemons)
+
+
+def test_a_killed_daemons_jobs_are_finished_by_the_others(pg_store: Engine, emulator: Emulator,
+                                                          start_daemon) -> None:
+    ids = submit(pg_store, 10)
+    emulator.hold()
+    doomed = start_daemon(emulator.url, "-c", "2")
+    assert emulator.wait_in_flight(2)
+    survivors = [start_daemon(emulator.url, "-c", "2") for _ in range(2)]
+    assert emulator.wait_in_flight(6)
+    taken = {j.id for j in pg_store.list_jobs(statuses=[JobStatus.RUNNING])[0]
+             if j.lease is not None and j.lease.owner.split("-")[-2] == str(doomed.pid)}
+    assert len(taken) == 2
+    doomed.signal(9)  # SIGKILL: its session, and the advisory lock that said it lived, end with it
+    doomed.wait()
+    assert emulator.wait_disconnects(2)  # its two requests are over before anyone asks again
+    emulator.release()
+    all_completed(pg_store, ids)
+    for job in pg_store.get_jobs(sorted(taken)):
+        assert job.attempts == 2 and job.error is None, job
+    assert any("taken back from a dead daemon" in d.log() for d in survivors)
+    assert max(emulator.most_at_once.values()) == 1  # never two at once, though some ran twice
+    sent = generated(emulator)
+    assert set(sent) == {f"job {i}" for i in range(10)} and sum(sent.values()) == 12
