@@ -56,3 +56,19 @@ def results(path: Path) -> list[Any]:
 
 def env_for(path: Path) -> dict[str, str]:
     return {**os.environ, "OLLAMA_Q_DATA_DIR": str(path)}
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[Any]:
+    """A private PostgreSQL server (tests/helpers/postgres.py) with its default durability,
+    as LMDB's commits are durable; yields the server (`create_database` gives a URL)."""
+    from tests.helpers.postgres import PostgresServer, find_bindir
+
+    bindir = find_bindir()
+    assert bindir is not None, "no PostgreSQL server here (apt-get install postgresql)"
+    server = PostgresServer(bindir, durable=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

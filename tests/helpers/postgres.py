@@ -56,10 +56,12 @@ def _free_port() -> int:
 
 class PostgresServer:
     """One cluster in a temporary folder; `start`, `stop` and `restart` it at will (tests
-    of a server restart mid-run do), `close` stops it and removes the folder."""
+    of a server restart mid-run do), `close` stops it and removes the folder. `durable`
+    keeps the server's default durability (benchmarks compare it with LMDB's fsync)."""
 
-    def __init__(self, bindir: Path) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
         self.bindir = bindir
+        self.durable = durable
         self.user = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="ollama-q-pg-"))
         if self.user is not None:
@@ -84,7 +86,8 @@ class PostgresServer:
         if not self.data.exists():
             self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
                       "-E", "UTF8", "--locale=C")
-        settings = {**SPEED, "listen_addresses": "127.0.0.1", "unix_socket_directories": str(self.root)}
+        settings = {**({} if self.durable else SPEED), "listen_addresses": "127.0.0.1",
+                    "unix_socket_directories": str(self.root)}
         for attempt in range(3):
             # The same port across restarts: a client reconnecting must find the server again.
             self.port = self.port or _free_port()

@@ -39,6 +39,7 @@ COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 FINISHED_STATES = ("completed", "failed", "cancelled")
 
 LOOKAHEAD = 256  # ready jobs a planner is shown at most: bounds a tick however long the queue
+CLAIM_TRIES = 3  # plans per claim, at most, when other daemons take planned jobs first
 PROMOTE_BATCH = 1000  # due held jobs made ready per claim, at most: bounds a tick
 _COUNT = {s: f"count/{s.value}" for s in JobStatus}
 _READY = {p.rank: f"ready/{p.rank}" for p in Priority}
@@ -90,10 +91,11 @@ class PostgresEngine:
             return FAILED
         return PENDING if states - {"completed"} else None
 
-    def _save(self, tx: Tx, old: tuple[Job, str] | None, new: Job, now: float) -> Job:
+    def _save(self, tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: bool = True) -> Job:
         """Write `new` over `old` (a job and its state, as loaded) and keep the counters in
-        step; a job that finishes hands on to its dependents. The job as stored (a pending
-        job whose dependency failed is stored failed)."""
+        step; a job that finishes hands on to its dependents (`hand_on` False: the caller
+        knows it has none). The job as stored (a pending job whose dependency failed is
+        stored failed)."""
         state, hold = new.status.value, None
         if new.status is PENDING:
             deps = self._dependency_state(tx, new) if new.after else None
@@ -115,7 +117,7 @@ class PostgresEngine:
         self._count(tx, new, state, 1)
         if new.status.finished or state == "ready":
             tx.notify = True
-        if new.status.finished and (old is None or not old[0].status.finished):
+        if hand_on and new.status.finished and (old is None or not old[0].status.finished):
             self._hand_on(tx, new, now)
         return new
 
@@ -520,18 +522,34 @@ class PostgresEngine:
 
     def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
                          planner: Planner | None = None, lookahead: int | None = None) -> Tick:
+        limit = LOOKAHEAD if lookahead is None else min(lookahead, LOOKAHEAD)
+
         def write(tx: Tx) -> Tick:
-            settled = [self._settle(tx, s, now) for s in settles]
+            settled = self._settle(tx, settles, now)
             if planner is None:
                 return Tick(settled, [], None)
-            candidates = []  # while paused, the planner is shown none
-            if not self._paused(tx):
+            paused = self._paused(tx)
+            if not paused:
                 self._promote_due(tx, now)
-                candidates = [to_job(r) for r in tx.all(
-                    f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' ORDER BY priority, id LIMIT %s",
-                    (LOOKAHEAD if lookahead is None else min(lookahead, LOOKAHEAD),))]
-            plan = planner(iter(candidates), lambda job: self._request(tx, job.id))
-            return Tick(settled, [(p, self._claim(tx, p, owner, now)) for p in plan.placements], plan.state)
+            # Daemons read the same head of the queue: one that finds jobs it planned taken by
+            # another meanwhile plans again without them, rather than start nothing this tick.
+            taken_by_others: list[int] = []
+            for attempt in range(CLAIM_TRIES):
+                candidates = [] if paused else [to_job(r) for r in tx.all(  # paused: the planner is shown none
+                    f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' AND id <> ALL(%s) "
+                    f"ORDER BY priority, id LIMIT %s", (taken_by_others, limit))]
+                plan = planner(iter(candidates), lambda job: self._request(tx, job.id))
+                last = attempt == CLAIM_TRIES - 1
+                if not last:
+                    tx.cur.execute("SAVEPOINT claim")
+                    before = dict(tx.deltas), tx.notify
+                claimed, missed = self._claim(tx, plan.placements, owner, now)
+                if not missed or last:
+                    return Tick(settled, claimed, plan.state)
+                tx.cur.execute("ROLLBACK TO SAVEPOINT claim")
+                tx.deltas, tx.notify = before
+                taken_by_others += missed
+            raise AssertionError("unreachable")
 
         return self._db.write(write)
 
@@ -550,62 +568,87 @@ class PostgresEngine:
         for (rank,) in promoted:
             tx.add(_READY[rank], 1)
 
-    def _claim(self, tx: Tx, placement: Placement, owner: str, now: float) -> list[Claim]:
+    def _claim(self, tx: Tx, placements: Sequence[Placement], owner: str,
+               now: float) -> tuple[list[tuple[Placement, list[Claim]]], list[int]]:
+        """Claim the jobs of every placement in one statement: per placement the claims, and
+        the ids of jobs that could not be claimed (another daemon took them, or they were
+        cancelled, since the read)."""
         import secrets  # hmac and OpenSSL with it: a cost that a submit need not pay
 
-        ids = [j.id for j in placement.jobs]
+        ids = [j.id for p in placements for j in p.jobs]
+        if not ids:
+            return [(p, []) for p in placements], []
+        hosts = [p.host for p in placements for _ in p.jobs]
         tokens = [secrets.token_hex(8) for _ in ids]
         taken = tx.all(
             f"UPDATE jobs j SET state = 'running', attempts = j.attempts + 1, started_at = %(now)s, "
-            f"retry_at = NULL, host = %(host)s, lease_owner = %(owner)s, lease_token = t.token "
-            f"FROM unnest(%(ids)s::bigint[], %(tokens)s::text[]) AS t(id, token) "
+            f"retry_at = NULL, host = t.host, lease_owner = %(owner)s, lease_token = t.token "
+            f"FROM unnest(%(ids)s::bigint[], %(tokens)s::text[], %(hosts)s::text[]) AS t(id, token, host) "
             f"WHERE j.id = t.id AND j.id IN (SELECT id FROM jobs WHERE id = ANY(%(ids)s) AND state = 'ready' "
             f"ORDER BY id FOR UPDATE SKIP LOCKED) "
             f"RETURNING {', '.join('j.' + c for c in COLUMNS.split(', '))}",
-            {"now": now, "host": placement.host, "owner": owner, "ids": ids, "tokens": tokens})
+            {"now": now, "owner": owner, "ids": ids, "tokens": tokens, "hosts": hosts})
         started = {r[0]: to_job(r) for r in taken}
         for job in started.values():
             tx.add(_READY[job.priority.rank], -1)
             tx.add(_COUNT[PENDING], -1)
             tx.add(_COUNT[RUNNING], 1)
         bodies = dict(tx.all("SELECT id, body FROM requests WHERE id = ANY(%s)", (list(started),)))
-        claims = []
-        for job_id in ids:  # in the planner's order
-            job = started.get(job_id)
-            if job is None:
-                continue  # another daemon took it, or it was cancelled, since the read
-            try:
-                request = unpack(job_id, bodies[job_id]) if job_id in bodies else {}
-            except CorruptRecord as exc:
-                self._save(tx, (job, "running"), _finished(job, FAILED, now, ErrorType.INVALID_RESPONSE,
-                                                           f"the stored request is corrupt: {exc.reason}"), now)
-                continue
-            claims.append(Claim(job, request))
-        return claims
+        out = []
+        for placement in placements:
+            claims = []
+            for planned in placement.jobs:  # in the planner's order
+                job = started.get(planned.id)
+                if job is None:
+                    continue
+                try:
+                    request = unpack(job.id, bodies[job.id]) if job.id in bodies else {}
+                except CorruptRecord as exc:
+                    self._save(tx, (job, "running"), _finished(job, FAILED, now, ErrorType.INVALID_RESPONSE,
+                                                               f"the stored request is corrupt: {exc.reason}"), now)
+                    continue
+                claims.append(Claim(job, request))
+            out.append((placement, claims))
+        return out, [i for i in ids if i not in started]
 
-    def _settle(self, tx: Tx, s: Settle, now: float) -> Job | None:
-        found = tx.one(f"SELECT {COLUMNS} FROM jobs WHERE id = %s AND state = 'running' AND lease_token = %s "
-                       f"FOR UPDATE", (s.job_id, s.token))
-        if found is None:
-            return None  # cancelled, reclaimed or settled meanwhile: the lease is gone
-        job = to_job(found)
-        host = s.host or job.host
-        if s.kind is SettleKind.COMPLETE:
-            result = s.result or {}
-            tx.cur.execute("INSERT INTO results (id, body) VALUES (%s, %s) "
-                           "ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body", (job.id, pack(result)))
-            if job.cache_key is not None:
-                self._cache_store(tx, job.cache_key, result)
-            new = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host)
-        elif s.kind is SettleKind.FAIL:
-            error = s.error or JobError(ErrorType.BACKEND_ERROR, "failed")
-            if s.retry_after is not None and job.attempts < job.max_attempts:
-                new = job.evolve(status=PENDING, lease=None, error=error, host=host, retry_at=now + s.retry_after)
+    def _settle(self, tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
+        """Record each settle whose lease still holds (None for the others: cancelled,
+        reclaimed or settled meanwhile), with a statement per kind of change, not per job."""
+        if not settles:
+            return []
+        running = {r[0]: to_job(r) for r in tx.all(f"SELECT {COLUMNS} FROM jobs WHERE id = ANY(%s) "
+                                                  f"AND state = 'running' ORDER BY id FOR UPDATE",
+                                                  (sorted({s.job_id for s in settles}),))}
+        held = []
+        for s in settles:
+            job = running.get(s.job_id)
+            if job is not None and job.lease is not None and job.lease.token == s.token:
+                held.append((s, running.pop(s.job_id)))  # a second settle of it finds no lease
+        completed = [(job.id, pack(s.result or {})) for s, job in held if s.kind is SettleKind.COMPLETE]
+        if completed:
+            ids, bodies = zip(*completed)
+            tx.cur.execute("INSERT INTO results (id, body) SELECT * FROM unnest(%s::bigint[], %s::bytea[]) "
+                           "ON CONFLICT (id) DO UPDATE SET body = EXCLUDED.body", (list(ids), list(bodies)))
+        parents = {r[0] for r in tx.all("SELECT DISTINCT parent FROM dependencies WHERE parent = ANY(%s)",
+                                        ([job.id for _, job in held],))}
+        out: dict[int, Job] = {}
+        for s, job in held:
+            host = s.host or job.host
+            if s.kind is SettleKind.COMPLETE:
+                if job.cache_key is not None:
+                    self._cache_store(tx, job.cache_key, s.result or {})
+                new = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host)
+            elif s.kind is SettleKind.FAIL:
+                error = s.error or JobError(ErrorType.BACKEND_ERROR, "failed")
+                if s.retry_after is not None and job.attempts < job.max_attempts:
+                    new = job.evolve(status=PENDING, lease=None, error=error, host=host,
+                                     retry_at=now + s.retry_after)
+                else:
+                    new = _finished(job.evolve(host=host), FAILED, now, error.type, error.message)
             else:
-                new = _finished(job.evolve(host=host), FAILED, now, error.type, error.message)
-        else:
-            new = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
-        return self._save(tx, (job, "running"), new, now)
+                new = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
+            out[id(s)] = self._save(tx, (job, "running"), new, now, hand_on=job.id in parents)
+        return [out.get(id(s)) for s in settles]
 
     def reclaim(self, now: float) -> list[Job]:
         def write(tx: Tx) -> list[Job]:
