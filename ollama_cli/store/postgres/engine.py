@@ -21,6 +21,7 @@ committed when it began, and a row lock re-reads the row's newest version):
 
 from __future__ import annotations
 
+import bisect
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -268,25 +269,41 @@ class PostgresEngine:
         return out
 
     def positions(self, jobs: Iterable[Job], now: float) -> dict[int, int]:
-        wanted = [j.id for j in jobs if j.status is PENDING]
+        wanted = sorted({(j.priority.rank, j.id) for j in jobs if j.status is PENDING})
         if not wanted:
             return {}
+        # Ready jobs of a wanted job's own priority are counted on the ready index between it
+        # and the wanted job before it (each counted once, however many are wanted: a walk as
+        # long as the queue ahead of the last one, read from the index alone); those of higher
+        # priorities by the counters, and held jobs whose time has come one by one (a daemon
+        # soon makes them ready, so they are few).
+        previous = {rank: 0 for rank, _ in wanted}
+        ranges = []
+        for rank, job_id in wanted:
+            ranges.append((job_id, rank, previous[rank]))
+            previous[rank] = job_id
 
         def read(tx: Tx) -> dict[int, int]:
-            # Ready jobs of higher priorities come from the counters; those of the same
-            # priority and held jobs whose time has come are counted.
             ready = self._counters(tx, "ready/")
+            due = sorted(tx.all("SELECT priority, id FROM jobs WHERE state = 'waiting' AND available_at <= %s",
+                                (now,)))
             found = tx.all(
-                "SELECT w.id, w.priority, "
-                "  (SELECT count(*) FROM jobs r WHERE r.state = 'ready' AND r.priority = w.priority "
-                "     AND r.id < w.id) "
-                "+ (SELECT count(*) FROM jobs d WHERE d.state = 'waiting' AND d.available_at <= %(now)s "
-                "     AND (d.priority, d.id) < (w.priority, w.id)) "
-                "FROM jobs w WHERE w.id = ANY(%(ids)s) "
-                "  AND (w.state = 'ready' OR (w.state = 'waiting' AND w.available_at <= %(now)s))",
-                {"now": now, "ids": wanted})
-            return {job_id: 1 + int(ahead) + sum(ready.get(_READY[r], 0) for r in range(rank))
-                    for job_id, rank, ahead in found}
+                "SELECT w.id, (SELECT count(*) FROM jobs r WHERE r.state = 'ready' AND r.priority = w.rank "
+                "  AND r.id >= w.after AND r.id < w.id), "
+                "  coalesce(j.state = 'ready' OR (j.state = 'waiting' AND j.available_at <= %(now)s), false) "
+                "FROM unnest(%(ids)s::bigint[], %(ranks)s::smallint[], %(after)s::bigint[]) AS w(id, rank, after) "
+                "LEFT JOIN jobs j ON j.id = w.id",
+                {"ids": [r[0] for r in ranges], "ranks": [r[1] for r in ranges], "after": [r[2] for r in ranges],
+                 "now": now})
+            between = {job_id: (int(n), placed) for job_id, n, placed in found}
+            out, walked = {}, dict.fromkeys(previous, 0)
+            for job_id, rank, _ in ranges:  # in (priority, id) order
+                n, placed = between[job_id]
+                walked[rank] += n
+                if placed:
+                    higher = sum(ready.get(_READY[r], 0) for r in range(rank))
+                    out[job_id] = 1 + higher + walked[rank] + bisect.bisect_left(due, (rank, job_id))
+            return out
 
         return self._db.snapshot(read)
 
