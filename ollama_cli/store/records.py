@@ -22,6 +22,11 @@ class Claim(NamedTuple):
     job: Job
     request: dict[str, Any]
 
+    @property
+    def token(self) -> str:
+        """The lease token of the claim: what its settle must name."""
+        return self.job.lease.token if self.job.lease else ""
+
     def __repr__(self) -> str:  # never the prompt: reprs end up in logs
         return f"Claim(job={self.job.id})"
 
