@@ -171,6 +171,32 @@ def test_cancel_of_a_running_job_closes_its_stream(store: Engine, emulator: Emul
     assert result(store, job_id) is None
 
 
+def test_cancel_then_retry_of_a_running_job_runs_it_again_once_its_stream_closed(
+        store: Engine, emulator: Emulator) -> None:
+    emulator.hold()
+    job_id = submit(store)
+    seen: dict[str, bool] = {}
+
+    def churn() -> None:
+        assert emulator.wait_in_flight(1)
+        store.cancel([job_id], 1.0)
+        store.retry([job_id], 1.0)
+        seen["ran again"] = emulator.wait_requests(2) and emulator.wait_in_flight(1)
+        store.cancel([job_id], 2.0)  # the new run is within reach: this stops it too
+        seen["all closed"] = emulator.wait_idle(5)
+        emulator.release()
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    drain(store, emulator.url, concurrency=2)  # a free slot for the job retried, at once
+    churner.join()
+    assert seen == {"ran again": True, "all closed": True}
+    assert emulator.overlaps == []  # the first stream had closed when the second request came
+    j = job(store, job_id)
+    assert (j.status, j.lease, j.attempts) == (JobStatus.CANCELLED, None, 1)
+    check_invariants(store)
+
+
 def test_a_running_job_shows_the_backend_it_runs_on(store: Engine, emulator: Emulator) -> None:
     emulator.hold()
     job_id = submit(store)

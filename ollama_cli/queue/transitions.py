@@ -16,9 +16,10 @@ from ollama_cli.codec import decode_job, pack
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, Lease, Priority
 from ollama_cli.queue.indexes import (
-    CANCELLED, COMPLETED, FAILED, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, finished, get_job, transition,
+    CANCELLED, COMPLETED, FAILED, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, finished, get_job, open_run,
+    transition,
 )
-from ollama_cli.queue.reads import batch_exists, get_request, is_paused, running
+from ollama_cli.queue.reads import batch_exists, get_request, is_paused, open_runs, running
 from ollama_cli.store.keys import read_u64, u64
 
 if TYPE_CHECKING:
@@ -166,13 +167,24 @@ def _load_or_quarantine(tx: Tx, job_id: int) -> Job | None:
         return None
 
 
-def _owned(tx: Tx, job_id: int, token: str) -> Job | None:
-    """The job if it is still running under this lease token: a daemon that lost its
-    job (cancelled, reclaimed) cannot finish it."""
+def _running_under(tx: Tx, job_id: int, token: str, now: float) -> Job | None:
+    """The job if it still runs under this lease token: a daemon that lost its job
+    (cancelled, reclaimed, cleaned) cannot finish it. A job cancelled while this run was
+    open waited for the run to close: it closes now, its outcome dropped, and the job
+    (retried meanwhile) may start again."""
     job = get_job(tx, job_id)
-    if job is None or job.status is not RUNNING or job.lease is None or job.lease.token != token:
+    if job is None or job.lease is None or job.lease.token != token:
+        return None
+    if open_run(job):
+        close_run(tx, job, now)
         return None
     return job
+
+
+def close_run(tx: Tx, job: Job, now: float) -> Job:
+    """The run a job kept open (it was cancelled while it ran) is over: drop its lease; a
+    job retried meanwhile becomes ready (or waits, or is blocked)."""
+    return transition(tx, job, job.evolve(lease=None), now)
 
 
 def settle(tx: Tx, s: Settle, now: float) -> Job | None:
@@ -190,7 +202,7 @@ def settle(tx: Tx, s: Settle, now: float) -> Job | None:
 def complete(tx: Tx, job_id: int, token: str, result: dict[str, Any], now: float,
              *, host: str | None = None) -> Job | None:
     """Store the result and mark the job completed; None if the lease was lost."""
-    job = _owned(tx, job_id, token)
+    job = _running_under(tx, job_id, token, now)
     if job is None:
         return None
     tx.put("results", u64(job_id), pack(result))
@@ -212,7 +224,7 @@ def fail_attempt(
 ) -> Job | None:
     """An attempt failed. With `retry_after` (a transient failure) and attempts left, the
     job waits that long and goes again; otherwise it fails. None if the lease was lost."""
-    job = _owned(tx, job_id, token)
+    job = _running_under(tx, job_id, token, now)
     if job is None:
         return None
     host = host or job.host
@@ -227,7 +239,7 @@ def fail_attempt(
 def release(tx: Tx, job_id: int, token: str, now: float) -> Job | None:
     """Hand a running job back as pending without counting the attempt (shutdown, or
     no backend reachable); None if the lease was lost."""
-    job = _owned(tx, job_id, token)
+    job = _running_under(tx, job_id, token, now)
     if job is None:
         return None
     back = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
@@ -236,7 +248,8 @@ def release(tx: Tx, job_id: int, token: str, now: float) -> Job | None:
 
 def reclaim(tx: Tx, dead_owners: set[str], now: float) -> list[Job]:
     """Running jobs whose daemon is gone go back to pending (the attempt counts), or
-    fail as `abandoned` once they have used up their attempts."""
+    fail as `abandoned` once they have used up their attempts; the runs such a daemon
+    kept open for jobs cancelled meanwhile close. Returns the jobs taken back."""
     out = []
     for job in running(tx):
         if job.lease is None or job.lease.owner not in dead_owners:
@@ -248,6 +261,9 @@ def reclaim(tx: Tx, dead_owners: set[str], now: float) -> list[Job]:
             new = job.evolve(status=PENDING, lease=None,
                              error=JobError(ErrorType.ABANDONED, "its daemon died"))
         out.append(transition(tx, job, new, now))
+    for job in open_runs(tx):
+        if job.lease is not None and job.lease.owner in dead_owners:
+            close_run(tx, job, now)
     return out
 
 
@@ -270,13 +286,14 @@ def promote_due(tx: Tx, now: float) -> int:
 
 
 def cancel(tx: Tx, job_id: int, now: float) -> Job | None:
-    """Cancel a pending or running job (its daemon sees the lease go and closes the
-    stream). Returns the job as it now is, or None if there is no such job."""
+    """Cancel a pending or running job. Returns the job as it now is, or None if there is
+    no such job. A running job keeps its lease as a run still open, until its daemon (which
+    sees the job is no longer its own and closes the stream) settles it."""
     job = get_job(tx, job_id)
     if job is None or job.status.finished:
         return job
     new = finished(job, CANCELLED, now, ErrorType.CANCELLED, "cancelled by the user")
-    return transition(tx, job, new, now)
+    return transition(tx, job, new.evolve(lease=job.lease), now)
 
 
 def set_paused(tx: Tx, paused: bool) -> None:
@@ -285,10 +302,11 @@ def set_paused(tx: Tx, paused: bool) -> None:
 
 def retry(tx: Tx, job_id: int, now: float) -> Job | None:
     """Queue a failed or cancelled job again, its attempts starting over. Returns the job
-    as it now is (unchanged if it was not failed or cancelled), or None if unknown."""
+    as it now is (unchanged if it was not failed or cancelled), or None if unknown. A job
+    whose last run is still open keeps its lease: pending, it starts once that run closes."""
     job = get_job(tx, job_id)
     if job is None or job.status not in (FAILED, CANCELLED):
         return job
     again = job.evolve(status=PENDING, attempts=0, error=None, started_at=None, finished_at=None,
-                       retry_at=None, lease=None, host=None)
+                       retry_at=None, host=None)
     return transition(tx, job, again, now)  # a failed dependency may have failed it again at once

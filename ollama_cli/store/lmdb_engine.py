@@ -234,7 +234,7 @@ class LmdbEngine:
 
     def reclaim(self, now: float) -> list[Job]:
         with self.kv.read() as tx:
-            owners = {j.lease.owner for j in queue.running(tx) if j.lease}
+            owners = {j.lease.owner for j in queue.running(tx) + queue.open_runs(tx) if j.lease}
             known = {d.id for d in _daemons(tx)}
         suspects = owners | known | self._liveness.ids()
         dead = {o for o in suspects if not self._liveness.is_alive(o)}
