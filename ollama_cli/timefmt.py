@@ -53,8 +53,14 @@ def parse_time(text: str) -> float:
 
 
 def format_time(epoch: float | None) -> str | None:
-    """RFC 3339 UTC with milliseconds and `Z`, as the JSON contract writes times."""
+    """RFC 3339 UTC with milliseconds and `Z`, as the JSON contract writes times. A time out of
+    MIN_TIME..MAX_TIME (which a store written before times were bounded may hold) shows as the
+    bound it passed: it is not a time anyone meant, and it must not stop `list` or `status`."""
     if epoch is None:
         return None
+    if not epoch >= MIN_TIME:  # NaN too
+        epoch = MIN_TIME
+    elif epoch > MAX_TIME:
+        epoch = MAX_TIME
     moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"

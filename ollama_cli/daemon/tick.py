@@ -137,6 +137,8 @@ class Step:
         for outcome, value in zip(finished, tick.settled):
             if (event := outcomes.event(outcome, value)) is not None:
                 self.events.publish(event)
+        for job in tick.quarantined:  # the step could not handle them: failed, and the step went on
+            self.events.publish(events.JobFinished(job, JobStatus.FAILED, job.host or "", error=job.error))
         started = []
         for placement, claims in tick.claimed:
             if not claims:

@@ -13,7 +13,7 @@ from ollama_cli.codec import decode_job
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobStatus, Priority
 from ollama_cli.queue.indexes import (
-    COUNT, COMPLETED, PENDING, READY_COUNT, RUNNING, batch_prefix, hold_until, open_run,
+    COUNT, COMPLETED, PENDING, READY_COUNT, RUNNING, batch_prefix, hold_until, open_run, time_key,
 )
 from ollama_cli.store.keys import read_u64, u64
 
@@ -103,9 +103,9 @@ def _check_pending_indexes(tx: Tx, jobs: dict[int, Job], known: set[int], proble
         if job is None:
             continue
         hold = hold_until(job)
-        if hold is None or read_u64(key) != int(hold * 1000):
+        if hold is None or key[:8] != time_key(hold):
             problems.append(f"job {job_id}: waiting until {read_u64(key)} ms, its record holds it until "
-                            f"{None if hold is None else int(hold * 1000)}")
+                            f"{None if hold is None else read_u64(time_key(hold))}")
         if rank not in (b"", bytes([job.priority.rank])):  # no rank: written by an earlier version
             problems.append(f"job {job_id}: its waiting entry holds rank {rank!r}, its priority is "
                             f"{job.priority.value}")

@@ -54,8 +54,19 @@ def hold_until(job: Job) -> float | None:
     return job.retry_at if job.run_at is None else max(job.run_at, job.retry_at)
 
 
+_KEY_MS = 1 << 64  # the first millisecond a key cannot hold
+
+
+def time_key(at: float) -> bytes:
+    """Milliseconds since the epoch, clamped to what a key holds: a store written before
+    times were bounded at submit may hold any float (before 1970, past 9999, infinite), and
+    such a job must move through the indexes like any other instead of stopping the queue."""
+    ms = at * 1000
+    return u64(int(ms) if 0 <= ms < _KEY_MS else 0 if not ms > 0 else _KEY_MS - 1)
+
+
 def waiting_key(at: float, job_id: int) -> bytes:
-    return u64(int(at * 1000)) + u64(job_id)
+    return time_key(at) + u64(job_id)
 
 
 def batch_prefix(name: str) -> bytes:
@@ -140,6 +151,8 @@ def unindex(tx: Tx, job: Job) -> None:
 
 def settle_dependents(tx: Tx, job: Job, now: float) -> None:
     """A job finished: its dependents become ready (it completed) or fail (it did not)."""
+    from ollama_cli.queue.faults import blame
+
     prefix = u64(job.id)
     waiting = [read_u64(k, 8) for k, _ in tx.scan("dependents", prefix)]
     for dep_id in waiting:
@@ -148,4 +161,5 @@ def settle_dependents(tx: Tx, job: Job, now: float) -> None:
         except CorruptRecord:
             continue
         if dependent is not None and dependent.status is PENDING:
-            transition(tx, dependent, dependent, now)  # re-placed, or failed, by transition
+            with blame(dep_id):
+                transition(tx, dependent, dependent, now)  # re-placed, or failed, by transition

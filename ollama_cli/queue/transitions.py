@@ -15,9 +15,10 @@ from ollama_cli import cache
 from ollama_cli.codec import decode_job, pack
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, Lease, Priority
+from ollama_cli.queue.faults import blame
 from ollama_cli.queue.indexes import (
-    CANCELLED, COMPLETED, FAILED, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, finished, get_job, open_run,
-    transition,
+    CANCELLED, COMPLETED, COUNT, FAILED, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, finished, get_job,
+    hold_until, open_run, transition, waiting_key,
 )
 from ollama_cli.queue.reads import batch_exists, get_request, is_paused, open_runs, running
 from ollama_cli.store.keys import read_u64, u64
@@ -129,21 +130,22 @@ def claim(tx: Tx, jobs: Iterable[Job], owner: str, now: float, *, host: str | No
 
     claims = []
     for job in jobs:
-        started = job.evolve(
-            status=RUNNING,
-            attempts=job.attempts + 1,
-            started_at=now,
-            lease=Lease(owner, secrets.token_hex(8)),
-            retry_at=None,
-            host=host or job.host,
-        )
-        transition(tx, job, started, now)
-        try:
-            request = get_request(tx, job.id)
-        except CorruptRecord as exc:
-            transition(tx, started, finished(started, FAILED, now, ErrorType.INVALID_RESPONSE,
-                                             f"the stored request is corrupt: {exc.reason}"), now)
-            continue
+        with blame(job.id):
+            started = job.evolve(
+                status=RUNNING,
+                attempts=job.attempts + 1,
+                started_at=now,
+                lease=Lease(owner, secrets.token_hex(8)),
+                retry_at=None,
+                host=host or job.host,
+            )
+            transition(tx, job, started, now)
+            try:
+                request = get_request(tx, job.id)
+            except CorruptRecord as exc:
+                transition(tx, started, finished(started, FAILED, now, ErrorType.INVALID_RESPONSE,
+                                                 f"the stored request is corrupt: {exc.reason}"), now)
+                continue
         claims.append(Claim(started, request))
     return claims
 
@@ -254,16 +256,18 @@ def reclaim(tx: Tx, dead_owners: set[str], now: float) -> list[Job]:
     for job in running(tx):
         if job.lease is None or job.lease.owner not in dead_owners:
             continue
-        if job.attempts >= job.max_attempts:
-            new = finished(job, FAILED, now, ErrorType.ABANDONED,
-                           f"its daemon died during each of {job.attempts} attempts")
-        else:
-            new = job.evolve(status=PENDING, lease=None,
-                             error=JobError(ErrorType.ABANDONED, "its daemon died"))
-        out.append(transition(tx, job, new, now))
+        with blame(job.id):
+            if job.attempts >= job.max_attempts:
+                new = finished(job, FAILED, now, ErrorType.ABANDONED,
+                               f"its daemon died during each of {job.attempts} attempts")
+            else:
+                new = job.evolve(status=PENDING, lease=None,
+                                 error=JobError(ErrorType.ABANDONED, "its daemon died"))
+            out.append(transition(tx, job, new, now))
     for job in open_runs(tx):
         if job.lease is not None and job.lease.owner in dead_owners:
-            close_run(tx, job, now)
+            with blame(job.id):
+                close_run(tx, job, now)
     return out
 
 
@@ -274,11 +278,17 @@ def promote_due(tx: Tx, now: float) -> int:
     for key, _ in tx.scan("waiting"):
         if key[:8] >= limit:
             break
-        due.append(read_u64(key, 8))
-    for job_id in due:
-        job = get_job(tx, job_id)
+        due.append(key)
+    for key in due:
+        job_id = read_u64(key, 8)
+        try:
+            job = get_job(tx, job_id)
+        except CorruptRecord:  # as at the head of the queue: out of the index, left for `status`
+            tx.delete("waiting", key)
+            continue
         if job is not None:
-            transition(tx, job, job, now)
+            with blame(job_id):
+                transition(tx, job, job, now)
     return len(due)
 
 
@@ -294,6 +304,34 @@ def cancel(tx: Tx, job_id: int, now: float) -> Job | None:
         return job
     new = finished(job, CANCELLED, now, ErrorType.CANCELLED, "cancelled by the user")
     return transition(tx, job, new.evolve(lease=job.lease), now)
+
+
+def quarantine(tx: Tx, job_id: int, reason: str, now: float) -> Job | None:
+    """A job whose own step raised (`faults.py`): out of every index, and failed
+    (`invalid_response`, saying why) with its dependents; a record that cannot be read is left
+    for `status` to report, and a completed job keeps its result. The job as it now is (None:
+    unreadable)."""
+    key = u64(job_id)
+    try:
+        job = get_job(tx, job_id)
+    except CorruptRecord:
+        job = None
+    for status in JobStatus:
+        if tx.delete("status", status.code + key):
+            tx.add(COUNT[status], -1)
+    for p in Priority:
+        if tx.delete("ready", RANK[p] + key):
+            tx.add(READY_COUNT[p], -1)
+    for table in ("blocked", "open_runs"):
+        tx.delete(table, key)
+    if job is None:
+        return None
+    hold = hold_until(job)
+    if hold is not None:
+        tx.delete("waiting", waiting_key(hold, job_id))
+    if job.status is not COMPLETED:
+        job = finished(job, FAILED, now, ErrorType.INVALID_RESPONSE, f"quarantined: {reason}")
+    return transition(tx, None, job, now)
 
 
 def set_paused(tx: Tx, paused: bool) -> None:

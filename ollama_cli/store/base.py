@@ -26,6 +26,12 @@ What holds for every operation of every engine:
   job meanwhile (cancel, retry). While a job's run is open the job holds that run's lease
   (`Job.lease`), whatever its status, and no claim can take it: so no job is ever sent to a
   backend by two runs at once, even across `cancel ID && retry ID`.
+- **One job never stops an operation.** A job the engine cannot handle (handling it raises:
+  a record of an older version, or not whole) is quarantined: taken out of every index and
+  failed (`invalid_response`, "quarantined: ..." saying why; its dependents fail with it), or,
+  when its record cannot even be read, left for `get_job` to report as CorruptRecord; the
+  operation goes on without it. Times outside 1970..9999 in old records are no such fault:
+  they order as the nearest bound.
 - **Failures of the store itself** are errors of `errors.py`, never an engine's own: a write the
   disk refused is StoreWriteFailed (nothing landed; the same call may succeed later), and an
   engine that can no longer trust its handle on the store refuses every write with
@@ -237,7 +243,7 @@ class Engine(Protocol):
         placement it returns is claimed: running under a new lease (owner, a token never used
         before), its attempts counted, its `host` set. The planner must be a pure function of
         its arguments: it may be called more than once, and only the last call's plan is
-        claimed (and its `state` returned)."""
+        claimed (and its `state` returned). Jobs quarantined on the way are in `quarantined`."""
         ...
 
     def reclaim(self, now: float) -> list[Job]:

@@ -73,6 +73,7 @@ class Tick(NamedTuple):
     settled: list[Job | None]  # per Settle, in order: the job as it now is; None if the lease was lost
     claimed: list[tuple[Placement, list[Claim]]]  # per placement the claims (a job lost meanwhile is left out)
     plan_state: object  # Plan.state of the plan that was claimed (None without a planner)
+    quarantined: tuple[Job, ...] = ()  # jobs this step could not handle, failed as quarantined
 
 
 class Changed(NamedTuple):

@@ -414,7 +414,7 @@ def test_the_planner_reads_a_candidates_request(engine: Engine) -> None:
         asked.extend(request_of(j) for j in candidates)
         return Plan([])
 
-    assert engine.settle_and_claim([], T, owner="d1", planner=planner) == ([], [], None)
+    assert engine.settle_and_claim([], T, owner="d1", planner=planner) == ([], [], None, ())
     assert asked[-1] == {"input": ["a"], "truncate": True}
 
 
