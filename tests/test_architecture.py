@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env
+from tests.helpers.cli import cli_env
+from tests.helpers.processes import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ollama_cli"
@@ -178,7 +176,7 @@ def test_only_the_settings_read_the_environment() -> None:
 
 # Runs the real entry point and writes the loaded modules to a file at exit (stdout
 # stays the command's own JSON).
-WRAPPER = textwrap.dedent("""
+WRAPPER = """
     import atexit, json, sys
     out = sys.argv[1]
     def dump() -> None:
@@ -187,14 +185,13 @@ WRAPPER = textwrap.dedent("""
     atexit.register(dump)
     from ollama_cli.cli import main
     main(sys.argv[2:])
-""")
+"""
 HEAVY = ("httpx", "rich", "asyncio", "pydantic")
 
 
 def loaded_modules(data_dir: Path, tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
     out = tmp_path / f"modules-{args[0]}.json"
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(out), *args], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT, env=cli_env(data_dir), stdin=subprocess.DEVNULL)
+    proc = run_python(WRAPPER, str(out), *args, env=cli_env(data_dir), timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), json.loads(out.read_text())
 
