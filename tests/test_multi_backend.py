@@ -98,15 +98,26 @@ def test_embed_jobs_of_one_model_share_a_request_and_keep_their_own_vectors(stor
 
 
 def test_a_failing_backend_rests_while_the_other_takes_the_work(store: Engine) -> None:
+    rests: list[events.BackendResting] = []
     with Emulator() as flaky, Emulator() as steady:
         flaky.fail_next(1000, kind="status", status=500)
         ids = [submit_spec(store, f"p{i}", max_attempts=10) for i in range(20)]
-        drain(store, flaky.url, steady.url, concurrency=1)
+
+        def note_rest(event: events.Event) -> None:
+            if isinstance(event, events.BackendResting) and event.backend == flaky.url:
+                rests.append(event)
+
+        drain(store, flaky.url, steady.url, concurrency=1, subscribers=[note_rest])
         for job_id in ids:
             j = read_job(store, job_id)
             assert j.status is JobStatus.COMPLETED and j.host == steady.url
-        # Three failures in a row, then a rest of 2 s: the 20 jobs are done by then.
-        assert len(generation_requests(flaky)) == 3
+        # Three failures in a row, then a rest (2 s) while the other backend takes the
+        # work. However long the 20 jobs take, no request reaches the flaky backend during
+        # a rest: each one after the third comes once a rest is over, fails, and starts a
+        # rest twice as long.
+        sent = len(generation_requests(flaky))
+        assert [r.failures for r in rests] == list(range(3, sent + 1))
+        assert [r.seconds for r in rests] == [2.0 * 2 ** i for i in range(len(rests))]
 
 
 # ------------------------------------------------------------------ silent backends, and Retry-After

@@ -4,19 +4,24 @@ nothing is pending or running; `tick_once` makes one step of a daemon that is no
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from typing import Any
 
+from ollama_cli.daemon import events
 from ollama_cli.daemon.loop import Daemon, TickReport
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.store.base import Engine
 
 
-def drain(store: Engine, *urls: str, cpu: Any = None, **settings: Any) -> Daemon:
-    """A --drain daemon on `urls`, with short retry backoff and poll unless told; returns it
-    once it exits."""
+def drain(store: Engine, *urls: str, cpu: Any = None, subscribers: Sequence[events.Subscriber] = (),
+          **settings: Any) -> Daemon:
+    """A --drain daemon on `urls`, with short retry backoff and poll unless told, its events
+    heard by `subscribers`; returns it once it exits."""
     options = {"drain": True, "retry_backoff": 0.01, "poll": 0.02, **settings}
     daemon = Daemon(store, [Backend(u) for u in urls], DaemonSettings(**options), cpu=cpu)
+    for subscriber in subscribers:
+        daemon.events.subscribe(subscriber)
     asyncio.run(daemon.run())
     return daemon
 
