@@ -25,7 +25,7 @@ from tests.emulator import Emulator
 from tests.helpers.backend import clean_answers, generation_requests
 from tests.helpers.invariants import check_invariants
 from tests.helpers.jobs import make_spec
-from tests.helpers.processes import acknowledged, start_submitter
+from tests.helpers.processes import Lines, acknowledged, start_submitter
 
 pytestmark = pytest.mark.slow
 
@@ -92,11 +92,6 @@ def prompts_sent(emu: Emulator) -> Counter[str]:
     return Counter(body["prompt"] for body in generation_requests(emu, "/api/generate") if isinstance(body, dict))
 
 
-def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
-
-
 def freeze_then_kill(daemons: list[Any]) -> None:
     """SIGSTOP every daemon and wait until all are stopped, then SIGKILL them: none can
     act on another's death before it dies itself, so the daemons of one round are all
@@ -104,10 +99,9 @@ def freeze_then_kill(daemons: list[Any]) -> None:
     for d in daemons:
         assert d.proc.poll() is None, f"a daemon exited by itself:\n{d.log()}"
         os.kill(d.pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 10
-    while not all(_stopped(d.pid) for d in daemons):
-        assert time.monotonic() < deadline, "SIGSTOP did not stop a daemon"
-        time.sleep(0.001)
+    for d in daemons:
+        _, status = os.waitpid(d.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status), f"a daemon exited by itself:\n{d.log()}"
     for d in daemons:
         os.kill(d.pid, signal.SIGKILL)
     for d in daemons:
@@ -266,18 +260,14 @@ def test_kill_9_while_many_processes_submit(data_dir: Path, start_daemon) -> Non
         submitters = [start_submitter(data_dir, f"submitter-{k}", 50, pause=0.04, seed=k, max_attempts=20)
                       for k in range(4)]
         victim = start_submitter(data_dir, "victim", 1000, pause=0.04, seed=99, max_attempts=20)
-        victim_lines: list[bytes] = []
-        reader = threading.Thread(target=lambda: victim_lines.extend(iter(victim.stdout.readline, b"")),
-                                  daemon=True)
-        reader.start()
+        assert victim.stdout is not None
+        victim_lines = Lines(victim.stdout)
         victim_target = rng.randint(5, 30)
         for kill in range(5):
             daemon = start_daemon(emu.url, *DAEMON_ARGS, wait=False)
             time.sleep(rng.uniform(0.15, 0.6))
             if kill == 1:  # once it has had some submissions acknowledged
-                deadline = time.monotonic() + 30
-                while len(victim_lines) < victim_target and time.monotonic() < deadline:
-                    time.sleep(0.005)
+                assert victim_lines.wait_for(lambda lines: len(lines) >= victim_target)
                 victim.kill()
                 assert victim.wait(10) == -signal.SIGKILL
             assert daemon.proc.poll() is None, daemon.log()
@@ -291,9 +281,9 @@ def test_kill_9_while_many_processes_submit(data_dir: Path, start_daemon) -> Non
             assert len(got) == 50
             assert not set(got) & set(acks), "one id given to two submissions"
             acks.update(got)
-        reader.join(10)
+        victim_lines.join()
         victim.communicate()
-        victim_acks = acknowledged(b"".join(victim_lines).decode())
+        victim_acks = acknowledged("".join(victim_lines.read()))
         assert len(victim_acks) >= victim_target
         assert not set(victim_acks) & set(acks), "one id given to two submissions"
         acks.update(victim_acks)
