@@ -1,4 +1,4 @@
-"""Shared fixtures, and only fixtures: a private data dir per test, the store (as the CLI
+"""Shared fixtures, and only fixtures: a private data dir for every test, the store (as the CLI
 and daemon see it, and LMDB's key-value layer under it), the rerun mode for write functions,
 the Ollama emulator on 127.0.0.1, a free port, and daemon processes that are always stopped.
 What tests call is in tests/helpers/."""
@@ -17,10 +17,14 @@ from tests.emulator import Emulator
 from tests.helpers.processes import DaemonProcess, free_port
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's own data dir (not created), in OLLAMA_Q_DATA_DIR for this process and the
+    CLI processes it starts. Autouse, so that no test writes into the user's data dir, nor
+    (on Linux, where the default is under XDG_DATA_HOME) one that unsets the variable."""
     path = tmp_path / "store"
     monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     return path
 

@@ -143,6 +143,15 @@ def test_data_dir_platform_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         assert got.data_dir == tmp_path / "xdg" / "ollama-q"
 
 
+def test_no_test_reaches_the_users_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # This test asks for no data dir: conftest's autouse `data_dir` gives it one of its own,
+    # and (on Linux) a platform default of its own too.
+    assert load({}).data_dir == tmp_path / "store"
+    monkeypatch.delenv("OLLAMA_Q_DATA_DIR")
+    if sys.platform.startswith("linux"):
+        assert tmp_path in load({}).data_dir.parents
+
+
 def test_the_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
