@@ -96,6 +96,17 @@ def test_only_the_cli_imports_the_cli() -> None:
     assert {m: n for m, n in offenders.items() if n} == {}
 
 
+def test_no_test_module_imports_another() -> None:
+    # What tests share is in tests/helpers/, and conftest.py holds only fixtures: editing one
+    # test module must not break another.
+    def test_module(name: str) -> bool:
+        return name.startswith("tests.") and name.rpartition(".")[2].startswith(("test_", "conftest"))
+
+    found = {module_name(p): sorted(n for n in imports(p) if test_module(n)) for p in (ROOT / "tests").rglob("*.py")}
+    assert {m: n for m, n in found.items() if n} == {}
+    assert "tests.helpers.cli" in imports(ROOT / "tests" / "test_bad_input.py")  # the reader sees them
+
+
 BASE = {"ollama_cli", "ollama_cli.errors"}
 ENGINES = ("ollama_cli.store.lmdb", "ollama_cli.store.lmdb_engine", "ollama_cli.store.flock")
 
