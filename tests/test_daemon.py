@@ -175,6 +175,7 @@ def test_paused_queue_starts_nothing(store: Engine, emulator: Emulator) -> None:
     assert report.started == [] and generation_requests(emulator) == []
 
 
+@pytest.mark.slow  # waits out the pool's real probe backoff (0.5 s, doubling): about 3.6 s
 def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
         store: Engine, caplog: pytest.LogCaptureFixture, unused_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from ollama_cli.clients.base import Client
