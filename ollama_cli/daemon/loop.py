@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import httpx
 
 from ollama_cli.daemon import events, logs, outcomes, scheduler
-from ollama_cli.clients.base import BackendError, client_for
+from ollama_cli.clients import client_for
+from ollama_cli.clients.base import BackendError
 from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreWriteFailed
 from ollama_cli.settings import DaemonSettings, Settings
 from ollama_cli.settings.hosts import Backend

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ollama_cli import cache
 from ollama_cli.codec import decode_job, pack
 from ollama_cli.errors import CorruptRecord, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, Lease, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, Lease, Priority
 from ollama_cli.queue.indexes import (
     CANCELLED, COMPLETED, FAILED, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, finished, get_job, transition,
 )
