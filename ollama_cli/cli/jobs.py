@@ -13,11 +13,11 @@ from ollama_cli.cli.app import (
     DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, parse_id, parse_ids, warn,
 )
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
-from ollama_cli.jobs import Job, JobStatus, result_to_json, result_text
-from ollama_cli.store.base import Engine, JobSpec
+from ollama_cli.jobs import Job, JobSpec, JobStatus, result_to_json, result_text
 from ollama_cli.timefmt import parse_duration, parse_time
 
 if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
     from ollama_cli.store.records import Changed
 
 
@@ -135,7 +135,7 @@ def status(
         render.job_detail(job.to_json(pos))
 
 
-def _get(store: Engine, jid: int) -> Job:
+def _get(store: "Engine", jid: int) -> Job:
     job = store.get_job(jid)
     if job is None:
         raise NotFound(f"job {jid} not found")
@@ -164,7 +164,7 @@ def _not_completed(job: Job) -> str:
     return f"job {job.id} is {job.status.value}"
 
 
-def _print_result(store: Engine, jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
+def _print_result(store: "Engine", jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
     if wait:
         jobs, done = follow.wait_for(store, [jid], timeout=timeout)
         if not done:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_cli import __version__
-from ollama_cli.store.base import Engine
 from ollama_cli.timefmt import format_time
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
 
 
 def info(store: Engine) -> dict[str, Any]:

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from ollama_cli import queue
-from ollama_cli.jobs import ErrorType, JobStatus, JobType
+from ollama_cli.jobs import ErrorType, JobSpec, JobStatus, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 from tests.emulator import Emulator
 from tests.helpers.cli import run_cli, status_json, submit_id

@@ -7,8 +7,8 @@ import itertools
 from typing import Any
 
 from ollama_cli import queue
-from ollama_cli.jobs import Job, JobStatus, JobType, Priority
-from ollama_cli.store.base import Engine, JobSpec
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority
+from ollama_cli.store.base import Engine
 from ollama_cli.store.lmdb import Store
 
 _prompts = itertools.count()

@@ -120,9 +120,8 @@ def start_python(code: str, *args: str, env: dict[str, str] | None = None) -> su
 # is committed (acknowledged), with a random pause of up to `pause` seconds after each.
 SUBMITTER = """
 import random, sys, time
-from ollama_cli.jobs import JobType
+from ollama_cli.jobs import JobSpec, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 
 data_dir, tag, count, pause, seed, max_attempts = sys.argv[1:]
 rng = random.Random(int(seed))
