@@ -3,8 +3,10 @@
 `Daemon.tick(now)` is one bounded step (heartbeat, reclaim jobs of dead daemons, notice
 cancellations, claim what the free slots can take, as `scheduler.plan` decides) and
 returns the claims to dispatch; one write transaction records what finished since the
-last tick and claims what comes next. `run()` only loops, dispatches, sleeps (or, when
-the daemon is the bottleneck, gathers finishing jobs into one tick) and handles signals.
+last tick and claims what comes next. A backend's slots are free only once it has answered
+a listing, which `run()` asks for: a daemon started but not running claims nothing. `run()`
+only loops, dispatches, sleeps (or, when the daemon is the bottleneck, gathers finishing
+jobs into one tick) and handles signals.
 Store transactions are short and never span an HTTP call."""
 
 from __future__ import annotations
