@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
 
 from ollama_cli.errors import CorruptRecord, NotFound
 from ollama_cli.jobs import Job
-from ollama_cli.store.base import Engine
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
 
 POLL = 0.1  # the first pause, and the pause after a change
 MAX_POLL = 0.5  # the longest, reached after a few polls where nothing changed

@@ -1,5 +1,5 @@
-"""The job record: its enums, the `Job` NamedTuple, and the contract's JSON forms of a job
-and of its result. How records are stored is `codec.py`'s business.
+"""The job record: its enums, the `Job` NamedTuple, `JobSpec` (a job as it is asked for), and
+the contract's JSON forms of a job and of its result. How records are stored is `codec.py`'s business.
 
 Records are NamedTuples: immutable like frozen dataclasses, but ten times cheaper to
 define, which every short-lived command pays at start-up."""
@@ -133,6 +133,25 @@ class Job(NamedTuple):
             "error": self.error.to_json() if self.error else None,
             "cached": self.cached,
         }
+
+
+class JobSpec(NamedTuple):
+    """A job as it is asked for: everything `submit` needs, validated by the caller (the
+    store takes it: `store/base.py`)."""
+
+    model: str
+    type: JobType
+    request: dict[str, Any]
+    priority: Priority = Priority.MEDIUM
+    name: str | None = None
+    batch: str | None = None
+    custom_id: str | None = None
+    max_attempts: int = 4
+    timeout: float | None = None
+    run_at: float | None = None
+    after: tuple[int, ...] = ()
+    keep_alive: float | None = None
+    use_cache: bool = True
 
 
 def full_name(model: str) -> str:

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from ollama_cli.clients import base
-from ollama_cli.clients.base import BackendError, OllamaClient, client_for
+from ollama_cli.clients import base, client_for
+from ollama_cli.clients.base import BackendError
+from ollama_cli.clients.ollama import OllamaClient
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
 from ollama_cli.store.base import Engine

@@ -15,9 +15,9 @@ import pytest
 
 from ollama_cli import batch
 from ollama_cli.errors import UsageError
-from ollama_cli.jobs import JobStatus, JobType, Priority
+from ollama_cli.jobs import JobSpec, JobStatus, JobType, Priority
 from ollama_cli.store import open_store
-from ollama_cli.store.base import Engine, JobSpec
+from ollama_cli.store.base import Engine
 from tests.conftest import run_cli
 from tests.emulator import Emulator
 from tests.invariants import check_invariants

@@ -516,9 +516,8 @@ def test_a_job_is_seen_by_other_processes(data_dir: Path) -> None:
 SUBMITTER = """
 import json, sys, time
 from pathlib import Path
-from ollama_cli.jobs import JobType
+from ollama_cli.jobs import JobSpec, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 
 store, worker, ids = open_store(Path(sys.argv[1])), sys.argv[2], []
 for i in range(int(sys.argv[3])):

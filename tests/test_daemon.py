@@ -13,8 +13,8 @@ import pytest
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
 from ollama_cli.settings import DaemonSettings
-from ollama_cli.jobs import ErrorType, JobStatus, JobType, Priority
-from ollama_cli.store.base import Engine, JobSpec
+from ollama_cli.jobs import ErrorType, JobSpec, JobStatus, JobType, Priority
+from ollama_cli.store.base import Engine
 from tests.emulator import Emulator
 from tests.invariants import check_invariants
 

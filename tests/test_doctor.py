@@ -9,9 +9,8 @@ import pytest
 
 from ollama_cli import queue
 from ollama_cli.codec import encode_job
-from ollama_cli.jobs import ErrorType, JobError, JobStatus, JobType, Lease, Priority
+from ollama_cli.jobs import ErrorType, JobError, JobSpec, JobStatus, JobType, Lease, Priority
 from ollama_cli.queue import doctor
-from ollama_cli.store.base import JobSpec
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store, Tx
 

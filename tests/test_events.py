@@ -13,10 +13,10 @@ import pytest
 
 from ollama_cli.daemon import events, logs
 from ollama_cli.daemon.loop import Daemon
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.settings.hosts import Backend
-from ollama_cli.store.base import Engine, JobSpec
+from ollama_cli.store.base import Engine
 from ollama_cli.store.records import Placement, Plan
 from tests.emulator import Emulator
 

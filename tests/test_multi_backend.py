@@ -10,8 +10,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from ollama_cli.clients import base
-from ollama_cli.clients.base import client_for
+from ollama_cli.clients import base, client_for
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon import events
 from ollama_cli.daemon.pool import Pool, Slot

@@ -12,7 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ollama_cli.clients.base import BackendError, client_for
+from ollama_cli.clients import client_for
+from ollama_cli.clients.base import BackendError
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
 from ollama_cli.clients.openai import OpenAIClient

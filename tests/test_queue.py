@@ -15,8 +15,7 @@ import pytest
 from ollama_cli import cache, queue
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.codec import decode_job
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
-from ollama_cli.store.base import JobSpec
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
 from ollama_cli.store.keys import read_u64, u64
 from ollama_cli.store.lmdb import Store, Tx
 from tests.invariants import check_invariants

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from ollama_cli import follow
-from ollama_cli.jobs import JobType
-from ollama_cli.store.base import Engine, JobSpec
+from ollama_cli.jobs import JobSpec, JobType
+from ollama_cli.store.base import Engine
 from ollama_cli.timefmt import parse_duration, parse_time
 from tests.emulator import Emulator
 from tests.helpers.cli import assert_one_error, cli_env, ok_json, run_cli, run_main

@@ -63,7 +63,8 @@ def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = 
     """The models of the backend, and which are loaded."""
     import asyncio
 
-    from ollama_cli.clients.base import BackendError, client_for
+    from ollama_cli.clients import client_for
+    from ollama_cli.clients.base import BackendError
 
     settings = load_settings(json_, data_dir, hosts=host)
     backend = settings.backends[0]

@@ -9,7 +9,7 @@ import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, Optional, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
 
@@ -19,8 +19,10 @@ from ollama_cli.cli.app import (
 )
 from ollama_cli.errors import ExitCode, UsageError
 from ollama_cli.jobs import Priority
-from ollama_cli.store.base import Engine
 from ollama_cli.timefmt import parse_duration
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
 
 batch_app = typer.Typer(help="Batches of requests from a JSONL file: submit, status, results, wait.",
                         no_args_is_help=True)
@@ -150,7 +152,7 @@ def wait(
         raise typer.Exit(ExitCode.FAILED)
 
 
-def _wait(store: Engine, name: str, timeout: float | None, *, json_: bool) -> tuple[dict[str, Any], bool]:
+def _wait(store: "Engine", name: str, timeout: float | None, *, json_: bool) -> tuple[dict[str, Any], bool]:
     """Wait, with a progress bar on a terminal, and say how it ended: the batch's counts
     and whether every job completed."""
     with ExitStack() as stack:

@@ -14,11 +14,11 @@ from ollama_cli.cli.app import (
     warn_if_stalled,
 )
 from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
-from ollama_cli.jobs import Job, JobStatus, JobType, Priority, result_to_json, result_text
-from ollama_cli.store.base import Engine, JobSpec
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, result_to_json, result_text
 from ollama_cli.timefmt import local_time, parse_duration, parse_time
 
 if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
     from ollama_cli.store.records import Changed
 
 
@@ -145,7 +145,7 @@ def status(
         render.job_detail(job.to_json(pos))
 
 
-def _get(store: Engine, jid: int) -> Job:
+def _get(store: "Engine", jid: int) -> Job:
     job = store.get_job(jid)
     if job is None:
         raise NotFound(f"job {jid} not found")
@@ -174,7 +174,7 @@ def _not_completed(job: Job) -> str:
     return f"job {job.id} is {job.status.value}"
 
 
-def _print_result(store: Engine, jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
+def _print_result(store: "Engine", jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
     """The result of a completed job; else, exit 1 saying why (with --json, the result
     object too, its `status` and `error` saying the same)."""
     if wait:

@@ -19,20 +19,23 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
 from ollama_cli.daemon import events, logs, outcomes, scheduler
-from ollama_cli.clients.base import BackendError, client_for
+from ollama_cli.clients import client_for
+from ollama_cli.clients.base import BackendError
 from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreWriteFailed
 from ollama_cli.settings import DaemonSettings, Settings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
-from ollama_cli.store.base import DaemonLock, Engine
 from ollama_cli.store.records import Claim, DaemonInfo, Placement, Plan
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import DaemonLock, Engine
 
 log = logging.getLogger("ollama_q.daemon")
 T = TypeVar("T")

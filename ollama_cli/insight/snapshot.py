@@ -5,10 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ollama_cli import __version__
-from ollama_cli.store.base import Engine
 from ollama_cli.timefmt import format_time
 
 if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
     from ollama_cli.store.records import DaemonInfo
 
 

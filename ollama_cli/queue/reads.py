@@ -10,10 +10,10 @@ from ollama_cli.codec import decode_job, unpack
 from ollama_cli.errors import CorruptRecord, NotFound
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority
 from ollama_cli.queue.indexes import COUNT, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, get_job, ready_key
-from ollama_cli.store.base import Tx
 from ollama_cli.store.keys import read_u64, u64
 
 if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
     from ollama_cli.store.records import BatchEntry
 
 

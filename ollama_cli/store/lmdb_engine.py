@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 from ollama_cli import cache, queue
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import Job, JobStatus, JobType
-from ollama_cli.store.base import LOOKAHEAD_LIMIT, JobSpec, Tx
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+from ollama_cli.queue.transitions import CLAIM_SCAN_LIMIT
 from ollama_cli.store.lmdb import Store
 
 if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
     from ollama_cli.store.flock import FlockLiveness, FlockLock
     from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
 
@@ -214,16 +215,17 @@ class LmdbEngine:
     # --------------------------------------------------------- the daemon's step
 
     def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
-                         planner: Planner | None = None, lookahead: int = LOOKAHEAD_LIMIT) -> Tick:
+                         planner: Planner | None = None, lookahead: int | None = None) -> Tick:
         from ollama_cli.store.records import Tick
 
         settles = list(settles)
+        limit = CLAIM_SCAN_LIMIT if lookahead is None else min(lookahead, CLAIM_SCAN_LIMIT)
 
         def write(tx: Tx) -> Tick:
             settled = [queue.settle(tx, s, now) for s in settles]
             if planner is None:
                 return Tick(settled, [], None)
-            plan = planner(queue.ready_candidates(tx, now, limit=lookahead),
+            plan = planner(queue.ready_candidates(tx, now, limit=limit),
                            lambda job: queue.get_request(tx, job.id))
             claimed = [(p, queue.claim(tx, p.jobs, owner, now, host=p.host)) for p in plan.placements]
             return Tick(settled, claimed, plan.state)

@@ -16,9 +16,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from ollama_cli.jobs import JobType  # noqa: E402
+from ollama_cli.jobs import JobSpec, JobType  # noqa: E402
 from ollama_cli.store import open_store  # noqa: E402
-from ollama_cli.store.base import JobSpec  # noqa: E402
 
 
 @contextlib.contextmanager

@@ -16,9 +16,8 @@ import time
 
 from common import ROOT, data_dir, env_for
 
-from ollama_cli.jobs import JobType
+from ollama_cli.jobs import JobSpec, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 from tests.emulator import Emulator
 
 BUDGET = 0.5

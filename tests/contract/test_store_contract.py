@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 
 from ollama_cli.errors import NotFound, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
 from ollama_cli.store import open_store
-from ollama_cli.store.base import Engine, JobSpec
+from ollama_cli.store.base import Engine
 from ollama_cli.store.records import DaemonInfo, Placement, Plan, Settle, SettleKind
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")

@@ -21,9 +21,8 @@ from typing import Any
 import httpx
 import pytest
 
-from ollama_cli.jobs import Job, JobStatus, JobType
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 from tests.conftest import cli_env
 from tests.emulator import Emulator
 from tests.invariants import check_invariants
@@ -265,9 +264,8 @@ def test_crash_loop_loses_nothing_and_never_runs_a_job_twice_at_once(data_dir: P
 
 SUBMITTER = """
 import random, sys, time
-from ollama_cli.jobs import JobType
+from ollama_cli.jobs import JobSpec, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 
 data_dir, tag, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 rng = random.Random(seed)

@@ -13,9 +13,8 @@ from pathlib import Path
 import pytest
 
 from ollama_cli import queue
-from ollama_cli.jobs import ErrorType, JobStatus, JobType
+from ollama_cli.jobs import ErrorType, JobSpec, JobStatus, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 from ollama_cli.store.lmdb import Store
 from tests.conftest import cli_env, run_cli
 from tests.emulator import Emulator
