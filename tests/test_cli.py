@@ -407,8 +407,11 @@ def test_result_wait_blocks_until_the_job_is_done(data_dir: Path, emulator: Emul
 
 def test_result_wait_timeout_exits_1(data_dir: Path) -> None:
     jid = submit_id(data_dir, "llama3.2", "no daemon runs this")
-    line = assert_one_error(run_cli(data_dir, "result", str(jid), "--wait", "--timeout", "300ms", "--json"), 1)
-    assert "pending" in line
+    res = run_cli(data_dir, "result", str(jid), "--wait", "--timeout", "300ms", "--json")
+    warning, line = res.stderr.splitlines()
+    assert res.returncode == 1 and warning.startswith("warning: no daemon is running")
+    assert line.startswith("error: ") and "pending" in line
+    assert json.loads(res.stdout)["status"] == "pending"  # with --json, the object says so too
     assert ok_json(run_cli(data_dir, "status", str(jid), "--json"))["status"] == "pending"
 
 
@@ -422,7 +425,9 @@ def test_failed_job_result_exits_1(data_dir: Path, emulator: Emulator, start_dae
     assert job["status"] == "failed" and job["error"]["type"] == "model_not_found"
     assert job["attempts"] == 1 and job["finished_at"] is not None  # permanent: no retry
     assert_one_error(run_cli(data_dir, "result", "1"), 1)
-    assert_one_error(run_cli(data_dir, "result", "1", "--json"), 1)
+    res = run_cli(data_dir, "result", "1", "--json")
+    assert_one_error(res, 1, stdout_empty=False)
+    assert json.loads(res.stdout)["error"] == job["error"]
     assert_one_error(run_cli(data_dir, "result", "1", "--wait"), 1)
     assert len(generation_requests(emulator, "/api/generate")) == 1
 

@@ -235,3 +235,65 @@ def test_the_log_writes_each_event_as_its_line(caplog: pytest.LogCaptureFixture,
     with caplog.at_level(logging.INFO, logger="ollama_q.daemon"):
         logs.write(event)
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(level, line)]
+
+
+def test_started_comes_after_the_first_look_at_each_backend(store: Engine, emulator: Emulator,
+                                                            unused_port: int) -> None:
+    submit(store)
+    dead = f"http://127.0.0.1:{unused_port}"
+    seen = Recorder(store)
+    run(Daemon(store, [Backend(emulator.url), Backend(dead)], FAST), seen)
+    [started] = seen.of(events.DaemonStarted)
+    up, down = started.found
+    assert (up.backend, up.up, down.backend, down.up, down.models) == (emulator.url, True, dead, False, None)
+    assert isinstance(up.models, int) and up.models > 0
+    kinds = [type(e) for e, _ in seen.seen]
+    assert kinds.index(events.DaemonStarted) < kinds.index(events.JobStarted)
+
+
+@pytest.mark.parametrize(("found", "level", "line"), [
+    ((events.BackendFound("http://a:1", True, 3), events.BackendFound("http://b:2", False)), "INFO",
+     "daemon d-1 started: http://a:1 (3 models), http://b:2 (not answering), concurrency 2 per backend"),
+    ((events.BackendFound("http://b:2", False),), "WARNING",
+     "daemon d-1 started: http://b:2 (not answering), concurrency 2 per backend; no backend answers yet: "
+     "jobs wait as pending"),
+])
+def test_started_says_what_the_first_look_found(caplog: pytest.LogCaptureFixture, found: Any, level: str,
+                                               line: str) -> None:
+    backends = tuple(f.backend for f in found)
+    with caplog.at_level(logging.INFO, logger="ollama_q.daemon"):
+        logs.write(events.DaemonStarted("d-1", backends, 2, found))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(level, line)]
+
+
+@pytest.mark.parametrize(("event", "fields"), [
+    (events.JobStarted((job(),), "http://a:1"),
+     {"event": "job_started", "job": 7, "attempt": 2, "host": "http://a:1", "model": "llama3.2"}),
+    (events.JobFinished(job(), JobStatus.COMPLETED, "http://a:1", took=1.25),
+     {"event": "job_completed", "job": 7, "attempt": 2, "host": "http://a:1", "took_s": 1.25}),
+    (events.JobFinished(job(), JobStatus.FAILED, "http://a:1", error=ERROR),
+     {"event": "job_failed", "job": 7, "attempt": 2, "host": "http://a:1", "error_type": "backend_error"}),
+    (events.JobRetrying(job(), ERROR, 1.5, "http://a:1"),
+     {"event": "job_retrying", "job": 7, "attempt": 2, "host": "http://a:1", "error_type": "backend_error",
+      "delay_s": 1.5}),
+    (events.BackendDown("http://a:1", "connection refused"),
+     {"event": "backend_down", "host": "http://a:1", "error_type": "unreachable", "reason": "connection refused"}),
+], ids=lambda v: getattr(v, "get", lambda _: "")("event") or "")
+def test_json_log_lines_carry_the_event_and_what_it_is_about(caplog: pytest.LogCaptureFixture,
+                                                             event: events.Event, fields: dict[str, Any]) -> None:
+    import json
+
+    with caplog.at_level(logging.INFO, logger="ollama_q.daemon"):
+        logs.write(event)
+    [record] = caplog.records
+    line = json.loads(logs.JsonLines().format(record))
+    assert set(line) == {"time", "level", "message", *fields}
+    assert {k: line[k] for k in fields} == fields and line["message"] == record.getMessage()
+
+
+def test_human_log_lines_carry_a_level_mark(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="ollama_q.daemon"):
+        logs.write(events.BackendUp("http://a:1"))
+        logs.write(events.BackendDown("http://a:1", "refused"))
+    marks = [logs.Marked().format(r).split(" ")[1] for r in caplog.records]
+    assert marks == ["INFO", "WARN"]

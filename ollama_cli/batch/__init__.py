@@ -79,11 +79,15 @@ def _walk(store: Engine, name: str) -> tuple[dict[str, Any], dict[int, JobStatus
 
 
 def wait(store: Engine, name: str, *, timeout: float | None = None,
-         on_progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], bool]:
+         on_progress: Callable[[int, int], None] | None = None,
+         on_wait: Callable[[], None] | None = None) -> tuple[dict[str, Any], bool]:
     """Until every job of the batch has finished, or the timeout: the batch's status and
     whether all finished. Each poll re-reads only the jobs not yet finished, so it costs
-    what is left of the batch, not the whole of it. `on_progress(done, total)`."""
+    what is left of the batch, not the whole of it. `on_progress(done, total)`; `on_wait()`
+    once, first, if there is anything to wait for."""
     counts, left = _walk(store, name)
+    if left and on_wait is not None:
+        on_wait()
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         if on_progress is not None:

@@ -64,6 +64,9 @@ CPU_SAMPLE = 0.1
 # The bound of an attempt whose job has no --timeout: a backend that keeps a stream open
 # forever (a byte now and then, so no read timeout fires) must not hold a slot forever.
 DEFAULT_ATTEMPT_TIMEOUT = 600.0
+# How long `started` waits for the first look at every backend: one that has not answered
+# by then (a black hole takes the listing's whole timeout) is reported as not answering.
+STARTUP_LOOK = 2.0
 
 
 @dataclass
@@ -137,6 +140,7 @@ class Daemon:
         self.liveness: DaemonLock | None = None
         self.stopping = False
         self.force = False
+        self._announced = False  # DaemonStarted published
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
         self._next_clean = 0.0
@@ -285,8 +289,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
-                                                 self.settings.concurrency))
+        announce_by = time.monotonic() + STARTUP_LOOK
         try:
             while not self.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
@@ -294,9 +297,12 @@ class Daemon:
                 self._wake.clear()
                 now = self.clock()
                 self.pool.maintain(now, self._wake)
+                if not self._announced and (self.pool.looked() or time.monotonic() >= announce_by):
+                    self._announce()  # before the first job can start: no backend takes one unlooked-at
                 for run in (await self.tick(now)).started:
                     self._dispatch(run)
                 if self.settings.drain and not self.inflight and not self._outcomes and self._queue_empty():
+                    self._announce()
                     self.events.publish(events.DaemonDrained())
                     break
                 await self._sleep(self.settings.poll)
@@ -338,7 +344,16 @@ class Daemon:
         counts = self.store.counts()
         return counts["pending"] + counts["running"] == 0
 
+    def _announce(self) -> None:
+        """DaemonStarted, once: after the first look at the backends, so that it can say
+        which answer."""
+        if not self._announced:
+            self._announced = True
+            self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
+                                                     self.settings.concurrency, self.pool.found()))
+
     def _on_signal(self, sig: int) -> None:
+        self._announce()
         self.events.publish(events.DaemonStopping(signal.Signals(sig).name, self.stopping, self.settings.grace,
                                                   len(self.inflight)))
         if self.stopping:
@@ -373,6 +388,7 @@ class Daemon:
         await self._commit(self.clock(), claim=False)
 
     def _dispatch(self, run: Running) -> None:
+        self._announce()  # a backend answered while the tick ran: started comes first all the same
         run.task = asyncio.get_running_loop().create_task(self._attempt(run))
         self.events.publish(events.JobStarted(tuple(c.job for c in run.claims), run.slot.backend.label))
 

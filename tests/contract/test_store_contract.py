@@ -162,7 +162,7 @@ def test_counts_per_status(engine: Engine) -> None:
 def test_list_is_newest_first_and_filters(engine: Engine) -> None:
     engine.submit(make_spec(), T)
     engine.submit_batch([make_spec(), JobSpec(model="other", type=JobType.EMBED, request={"input": ["x"]})], T, name="b")
-    engine.submit(make_spec(), T)
+    engine.submit(make_spec(name="nightly"), T)
     engine.cancel([1], T)
 
     def ids(**kw: Any) -> list[int]:
@@ -176,7 +176,8 @@ def test_list_is_newest_first_and_filters(engine: Engine) -> None:
     assert ids(model="other") == ids(job_type=JobType.EMBED) == [3]
     assert ids(batch="b") == [3, 2]
     assert ids(offset=1, limit=2) == [3, 2]
-    assert ids(batch="none") == ids(limit=0) == []
+    assert ids(batch="none") == ids(limit=0) == ids(name="nightl") == []
+    assert ids(name="nightly") == ids(name="nightly", statuses=[PENDING]) == [4]
 
 
 def test_positions_follow_the_order_jobs_start(engine: Engine) -> None:
