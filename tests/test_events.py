@@ -239,7 +239,7 @@ def test_the_log_writes_each_event_as_its_line(caplog: pytest.LogCaptureFixture,
 
 def test_started_comes_after_the_first_look_at_each_backend(store: Engine, emulator: Emulator,
                                                             unused_port: int) -> None:
-    submit(store)
+    submit_spec(store)
     dead = f"http://127.0.0.1:{unused_port}"
     seen = Recorder(store)
     run(Daemon(store, [Backend(emulator.url), Backend(dead)], FAST), seen)
@@ -267,13 +267,13 @@ def test_started_says_what_the_first_look_found(caplog: pytest.LogCaptureFixture
 
 
 @pytest.mark.parametrize(("event", "fields"), [
-    (events.JobStarted((job(),), "http://a:1"),
+    (events.JobStarted((job7(),), "http://a:1"),
      {"event": "job_started", "job": 7, "attempt": 2, "host": "http://a:1", "model": "llama3.2"}),
-    (events.JobFinished(job(), JobStatus.COMPLETED, "http://a:1", took=1.25),
+    (events.JobFinished(job7(), JobStatus.COMPLETED, "http://a:1", took=1.25),
      {"event": "job_completed", "job": 7, "attempt": 2, "host": "http://a:1", "took_s": 1.25}),
-    (events.JobFinished(job(), JobStatus.FAILED, "http://a:1", error=ERROR),
+    (events.JobFinished(job7(), JobStatus.FAILED, "http://a:1", error=ERROR),
      {"event": "job_failed", "job": 7, "attempt": 2, "host": "http://a:1", "error_type": "backend_error"}),
-    (events.JobRetrying(job(), ERROR, 1.5, "http://a:1"),
+    (events.JobRetrying(job7(), ERROR, 1.5, "http://a:1"),
      {"event": "job_retrying", "job": 7, "attempt": 2, "host": "http://a:1", "error_type": "backend_error",
       "delay_s": 1.5}),
     (events.BackendDown("http://a:1", "connection refused"),
