@@ -180,18 +180,16 @@ def result_stats(result: dict[str, Any]) -> dict[str, int]:
     return {k: v for k, v in stats.items() if k in STAT_FIELDS and type(v) is int and v >= 0}
 
 
-def result_to_json(job: Job, result: dict[str, Any]) -> dict[str, Any]:
-    """The contract's `result --json` object."""
+def result_to_json(job: Job, result: dict[str, Any] | None) -> dict[str, Any]:
+    """The contract's `result --json` object. Without a result (the job did not complete)
+    its answer is null, and `status` and `error` say why."""
     out: dict[str, Any] = {"id": job.id, "status": job.status.value, "model": job.model,
                            "type": job.type.value}
-    if job.type is JobType.CHAT:
-        out["message"] = result.get("message")
-    elif job.type is JobType.EMBED:
-        out["embeddings"] = result.get("embeddings")
-    else:
-        out["response"] = result.get("response")
-    out["stats"] = result_stats(result)
+    answer = {JobType.CHAT: "message", JobType.EMBED: "embeddings"}.get(job.type, "response")
+    out[answer] = None if result is None else result.get(answer)
+    out["stats"] = {} if result is None else result_stats(result)
     out["cached"] = job.cached
+    out["error"] = job.error.to_json() if job.error else None
     return out
 
 

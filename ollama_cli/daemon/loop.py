@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from ollama_cli.clients.base import client_for
+from ollama_cli.clients import client_for
 from ollama_cli.daemon import attempt, events, logs
 from ollama_cli.daemon.attempt import InFlight, StopReason
 from ollama_cli.daemon.pool import Backoff, Pool, Slot
@@ -46,6 +46,9 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 GROUP_COMMIT_WINDOW = 0.005
 BUSY_SHARE = 0.8  # of a core, over the last CPU_SAMPLE seconds
 CPU_SAMPLE = 0.1
+# How long `started` waits for the first look at every backend: one that has not answered
+# by then (a black hole takes the listing's whole timeout) is reported as not answering.
+STARTUP_LOOK = 2.0
 
 
 class CpuMeter:
@@ -97,6 +100,7 @@ class Daemon:
         self.step = Step(store, settings, self.pool, self.events, self.write)
         self.liveness: DaemonLock | None = None
         self.force = False  # a second signal: hand everything back now
+        self._announced = False  # DaemonStarted published
         self._wake: asyncio.Event | None = None
         # One thread for every write: LMDB wants a write transaction on the thread that
         # began it, and one writer at a time is all LMDB allows anyway.
@@ -143,8 +147,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
-                                                 self.settings.concurrency))
+        announce_by = time.monotonic() + STARTUP_LOOK
         try:
             while not step.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
@@ -152,9 +155,12 @@ class Daemon:
                 self._wake.clear()
                 now = self.clock()
                 self.pool.maintain(now, self._wake)
+                if not self._announced and (self.pool.looked() or time.monotonic() >= announce_by):
+                    self._announce()  # before the first job can start: no backend takes one unlooked-at
                 for run in (await step.tick(now, self.pool.views(now))).started:
                     self._dispatch(run)
                 if self.settings.drain and not step.inflight and not step.outcomes and self._queue_empty():
+                    self._announce()
                     self.events.publish(events.DaemonDrained())
                     break
                 await self._sleep(self.settings.poll)
@@ -196,7 +202,16 @@ class Daemon:
         counts = self.store.counts()
         return counts["pending"] + counts["running"] == 0
 
+    def _announce(self) -> None:
+        """DaemonStarted, once: after the first look at the backends, so that it can say
+        which answer."""
+        if not self._announced:
+            self._announced = True
+            self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
+                                                     self.settings.concurrency, self.pool.found()))
+
     def _on_signal(self, sig: int) -> None:
+        self._announce()
         self.events.publish(events.DaemonStopping(signal.Signals(sig).name, self.step.stopping, self.settings.grace,
                                                   len(self.step.inflight)))
         if self.step.stopping:
@@ -227,6 +242,7 @@ class Daemon:
         await step.commit(self.clock())
 
     def _dispatch(self, run: InFlight) -> None:
+        self._announce()  # a backend answered while the tick ran: started comes first all the same
         run.task = asyncio.get_running_loop().create_task(self._attempt(run))
         self.events.publish(events.JobStarted(tuple(c.job for c in run.claims), run.slot.backend.label))
 

@@ -103,6 +103,7 @@ def list_jobs(
     model: str | None = None,
     job_type: JobType | None = None,
     batch: str | None = None,
+    name: str | None = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> tuple[list[Job], list[CorruptRecord]]:
@@ -126,6 +127,8 @@ def list_jobs(
         if (model and job.model != model) or (job_type and job.type is not job_type):
             continue
         if (batch and job.batch != batch) or (wanted and job.status not in wanted):
+            continue
+        if name is not None and job.name != name:
             continue
         if skipped < offset:
             skipped += 1

@@ -117,10 +117,10 @@ class Engine(Protocol):
         ...
 
     def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
-                  job_type: JobType | None = None, batch: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> tuple[list[Job], list[CorruptRecord]]:
+                  job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0) -> tuple[list[Job], list[CorruptRecord]]:
         """Jobs newest first (highest id first) that match every filter given (any of
-        `statuses`), skipping the first `offset` matches, at most `limit`. Records that cannot be
+        `statuses`; `name` is the job's own, exactly), skipping the first `offset` matches, at most `limit`. Records that cannot be
         decoded are handed back apart, never raised."""
         ...
 

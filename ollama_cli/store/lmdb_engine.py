@@ -41,8 +41,8 @@ class LmdbEngine:
     """The store in one folder on this machine (`store.open_store` says what the arguments do)."""
 
     def __init__(self, path: Path, *, readonly: bool = False,
-                 on_wait: Callable[[int | None], None] | None = None) -> None:
-        self.kv = Store(path, readonly=readonly, on_wait=on_wait)  # LMDB's key-value layer
+                 on_wait: Callable[[int | None], None] | None = None, create: bool = True) -> None:
+        self.kv = Store(path, readonly=readonly, on_wait=on_wait, create=create)  # LMDB's key-value layer
         self.location = str(self.kv.path)
         self.notifier = PollingNotifier()
         self._flock: FlockLiveness | None = None
@@ -93,11 +93,11 @@ class LmdbEngine:
             return queue.get_result(tx, job_id)
 
     def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
-                  job_type: JobType | None = None, batch: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> tuple[list[Job], list[CorruptRecord]]:
+                  job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0) -> tuple[list[Job], list[CorruptRecord]]:
         with self.kv.read() as tx:
             return queue.list_jobs(tx, statuses=statuses, model=model, job_type=job_type, batch=batch,
-                                   limit=limit, offset=offset)
+                                   name=name, limit=limit, offset=offset)
 
     def counts(self) -> dict[str, int]:
         with self.kv.read() as tx:
