@@ -7,6 +7,7 @@ reaches the terminal, a stored 10 MB error is not printed whole."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from ollama_cli.sanitize import one_line
@@ -52,37 +53,128 @@ def _age(stamp: str | None) -> str:
     return f"{max(0, int(seconds))}s"
 
 
-def jobs_table(rows: list[dict[str, Any]]) -> None:
-    from rich.table import Table
+# The job table (`list`, `wait`). ID and STATUS are always shown whole: scripts cut them out
+# of a line with awk. When the table is wider than the terminal (or than 80 columns in a
+# pipe), these give way first, the widest first, shortened with an ellipsis down to a least width:
+_SHRINK = {"ERROR": 12, "MODEL": 12, "NAME": 8}
+# then whole columns go, in this order, until what is left fits.
+_DROP = ("POS", "TYPE", "PRIORITY", "TRIES", "AGE", "ERROR", "NAME", "MODEL")
+_HEADERS = ("ID", "STATUS", "PRIORITY", "TYPE", "MODEL", "NAME", "POS", "TRIES", "AGE", "ERROR")
+_RIGHT = frozenset({"ID", "POS", "TRIES", "AGE"})
+_WIDEST = {"STATUS": 9, "PRIORITY": 6, "TYPE": 8}  # the longest value each can take
+GAP = 2
+# Rows read before the columns are sized; later rows are fit to those widths, so the first
+# lines are printed before the last rows are read.
+TABLE_BLOCK = 200
 
-    if not rows:
-        _console().print("no jobs")
-        return
-    cells = []
-    for r in rows:
-        status = r["status"]
-        error = _shown(f"{r['error']['type']}: {r['error']['message']}") if r.get("error") else ""
-        cells.append([
-            str(r["id"]), status, r["priority"], r["type"], _shown(r["model"]), _shown(r.get("name") or ""),
-            str(r["position"] or ""), f"{r['attempts']}/{r['max_attempts']}", _age(r["created_at"]), error,
-        ])
-    table = Table(box=None, header_style="bold", pad_edge=False)
-    headers = ("ID", "STATUS", "PRIORITY", "TYPE", "MODEL", "NAME", "POS", "TRIES", "AGE", "ERROR")
-    # Columns that say nothing for these rows make room for those that do.
-    shown = [i for i, col in enumerate(headers)
-             if col not in ("NAME", "POS", "ERROR") or any(c[i] for c in cells)]
-    for i in shown:
-        col = headers[i]
-        if col == "ERROR":  # the one column that gives way on a narrow terminal
-            table.add_column(col, no_wrap=True, overflow="ellipsis", ratio=1)
-        else:
-            widest = max([len(col)] + [len(c[i]) for c in cells])
-            table.add_column(col, justify="right" if col in ("ID", "POS", "TRIES", "AGE") else "left",
-                             no_wrap=True, min_width=min(widest, 32), max_width=32)
-    for row, r in zip(cells, rows):
-        row[1] = f"[{_STATUS_STYLE.get(r['status'], '')}]{row[1]}[/]"
-        table.add_row(*(row[i] for i in shown))
-    _console().print(table)
+
+def _job_cells(r: dict[str, Any]) -> list[str]:
+    error = f"{r['error']['type']}: {r['error']['message']}" if r.get("error") else ""
+    return [
+        str(r["id"]), r["status"], r["priority"], r["type"], one_line(r["model"], SHOWN_MAX),
+        one_line(r.get("name") or "", SHOWN_MAX), str(r["position"] or ""),
+        f"{r['attempts']}/{r['max_attempts']}", _age(r["created_at"]), one_line(error, SHOWN_MAX),
+    ]
+
+
+def _fit(natural: dict[str, int], columns: list[str], width: int) -> dict[str, int] | None:
+    """Widths of `columns` within `width`, shortening what may be shortened; None if even
+    that does not fit."""
+    widths = {c: natural[c] for c in columns}
+    over = sum(widths.values()) + GAP * (len(columns) - 1) - width
+    while over > 0:  # the widest of them gives way, a character at a time
+        able = [c for c in _SHRINK if c in widths and widths[c] > _SHRINK[c]]
+        if not able:
+            return None
+        widest = max(able, key=lambda c: widths[c])
+        widths[widest] -= 1
+        over -= 1
+    last = columns[-1]
+    if last in _SHRINK:  # the last column takes what is left: it is never padded
+        widths[last] += -over
+    return widths
+
+
+def _width(text: str) -> int:
+    """Terminal cells `text` takes (a CJK character takes two)."""
+    if text.isascii():
+        return len(text)
+    from rich.cells import cell_len
+
+    return cell_len(text)
+
+
+def _cell(text: str, width: int, col: str) -> str:
+    size = _width(text)
+    if size > width and col in _SHRINK:
+        from rich.cells import set_cell_size
+
+        return set_cell_size(text, width - 1) + "…"
+    if size >= width:
+        return text  # a number or a status is never cut: a longer one pushes the line
+    return " " * (width - size) + text if col in _RIGHT else text + " " * (width - size)
+
+
+def jobs_table(rows: Iterable[dict[str, Any]]) -> int:
+    """Print jobs (their JSON form) as a table that fits the terminal, as the rows come;
+    how many were printed. Columns that say nothing for these rows make room for those
+    that do, unless more rows than TABLE_BLOCK come: those may need them."""
+    import itertools
+    import sys
+
+    console = _console()
+    it = iter(rows)
+    block = [_job_cells(r) for r in itertools.islice(it, TABLE_BLOCK)]
+    if not block:
+        print("no jobs")
+        return 0
+    following = next(it, None)
+    natural = {col: max(len(col), *(_width(c[i]) for c in block)) for i, col in enumerate(_HEADERS)}
+    if following is None:
+        columns = [col for i, col in enumerate(_HEADERS)
+                   if col not in ("NAME", "POS", "ERROR") or any(c[i] for c in block)]
+    else:
+        columns = list(_HEADERS)
+        natural.update((col, max(len(col), n)) for col, n in _WIDEST.items())
+    widths = None
+    while widths is None and len(columns) > 2:
+        widths = _fit(natural, columns, console.width)
+        if widths is None:
+            columns.remove(next(c for c in _DROP if c in columns))
+    widths = widths or {c: natural[c] for c in columns}
+    places = [(_HEADERS.index(c), c, widths[c]) for c in columns]
+    colours = _status_colours(console)
+    out = sys.stdout
+
+    def line(cells: list[str], status: str | None = None) -> str:
+        parts = [_cell(cells[i], width, col) for i, col, width in places]
+        if status is not None:  # STATUS is the second column, left-aligned: colour the word, not the pad
+            parts[1] = colours[status] + parts[1][len(status):]
+        return "  ".join(parts).rstrip(" ") + "\n"
+
+    out.write(line(list(_HEADERS)))
+    for cells in block:
+        out.write(line(cells, cells[1]))
+    out.flush()  # the first screen now, not once the last row is read
+    printed = len(block)
+    for r in itertools.chain([] if following is None else [following], it):
+        cells = _job_cells(r)
+        out.write(line(cells, cells[1]))
+        printed += 1
+    out.flush()
+    return printed
+
+
+def _status_colours(console: Any) -> dict[str, str]:
+    """Each status as the console shows it: coloured on a terminal (unless NO_COLOR), plain otherwise."""
+    from rich.text import Text
+
+    out = {}
+    for status, style in _STATUS_STYLE.items():
+        with console.capture() as captured:
+            console.print(Text(status, style=style), end="")
+        out[status] = captured.get()
+    return out
 
 
 def progress(total: int) -> Any:
