@@ -58,3 +58,9 @@ def format_time(epoch: float | None) -> str | None:
         return None
     moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def local_time(epoch: float) -> str:
+    """A time for people: local, to the second, with its offset (`2026-11-23T13:27:46+01:00`).
+    The daemon's log, `info` and `status` all show this one clock; JSON keeps UTC."""
+    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")

@@ -25,6 +25,7 @@ COMMANDS = {
     "wait": "jobs",
     "cancel": "jobs",
     "retry": "jobs",
+    "rerun": "jobs",
     "info": "admin",
     "pause": "admin",
     "resume": "admin",

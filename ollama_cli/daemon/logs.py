@@ -66,10 +66,16 @@ class JsonLines(logging.Formatter):
                            "message": record.getMessage()})
 
 
+class Text(logging.Formatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        from ollama_cli.timefmt import local_time
+
+        return local_time(record.created)  # with its offset: the clock of `info` and `status`
+
+
 def setup(json_lines: bool) -> None:
     """Log to stderr: a line of text per record, or one JSON object (--json)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines() if json_lines else
-                         logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    handler.setFormatter(JsonLines() if json_lines else Text("%(asctime)s %(message)s"))
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
