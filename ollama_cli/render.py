@@ -86,10 +86,14 @@ def human_bytes(size: int) -> str:
 
 # The job table (`list`, `wait`). ID and STATUS are always shown whole: scripts cut them out
 # of a line with awk. When the table is wider than the terminal (or than 80 columns in a
-# pipe), these give way first, the widest first, shortened with an ellipsis down to a least width:
-_SHRINK = {"ERROR": 12, "MODEL": 12, "NAME": 8}
-# then whole columns go, in this order, until what is left fits.
-_DROP = ("POS", "TYPE", "PRIORITY", "TRIES", "AGE", "ERROR", "NAME", "MODEL")
+# pipe), these give way first, the widest first, shortened with an ellipsis down to widths
+# that still say something;
+_ROOMY = {"ERROR": 24, "MODEL": 16, "NAME": 10}
+# then these columns go, in this order;
+_OPTIONAL = ("POS", "TYPE", "PRIORITY", "TRIES", "AGE")
+# then the first ones are shortened further, and at last go too, in this order.
+_LEAST = {"ERROR": 12, "MODEL": 12, "NAME": 8}
+_LAST_RESORT = ("ERROR", "NAME", "MODEL")
 _HEADERS = ("ID", "STATUS", "PRIORITY", "TYPE", "MODEL", "NAME", "POS", "TRIES", "AGE", "ERROR")
 _RIGHT = frozenset({"ID", "POS", "TRIES", "AGE"})
 _WIDEST = {"STATUS": 9, "PRIORITY": 6, "TYPE": 8}  # the longest value each can take
@@ -108,20 +112,35 @@ def _job_cells(r: dict[str, Any]) -> list[str]:
     ]
 
 
-def _fit(natural: dict[str, int], columns: list[str], width: int) -> dict[str, int] | None:
-    """Widths of `columns` within `width`, shortening what may be shortened; None if even
-    that does not fit."""
+def _layout(natural: dict[str, int], columns: list[str], width: int) -> tuple[list[str], dict[str, int]]:
+    """The columns to show within `width`, and their widths (the rules above)."""
+    columns = list(columns)
+    for least, droppable in ((_ROOMY, _OPTIONAL), (_LEAST, _LAST_RESORT)):
+        while True:
+            widths = _fit(natural, columns, width, least)
+            if widths is not None:
+                return columns, widths
+            drop = next((c for c in droppable if c in columns), None)
+            if drop is None:
+                break
+            columns.remove(drop)
+    return columns, {c: natural[c] for c in columns}  # ID and STATUS, however narrow the terminal
+
+
+def _fit(natural: dict[str, int], columns: list[str], width: int, least: dict[str, int]) -> dict[str, int] | None:
+    """Widths of `columns` within `width`, shortening what may be shortened down to `least`;
+    None if even that does not fit."""
     widths = {c: natural[c] for c in columns}
     over = sum(widths.values()) + GAP * (len(columns) - 1) - width
     while over > 0:  # the widest of them gives way, a character at a time
-        able = [c for c in _SHRINK if c in widths and widths[c] > _SHRINK[c]]
+        able = [c for c in least if c in widths and widths[c] > least[c]]
         if not able:
             return None
         widest = max(able, key=lambda c: widths[c])
         widths[widest] -= 1
         over -= 1
     last = columns[-1]
-    if last in _SHRINK:  # the last column takes what is left: it is never padded
+    if last in _LEAST:  # the last column takes what is left: it is never padded
         widths[last] += -over
     return widths
 
@@ -137,7 +156,7 @@ def _width(text: str) -> int:
 
 def _cell(text: str, width: int, col: str) -> str:
     size = _width(text)
-    if size > width and col in _SHRINK:
+    if size > width and col in _LEAST:
         from rich.cells import set_cell_size
 
         return set_cell_size(text, width - 1) + "…"
@@ -167,12 +186,7 @@ def jobs_table(rows: Iterable[dict[str, Any]]) -> int:
     else:
         columns = list(_HEADERS)
         natural.update((col, max(len(col), n)) for col, n in _WIDEST.items())
-    widths = None
-    while widths is None and len(columns) > 2:
-        widths = _fit(natural, columns, console.width)
-        if widths is None:
-            columns.remove(next(c for c in _DROP if c in columns))
-    widths = widths or {c: natural[c] for c in columns}
+    columns, widths = _layout(natural, columns, console.width)
     places = [(_HEADERS.index(c), c, widths[c]) for c in columns]
     colours = _status_colours(console)
     out = sys.stdout

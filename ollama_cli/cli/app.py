@@ -21,7 +21,7 @@ COMMANDS = {
     "submit": "jobs",
     "status": "jobs",
     "result": "jobs",
-    "list": "jobs",
+    "list": "listing",
     "wait": "jobs",
     "cancel": "jobs",
     "retry": "jobs",
@@ -114,6 +114,12 @@ def parse_id(text: str) -> int:
 
 def parse_ids(texts: list[str]) -> list[int]:
     return [parse_id(t) for t in texts]
+
+
+def quiet_or_json(quiet: bool, json_: bool) -> None:
+    """-q (ids only) and --json each say what stdout holds: one of them."""
+    if quiet and json_:
+        raise UsageError("give --json or -q, not both")
 
 
 def build(argv: list[str]) -> typer.Typer:

@@ -5,17 +5,22 @@ same piped to `head -3`, and `--json`, for scale.
 
     python tests/bench/list_head.py [--runs 15] [--jobs 50000]
 
-Interleaved runs, medians; target: at most 1.5x."""
+Interleaved runs, medians; target: at most 1.5x. Wall time on a shared 2-core machine swings
+by tens of percent between runs, so where valgrind is installed the script also counts the
+instructions of `list` (the 50 rows it prints, which `head` would cut to 3), which
+repeat exactly."""
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
 import subprocess
 import sys
 import time
 
 from common import data_dir, enqueue, env_for
+from startup import instructions
 
 
 def timed(shell: str, env: dict[str, str]) -> float:
@@ -50,11 +55,15 @@ def main() -> None:
         for _ in range(3):
             for name, (shell, path) in whole.items():
                 samples[name].append(timed(shell, env_for(path)))
+        counts = {n: instructions([sys.executable, "-m", "ollama_cli", "list"], env_for(path))
+                  for n, path in ((50, small), (args.jobs, large))} if shutil.which("valgrind") else {}
     base = statistics.median(samples["list | head -3, 50 jobs"])
     print(f"{'case':<40} {'median ms':>10} {'ratio':>7}")
     for name, values in samples.items():
         med = statistics.median(values)
         print(f"{name:<40} {med * 1000:>10.1f} {med / base:>6.2f}x")
+    for n, count in counts.items():
+        print(f"instructions of list, {n:,} jobs: {count:,} ({count / counts[50]:.2f}x)")
 
 
 if __name__ == "__main__":
