@@ -1,5 +1,5 @@
-"""The job record: its enums, the `Job` NamedTuple, and the contract's JSON forms of a job
-and of its result. How records are stored is `codec.py`'s business.
+"""The job record: its enums, the `Job` NamedTuple, `JobSpec` (a job as it is asked for), and
+the contract's JSON forms of a job and of its result. How records are stored is `codec.py`'s business.
 
 Records are NamedTuples: immutable like frozen dataclasses, but ten times cheaper to
 define, which every short-lived command pays at start-up. No `from __future__ import
@@ -135,6 +135,25 @@ class Job(NamedTuple):
         }
 
 
+class JobSpec(NamedTuple):
+    """A job as it is asked for: everything `submit` needs, validated by the caller (the
+    store takes it: `store/base.py`)."""
+
+    model: str
+    type: JobType
+    request: dict[str, Any]
+    priority: Priority = Priority.MEDIUM
+    name: str | None = None
+    batch: str | None = None
+    custom_id: str | None = None
+    max_attempts: int = 4
+    timeout: float | None = None
+    run_at: float | None = None
+    after: tuple[int, ...] = ()
+    keep_alive: float | None = None
+    use_cache: bool = True
+
+
 def full_name(model: str) -> str:
     """`llama3.2` and `llama3.2:latest` are one model; names compare case-insensitively."""
     name = model.lower()
@@ -161,18 +180,16 @@ def result_stats(result: dict[str, Any]) -> dict[str, int]:
     return {k: v for k, v in stats.items() if k in STAT_FIELDS and type(v) is int and v >= 0}
 
 
-def result_to_json(job: Job, result: dict[str, Any]) -> dict[str, Any]:
-    """The contract's `result --json` object."""
+def result_to_json(job: Job, result: dict[str, Any] | None) -> dict[str, Any]:
+    """The contract's `result --json` object. Without a result (the job did not complete)
+    its answer is null, and `status` and `error` say why."""
     out: dict[str, Any] = {"id": job.id, "status": job.status.value, "model": job.model,
                            "type": job.type.value}
-    if job.type is JobType.CHAT:
-        out["message"] = result.get("message")
-    elif job.type is JobType.EMBED:
-        out["embeddings"] = result.get("embeddings")
-    else:
-        out["response"] = result.get("response")
-    out["stats"] = result_stats(result)
+    answer = {JobType.CHAT: "message", JobType.EMBED: "embeddings"}.get(job.type, "response")
+    out[answer] = None if result is None else result.get(answer)
+    out["stats"] = {} if result is None else result_stats(result)
     out["cached"] = job.cached
+    out["error"] = job.error.to_json() if job.error else None
     return out
 
 

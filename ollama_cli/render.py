@@ -36,21 +36,26 @@ def _shown(value: Any) -> str:
     return escape(one_line(str(value), SHOWN_MAX))
 
 
+def _epoch(stamp: str) -> float:
+    """Seconds since the epoch of a time of the JSON form (`2026-11-23T08:40:00.123Z`)."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
 def _when(stamp: str | None) -> str:
     """A time of the JSON form (UTC) as people read it: local, with its offset."""
     if not stamp:
         return "-"
-    from ollama_cli.timefmt import local_time, parse_time
+    from ollama_cli.timefmt import local_time
 
-    return local_time(parse_time(stamp))
+    return local_time(_epoch(stamp))
 
 
 def _seconds_since(stamp: str) -> float:
     import time
 
-    from ollama_cli.timefmt import parse_time
-
-    return time.time() - parse_time(stamp)
+    return time.time() - _epoch(stamp)
 
 
 def _age(stamp: str | None) -> str:
@@ -283,9 +288,7 @@ def _run_time(job: dict[str, Any]) -> str:
     if not started:
         return "-"
     if finished:
-        from ollama_cli.timefmt import parse_time
-
-        took = span(parse_time(finished) - parse_time(started))
+        took = span(_epoch(finished) - _epoch(started))
         return f"{took} (its last attempt)" if job.get("attempts", 0) > 1 else took
     return f"{span(_seconds_since(started))} so far"
 

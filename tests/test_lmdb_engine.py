@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from ollama_cli.errors import UsageError
-from ollama_cli.jobs import JobType
+from ollama_cli.jobs import JobSpec, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 from ollama_cli.store.records import DaemonInfo, Placement, Plan
 from tests.helpers.cli import assert_one_error, run_cli
 

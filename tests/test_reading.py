@@ -13,9 +13,8 @@ from typing import Any
 
 import pytest
 
-from ollama_cli.jobs import JobType, Priority
+from ollama_cli.jobs import JobSpec, JobType, Priority
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 from tests.helpers.cli import assert_one_error, cli_env, ok_json, run_main
 
 LONG_MODEL = "hf.co/bartowski/Llama-3.2-3B-Instruct-GGUF:Q4_K_M"
@@ -227,7 +226,7 @@ def test_the_daemon_log_and_info_use_the_same_clock(data_dir: Path, local_zone: 
 
     with Emulator(models=["other"]) as second:
         daemon = start_daemon(emulator.url, "--host", second.url)
-        assert re.match(rf"{LOCAL} daemon \S+ started", daemon.log()), daemon.log()
+        assert re.match(rf"{LOCAL} INFO  daemon \S+ started", daemon.log()), daemon.log()
         res = subprocess.run([sys.executable, "-m", "ollama_cli", "info"], capture_output=True, text=True,
                              env=cli_env(data_dir, COLUMNS="80"), timeout=60)
     out = res.stdout

@@ -14,9 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from ollama_cli.jobs import JobType
+from ollama_cli.jobs import JobSpec, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 from tests.helpers.cli import assert_one_error, run_main
 
 OTHER_UID = 65534

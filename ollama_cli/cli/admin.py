@@ -11,6 +11,7 @@ from ollama_cli.settings import DaemonSettings
 from ollama_cli.insight import snapshot
 from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, open_store
 from ollama_cli.errors import ExitCode, UsageError
+from ollama_cli.jobs import JobStatus
 from ollama_cli.settings.hosts import Backend
 
 _DEFAULTS = DaemonSettings()  # what the daemon's help says when a flag is not given
@@ -63,7 +64,8 @@ def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = 
     """The models of each backend, and which are loaded."""
     import asyncio
 
-    from ollama_cli.clients.base import BackendError, client_for
+    from ollama_cli.clients import client_for
+    from ollama_cli.clients.base import BackendError
 
     settings = load_settings(json_, data_dir, hosts=host)
     backends = settings.backends
@@ -112,7 +114,7 @@ def daemon(
         help="NAME=N: at most N requests for this model at once (repeatable).")] = None,
     keep_finished: Annotated[Optional[str], typer.Option(
         help="Delete finished jobs this long after they finish (checked every minute).")] = None,
-    json_: JsonOpt = False,
+    json_: Annotated[bool, typer.Option("--json", help="Log JSON lines on stderr, one per event.")] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Drain pending jobs to the backends until stopped (logs to stderr; JSON lines with --json)."""
@@ -151,8 +153,9 @@ def resume(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
 
 
 def clean(
-    status_: Annotated[Optional[list[str]], typer.Option(
-        "--status", help="Only this status (repeatable; default completed, failed, cancelled).")] = None,
+    status_: Annotated[Optional[list[JobStatus]], typer.Option(
+        "--status", case_sensitive=False, help="Only this status (repeatable; default completed, failed, cancelled).",
+    )] = None,
     older_than: Annotated[Optional[str], typer.Option(help="Only jobs finished longer ago than this.")] = None,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
@@ -160,13 +163,10 @@ def clean(
     """Delete finished jobs and their results."""
     import time
 
-    from ollama_cli import submission
-    from ollama_cli.jobs import JobStatus
     from ollama_cli.timefmt import parse_duration
 
     settings = load_settings(json_, data_dir)
-    statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []] or \
-        [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+    statuses = status_ or [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
     for s in statuses:
         if not s.finished:
             raise UsageError(f"clean deletes finished jobs only, not {s.value} ones")

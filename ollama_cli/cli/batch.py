@@ -9,15 +9,20 @@ import tempfile
 from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Annotated, Any, Optional, TextIO
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 
 import typer
 
 from ollama_cli import batch, submission
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, warn
+from ollama_cli.cli.app import (
+    DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, warn, warn_if_stalled,
+)
 from ollama_cli.errors import ExitCode, UsageError
-from ollama_cli.store.base import Engine
+from ollama_cli.jobs import Priority
 from ollama_cli.timefmt import parse_duration
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
 
 batch_app = typer.Typer(help="Batches of requests from a JSONL file: submit, list, status, results, wait, cancel.",
                         no_args_is_help=True)
@@ -46,8 +51,8 @@ def _read(path: str) -> bytes:
 def submit(
     file: Annotated[str, typer.Argument(metavar="FILE", help="JSONL, one request a line; - reads stdin.")],
     model: Annotated[Optional[str], typer.Option(help="The model of lines that name none.")] = None,
-    priority: Annotated[Optional[str], typer.Option(
-        "--priority", "-p", help="urgent, high, medium or low, for every line (default: each line's, or medium).",
+    priority: Annotated[Optional[Priority], typer.Option(
+        "--priority", "-p", case_sensitive=False, help="For every line (default: each line's, or medium).",
     )] = None,
     name: Annotated[Optional[str], typer.Option(help="The batch's name (default: batch-N).")] = None,
     wait: Annotated[bool, typer.Option(
@@ -59,8 +64,7 @@ def submit(
     A bad line rejects the whole file."""
     settings = load_settings(json_, data_dir)
     default_model = submission.model_name(model) if model is not None else None
-    prio = submission.priority(priority) if priority is not None else None
-    specs = batch.parse(batch.decode(_read(file)), model=default_model, priority=prio)
+    specs = batch.parse(batch.decode(_read(file)), model=default_model, priority=priority)
     store = open_store(settings)
     sub = batch.submit(store, specs, now(), name=name)
     if not settings.json:
@@ -148,12 +152,13 @@ def wait(
         raise typer.Exit(ExitCode.FAILED)
 
 
-def _wait(store: Engine, name: str, timeout: float | None, *, json_: bool) -> tuple[dict[str, Any], bool]:
+def _wait(store: "Engine", name: str, timeout: float | None, *, json_: bool) -> tuple[dict[str, Any], bool]:
     """Wait, with a progress bar on a terminal, and say how it ended: the batch's counts
     and whether every job completed."""
     with ExitStack() as stack:
         show = _progress_bar(stack) if sys.stderr.isatty() and not json_ else None
-        counts, done = batch.wait(store, name, timeout=timeout, on_progress=show)
+        counts, done = batch.wait(store, name, timeout=timeout, on_progress=show,
+                                  on_wait=lambda: warn_if_stalled(store))
     if not json_:
         print(f"batch {name}: " + ", ".join(f"{counts[s]} {s}" for s in
                                             ("completed", "failed", "cancelled", "pending", "running") if counts[s]))

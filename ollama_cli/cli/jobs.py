@@ -11,13 +11,14 @@ import typer
 from ollama_cli import follow, submission
 from ollama_cli.cli.app import (
     DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, parse_ids, quiet_or_json,
+    warn_if_stalled,
 )
 from ollama_cli.errors import ExitCode, NotFound, OllamaQError, OperationFailed, UsageError
-from ollama_cli.jobs import Job, JobStatus, result_to_json, result_text
-from ollama_cli.store.base import Engine, JobSpec
-from ollama_cli.timefmt import parse_duration, parse_time
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, result_to_json, result_text
+from ollama_cli.timefmt import local_time, parse_duration, parse_time
 
 if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
     from ollama_cli.store.records import Changed
 
 
@@ -43,23 +44,27 @@ def _read_file(path: str, what: str) -> str:
 def submit(
     model: Annotated[str, typer.Argument(help="The model, e.g. llama3.2.")],
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt; - reads stdin.")] = None,
-    type_: Annotated[str, typer.Option("--type", "-t", help="generate, chat or embed.")] = "generate",
+    type_: Annotated[JobType, typer.Option("--type", "-t", case_sensitive=False)] = JobType.GENERATE,
     system: Annotated[Optional[str], typer.Option(help="A system prompt.")] = None,
     message: Annotated[Optional[list[str]], typer.Option("--message", "-m", help="ROLE:CONTENT (repeatable).")] = None,
-    messages: Annotated[Optional[str], typer.Option("--messages", help="A JSON array of messages.")] = None,
+    messages: Annotated[Optional[str], typer.Option(
+        "--messages", metavar="FILE", help="A file holding a JSON array of messages.")] = None,
     input_: Annotated[Optional[list[str]], typer.Option("--input", help="Text to embed (repeatable).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="KEY=VALUE (repeatable).")] = None,
     format_: Annotated[Optional[str], typer.Option("--format", help="json or @schema.json.")] = None,
-    priority: Annotated[str, typer.Option("--priority", "-p", help="urgent, high, medium or low.")] = "medium",
-    name: Annotated[Optional[str], typer.Option(help="A name to find the job by.")] = None,
+    priority: Annotated[Priority, typer.Option("--priority", "-p", case_sensitive=False)] = Priority.MEDIUM,
+    name: Annotated[Optional[str], typer.Option(help="A name for the job (list --name finds it).")] = None,
     retries: Annotated[int, typer.Option(help="Retries after transient failures.", min=0, max=100)] = 3,
-    timeout: Annotated[Optional[str], typer.Option(help="Per attempt, e.g. 10m.")] = None,
-    delay: Annotated[Optional[str], typer.Option(help="Start no sooner than this from now.")] = None,
-    at: Annotated[Optional[str], typer.Option(help="Start no sooner than this RFC 3339 time.")] = None,
+    timeout: Annotated[Optional[str], typer.Option(help="Time limit of each attempt, e.g. 10m.")] = None,
+    delay: Annotated[Optional[str], typer.Option(help="Start no sooner than this from now, e.g. 1h30m.")] = None,
+    at: Annotated[Optional[str], typer.Option(
+        help="Start no sooner than this RFC 3339 time, or HH:MM (the next one, local time).")] = None,
     after: Annotated[Optional[list[str]], typer.Option(help="Start once job ID completed (repeatable).")] = None,
     keep_alive: Annotated[Optional[str], typer.Option(help="How long Ollama keeps the model loaded.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
+    wait_timeout: Annotated[Optional[str], typer.Option(
+        help="Wait for the result at most this long (implies --wait; exit 1 on expiry).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job's id.")] = False,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
@@ -67,9 +72,12 @@ def submit(
     """Queue a job."""
     settings = load_settings(json_, data_dir)
     quiet_or_json(quiet, settings.json)
-    kind = submission.job_type(type_)
     model = submission.model_name(model)
-    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+    # With the chat or the inputs given as options, PROMPT is optional: stdin is read only
+    # when asked for, so a submit in a `while read` loop leaves the loop its lines.
+    others = (message or messages is not None) if type_ is JobType.CHAT else \
+        bool(input_) if type_ is JobType.EMBED else False
+    if prompt == "-" or (prompt is None and not others and not sys.stdin.isatty()):
         prompt = _read_stdin()
     chat: list[dict[str, Any]] = []
     if messages is not None:
@@ -77,17 +85,18 @@ def submit(
     chat += [submission.parse_message(m) for m in message or []]
     options = dict(submission.parse_option(o) for o in option or [])
     request = submission.build_request(
-        kind, prompt=prompt, system=system, messages=chat, inputs=input_ or [], options=options,
+        type_, prompt=prompt, system=system, messages=chat, inputs=input_ or [], options=options,
         format=submission.parse_format(format_) if format_ is not None else None,
     )
     if delay is not None and at is not None:
         raise UsageError("give --delay or --at, not both")
-    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at) if at is not None else None)
+    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at, now()) if at is not None else None)
+    wait_limit = parse_duration(wait_timeout) if wait_timeout is not None else None
     spec = JobSpec(
         model=model,
-        type=kind,
+        type=type_,
         request=request,
-        priority=submission.priority(priority),
+        priority=priority,
         name=submission.check_text(name, "--name") if name is not None else None,
         max_attempts=retries + 1,
         timeout=_attempt_timeout(timeout) if timeout is not None else None,
@@ -98,8 +107,8 @@ def submit(
     )
     store = open_store(settings)
     job = store.submit(spec, now())
-    if wait:
-        _print_result(store, job.id, wait=True, timeout=None, json_=settings.json)
+    if wait or wait_timeout is not None:
+        _print_result(store, job.id, wait=True, timeout=wait_limit, json_=settings.json)
         return
     pos = store.positions([job], now()).get(job.id)
     if settings.json:
@@ -110,7 +119,8 @@ def submit(
         print(f"job {job.id} completed from the cache")
     else:
         where = f", position {pos}" if pos else ""
-        print(f"job {job.id} queued ({job.model}, {job.priority.value}{where})")
+        held = f", held until {local_time(job.run_at)}" if job.run_at is not None and job.run_at > now() else ""
+        print(f"job {job.id} queued ({job.model}, {job.priority.value}{where}{held})")
 
 
 def _attempt_timeout(text: str) -> float:
@@ -157,7 +167,7 @@ def status(
         raise typer.Exit(ExitCode.FAILED)
 
 
-def _known(store: Engine, ids: list[int]) -> tuple[list[Job], bool]:
+def _known(store: "Engine", ids: list[int]) -> tuple[list[Job], bool]:
     """The jobs of `ids`, in order, with an `error:` line for each unknown or unreadable one;
     and whether every one was found (else the command exits 1 once it has printed the rest,
     as `kill` does with many pids)."""
@@ -171,7 +181,7 @@ def _known(store: Engine, ids: list[int]) -> tuple[list[Job], bool]:
     return jobs, all_found
 
 
-def _get(store: Engine, jid: int) -> Job:
+def _get(store: "Engine", jid: int) -> Job:
     job = store.get_job(jid)
     if job is None:
         raise NotFound(f"job {jid} not found")
@@ -181,7 +191,7 @@ def _get(store: Engine, jid: int) -> Job:
 def result(
     job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
     wait: Annotated[bool, typer.Option("--wait", help="Block until the jobs end.")] = False,
-    timeout: Annotated[Optional[str], typer.Option(help="With --wait: give up after this long.")] = None,
+    timeout: Annotated[Optional[str], typer.Option(help="With --wait: give up after this long (exit 1).")] = None,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
@@ -205,47 +215,60 @@ def _not_completed(job: Job) -> str:
     return f"job {job.id} is {job.status.value}"
 
 
-def _print_result(store: Engine, jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
+def _print_result(store: "Engine", jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
+    """The result of a completed job; else, exit 1 saying why (with --json, the result
+    object too, its `status` and `error` saying the same)."""
     if wait:
-        jobs, done = follow.wait_for(store, [jid], timeout=timeout)
+        jobs, done = follow.wait_for(store, [jid], timeout=timeout, on_wait=lambda: warn_if_stalled(store))
         if not done:
+            if json_:
+                emit(result_to_json(jobs[0], None))
             raise OperationFailed(f"job {jid} is still {jobs[0].status.value} after the timeout")
-    job, body = _completed(store, jid)
+    job, body, problem = _answer(store, jid)
     if json_:
         emit(result_to_json(job, body))
-    else:
+    if problem is not None:
+        raise OperationFailed(problem)
+    if not json_:
         _write_text(result_text(job, body))
 
 
-def _completed(store: Engine, jid: int) -> tuple[Job, dict[str, Any]]:
-    """A completed job and its result; NotFound or OperationFailed saying why not."""
+def _answer(store: "Engine", jid: int) -> tuple[Job, dict[str, Any] | None, str | None]:
+    """A job, its result if it completed, and if not, why not (NotFound if no such job)."""
     job = _get(store, jid)
     if job.status is not JobStatus.COMPLETED:
-        raise OperationFailed(_not_completed(job))
+        return job, None, _not_completed(job)
     body = store.get_result(jid)
-    if body is None:
-        raise OperationFailed(f"job {jid} completed but its result is gone")
-    return job, body
+    return job, body, None if body is not None else f"job {jid} completed but its result is gone"
 
 
 def _write_text(text: str) -> None:
     sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def _print_results(store: Engine, ids: list[int], *, wait: bool, timeout: float | None, json_: bool) -> None:
+def _print_results(store: "Engine", ids: list[int], *, wait: bool, timeout: float | None, json_: bool) -> None:
     """Several jobs' output, in the order asked, each under a `==> job N <==` line (as `head`
-    heads several files); an `error:` line for each that did not complete, then exit 1."""
+    heads several files); an `error:` line for each that did not complete, then exit 1.
+    With --json, an array of result objects: one that did not complete says why, as for one."""
     if wait:
-        follow.wait_for(store, [j.id for j in store.get_jobs(ids) if isinstance(j, Job)], timeout=timeout)
-    answers, all_completed = [], True
+        follow.wait_for(store, [j.id for j in store.get_jobs(ids) if isinstance(j, Job)], timeout=timeout,
+                        on_wait=lambda: warn_if_stalled(store))
+    objects, answers, all_completed = [], [], True
     for jid in ids:
         try:
-            answers.append(_completed(store, jid))
-        except OllamaQError as exc:
+            job, body, problem = _answer(store, jid)
+        except OllamaQError as exc:  # unknown, or unreadable
             error_line(exc.message)
             all_completed = False
+            continue
+        objects.append(result_to_json(job, body))
+        if problem is None:
+            answers.append((job, body))
+        else:
+            error_line(problem)
+            all_completed = False
     if json_:
-        emit([result_to_json(job, body) for job, body in answers])
+        emit(objects)
     else:
         for n, (job, body) in enumerate(answers):
             print(f"\n==> job {job.id} <==" if n else f"==> job {job.id} <==")
@@ -289,10 +312,10 @@ def wait(
         from ollama_cli import render
 
         with render.progress(len(ids)) as advance:
-            jobs, done = follow.wait_for(
-                store, ids, timeout=limit, on_progress=lambda js: advance(sum(j.status.finished for j in js)))
+            jobs, done = follow.wait_for(store, ids, timeout=limit, on_progress=lambda n, _: advance(n),
+                                         on_wait=lambda: warn_if_stalled(store))
     else:
-        jobs, done = follow.wait_for(store, ids, timeout=limit)
+        jobs, done = follow.wait_for(store, ids, timeout=limit, on_wait=lambda: warn_if_stalled(store))
     rows = [j.to_json() for j in jobs]
     if settings.json:
         emit(rows)

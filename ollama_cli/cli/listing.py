@@ -5,23 +5,28 @@ as one JSON array. Apart from jobs.py so that `submit` and `status` do not pay t
 import itertools
 import sys
 from collections.abc import Iterator
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
 from ollama_cli import submission
 from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, load_settings, now, open_store, quiet_or_json, warn
-from ollama_cli.jobs import Job, JobStatus
-from ollama_cli.store.base import Engine
+from ollama_cli.jobs import Job, JobStatus, JobType
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
 
 DEFAULT_LIMIT = 50  # rows of the table unless --limit says otherwise
 
 
 def list_(
-    status_: Annotated[Optional[list[str]], typer.Option("--status", help="Only this status (repeatable).")] = None,
+    status_: Annotated[Optional[list[JobStatus]], typer.Option(
+        "--status", case_sensitive=False, help="Only this status (repeatable).")] = None,
     model: Annotated[Optional[str], typer.Option(help="Only this model (llama3.2 is llama3.2:latest).")] = None,
-    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Only this type.")] = None,
+    type_: Annotated[Optional[JobType], typer.Option(
+        "--type", "-t", case_sensitive=False, help="Only this type.")] = None,
     batch: Annotated[Optional[str], typer.Option(help="Only this batch.")] = None,
+    name: Annotated[Optional[str], typer.Option(help="Only jobs of this name (submit --name).")] = None,
     limit: Annotated[Optional[int], typer.Option(
         help=f"At most N jobs; 0 for all (default: {DEFAULT_LIMIT} in the table, all with --json or -q).",
         min=0)] = None,
@@ -32,13 +37,13 @@ def list_(
 ) -> None:
     """List jobs, newest first."""
     settings = load_settings(json_, data_dir)
-    statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []]
-    kind = submission.job_type(type_) if type_ else None
     if batch is not None:
         submission.check_text(batch, "--batch")
+    if name is not None:
+        submission.check_text(name, "--name")
     quiet_or_json(quiet, settings.json)
-    filters: dict[str, Any] = {"statuses": statuses, "model": submission.model_name(model) if model else None,
-                               "job_type": kind, "batch": batch}
+    filters: dict[str, Any] = {"statuses": status_ or [], "model": submission.model_name(model) if model else None,
+                               "job_type": type_, "batch": batch, "name": name}
     cap = (limit or None) if limit is not None else None if settings.json or quiet else DEFAULT_LIMIT
     store = open_store(settings, readonly=True)
     if settings.json:  # one document from one read, as before
@@ -60,7 +65,7 @@ def list_(
             _more(store, filters, offset + printed)
 
 
-def _pages(store: Engine, filters: dict[str, Any], limit: int | None, offset: int) -> Iterator[list[Job]]:
+def _pages(store: "Engine", filters: dict[str, Any], limit: int | None, offset: int) -> Iterator[list[Job]]:
     """The jobs a list asks for, newest first, a page at a time, each page its own read and
     twice the one before: the first rows are out before the last are read, a reader that
     stops (`| head`) stops the reads, and no transaction is held open while output waits."""
@@ -78,11 +83,11 @@ def _pages(store: Engine, filters: dict[str, Any], limit: int | None, offset: in
         limit = None if limit is None else limit - len(jobs)
 
 
-def _more(store: Engine, filters: dict[str, Any], seen: int) -> None:
+def _more(store: "Engine", filters: dict[str, Any], seen: int) -> None:
     """The line under a table the default limit cut short: how many more, where counters can
     tell it at any queue length (no filter but status), else only that there are more."""
     hint = "; --limit 0 for all"
-    if filters["model"] or filters["job_type"] or filters["batch"]:
+    if filters["model"] or filters["job_type"] or filters["batch"] or filters["name"] is not None:
         print(f"… more{hint}", file=sys.stderr)
         return
     counts = store.counts()

@@ -82,6 +82,14 @@ class Pool:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def looked(self) -> bool:
+        """Whether every backend has answered a listing or been found down."""
+        return all(s.answered or not s.up for s in self.slots)
+
+    def found(self) -> tuple[events.BackendFound, ...]:
+        return tuple(events.BackendFound(s.backend.label, s.up and s.answered,
+                                         None if s.models is None else len(s.models)) for s in self.slots)
+
     def views(self, now: float) -> list[BackendView]:
         return [s.view(now) for s in self.slots]
 

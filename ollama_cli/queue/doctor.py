@@ -7,13 +7,16 @@ finds (a record that does not decode is a problem like any other)."""
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from typing import TYPE_CHECKING
 
 from ollama_cli.codec import decode_job
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobStatus, Priority
 from ollama_cli.queue.indexes import COUNT, COMPLETED, PENDING, READY_COUNT, RUNNING, batch_prefix, hold_until
-from ollama_cli.store.base import Tx
 from ollama_cli.store.keys import read_u64, u64
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
 
 _STATUS_OF_CODE = {s.code[0]: s for s in JobStatus}
 

@@ -16,11 +16,15 @@ Invariants `_transition` keeps (`doctor.py` checks each of them):
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from ollama_cli.codec import decode_job, encode_job
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority
-from ollama_cli.store.base import Tx
 from ollama_cli.store.keys import read_u64, u64
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED

@@ -10,10 +10,10 @@ from ollama_cli.codec import decode_job, unpack
 from ollama_cli.errors import CorruptRecord, NotFound
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority, full_name
 from ollama_cli.queue.indexes import COUNT, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, get_job, ready_key
-from ollama_cli.store.base import Tx
 from ollama_cli.store.keys import read_u64, u64
 
 if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
     from ollama_cli.store.records import BatchEntry
 
 
@@ -130,6 +130,7 @@ def list_jobs(
     model: str | None = None,
     job_type: JobType | None = None,
     batch: str | None = None,
+    name: str | None = None,
     limit: int | None = None,
     offset: int = 0,
     before: int | None = None,
@@ -156,6 +157,8 @@ def list_jobs(
         if (model and full_name(job.model) != model) or (job_type and job.type is not job_type):
             continue
         if (batch and job.batch != batch) or (wanted and job.status not in wanted):
+            continue
+        if name is not None and job.name != name:
             continue
         if skipped < offset:
             skipped += 1

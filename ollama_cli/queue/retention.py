@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import Job, JobStatus
 from ollama_cli.queue.indexes import COUNT, batch_prefix, get_job
 from ollama_cli.queue.reads import ids_with_status
-from ollama_cli.store.base import Tx
 from ollama_cli.store.keys import u64
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
 
 
 def clean(tx: Tx, statuses: Iterable[JobStatus], now: float, *, older_than: float | None = None) -> int:

@@ -14,16 +14,20 @@ from typing import TYPE_CHECKING, Any
 from ollama_cli import cache
 from ollama_cli.codec import decode_job, pack
 from ollama_cli.errors import CorruptRecord, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Lease, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, Lease, Priority
 from ollama_cli.queue.indexes import (
     CANCELLED, COMPLETED, FAILED, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, finished, get_job, transition,
 )
 from ollama_cli.queue.reads import batch_exists, get_request, is_paused, running
-from ollama_cli.store.base import LOOKAHEAD_LIMIT, JobSpec, Tx
 from ollama_cli.store.keys import read_u64, u64
 
 if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
     from ollama_cli.store.records import Claim, Settle
+
+# How many ready jobs `ready_candidates` decodes at most: bounds a daemon tick however
+# long the queue (the daemon asks for fewer, by its free slots).
+CLAIM_SCAN_LIMIT = 256
 
 # ---------------------------------------------------------------------------- submit
 
@@ -95,7 +99,7 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
 # ------------------------------------------------------------------------ the daemon
 
 
-def ready_candidates(tx: Tx, now: float, *, limit: int = LOOKAHEAD_LIMIT) -> Iterator[Job]:
+def ready_candidates(tx: Tx, now: float, *, limit: int = CLAIM_SCAN_LIMIT) -> Iterator[Job]:
     """Ready jobs in the order they start (priority, then id), at most `limit`: the
     scheduler's view of the head of the queue, read lazily so that a tick reads only
     as far as its decisions need. Empty while the queue is paused. Use it within `tx`."""
@@ -146,7 +150,7 @@ def claim(tx: Tx, jobs: Iterable[Job], owner: str, now: float, *, host: str | No
 # The head of the queue decoded, by stored bytes: a daemon looks at it on every tick and
 # takes only a few jobs of it, so most of it was decoded the tick before. Equal bytes
 # decode to an equal (immutable) Job.
-_decode_ready = lru_cache(maxsize=2 * LOOKAHEAD_LIMIT)(decode_job)
+_decode_ready = lru_cache(maxsize=2 * CLAIM_SCAN_LIMIT)(decode_job)
 
 
 def _load_or_quarantine(tx: Tx, job_id: int) -> Job | None:

@@ -1,11 +1,15 @@
-"""The store's engine interface: every question the CLI and the daemon may ask of the store, what
-each answer guarantees, and the records that cross the seam.
+"""The store's engine interface: every question the CLI and the daemon may ask of the store, and
+what each answer guarantees.
 
 The seam is the queue's operations, not a key-value transaction. LMDB (`lmdb_engine.py`)
 implements them with the queue's functions (`queue/`) over its ordered key-value transactions
 (`Tx` below, LMDB's internal layer); a PostgreSQL engine implements the same operations natively,
 a claim being one conditional `UPDATE ... RETURNING`. `tests/contract/test_store_contract.py`
 checks every guarantee written here, through this interface only, on every engine.
+
+The records that cross the seam are `JobSpec` (in `jobs.py`, beside `Job`) and those of
+`records.py`. This module is for readers and type checkers: code imports it under
+TYPE_CHECKING, so that `submit` and `status` do not pay to define the protocols.
 
 What holds for every operation of every engine:
 - **Atomic.** An operation lands whole or not at all, and what it reads is one consistent state.
@@ -26,37 +30,14 @@ What holds for every operation of every engine:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
-
-from ollama_cli.jobs import Job, JobStatus, JobType, Priority
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from ollama_cli.errors import CorruptRecord
+    from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
     from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
 
-# The most ready jobs a planner is shown in one tick: bounds a tick however long the queue
-# (the daemon asks for fewer, by its free slots).
-LOOKAHEAD_LIMIT = 256
-
-# ------------------------------------------------ records that cross the seam (the others: records.py)
-
-
-class JobSpec(NamedTuple):
-    """Everything `submit` needs, validated by the caller."""
-
-    model: str
-    type: JobType
-    request: dict[str, Any]
-    priority: Priority = Priority.MEDIUM
-    name: str | None = None
-    batch: str | None = None
-    custom_id: str | None = None
-    max_attempts: int = 4
-    timeout: float | None = None
-    run_at: float | None = None
-    after: tuple[int, ...] = ()
-    keep_alive: float | None = None
-    use_cache: bool = True
+# ------------------------------------------------------------------------ protocols
 
 
 class DaemonLock(Protocol):
@@ -125,13 +106,14 @@ class Engine(Protocol):
         ...
 
     def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
-                  job_type: JobType | None = None, batch: str | None = None, limit: int | None = None,
-                  offset: int = 0, before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
+                  job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0,
+                  before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
         """Jobs newest first (highest id first) that match every filter given (any of
         `statuses`; `model` as `jobs.full_name` compares names: `m`, `m:latest` and `M` are one
-        model), skipping the first `offset` matches, at most `limit`; with `before`, only ids
-        below it (a caller reading page by page passes the last id it got). Records that cannot
-        be decoded are handed back apart, never raised."""
+        model; `name` is the job's own, exactly), skipping the first `offset` matches, at most
+        `limit`; with `before`, only ids below it (a caller reading page by page passes the
+        last id it got). Records that cannot be decoded are handed back apart, never raised."""
         ...
 
     def counts(self) -> dict[str, int]:
@@ -236,7 +218,7 @@ class Engine(Protocol):
     # --------------------------------------------------------- the daemon's step
 
     def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
-                         planner: Planner | None = None, lookahead: int = LOOKAHEAD_LIMIT) -> Tick:
+                         planner: Planner | None = None, lookahead: int | None = None) -> Tick:
         """One transaction: record each settle, then (with a planner) claim what it chooses.
 
         A settle is recorded only while the job still runs under that lease token; otherwise
@@ -246,7 +228,8 @@ class Engine(Protocol):
         makes it pending again without counting the attempt.
 
         Then, unless the queue is paused, held jobs whose time has come become ready and the
-        planner gets the ready jobs in the order they start, at most `lookahead`. Each job of a
+        planner gets the ready jobs in the order they start, at most `lookahead` (None: the
+        engine's own bound, which keeps a tick short however long the queue). Each job of a
         placement it returns is claimed: running under a new lease (owner, a token never used
         before), its attempts counted, its `host` set. The planner must be a pure function of
         its arguments: it may be called more than once, and only the last call's plan is

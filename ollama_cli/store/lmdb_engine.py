@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Any
 from ollama_cli import cache, queue
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import Job, JobStatus, JobType
-from ollama_cli.store.base import LOOKAHEAD_LIMIT, JobSpec, Tx
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+from ollama_cli.queue.transitions import CLAIM_SCAN_LIMIT
 from ollama_cli.store.lmdb import Store
 
 if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
     from ollama_cli.store.flock import FlockLiveness, FlockLock
     from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
 
@@ -36,8 +37,8 @@ class LmdbEngine:
     """The store in one folder on this machine (`store.open_store` says what the arguments do)."""
 
     def __init__(self, path: Path, *, readonly: bool = False,
-                 on_wait: Callable[[int | None], None] | None = None) -> None:
-        self.kv = Store(path, readonly=readonly, on_wait=on_wait)  # LMDB's key-value layer
+                 on_wait: Callable[[int | None], None] | None = None, create: bool = True) -> None:
+        self.kv = Store(path, readonly=readonly, on_wait=on_wait, create=create)  # LMDB's key-value layer
         self.location = str(self.kv.path)
         self.notifier = PollingNotifier()
         self._flock: FlockLiveness | None = None
@@ -88,11 +89,12 @@ class LmdbEngine:
             return queue.get_result(tx, job_id)
 
     def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
-                  job_type: JobType | None = None, batch: str | None = None, limit: int | None = None,
-                  offset: int = 0, before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
+                  job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0,
+                  before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
         with self.kv.read() as tx:
             return queue.list_jobs(tx, statuses=statuses, model=model, job_type=job_type, batch=batch,
-                                   limit=limit, offset=offset, before=before)
+                                   name=name, limit=limit, offset=offset, before=before)
 
     def counts(self) -> dict[str, int]:
         with self.kv.read() as tx:
@@ -214,16 +216,17 @@ class LmdbEngine:
     # --------------------------------------------------------- the daemon's step
 
     def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
-                         planner: Planner | None = None, lookahead: int = LOOKAHEAD_LIMIT) -> Tick:
+                         planner: Planner | None = None, lookahead: int | None = None) -> Tick:
         from ollama_cli.store.records import Tick
 
         settles = list(settles)
+        limit = CLAIM_SCAN_LIMIT if lookahead is None else min(lookahead, CLAIM_SCAN_LIMIT)
 
         def write(tx: Tx) -> Tick:
             settled = [queue.settle(tx, s, now) for s in settles]
             if planner is None:
                 return Tick(settled, [], None)
-            plan = planner(queue.ready_candidates(tx, now, limit=lookahead),
+            plan = planner(queue.ready_candidates(tx, now, limit=limit),
                            lambda job: queue.get_request(tx, job.id))
             claimed = [(p, queue.claim(tx, p.jobs, owner, now, host=p.host)) for p in plan.placements]
             return Tick(settled, claimed, plan.state)

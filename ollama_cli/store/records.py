@@ -1,8 +1,8 @@
-"""The records that cross the engine seam besides `JobSpec` (in `base.py`): what the daemon's
-step exchanges with the store (claims, settles, plans), what changes and batch reads report, and
-daemon records.
+"""The records that cross the engine seam (`base.py`) besides `JobSpec` (in `jobs.py`): what the
+daemon's step exchanges with the store (claims, settles, plans), what changes and batch reads
+report, and daemon records.
 
-Apart from `base.py` so that `submit` and `status`, which need none of them, do not pay to
+In a module of their own so that `submit` and `status`, which need none of them, do not pay to
 define them: a NamedTuple costs about 0.1 ms to define, and start-up is held to a budget. Where
 they are built, they are imported inside the function."""
 

@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: an emulator in its own process (so that it does not
-share a GIL with what is measured), a private store, and queueing jobs through the core."""
+share a GIL with what is measured, where only its answers are looked at), a private store,
+and queueing jobs through the core."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from ollama_cli.jobs import JobType  # noqa: E402
+from ollama_cli.jobs import JobSpec, JobType  # noqa: E402
 from ollama_cli.store import open_store  # noqa: E402
-from ollama_cli.store.base import JobSpec  # noqa: E402
 
 
 @contextlib.contextmanager

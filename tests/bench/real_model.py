@@ -49,9 +49,8 @@ from typing import Any, NamedTuple
 import httpx
 
 from ollama_cli import submission
-from ollama_cli.jobs import JobStatus, JobType
+from ollama_cli.jobs import JobSpec, JobStatus, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import JobSpec
 
 ROOT = Path(__file__).resolve().parents[2]
 

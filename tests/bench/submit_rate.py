@@ -15,9 +15,9 @@ import time
 from common import data_dir
 
 from ollama_cli.codec import encode_job, pack
-from ollama_cli.jobs import JobType
+from ollama_cli.jobs import JobSpec, JobType
 from ollama_cli.store import open_store
-from ollama_cli.store.base import Engine, JobSpec
+from ollama_cli.store.base import Engine
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb_engine import LmdbEngine
 
