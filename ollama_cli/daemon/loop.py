@@ -441,7 +441,7 @@ class Daemon:
             # A stale listing: another backend has the model, so try there at no cost.
             return [Outcome(c, "release") for c in run.claims]
         if err.transient:
-            self.pool.failed(slot, now, err.retry_after)
+            self.pool.failed(slot, now, (c.job.id for c in run.claims), err.retry_after)
         return [Outcome(c, "fail", error=JobError(err.kind, err.message), host=slot.backend.label,
                         retry_after=retry_delay(c.job.attempts, self.settings.retry_backoff, self.rng) if err.transient else None)
                 for c in run.claims]
