@@ -347,7 +347,8 @@ def test_models_with_a_malformed_listing_say_what_they_can(data_dir: Path) -> No
         proc = run_cli(data_dir, "models", "--host", h.url, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [{"name": "ok:latest", "size": None, "modified_at": None, "family": None,
-                                        "parameter_size": None, "quantization_level": None, "loaded": True}]
+                                        "parameter_size": None, "quantization_level": None, "loaded": True,
+                                        "host": h.url}]
     with Hostile(listing=body({"models": "abc"})) as h:
         proc = run_cli(data_dir, "models", "--host", h.url)
     assert proc.returncode == 3 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

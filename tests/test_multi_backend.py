@@ -176,9 +176,50 @@ def test_a_backend_that_asks_to_wait_rests_that_long() -> None:
     slot.answered = True
     published: list[object] = []
     pool = Pool([slot], clock=lambda: 0.0, publish=published.append)
-    pool.failed(slot, 100.0, retry_after=30.0)
+    pool.failed(slot, 100.0, [1], retry_after=30.0)
     assert slot.free(129.9) == 0 and slot.free(130.0) == 1
     assert published == [events.BackendResting(slot.backend.label, 1, 30.0, asked=True)]
-    pool.failed(slot, 200.0, retry_after=0.0)  # "now is fine"
+    pool.failed(slot, 200.0, [2], retry_after=0.0)  # "now is fine"
     assert slot.free(200.0) == 1
     asyncio.run(slot.client.aclose())
+
+
+def _pool(backends: int) -> tuple[Pool, list[Slot], list[object]]:
+    slots = [Slot(Backend(f"http://127.0.0.1:{i + 1}"), client_for(Backend(f"http://127.0.0.1:{i + 1}")), capacity=1)
+             for i in range(backends)]
+    for slot in slots:
+        slot.answered = True
+    published: list[object] = []
+    return Pool(slots, clock=lambda: 0.0, publish=published.append), slots, published
+
+
+@pytest.mark.parametrize(("backends", "failing_jobs", "rests"), [
+    (2, [1, 1, 1, 1], False),  # one job's own failures count once
+    (2, [1, 2, 1, 3], True),  # three different jobs: the backend rests, the other takes the work
+    (1, [1, 2, 3, 4], False),  # the only backend: nowhere for the work to go, so no rest
+])
+def test_a_backend_rests_only_for_failures_of_several_jobs_with_another_to_take_the_work(
+        backends: int, failing_jobs: list[int], rests: bool) -> None:
+    pool, slots, published = _pool(backends)
+    for job_id in failing_jobs:
+        pool.failed(slots[0], 10.0, [job_id])
+    assert (slots[0].free(10.0) == 0) is rests
+    assert any(isinstance(e, events.BackendResting) for e in published) is rests
+    pool.succeeded(slots[0])
+    pool.failed(slots[0], 20.0, [9])  # a success ends the run of failures
+    assert slots[0].failures == 1
+    for slot in slots:
+        asyncio.run(slot.client.aclose())
+
+
+def test_one_bad_job_on_the_only_backend_does_not_rest_it(store: Engine) -> None:
+    # Every attempt of one job fails in a row (a prompt the server cannot take): resting the
+    # only backend for that would stall every job behind one job's fault, up to a minute.
+    rests: list[events.BackendResting] = []
+    with Emulator() as emu:
+        emu.fail_next(1000, kind="status", status=500)
+        bad = submit_spec(store, "bad", max_attempts=4)
+        drain(store, emu.url, concurrency=1,
+              subscribers=[lambda e: rests.append(e) if isinstance(e, events.BackendResting) else None])
+    assert read_job(store, bad).status is JobStatus.FAILED and read_job(store, bad).attempts == 4
+    assert rests == []

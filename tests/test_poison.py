@@ -74,6 +74,20 @@ def test_times_out_of_range_show_as_the_bounds_in_every_command(data_dir: Path) 
     assert ok_json(run_main("status", str(late), "--json"))["status"] == "cancelled"
 
 
+def test_times_out_of_range_show_for_people_in_any_zone(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    early, late = plant(data_dir, spec("early", run_at=EARLY), spec("late", run_at=LATE))
+    for zone in ("Etc/GMT-14", "Etc/GMT+12"):  # where 9999-12-31T23:59:59Z is year 10000, and 1970 is 1969
+        monkeypatch.setenv("TZ", zone)
+        time.tzset()
+        for args in (("list",), ("status", str(early)), ("status", str(late))):
+            shown = run_main(*args)
+            assert shown.returncode == 0 and shown.stderr == "", (zone, args, shown.stderr)
+    monkeypatch.undo()
+    time.tzset()
+
+
 def test_jobs_held_until_before_1970_run_and_those_after_9999_wait(data_dir: Path, emulator: Emulator) -> None:
     early, typo, late = plant(data_dir, spec("early", run_at=EARLY), spec("typo", run_at=OLD_TYPO),
                               spec("late", run_at=LATE))

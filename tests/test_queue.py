@@ -80,15 +80,15 @@ def drain_order(store: Store, now: float = T) -> list[int]:
 
 def pos(store: Store, job_id: int, now: float = T) -> int | None:
     with store.read() as tx:
-        return queue.position(tx, queue.get_job(tx, job_id), now)
+        return queue.positions(tx, [queue.get_job(tx, job_id)], now).get(job_id)
 
 
 def all_positions(store: Store, now: float = T) -> dict[int, int | None]:
-    """Every job's position by both functions; they must agree."""
+    """Every job's position, asked all at once and one by one (the walks differ); they must agree."""
     with store.read() as tx:
         jobs = [decode_job(read_u64(k), v) for k, v in tx.scan("jobs")]
         many = queue.positions(tx, jobs, now)
-        one = {j.id: queue.position(tx, j, now) for j in jobs}
+        one = {j.id: queue.positions(tx, [j], now).get(j.id) for j in jobs}
     assert {i: many.get(i) for i in one} == one
     return one
 
@@ -170,6 +170,54 @@ def test_positions_follow_the_claim_order_and_agree(q: Store) -> None:
     assert places[6] == 1 and places[2] == 5
     complete(q, first)
     assert all_positions(q)[3] is None  # finished
+
+
+def test_positions_are_the_order_claims_take_whatever_the_mix(q: Store) -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        roll = rng.random()
+        submit(q, priority=rng.choice(list(Priority)),
+               run_at=T + 10 if roll < 0.2 else T + 99 if roll < 0.3 else None)  # due at T + 20, or not
+    for got in claim(q, limit=40, pick=lambda j: rng.random() < 0.5):
+        complete(q, got)
+    later = T + 20
+    places = all_positions(q, later)
+    order = drain_order(q, later)
+    assert {i: p for i, p in places.items() if p} == {job_id: n for n, job_id in enumerate(order, start=1)}
+
+
+class CountingTx:
+    """A read transaction that counts the keys its scans yield."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx, self.keys = tx, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tx, name)
+
+    def scan(self, *args: Any, **kw: Any) -> Iterator[tuple[bytes, bytes]]:
+        for item in self.tx.scan(*args, **kw):
+            self.keys += 1
+            yield item
+
+
+def test_positions_walk_from_the_nearer_end_of_the_queue(q: Store) -> None:
+    # `list` asks for the newest jobs, `status` for any one: neither reads the whole queue.
+    q.write(lambda tx: queue.submit_many(tx, [make_spec() for _ in range(3000)], T))
+    q.write(lambda tx: queue.submit_many(tx, [make_spec(priority=URGENT) for _ in range(100)], T))
+    with q.read() as tx:
+        for wanted, expected, most in [
+            (range(2991, 3001), range(3091, 3101), 13),  # the newest: from the end of their run
+            (range(1, 4), range(101, 104), 5),  # the oldest: from its start
+            (range(3001, 3004), range(1, 4), 5),  # urgent: the counters skip the medium run
+            (range(1500, 1501), range(1600, 1601), 1503),  # the middle: half a run, not all of it
+        ]:
+            counting = CountingTx(tx)
+            places = queue.positions(counting, [queue.get_job(tx, i) for i in wanted], T)
+            assert places == dict(zip(wanted, expected))
+            assert counting.keys <= most, counting.keys
 
 
 # ----------------------------------------------------------------------- leases

@@ -168,6 +168,21 @@ def test_scan_start_positions_a_forward_scan(keyed: Store) -> None:
     assert got == [k for k in KEYS if k.startswith(b"\x01") and k >= b"\x01\xfe\xff"]
 
 
+@pytest.mark.parametrize(("prefix", "start"), [
+    (b"\x01", b"\x01\xfe\xff"),  # a key: from it
+    (b"\x01", b"\x01\xff\x01"),  # between keys: from the one below
+    (b"\x01", b"\x01"),  # the prefix itself is a key
+    (b"\xff", b"\xff\xff\xff\xff"),  # past the last key of the table
+    (b"a", b"a\x00"),  # below the first key of the run but the prefix
+    (b"\x03", b"\x03\x01"),  # no key of the prefix at all
+])
+def test_scan_start_positions_a_reverse_scan_at_the_last_key_not_above_it(
+        keyed: Store, prefix: bytes, start: bytes) -> None:
+    with keyed.read() as tx:
+        got = [k for k, _ in tx.scan("meta", prefix, start=start, reverse=True)]
+    assert got == [k for k in reversed(KEYS) if k.startswith(prefix) and k <= start]
+
+
 # ---------------------------------------------------------------------- counters
 
 

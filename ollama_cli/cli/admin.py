@@ -9,9 +9,10 @@ import typer
 
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.insight import snapshot
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, load_settings, open_store
-from ollama_cli.errors import BackendUnavailable, UsageError
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, open_store
+from ollama_cli.errors import ExitCode, UsageError
 from ollama_cli.jobs import JobStatus
+from ollama_cli.settings.hosts import Backend
 
 _DEFAULTS = DaemonSettings()  # what the daemon's help says when a flag is not given
 HostOpt = Annotated[
@@ -60,32 +61,44 @@ def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
 
 
 def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
-    """The models of the backend, and which are loaded."""
+    """The models of each backend, and which are loaded."""
     import asyncio
 
     from ollama_cli.clients import client_for
     from ollama_cli.clients.base import BackendError
 
     settings = load_settings(json_, data_dir, hosts=host)
-    backend = settings.backends[0]
+    backends = settings.backends
 
-    async def fetch() -> list[dict]:
+    async def listing(backend: Backend) -> list[dict]:
         client = client_for(backend)
         try:
-            return await client.models()
+            return [{**m, "host": backend.label} for m in await client.models()]
         finally:
             await client.aclose()
 
-    try:
-        rows = asyncio.run(fetch())
-    except BackendError as exc:
-        raise BackendUnavailable(f"{backend.label}: {exc.message}") from None
-    if settings.json:
-        emit(rows)
-    else:
-        from ollama_cli import render
+    async def every_listing() -> list:
+        return await asyncio.gather(*map(listing, backends), return_exceptions=True)
 
-        render.models_table(rows)
+    rows, failures = [], []
+    for backend, got in zip(backends, asyncio.run(every_listing())):
+        if isinstance(got, BackendError):
+            failures.append(f"{backend.label}: {got.message}")
+        elif isinstance(got, BaseException):
+            raise got
+        else:
+            rows += got
+    if rows or not failures:
+        if settings.json:
+            emit(rows)
+        else:
+            from ollama_cli import render
+
+            render.models_table(rows)
+    for failure in failures:  # what the others listed is printed all the same
+        error_line(failure)
+    if failures:
+        raise typer.Exit(ExitCode.BACKEND)
 
 
 def daemon(

@@ -23,10 +23,11 @@ COMMANDS = {
     "submit": "jobs",
     "status": "jobs",
     "result": "jobs",
-    "list": "jobs",
+    "list": "listing",
     "wait": "jobs",
     "cancel": "jobs",
     "retry": "jobs",
+    "rerun": "jobs",
     "info": "admin",
     "pause": "admin",
     "resume": "admin",
@@ -156,6 +157,12 @@ def parse_id(text: str) -> int:
 
 def parse_ids(texts: list[str]) -> list[int]:
     return [parse_id(t) for t in texts]
+
+
+def quiet_or_json(quiet: bool, json_: bool) -> None:
+    """-q (ids only) and --json each say what stdout holds: one of them."""
+    if quiet and json_:
+        raise UsageError("give --json or -q, not both")
 
 
 def command_word(argv: list[str]) -> str | None:

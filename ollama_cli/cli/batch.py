@@ -24,7 +24,7 @@ from ollama_cli.timefmt import parse_duration
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
 
-batch_app = typer.Typer(help="Batches of requests from a JSONL file: submit, status, results, wait.",
+batch_app = typer.Typer(help="Batches of requests from a JSONL file: submit, list, status, results, wait, cancel.",
                         no_args_is_help=True)
 
 
@@ -165,6 +165,31 @@ def _wait(store: "Engine", name: str, timeout: float | None, *, json_: bool) -> 
     if not done:
         error_line(f"timed out with {counts['pending'] + counts['running']} of {counts['total']} jobs unfinished")
     return counts, done and counts["completed"] == counts["total"]
+
+
+@batch_app.command("list")
+def list_(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Every batch, the newest first, with its jobs' counts per status."""
+    settings = load_settings(json_, data_dir)
+    rows = batch.listing(open_store(settings, readonly=True))
+    if settings.json:
+        emit(rows)
+    else:
+        from ollama_cli import render
+
+        render.batches_table(rows)
+
+
+@batch_app.command("cancel")
+def cancel(name: BatchArg, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Cancel every pending or running job of a batch (a running one is aborted)."""
+    settings = load_settings(json_, data_dir)
+    counts, cancelled = batch.cancel(open_store(settings), name, now())
+    if settings.json:
+        emit(counts)
+    else:
+        finished = counts["completed"] + counts["failed"] + counts["cancelled"] - cancelled
+        print(f"batch {name}: {cancelled} jobs cancelled" + (f", {finished} had finished" if finished else ""))
 
 
 def _progress_bar(stack: ExitStack) -> Callable[[int, int], None]:

@@ -104,7 +104,7 @@ def failure(run: InFlight, err: BackendError, pool: Pool, now: float, retry_back
         # A stale listing: another backend has the model, so try there at no cost.
         return [Outcome(c, SettleKind.RELEASE) for c in run.claims]
     if err.transient:
-        pool.failed(slot, now, err.retry_after)
+        pool.failed(slot, now, (c.job.id for c in run.claims), err.retry_after)
     return [Outcome(c, SettleKind.FAIL, error=JobError(err.kind, err.message), host=slot.backend.label,
                     retry_after=retry_delay(c.job.attempts, retry_backoff, rng) if err.transient else None)
             for c in run.claims]

@@ -110,11 +110,16 @@ class Marked(logging.Formatter):
     MARKS = {"DEBUG": "DEBUG", "INFO": "INFO ", "WARNING": "WARN ", "ERROR": "ERROR", "CRITICAL": "ERROR"}
 
     def __init__(self) -> None:
-        super().__init__("%(asctime)s %(mark)s %(message)s", "%Y-%m-%dT%H:%M:%S")
+        super().__init__("%(asctime)s %(mark)s %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         record.mark = self.MARKS.get(record.levelname, record.levelname)
         return super().format(record)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        from ollama_cli.timefmt import local_time
+
+        return local_time(record.created)  # with its offset: the clock of `info` and `status`
 
 
 def setup(json_lines: bool) -> None:

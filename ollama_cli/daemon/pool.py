@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -23,7 +23,7 @@ from ollama_cli.daemon.scheduler import BackendView
 
 log = logging.getLogger("ollama_q.daemon")
 
-COOLDOWN_AFTER = 3  # consecutive failed attempts before a backend rests
+COOLDOWN_AFTER = 3  # different jobs failing in a row before a backend rests
 COOLDOWN_CAP = 60.0
 LOADED_EVERY = 5.0  # /api/ps
 TAGS_EVERY = 30.0  # /api/tags
@@ -47,7 +47,8 @@ class Slot:
     probe_at: float = 0.0
     probe_delay: float = 0.0  # set when it goes down
     probing: bool = False
-    failures: int = 0  # consecutive failed attempts
+    failures: int = 0  # different jobs whose attempts failed in a row here
+    failed_jobs: set[int] = field(default_factory=set)  # those jobs
     cooldown_until: float = 0.0
     models: set[str] | None = None  # installed (full names); None: the server does not say
     answered: bool = False  # it answered a listing since it was last up: no job before
@@ -123,14 +124,20 @@ class Pool:
     def succeeded(self, slot: Slot) -> None:
         self.mark_up(slot)
         slot.failures = 0
+        slot.failed_jobs.clear()
 
-    def failed(self, slot: Slot, now: float, retry_after: float | None = None) -> None:
-        """A failed attempt (not unreachability): after a few in a row the backend rests,
-        so that work flows to the others; one that said when to come back (Retry-After)
-        rests at least that long."""
-        slot.failures += 1
-        rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1)) \
-            if slot.failures >= COOLDOWN_AFTER else 0.0
+    def failed(self, slot: Slot, now: float, jobs: Iterable[int], retry_after: float | None = None) -> None:
+        """A failed attempt of these jobs (not unreachability). After failures of a few
+        different jobs in a row the backend rests, so that work flows to the others. One
+        job's own failures (a prompt the server cannot take) count once, and a backend
+        with no other to take its work does not rest for failures alone: resting it would
+        stall every job for a fault of one. One that said when to come back (Retry-After)
+        rests at least that long, whatever else."""
+        slot.failed_jobs.update(jobs)
+        slot.failures = len(slot.failed_jobs)
+        rest = 0.0
+        if slot.failures >= COOLDOWN_AFTER and self._another_can_work(slot, now):
+            rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1))
         asked = retry_after is not None and retry_after > rest
         if retry_after is not None and asked:
             rest = retry_after
@@ -138,6 +145,9 @@ class Pool:
             if now >= slot.cooldown_until:
                 self.publish(events.BackendResting(slot.backend.label, slot.failures, rest, asked))
             slot.cooldown_until = max(slot.cooldown_until, now + rest)
+
+    def _another_can_work(self, slot: Slot, now: float) -> bool:
+        return any(s is not slot and s.up and s.answered and now >= s.cooldown_until for s in self.slots)
 
     def mark_down(self, slot: Slot, why: str, now: float) -> None:
         if slot.up:

@@ -86,9 +86,17 @@ class Tx:
     def scan(self, db: str, prefix: bytes = b"", *, start: bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with prefix, in key order or reversed.
-        `start` positions the scan at the first key >= start (forward only)."""
+        `start` (a key starting with prefix) positions the scan at the first key >= start, or,
+        reversed, at the last key <= start."""
         cur = self._txn.cursor(db=self._dbs[db])
-        if reverse:
+        if reverse and start is not None:
+            if not cur.set_range(start):
+                if not cur.last():
+                    return
+            elif cur.key() != start and not cur.prev():
+                return
+            step = cur.prev
+        elif reverse:
             upper = prefix_upper(prefix)
             positioned = (cur.set_range(upper) and cur.prev()) if upper else cur.last()
             if not positioned and upper and not cur.set_range(upper):

@@ -94,10 +94,11 @@ class LmdbEngine:
 
     def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
                   job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
-                  limit: int | None = None, offset: int = 0) -> tuple[list[Job], list[CorruptRecord]]:
+                  limit: int | None = None, offset: int = 0,
+                  before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
         with self.kv.read() as tx:
             return queue.list_jobs(tx, statuses=statuses, model=model, job_type=job_type, batch=batch,
-                                   name=name, limit=limit, offset=offset)
+                                   name=name, limit=limit, offset=offset, before=before)
 
     def counts(self) -> dict[str, int]:
         with self.kv.read() as tx:
@@ -106,11 +107,7 @@ class LmdbEngine:
     def positions(self, jobs: Iterable[Job], now: float) -> dict[int, int]:
         jobs = list(jobs)
         with self.kv.read() as tx:
-            if len(jobs) != 1:
-                return queue.positions(tx, jobs, now)
-            # One job: counters skip the ranks ahead of it, where a walk would read them.
-            place = queue.position(tx, jobs[0], now)
-        return {} if place is None else {jobs[0].id: place}
+            return queue.positions(tx, jobs, now)
 
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         with self.kv.read() as tx:
@@ -181,6 +178,10 @@ class LmdbEngine:
                    results: bool = False) -> list[BatchEntry]:
         with self.kv.read() as tx:
             return queue.batch_jobs(tx, name, after=after, limit=limit, results=results)
+
+    def batch_names(self) -> list[str]:
+        with self.kv.read() as tx:
+            return queue.batch_names(tx)
 
     # -------------------------------------------------------------------- cache
 

@@ -178,6 +178,26 @@ def test_list_is_newest_first_and_filters(engine: Engine) -> None:
     assert ids(offset=1, limit=2) == [3, 2]
     assert ids(batch="none") == ids(limit=0) == ids(name="nightl") == []
     assert ids(name="nightly") == ids(name="nightly", statuses=[PENDING]) == [4]
+    # Page by page: ids below the last one read.
+    assert ids(before=4) == [3, 2, 1]
+    assert ids(before=3, limit=1) == [2]
+    assert ids(statuses=[PENDING, CANCELLED], before=3) == [2, 1]
+    assert ids(batch="b", before=3) == [2]
+    assert ids(name="nightly", before=4) == ids(before=1) == ids(before=0) == []
+    assert ids(before=99) == [4, 3, 2, 1]
+
+
+def test_list_by_model_takes_the_model_as_ollama_names_it(engine: Engine) -> None:
+    for model in ("llama3.2", "llama3.2:latest", "Llama3.2", "llama3.2:1b", "hf.co/x/Y-GGUF:Q4_K_M", "llama3"):
+        engine.submit(JobSpec(model=model, type=JobType.GENERATE, request={"prompt": model}), T)
+
+    def ids(model: str) -> list[int]:
+        return [j.id for j in engine.list_jobs(model=model)[0]]
+
+    assert ids("llama3.2") == ids("llama3.2:latest") == ids("LLAMA3.2") == [3, 2, 1]
+    assert ids("llama3.2:1b") == [4]
+    assert ids("hf.co/x/y-gguf:q4_k_m") == [5]
+    assert ids("llama") == []
 
 
 def test_positions_follow_the_order_jobs_start(engine: Engine) -> None:
@@ -334,6 +354,20 @@ def test_batch_reads(engine: Engine) -> None:
     assert engine.batch_jobs(name)[0].result is None  # results only when asked
     assert [e.id for e in engine.batch_jobs(name, after=1, limit=1)] == [2]
     assert engine.batch_jobs("nope") == []
+
+
+def test_batch_names_newest_first(engine: Engine) -> None:
+    assert engine.batch_names() == []
+    engine.submit_batch([make_spec()], T, name="b")
+    engine.submit(make_spec(), T)
+    engine.submit_batch([make_spec(), make_spec()], T, name="a")
+    engine.submit_batch([make_spec()], T, name="b c")  # a name that another name starts
+    engine.submit_batch([make_spec()], T)
+    assert engine.batch_names() == ["batch-1", "b c", "a", "b"]
+    engine.clean([CANCELLED], T)
+    engine.cancel([1], T)
+    engine.clean([CANCELLED], T)
+    assert engine.batch_names() == ["batch-1", "b c", "a"]  # a batch is its jobs: none left, none listed
 
 
 # -------------------------------------------------------------------------- cache
