@@ -39,7 +39,6 @@ import struct
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -392,10 +391,11 @@ class Emulator:
         self.load_log: list[str] = []
         self.disconnects = 0
         self.max_concurrent_seen = 0
-        # Per prompt (/api/generate's): how many requests for it at once, at most. A job runs
-        # once at a time if no prompt of its ever reached 2.
-        self.most_at_once: Counter[str | None] = Counter()
-        self._serving: Counter[str | None] = Counter()
+        # Generation requests being answered, by body: a request that arrives while one of the
+        # same body is still being answered (its client has not hung up) is an overlap. A job's
+        # request body is the same on every attempt, so overlaps are a job run twice at once.
+        self._answering: dict[str, list[_Handler]] = {}
+        self.overlaps: list[Any] = []
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> Emulator:
@@ -506,15 +506,21 @@ class Emulator:
         with self._cond:
             return self._cond.wait_for(lambda: self._in_flight >= n, timeout)
 
-    def wait_disconnects(self, n: int, timeout: float = 10) -> bool:
-        """Wait until at least ``n`` generation requests ended with their client gone."""
-        with self._cond:
-            return self._cond.wait_for(lambda: self.disconnects >= n, timeout)
-
     def wait_idle(self, timeout: float = 10) -> bool:
         """Wait until no generation request is in flight (e.g. after a client hung up)."""
         with self._cond:
             return self._cond.wait_for(lambda: self._in_flight == 0, timeout)
+
+    def answering(self) -> list[Any]:
+        """The bodies of the generation requests being answered now."""
+        with self._cond:
+            return [json.loads(key) for key in self._answering]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> bool:
+        """Wait until ``predicate()`` holds; it runs under the emulator's lock, and is asked again
+        at each request received, started or ended (it may read ``requests``)."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
 
     def wait_requests(self, n: int, timeout: float = 10) -> bool:
         """Wait until at least ``n`` generation requests (incl. /v1) have been received."""
@@ -528,6 +534,7 @@ class Emulator:
             self.load_log.clear()
             self.loads = self.disconnects = self._gen_received = 0
             self.max_concurrent_seen = self._in_flight
+            self.overlaps.clear()
             self._faults.clear()
             self._rate = 0.0
             self._runners.clear()
@@ -549,19 +556,27 @@ class Emulator:
         with self._cond:
             (self._conns.add if add else self._conns.discard)(conn)
 
-    def _enter(self, prompt: str | None) -> None:
+    def _enter(self, h: _Handler, body: Any) -> str:
+        key = json.dumps(body, sort_keys=True)
         with self._cond:
             self._in_flight += 1
             self.max_concurrent_seen = max(self.max_concurrent_seen, self._in_flight)
-            self._serving[prompt] += 1
-            self.most_at_once[prompt] = max(self.most_at_once[prompt], self._serving[prompt])
+            # An earlier request whose client has hung up is over, even if its handler has
+            # not noticed yet (it looks every token, or every 0.05 s while held).
+            if any(not other.client_gone() for other in self._answering.get(key, ())):
+                self.overlaps.append(body)
+            self._answering.setdefault(key, []).append(h)
             self._cond.notify_all()
+        return key
 
-    def _leave(self, gone: bool, prompt: str | None) -> None:
+    def _leave(self, h: _Handler, key: str, gone: bool) -> None:
         with self._cond:
             self._in_flight -= 1
-            self._serving[prompt] -= 1
             self.disconnects += gone
+            answering = self._answering[key]
+            answering.remove(h)
+            if not answering:
+                del self._answering[key]
             self._cond.notify_all()
 
     def _wait_locked(self, pred: Callable[[], bool], h: _Handler) -> None:
@@ -782,9 +797,8 @@ class _Handler(BaseHTTPRequestHandler):
             recorded = None
         generation = self.command == "POST" and path in GENERATION_PATHS
         emu._record(self.command, path, recorded, generation)
-        prompt = recorded.get("prompt") if generation and isinstance(recorded, dict) else None
         if generation:
-            emu._enter(prompt)
+            key = emu._enter(self, recorded)
         gone = False
         try:
             try:
@@ -797,7 +811,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection, gone = True, True
         finally:
             if generation:
-                emu._leave(gone, prompt)
+                emu._leave(self, key, gone)
 
     def _route(self, path: str, raw: bytes) -> None:
         if not self._host_allowed():
@@ -958,10 +972,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _ep_generate(self, raw: bytes) -> None:
         body = self._decode(raw, "api.GenerateRequest", _GEN_FIELDS)
         keep_alive = _keep_alive(body)
-        sent = body.get("model") or ""
-        spec = self.server.emu._lookup(sent)
-        if spec is None:
-            raise _ApiError(404, f"model '{sent}' not found")
+        sent, spec = self._model(body, required=False)
         prompt = body.get("prompt") or ""
         if not prompt and keep_alive == 0:
             return self._unload(spec, sent, "generate")
@@ -977,16 +988,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._run(_Job("generate", spec, sent, payload, _options(body.get("options")), keep_alive,
                        body.get("stream") is not False, n_prompt, body.get("format"), not prompt, bool(body.get("raw"))))
 
-    def _ep_chat(self, raw: bytes) -> None:
-        body = self._decode(raw, "api.ChatRequest", _CHAT_FIELDS)
-        keep_alive = _keep_alive(body)
-        messages = self._messages(body.get("messages") or [], v1=False)
+    def _model(self, body: dict[str, Any], *, required: bool) -> tuple[str, ModelSpec]:
+        """The model a request names and its spec, as Ollama resolves it: 400 without a valid
+        name (on the endpoints that check it first), 404 for one it does not have."""
         sent = body.get("model") or ""
-        if parse_model_name(sent) is None:
+        if required and parse_model_name(sent) is None:
             raise _ApiError(400, "model is required")
         spec = self.server.emu._lookup(sent)
         if spec is None:
             raise _ApiError(404, f"model '{sent}' not found")
+        return sent, spec
+
+    def _ep_chat(self, raw: bytes) -> None:
+        body = self._decode(raw, "api.ChatRequest", _CHAT_FIELDS)
+        keep_alive = _keep_alive(body)
+        messages = self._messages(body.get("messages") or [], v1=False)
+        sent, spec = self._model(body, required=True)
         if not messages and keep_alive == 0:
             return self._unload(spec, sent, "chat")
         self._check_think(spec, sent, body.get("think"))
@@ -1000,12 +1017,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not body.get("messages"):
             raise _ApiError(400, "[] is too short - 'messages'")
         messages = self._messages(body["messages"], v1=True)
-        sent = body.get("model") or ""
-        if parse_model_name(sent) is None:
-            raise _ApiError(400, "model is required")
-        spec = self.server.emu._lookup(sent)
-        if spec is None:
-            raise _ApiError(404, f"model '{sent}' not found")
+        sent, spec = self._model(body, required=True)
         self._check_chat_caps(spec, sent, body.get("tools"))
         rf = body.get("response_format")
         rf = rf if isinstance(rf, dict) else {}
@@ -1019,10 +1031,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _ep_v1_completions(self, raw: bytes) -> None:
         body = self._decode(raw, "openai.CompletionRequest", _V1_COMPLETION_FIELDS)
-        sent = body.get("model") or ""
-        spec = self.server.emu._lookup(sent)
-        if spec is None:
-            raise _ApiError(404, f"model '{sent}' not found")
+        sent, spec = self._model(body, required=False)
         if "completion" not in spec.capabilities:
             raise _ApiError(400, f"{json.dumps(sent)} does not support generate")
         prompt = body.get("prompt") or ""

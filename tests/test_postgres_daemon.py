@@ -51,13 +51,14 @@ def test_a_sleeping_daemon_wakes_when_a_job_is_submitted_elsewhere(pg_store_url:
 
 def test_a_waiter_wakes_when_its_job_finishes_elsewhere(pg_store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(follow, "POLL", HOUR)
+    monkeypatch.setattr(follow, "MAX_POLL", HOUR)
     with open_store(pg_store_url) as waiter, open_store(pg_store_url) as daemon:
         job = waiter.submit(spec("x"), waiter.now())
         waiter.notifier.wait(0)  # listening from now on: what follows cannot slip by unheard
         read = threading.Event()
         outcome: list[Any] = []
         thread = threading.Thread(target=lambda: outcome.append(follow.wait_for(
-            waiter, [job.id], on_progress=lambda jobs: read.set())), daemon=True)
+            waiter, [job.id], on_progress=lambda finished, total: read.set())), daemon=True)
         thread.start()
         assert read.wait(30)  # it has read the job, unfinished
         tick = daemon.settle_and_claim([], daemon.now(), owner="d", planner=lambda jobs, _: Plan(

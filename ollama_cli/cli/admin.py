@@ -9,8 +9,10 @@ import typer
 
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.insight import snapshot
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, StoreOpt, emit, load_settings, open_store
-from ollama_cli.errors import BackendUnavailable, UsageError
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, StoreOpt, emit, error_line, load_settings, open_store
+from ollama_cli.errors import ExitCode, UsageError
+from ollama_cli.jobs import JobStatus
+from ollama_cli.settings.hosts import Backend
 
 _DEFAULTS = DaemonSettings()  # what the daemon's help says when a flag is not given
 HostOpt = Annotated[
@@ -62,31 +64,44 @@ def models(
     host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = None,
     store_: StoreOpt = None,
 ) -> None:
-    """The models of the backend, and which are loaded."""
+    """The models of each backend, and which are loaded."""
     import asyncio
 
-    from ollama_cli.clients.base import BackendError, client_for
+    from ollama_cli.clients import client_for
+    from ollama_cli.clients.base import BackendError
 
     settings = load_settings(json_, data_dir, store_, hosts=host)
-    backend = settings.backends[0]
+    backends = settings.backends
 
-    async def fetch() -> list[dict]:
+    async def listing(backend: Backend) -> list[dict]:
         client = client_for(backend)
         try:
-            return await client.models()
+            return [{**m, "host": backend.label} for m in await client.models()]
         finally:
             await client.aclose()
 
-    try:
-        rows = asyncio.run(fetch())
-    except BackendError as exc:
-        raise BackendUnavailable(f"{backend.label}: {exc.message}") from None
-    if settings.json:
-        emit(rows)
-    else:
-        from ollama_cli import render
+    async def every_listing() -> list:
+        return await asyncio.gather(*map(listing, backends), return_exceptions=True)
 
-        render.models_table(rows)
+    rows, failures = [], []
+    for backend, got in zip(backends, asyncio.run(every_listing())):
+        if isinstance(got, BackendError):
+            failures.append(f"{backend.label}: {got.message}")
+        elif isinstance(got, BaseException):
+            raise got
+        else:
+            rows += got
+    if rows or not failures:
+        if settings.json:
+            emit(rows)
+        else:
+            from ollama_cli import render
+
+            render.models_table(rows)
+    for failure in failures:  # what the others listed is printed all the same
+        error_line(failure)
+    if failures:
+        raise typer.Exit(ExitCode.BACKEND)
 
 
 def daemon(
@@ -102,8 +117,9 @@ def daemon(
         help="NAME=N: at most N requests for this model at once (repeatable).")] = None,
     keep_finished: Annotated[Optional[str], typer.Option(
         help="Delete finished jobs this long after they finish (checked every minute).")] = None,
-    json_: JsonOpt = False,
-    data_dir: DataDirOpt = None, store_: StoreOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="Log JSON lines on stderr, one per event.")] = False,
+    data_dir: DataDirOpt = None,
+    store_: StoreOpt = None,
 ) -> None:
     """Drain pending jobs to the backends until stopped (logs to stderr; JSON lines with --json)."""
     from ollama_cli.daemon.loop import serve
@@ -141,20 +157,19 @@ def resume(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: StoreOpt
 
 
 def clean(
-    status_: Annotated[Optional[list[str]], typer.Option(
-        "--status", help="Only this status (repeatable; default completed, failed, cancelled).")] = None,
+    status_: Annotated[Optional[list[JobStatus]], typer.Option(
+        "--status", case_sensitive=False, help="Only this status (repeatable; default completed, failed, cancelled).",
+    )] = None,
     older_than: Annotated[Optional[str], typer.Option(help="Only jobs finished longer ago than this.")] = None,
     json_: JsonOpt = False,
-    data_dir: DataDirOpt = None, store_: StoreOpt = None,
+    data_dir: DataDirOpt = None,
+    store_: StoreOpt = None,
 ) -> None:
     """Delete finished jobs and their results."""
-    from ollama_cli import submission
-    from ollama_cli.jobs import JobStatus
     from ollama_cli.timefmt import parse_duration
 
     settings = load_settings(json_, data_dir, store_)
-    statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []] or \
-        [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+    statuses = status_ or [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
     for s in statuses:
         if not s.finished:
             raise UsageError(f"clean deletes finished jobs only, not {s.value} ones")

@@ -74,9 +74,9 @@ def invalid(message: str) -> BackendError:
     return BackendError(ErrorType.INVALID_RESPONSE, message, transient=True)
 
 
-def _error_text(body: bytes) -> str:
+def error_text(body: bytes) -> str:
     try:
-        err = _json(body).get("error")
+        err = parse_json(body).get("error")
         if isinstance(err, dict):  # OpenAI's shape
             err = err.get("message")
         if err:
@@ -87,7 +87,7 @@ def _error_text(body: bytes) -> str:
 
 
 def classify_status(status: int, body: bytes, headers: httpx.Headers | None = None) -> BackendError:
-    text = _error_text(body)
+    text = error_text(body)
     wait = retry_after(headers.get("retry-after")) if headers is not None else None
     if status == 404 and "not found" in text.lower():
         return BackendError(ErrorType.MODEL_NOT_FOUND, text, transient=False)
@@ -118,7 +118,7 @@ def retry_after(value: str | None, now: float | None = None) -> float | None:
     return min(RETRY_AFTER_CAP, max(0.0, seconds))
 
 
-def _classify_transport(exc: httpx.HTTPError) -> BackendError:
+def classify_transport(exc: httpx.HTTPError) -> BackendError:
     if isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout)):
         return unreachable(f"cannot connect: {exc}")
     if isinstance(exc, httpx.TimeoutException):
@@ -142,7 +142,9 @@ class Client:
 
     async def run(self, job: Job, request: dict[str, Any], on_text: OnText | None = None) -> dict[str, Any]:
         """The result body of one attempt; raises BackendError, whose message never
-        quotes the request (servers that echo it in errors would put the prompt in the log)."""
+        quotes the request (servers that echo it in errors would put the prompt in the log).
+        `on_text` gets each piece of text as it streams in: no caller passes it yet (it is
+        there for a `result --follow`)."""
         try:
             return await self._run_once(job, request, on_text)
         except BackendError as err:
@@ -161,9 +163,9 @@ class Client:
                 # fresh connection rather than spend one of the job's attempts.
                 if attempt == 1 and "without sending a response" in str(exc):
                     continue
-                raise _classify_transport(exc) from None
+                raise classify_transport(exc) from None
             except httpx.HTTPError as exc:
-                raise _classify_transport(exc) from None
+                raise classify_transport(exc) from None
         raise AssertionError("unreachable")
 
     async def _run(self, job: Job, request: dict[str, Any], on_text: OnText | None) -> dict[str, Any]:
@@ -184,14 +186,14 @@ class Client:
         try:
             return await self._models()
         except httpx.HTTPError as exc:
-            raise _classify_transport(exc) from None
+            raise classify_transport(exc) from None
 
     async def loaded(self) -> set[str]:
         """Names of the models in memory now."""
         try:
             return await self._loaded()
         except httpx.HTTPError as exc:
-            raise _classify_transport(exc) from None
+            raise classify_transport(exc) from None
 
     async def _models(self) -> list[dict[str, Any]]:
         raise NotImplementedError
@@ -203,84 +205,17 @@ class Client:
         """The JSON object of a listing (GET), within LISTING_TIMEOUT and MAX_BODY."""
         async with self.http.stream("GET", path, timeout=LISTING_TIMEOUT) as resp:
             if resp.status_code != 200:
-                raise classify_status(resp.status_code, await _error_body(resp), resp.headers)
-            return _json(await _whole_body(resp))
+                raise classify_status(resp.status_code, await error_body(resp), resp.headers)
+            return parse_json(await whole_body(resp))
 
     async def aclose(self) -> None:
         await self.http.aclose()
 
 
-class OllamaClient(Client):
-    async def _run(self, job: Job, request: dict[str, Any], on_text: OnText | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": job.model, **request}
-        if job.keep_alive is not None:
-            body["keep_alive"] = job.keep_alive
-        if job.type is JobType.EMBED:
-            async with self.http.stream("POST", "/api/embed", json=body) as resp:
-                if resp.status_code != 200:
-                    raise classify_status(resp.status_code, await _error_body(resp), resp.headers)
-                data = _json(await _whole_body(resp, embeddings=len(_inputs(request))))
-            return {"embeddings": _vectors(data.get("embeddings"), len(_inputs(request))), "stats": _stats(data)}
-        body["stream"] = True
-        path = "/api/chat" if job.type is JobType.CHAT else "/api/generate"
-        answer = Answer(on_text)
-        final: dict[str, Any] | None = None
-        async with self.http.stream("POST", path, json=body) as resp:
-            if resp.status_code != 200:
-                raise classify_status(resp.status_code, await _error_body(resp), resp.headers)
-            async for line in _lines(resp):
-                if not line.strip():
-                    continue
-                chunk = _json(line)
-                if "error" in chunk:
-                    raise BackendError(ErrorType.BACKEND_ERROR, _error_text(line), transient=True)
-                if job.type is JobType.CHAT:
-                    message = chunk.get("message")
-                    if message is not None and not isinstance(message, dict):
-                        raise invalid("a reply line whose message is not an object")
-                    message = message or {}
-                    calls = message.get("tool_calls")
-                    answer.add(_text(message, "content"), _text(message, "thinking"), _tool_calls(calls),
-                               len(line) if calls else 0)
-                else:
-                    answer.add(_text(chunk, "response"), _text(chunk, "thinking"))
-                if chunk.get("done"):
-                    final = chunk  # read on to the end of the body, so the connection is reused
-        if final is None:
-            raise BackendError(ErrorType.BACKEND_ERROR, "the stream ended before its final line", transient=True)
-        return answer.result(job.type, _stats(final))
-
-    async def _models(self) -> list[dict[str, Any]]:
-        tags = await self._listing("/api/tags")
-        loaded = await self._loaded()
-        out = []
-        for m in _entries(tags, "models", "name"):
-            details = m.get("details") if isinstance(m.get("details"), dict) else {}
-            out.append({
-                "name": m["name"],
-                "size": _number_or_none(m.get("size")),
-                "modified_at": _string_or_none(m.get("modified_at")),
-                "family": _string_or_none(details.get("family")),
-                "parameter_size": _string_or_none(details.get("parameter_size")),
-                "quantization_level": _string_or_none(details.get("quantization_level")),
-                "loaded": m["name"] in loaded,
-            })
-        return out
-
-    async def _loaded(self) -> set[str]:
-        try:
-            ps = await self._listing("/api/ps")
-        except BackendError as err:
-            if err.kind in (ErrorType.UNREACHABLE, ErrorType.TIMEOUT):
-                raise
-            return set()  # an old server without /api/ps, or a refusing proxy: nothing known loaded
-        return {m["name"] for m in _entries(ps, "models", "name")}
-
-
 # ------------------------------------------------------------------ reading replies within bounds
 
 
-async def _lines(resp: httpx.Response) -> AsyncIterator[bytes]:
+async def read_lines(resp: httpx.Response) -> AsyncIterator[bytes]:
     """The reply's lines without their line ends, each within MAX_LINE, at most MAX_LINES:
     httpx's own line reader holds a line in memory however long it grows."""
     held: list[bytes] = []  # the start of a line not yet ended
@@ -306,7 +241,7 @@ async def _lines(resp: httpx.Response) -> AsyncIterator[bytes]:
         yield b"".join(held)  # a last line without its line end
 
 
-async def _whole_body(resp: httpx.Response, *, embeddings: int = 0) -> bytes:
+async def whole_body(resp: httpx.Response, *, embeddings: int = 0) -> bytes:
     """A reply read whole, within MAX_BODY and room for this many embedding vectors."""
     limit = MAX_BODY + embeddings * VECTOR_BYTES
     parts: list[bytes] = []
@@ -320,7 +255,7 @@ async def _whole_body(resp: httpx.Response, *, embeddings: int = 0) -> bytes:
     return b"".join(parts)
 
 
-async def _error_body(resp: httpx.Response) -> bytes:
+async def error_body(resp: httpx.Response) -> bytes:
     """The start of an error reply: its text is cut to MAX_ERROR characters anyway."""
     parts: list[bytes] = []
     size = 0
@@ -341,7 +276,7 @@ def _refuse_constant(name: str) -> None:
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 
 
-def _json(raw: bytes) -> dict[str, Any]:
+def parse_json(raw: bytes) -> dict[str, Any]:
     """A reply's JSON object. Never quotes the reply: its text is the job's answer."""
     try:
         data = _DECODER.decode(raw.decode("utf-8"))
@@ -393,7 +328,7 @@ class Answer:
 # ------------------------------------------------------------------ the types of what a reply carries
 
 
-def _text(obj: dict[str, Any], key: str) -> str:
+def text_of(obj: dict[str, Any], key: str) -> str:
     """A text field of a reply line: a string (valid Unicode) or absent."""
     value = obj.get(key)
     if value is None:
@@ -403,27 +338,27 @@ def _text(obj: dict[str, Any], key: str) -> str:
     return value
 
 
-def _whole_number(value: Any, name: str) -> int:
+def whole_number(value: Any, name: str) -> int:
     """A token count or a duration in nanoseconds: an integer that fits 63 bits, not below 0."""
     if type(value) is not int or not 0 <= value < 2**63:
         raise invalid(f"a reply whose {name} is not a count")
     return value
 
 
-def _number_or_none(value: Any) -> int | None:
+def number_or_none(value: Any) -> int | None:
     return value if type(value) is int and 0 <= value < 2**63 else None
 
 
-def _string_or_none(value: Any) -> str | None:
+def string_or_none(value: Any) -> str | None:
     return value if isinstance(value, str) and not _SURROGATE.search(value) else None
 
 
-def _stats(chunk: dict[str, Any]) -> dict[str, Any]:
+def checked_stats(chunk: dict[str, Any]) -> dict[str, Any]:
     # Ollama omits zero-valued stats, so every field is optional; null is read as omitted.
-    return {k: _whole_number(chunk[k], k) for k in STAT_FIELDS if chunk.get(k) is not None}
+    return {k: whole_number(chunk[k], k) for k in STAT_FIELDS if chunk.get(k) is not None}
 
 
-def _vectors(value: Any, expected: int) -> list[list[float]]:
+def checked_vectors(value: Any, expected: int) -> list[list[float]]:
     """Embeddings: `expected` lists of at most MAX_DIMENSIONS finite numbers."""
     if not isinstance(value, list) or len(value) != expected:
         raise invalid(f"expected {expected} embedding vectors, got "
@@ -435,7 +370,7 @@ def _vectors(value: Any, expected: int) -> list[list[float]]:
     return value
 
 
-def _tool_calls(value: Any) -> list[Any]:
+def checked_tool_calls(value: Any) -> list[Any]:
     if value is None:
         return []
     if not isinstance(value, list) or not all(isinstance(c, dict) for c in value) or not _plain(value, 0):
@@ -461,7 +396,7 @@ def _plain(value: Any, depth: int) -> bool:
     return isinstance(value, dict) and all(_plain(k, depth) and _plain(v, depth + 1) for k, v in value.items())
 
 
-def _entries(listing: dict[str, Any], key: str, name: str) -> list[dict[str, Any]]:
+def listing_entries(listing: dict[str, Any], key: str, name: str) -> list[dict[str, Any]]:
     """The objects of a listing that carry a text `name`; other entries are skipped."""
     items = listing.get(key)
     if items is None:
@@ -472,7 +407,7 @@ def _entries(listing: dict[str, Any], key: str, name: str) -> list[dict[str, Any
             and m[name] and not _SURROGATE.search(m[name])]
 
 
-def _inputs(request: dict[str, Any]) -> list[Any]:
+def inputs_of(request: dict[str, Any]) -> list[Any]:
     texts = request.get("input")
     return texts if isinstance(texts, list) else [texts]
 
@@ -507,11 +442,3 @@ def _strings(value: Any) -> list[str]:
     if isinstance(value, list):
         return [s for v in value for s in _strings(v)]
     return []
-
-
-def client_for(backend: Backend, *, transport: httpx.AsyncBaseTransport | None = None) -> Client:
-    if backend.kind == "openai":
-        from ollama_cli.clients.openai import OpenAIClient
-
-        return OpenAIClient(backend, transport=transport)
-    return OllamaClient(backend, transport=transport)

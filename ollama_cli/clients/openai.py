@@ -18,25 +18,24 @@ from ollama_cli.clients.base import (
     BackendError,
     Client,
     OnText,
-    _classify_transport,
-    _entries,
-    _error_body,
-    _error_text,
-    _json,
-    _lines,
-    _text,
-    _vectors,
-    _whole_body,
-    _whole_number,
+    classify_transport,
+    listing_entries,
+    error_body,
+    error_text,
+    parse_json,
+    read_lines,
+    text_of,
+    checked_vectors,
+    whole_body,
+    whole_number,
     classify_status,
     invalid,
 )
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobType
 from ollama_cli.timefmt import format_time
+from ollama_cli.wire import openai as wire
 
-# Ollama options that OpenAI's API names the same way.
-SAME_NAME = ("temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty")
 # Not OpenAI's, but llama-server (and vLLM) accept them at the top level; the rest of
 # Ollama's options (num_ctx, num_gpu, ...) are load-time settings a request cannot change.
 EXTRA_SAMPLING = ("top_k", "min_p", "repeat_penalty")
@@ -62,8 +61,8 @@ class OpenAIClient(Client):
         pieces, first, last = 0, 0, 0
         async with self.http.stream("POST", self._v1 + path, json=body) as resp:
             if resp.status_code != 200:
-                raise _status_error(resp.status_code, await _error_body(resp), resp.headers)
-            async for raw in _lines(resp):
+                raise _status_error(resp.status_code, await error_body(resp), resp.headers)
+            async for raw in read_lines(resp):
                 # One JSON event per `data:` line, as every one of these servers sends it;
                 # blank separators, `:` comments (keep-alives) and other fields are skipped.
                 field, _, value = raw.partition(b":")
@@ -77,10 +76,10 @@ class OpenAIClient(Client):
                     stats = _usage_stats(usage, time.perf_counter_ns() - started,
                                          last - first if pieces >= 2 else None)
                     return answer.result(job.type, stats)
-                chunk = _json(value)
+                chunk = parse_json(value)
                 # OpenAI, Ollama and llama-server send {"error": ...}; vLLM {"object": "error", ...}.
                 if "error" in chunk or chunk.get("object") == "error":
-                    raise BackendError(ErrorType.BACKEND_ERROR, _error_text(value), transient=True)
+                    raise BackendError(ErrorType.BACKEND_ERROR, error_text(value), transient=True)
                 if isinstance(chunk.get("usage"), dict):  # vLLM sends "usage": null on the others
                     usage = chunk["usage"]
                 choices = chunk.get("choices")
@@ -100,15 +99,15 @@ class OpenAIClient(Client):
         body = {"model": job.model, "input": inputs}
         async with self.http.stream("POST", self._v1 + "/embeddings", json=body) as resp:
             if resp.status_code != 200:
-                raise _status_error(resp.status_code, await _error_body(resp), resp.headers)
-            data = _json(await _whole_body(resp, embeddings=len(inputs)))
+                raise _status_error(resp.status_code, await error_body(resp), resp.headers)
+            data = parse_json(await whole_body(resp, embeddings=len(inputs)))
         items = data.get("data")
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
             raise invalid("no embeddings in the reply")
         if not all(i.get("index") is None or type(i.get("index")) is int for i in items):
             raise invalid("embeddings whose index is not a number")
         # The spec does not promise the order of `data`: `index` does.
-        vectors = _vectors([i.get("embedding") for i in sorted(items, key=lambda i: i.get("index") or 0)],
+        vectors = checked_vectors([i.get("embedding") for i in sorted(items, key=lambda i: i.get("index") or 0)],
                            len(inputs))
         usage = data.get("usage")
         stats = _usage_stats(usage if isinstance(usage, dict) else {}, time.perf_counter_ns() - started, None)
@@ -139,15 +138,15 @@ class OpenAIClient(Client):
 
     async def _ids(self) -> list[dict[str, Any]]:
         try:
-            return _entries(await self._listing(self._probe_path), "data", "id")
+            return listing_entries(await self._listing(self._probe_path), "data", "id")
         except httpx.HTTPError as exc:
-            raise _classify_transport(exc) from None
+            raise classify_transport(exc) from None
 
 
 def _generation_body(job: Job, request: dict[str, Any]) -> dict[str, Any]:
     """The /v1 body of a generate or chat job (the stored request is Ollama-shaped)."""
     body: dict[str, Any] = {"model": job.model}
-    fmt = _response_format(request.get("format"))
+    fmt = wire.response_format_from_format(request.get("format"))
     if job.type is JobType.CHAT:
         # Only role and content: Ollama's images (bare base64, no MIME type) and tool
         # fields have no lossless OpenAI spelling.
@@ -164,7 +163,7 @@ def _generation_body(job: Job, request: dict[str, Any]) -> dict[str, Any]:
     if fmt:
         body["response_format"] = fmt
     options = request.get("options") or {}
-    body.update({k: options[k] for k in SAME_NAME + EXTRA_SAMPLING if options.get(k) is not None})
+    body.update({k: options[k] for k in wire.SAME_NAME_OPTIONS + EXTRA_SAMPLING if options.get(k) is not None})
     num_predict = options.get("num_predict")
     if isinstance(num_predict, int) and num_predict > 0:  # Ollama's -1/-2 mean "no limit"
         body["max_tokens"] = num_predict
@@ -172,21 +171,13 @@ def _generation_body(job: Job, request: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-def _response_format(fmt: Any) -> dict[str, Any] | None:
-    if fmt == "json":
-        return {"type": "json_object"}
-    if isinstance(fmt, dict):
-        return {"type": "json_schema", "json_schema": {"name": "schema", "schema": fmt}}
-    return None
-
-
 def _choice_text(choice: dict[str, Any]) -> tuple[str, str]:
     """(content, reasoning) of one streamed choice: `delta` in chat, `text` in completions.
     Reasoning is `reasoning_content` on llama-server and vLLM, `reasoning` on Ollama."""
     delta = choice.get("delta")
     if isinstance(delta, dict):
-        return _text(delta, "content"), _text(delta, "reasoning_content") or _text(delta, "reasoning")
-    return _text(choice, "text"), ""
+        return text_of(delta, "content"), text_of(delta, "reasoning_content") or text_of(delta, "reasoning")
+    return text_of(choice, "text"), ""
 
 
 def _usage_stats(usage: dict[str, Any], total_ns: int, eval_ns: int | None) -> dict[str, Any]:
@@ -194,9 +185,9 @@ def _usage_stats(usage: dict[str, Any], total_ns: int, eval_ns: int | None) -> d
     spans first to last token, so it exists only once two arrived."""
     stats: dict[str, Any] = {"total_duration": total_ns}
     if usage.get("prompt_tokens") is not None:
-        stats["prompt_eval_count"] = _whole_number(usage["prompt_tokens"], "prompt_tokens")
+        stats["prompt_eval_count"] = whole_number(usage["prompt_tokens"], "prompt_tokens")
     if usage.get("completion_tokens") is not None:
-        stats["eval_count"] = _whole_number(usage["completion_tokens"], "completion_tokens")
+        stats["eval_count"] = whole_number(usage["completion_tokens"], "completion_tokens")
     if eval_ns is not None:
         stats["eval_duration"] = eval_ns
     return stats

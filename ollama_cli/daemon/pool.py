@@ -11,9 +11,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from ollama_cli.clients.base import BackendError, Client
 from ollama_cli.daemon import events
@@ -23,11 +23,17 @@ from ollama_cli.daemon.scheduler import BackendView
 
 log = logging.getLogger("ollama_q.daemon")
 
-PROBE_BACKOFF_CAP = 30.0
-COOLDOWN_AFTER = 3  # consecutive failed attempts before a backend rests
+COOLDOWN_AFTER = 3  # different jobs failing in a row before a backend rests
 COOLDOWN_CAP = 60.0
 LOADED_EVERY = 5.0  # /api/ps
 TAGS_EVERY = 30.0  # /api/tags
+
+
+class Backoff(NamedTuple):
+    """Seconds between probes of a backend that is down: `first`, doubling up to `cap`."""
+
+    first: float = 0.5
+    cap: float = 30.0
 
 
 @dataclass
@@ -39,9 +45,10 @@ class Slot:
     running_models: Counter[str] = field(default_factory=Counter)
     down_since: float | None = None
     probe_at: float = 0.0
-    probe_delay: float = 0.5
+    probe_delay: float = 0.0  # set when it goes down
     probing: bool = False
-    failures: int = 0  # consecutive failed attempts
+    failures: int = 0  # different jobs whose attempts failed in a row here
+    failed_jobs: set[int] = field(default_factory=set)  # those jobs
     cooldown_until: float = 0.0
     models: set[str] | None = None  # installed (full names); None: the server does not say
     answered: bool = False  # it answered a listing since it was last up: no job before
@@ -65,10 +72,12 @@ class Slot:
 
 
 class Pool:
-    def __init__(self, slots: list[Slot], clock: Callable[[], float], publish: events.Subscriber) -> None:
+    def __init__(self, slots: list[Slot], clock: Callable[[], float], publish: events.Subscriber,
+                 *, probe_backoff: Backoff = Backoff()) -> None:
         self.slots = slots
         self.clock = clock
         self.publish = publish
+        self.probe_backoff = probe_backoff
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -81,6 +90,14 @@ class Pool:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def looked(self) -> bool:
+        """Whether every backend has answered a listing or been found down."""
+        return all(s.answered or not s.up for s in self.slots)
+
+    def found(self) -> tuple[events.BackendFound, ...]:
+        return tuple(events.BackendFound(s.backend.label, s.up and s.answered,
+                                         None if s.models is None else len(s.models)) for s in self.slots)
 
     def views(self, now: float) -> list[BackendView]:
         return [s.view(now) for s in self.slots]
@@ -107,14 +124,20 @@ class Pool:
     def succeeded(self, slot: Slot) -> None:
         self.mark_up(slot)
         slot.failures = 0
+        slot.failed_jobs.clear()
 
-    def failed(self, slot: Slot, now: float, retry_after: float | None = None) -> None:
-        """A failed attempt (not unreachability): after a few in a row the backend rests,
-        so that work flows to the others; one that said when to come back (Retry-After)
-        rests at least that long."""
-        slot.failures += 1
-        rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1)) \
-            if slot.failures >= COOLDOWN_AFTER else 0.0
+    def failed(self, slot: Slot, now: float, jobs: Iterable[int], retry_after: float | None = None) -> None:
+        """A failed attempt of these jobs (not unreachability). After failures of a few
+        different jobs in a row the backend rests, so that work flows to the others. One
+        job's own failures (a prompt the server cannot take) count once, and a backend
+        with no other to take its work does not rest for failures alone: resting it would
+        stall every job for a fault of one. One that said when to come back (Retry-After)
+        rests at least that long, whatever else."""
+        slot.failed_jobs.update(jobs)
+        slot.failures = len(slot.failed_jobs)
+        rest = 0.0
+        if slot.failures >= COOLDOWN_AFTER and self._another_can_work(slot, now):
+            rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1))
         asked = retry_after is not None and retry_after > rest
         if retry_after is not None and asked:
             rest = retry_after
@@ -123,11 +146,14 @@ class Pool:
                 self.publish(events.BackendResting(slot.backend.label, slot.failures, rest, asked))
             slot.cooldown_until = max(slot.cooldown_until, now + rest)
 
+    def _another_can_work(self, slot: Slot, now: float) -> bool:
+        return any(s is not slot and s.up and s.answered and now >= s.cooldown_until for s in self.slots)
+
     def mark_down(self, slot: Slot, why: str, now: float) -> None:
         if slot.up:
             self.publish(events.BackendDown(slot.backend.label, why))
             slot.down_since = now
-            slot.probe_delay = 0.5
+            slot.probe_delay = self.probe_backoff.first
         slot.probe_at = now + slot.probe_delay
 
     def mark_up(self, slot: Slot) -> None:
@@ -162,7 +188,7 @@ class Pool:
                 if wake:
                     wake.set()
             else:
-                slot.probe_delay = min(PROBE_BACKOFF_CAP, slot.probe_delay * 2)
+                slot.probe_delay = min(self.probe_backoff.cap, slot.probe_delay * 2)
                 slot.probe_at = self.clock() + slot.probe_delay
         finally:
             slot.probing = False

@@ -37,21 +37,23 @@ def shown(location: str | os.PathLike[str]) -> str:
 
 
 def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
-               on_wait: Callable[[int | None], None] | None = None) -> Engine:
+               on_wait: Callable[[int | None], None] | None = None, create: bool = True) -> Engine:
     """The store at `location`: a postgresql:// (or postgres://) URL for a database on a server,
     else a folder, for LMDB in it. `readonly` when the caller will only read: LMDB then never
     waits behind a writer to open. `on_wait(pid)` is called once if a write waits long for
-    another process that holds the store (its pid, None if unknown). The other two options are
-    LMDB's: a server has neither a writer lock to wait on nor a cheaper read-only open."""
+    another process that holds the store (its pid, None if unknown). Without `create`,
+    NotFound if there is no store there yet (nothing is created: no folder, no tables).
+    `readonly` and `on_wait` are LMDB's: a server has neither a writer lock to wait on nor a
+    cheaper read-only open."""
     text = os.fspath(location)
     if is_postgres(text):
         from ollama_cli.store.postgres.engine import PostgresEngine
 
-        return PostgresEngine(text)
+        return PostgresEngine(text, create=create)
     if "://" in text:
         scheme = text.split("://", 1)[0]
         raise UsageError(f"unsupported store {scheme}://...: a store is a folder (LMDB) or a "
                          "postgresql:// URL")
     from ollama_cli.store.lmdb_engine import LmdbEngine
 
-    return LmdbEngine(Path(text), readonly=readonly, on_wait=on_wait)
+    return LmdbEngine(Path(text), readonly=readonly, on_wait=on_wait, create=create)

@@ -22,6 +22,7 @@ from pathlib import Path
 import msgpack
 
 from ollama_cli import batch, cache, queue
+from ollama_cli.batch.parse import bulk
 from ollama_cli.store import open_store
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store
@@ -73,7 +74,7 @@ def floor(data: bytes, folder: Path, *, hashing: bool = True) -> float:
     the daemon), and put the five records."""
     sha256 = cache._sha256()
     canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-    with Store(folder) as store, batch._bulk():
+    with Store(folder) as store, bulk():
         env, dbs = store.env, store.dbs
         jobs, requests, status, ready, batches = (dbs[n] for n in ("jobs", "requests", "status", "ready", "batches"))
         start = time.perf_counter()

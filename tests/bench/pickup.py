@@ -29,6 +29,8 @@ BUDGET = 0.5
 def pickup(location: str, env: dict[str, str], trials: int, rng: random.Random) -> list[float]:
     """Seconds from each submit's commit to its request's arrival, sorted."""
     latencies = []
+    # The emulator in this process: the moment a request arrives is what is timed, and the
+    # daemon measured runs in a process of its own.
     with Emulator() as emu:
         daemon = subprocess.Popen([sys.executable, "-m", "ollama_cli", "daemon", "--host", emu.url],
                                   env=env, cwd=ROOT, stderr=subprocess.DEVNULL)

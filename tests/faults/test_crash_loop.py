@@ -11,21 +11,22 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+from ollama_cli import follow
+from ollama_cli.jobs import Job, JobStatus
 from ollama_cli.store import open_store
-from tests.conftest import cli_env
 from tests.emulator import Emulator
-from tests.invariants import check_invariants
+from tests.helpers.backend import clean_answers, generation_requests
+from tests.helpers.invariants import check_invariants
+from tests.helpers.jobs import make_spec
+from tests.helpers.processes import Lines, acknowledged, start_submitter
 
 pytestmark = pytest.mark.slow
 
@@ -70,11 +71,12 @@ class FaultLog(QuietEmulator):
 # ----------------------------------------------------------------------------- helpers
 
 
-def submit_all(data_dir: Path, prompts: list[str], *, max_attempts: int) -> None:
+def submit_all(data_dir: Path, prompts: list[str], *, max_attempts: int,
+               options: dict[str, Any] | None = None) -> None:
     """Queue one generate job per prompt in one transaction, then close the store: the
     daemons are other processes, and LMDB allows one open of an env per process."""
-    specs = [JobSpec(model=MODEL, type=JobType.GENERATE, request={"prompt": p},
-                     max_attempts=max_attempts) for p in prompts]
+    extra = {"options": options} if options else {}
+    specs = [make_spec(p, model=MODEL, max_attempts=max_attempts, request={"prompt": p, **extra}) for p in prompts]
     with open_store(data_dir) as store:
         store.submit_many(specs, time.time())
 
@@ -87,23 +89,10 @@ def read_jobs(data_dir: Path) -> dict[int, tuple[Job, str, dict[str, Any] | None
         return {j.id: (j, store.get_request(j.id)["prompt"], store.get_result(j.id)) for j in jobs}
 
 
-def clean_answers(prompts: list[str]) -> dict[str, str]:
-    """What a fault-free server answers to each prompt (the emulator is deterministic)."""
-    with Emulator() as clean, httpx.Client(base_url=clean.url, timeout=30) as http:
-        return {p: http.post("/api/generate", json={"model": MODEL, "prompt": p, "stream": False})
-                .json()["response"] for p in prompts}
-
-
 def prompts_sent(emu: Emulator) -> Counter[str]:
     """Generation requests per prompt. A body a kill cut short is no JSON (recorded as
     None) and never reached a model, so it is not counted."""
-    return Counter(body["prompt"] for _, path, body in emu.requests
-                   if path == "/api/generate" and isinstance(body, dict))
-
-
-def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    return Counter(body["prompt"] for body in generation_requests(emu, "/api/generate") if isinstance(body, dict))
 
 
 def freeze_then_kill(daemons: list[Any]) -> None:
@@ -113,10 +102,9 @@ def freeze_then_kill(daemons: list[Any]) -> None:
     for d in daemons:
         assert d.proc.poll() is None, f"a daemon exited by itself:\n{d.log()}"
         os.kill(d.pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 10
-    while not all(_stopped(d.pid) for d in daemons):
-        assert time.monotonic() < deadline, "SIGSTOP did not stop a daemon"
-        time.sleep(0.001)
+    for d in daemons:
+        _, status = os.waitpid(d.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status), f"a daemon exited by itself:\n{d.log()}"
     for d in daemons:
         os.kill(d.pid, signal.SIGKILL)
     for d in daemons:
@@ -260,39 +248,59 @@ def test_crash_loop_loses_nothing_and_never_runs_a_job_twice_at_once(data_dir: P
     check_invariants(data_dir)
 
 
+# ------------------------------------------------- cancel and retry of running jobs
+
+# Fewer jobs than the daemons have slots, so that a job retried finds a free slot in either
+# daemon at once; answers long enough (10 s) that none ends before the trials do.
+CHURN_JOBS = 8
+CHURN_TRIALS = 30
+CHURN_ARGS = ("-c", "8")
+LONG = {"num_predict": 200}  # at the emulator's 50 ms a token
+
+
+@pytest.mark.timeout(240)
+def test_cancel_then_retry_of_running_jobs_never_runs_one_twice_at_once(data_dir: Path, start_daemon) -> None:
+    """`cancel ID && retry ID` on a job being answered, again and again, while two daemons take
+    jobs: the job runs again, but never while its previous run is still open, in the daemon
+    that ran it or the other one (issue 9, item 1). The emulator tells: a request that arrives
+    while one of the same body is still being answered is an overlap."""
+    rng = random.Random(0x5EED)
+    prompts = [f"churn {i}" for i in range(CHURN_JOBS)]
+    submit_all(data_dir, prompts, max_attempts=1, options=LONG)
+    ids = {p: i for i, p in enumerate(prompts, start=1)}
+    emu = QuietEmulator(token_delay=0.05).start()
+    try:
+        daemons = [start_daemon(emu.url, *CHURN_ARGS) for _ in range(2)]
+        with open_store(data_dir) as store:
+            for trial in range(CHURN_TRIALS):
+                assert emu.wait_for(lambda: bool(emu.answering())), f"trial {trial}: nothing being answered"
+                prompt = rng.choice(sorted(body["prompt"] for body in emu.answering()))
+                before = prompts_sent(emu)[prompt]
+                store.cancel([ids[prompt]], time.time())
+                store.retry([ids[prompt]], time.time())
+                # Until its next run has begun: the retry ran it again.
+                assert emu.wait_for(lambda: prompts_sent(emu)[prompt] > before), \
+                    f"trial {trial}: job {ids[prompt]} did not run again\n" + "".join(d.log() for d in daemons)
+            emu.token_delay = 0.0  # the trials are over: let the answers end
+            jobs, done = follow.wait_for(store, ids.values(), timeout=120)
+            assert done, [j for j in jobs if not j.status.finished]
+        for d in daemons:
+            d.signal(signal.SIGTERM)
+            assert d.wait() == 0, d.log()
+    finally:
+        emu.stop()
+    sent = prompts_sent(emu)
+    print(f"\ncancel-retry: trials={CHURN_TRIALS} daemons=2 requests={sum(sent.values())} "
+          f"overlaps={len(emu.overlaps)}")
+    assert emu.overlaps == []
+    clean = clean_answers(prompts, options=LONG)
+    for job, prompt, result in read_jobs(data_dir).values():
+        assert job.status is JobStatus.COMPLETED, job
+        assert result is not None and result["response"] == clean[prompt], (job.id, result)
+    check_invariants(data_dir)
+
+
 # ---------------------------------------------------- kill -9 among many submitters
-
-SUBMITTER = """
-import random, sys, time
-from ollama_cli.jobs import JobSpec, JobType
-from ollama_cli.store import open_store
-
-data_dir, tag, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(seed)
-store = open_store(data_dir)
-for i in range(count):
-    spec = JobSpec(model="llama3.2", type=JobType.GENERATE,
-                   request={"prompt": f"{tag} {i}"}, max_attempts=20)
-    job = store.submit(spec, time.time())
-    print(job.id, spec.request["prompt"], flush=True)  # acknowledged: it is committed
-    time.sleep(rng.uniform(0, 0.04))
-store.close()
-"""
-
-
-def start_submitter(data_dir: Path, tag: str, count: int, seed: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", SUBMITTER, str(data_dir), tag, str(count), str(seed)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(data_dir))
-
-
-def acknowledged(lines: bytes) -> dict[int, str]:
-    out = {}
-    for line in lines.decode().splitlines(keepends=True):
-        if line.endswith("\n"):  # a line cut by a kill was not acknowledged
-            job_id, prompt = line.rstrip("\n").split(" ", 1)
-            out[int(job_id)] = prompt
-    return out
-
 
 @pytest.mark.timeout(180)
 def test_kill_9_while_many_processes_submit(data_dir: Path, start_daemon) -> None:
@@ -304,20 +312,17 @@ def test_kill_9_while_many_processes_submit(data_dir: Path, start_daemon) -> Non
         pass  # create the store once, before five processes race to
     emu = QuietEmulator(token_delay=0.002).start()
     try:
-        submitters = [start_submitter(data_dir, f"submitter-{k}", 50, k) for k in range(4)]
-        victim = start_submitter(data_dir, "victim", 1000, 99)
-        victim_lines: list[bytes] = []
-        reader = threading.Thread(target=lambda: victim_lines.extend(iter(victim.stdout.readline, b"")),
-                                  daemon=True)
-        reader.start()
+        submitters = [start_submitter(data_dir, f"submitter-{k}", 50, pause=0.04, seed=k, max_attempts=20)
+                      for k in range(4)]
+        victim = start_submitter(data_dir, "victim", 1000, pause=0.04, seed=99, max_attempts=20)
+        assert victim.stdout is not None
+        victim_lines = Lines(victim.stdout)
         victim_target = rng.randint(5, 30)
         for kill in range(5):
             daemon = start_daemon(emu.url, *DAEMON_ARGS, wait=False)
             time.sleep(rng.uniform(0.15, 0.6))
             if kill == 1:  # once it has had some submissions acknowledged
-                deadline = time.monotonic() + 30
-                while len(victim_lines) < victim_target and time.monotonic() < deadline:
-                    time.sleep(0.005)
+                assert victim_lines.wait_for(lambda lines: len(lines) >= victim_target)
                 victim.kill()
                 assert victim.wait(10) == -signal.SIGKILL
             assert daemon.proc.poll() is None, daemon.log()
@@ -327,14 +332,13 @@ def test_kill_9_while_many_processes_submit(data_dir: Path, start_daemon) -> Non
         for proc in submitters:
             out, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err.decode()
-            got = acknowledged(out)
+            got = acknowledged(out.decode())
             assert len(got) == 50
             assert not set(got) & set(acks), "one id given to two submissions"
             acks.update(got)
-        reader.join(10)
-        victim.stdout.close()
-        victim.stderr.close()
-        victim_acks = acknowledged(b"".join(victim_lines))
+        victim_lines.join()
+        victim.communicate()
+        victim_acks = acknowledged("".join(victim_lines.read()))
         assert len(victim_acks) >= victim_target
         assert not set(victim_acks) & set(acks), "one id given to two submissions"
         acks.update(victim_acks)

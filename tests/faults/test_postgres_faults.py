@@ -95,7 +95,7 @@ def test_several_daemons_on_one_database_run_each_job_once(pg_store: Engine, emu
         assert d.wait(120) == 0, d.log()
     all_completed(pg_store, ids)
     assert generated(emulator) == Counter({f"job {i}": 1 for i in range(60)})
-    assert max(emulator.most_at_once.values()) == 1
+    assert emulator.overlaps == []
     assert all("started on" in d.log() for d in daemons)
 
 
@@ -112,12 +112,11 @@ def test_a_killed_daemons_jobs_are_finished_by_the_others(pg_store: Engine, emul
     assert len(taken) == 2
     doomed.signal(9)  # SIGKILL: its session, and the advisory lock that said it lived, end with it
     doomed.wait()
-    assert emulator.wait_disconnects(2)  # its two requests are over before anyone asks again
     emulator.release()
     all_completed(pg_store, ids)
     for job in pg_store.get_jobs(sorted(taken)):
         assert job.attempts == 2 and job.error is None, job
     assert any("taken back from a dead daemon" in d.log() for d in survivors)
-    assert max(emulator.most_at_once.values()) == 1  # never two at once, though some ran twice
+    assert emulator.overlaps == []  # never two at once, though some ran twice
     sent = generated(emulator)
     assert set(sent) == {f"job {i}" for i in range(10)} and sum(sent.values()) == 12

@@ -28,7 +28,7 @@ from typing import Any
 from ollama_cli import cache
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord, NotFound, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority, full_name
 from ollama_cli.store.postgres import liveness, rows, schema
 from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
 from ollama_cli.store.postgres.transactions import Database, Tx
@@ -43,6 +43,8 @@ LOOKAHEAD = 256  # ready jobs a planner is shown at most: bounds a tick however 
 CLAIM_TRIES = 3  # plans per claim, at most, when other daemons take planned jobs first
 PROMOTE_BATCH = 1000  # due held jobs made ready per claim, at most: bounds a tick
 _COUNT = {s: f"count/{s.value}" for s in JobStatus}
+# jobs.full_name in SQL: a model's name in lower case, ":latest" added unless it has a tag.
+_FULL_NAME = "(lower(model) || CASE WHEN regexp_replace(lower(model), '^.*/', '') LIKE '%%:%%' THEN '' ELSE ':latest' END)"
 _READY = {p.rank: f"ready/{p.rank}" for p in Priority}
 
 
@@ -51,9 +53,9 @@ class PostgresEngine:
 
     name = "postgresql"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
-        self._db = Database(url)
+        self._db = Database(url, create=create)
         self.location = self._db.location
         self.notifier = liveness.Notifier(url)
         self._locks: dict[str, liveness.DaemonLock] = {}  # of daemons in this process
@@ -96,14 +98,16 @@ class PostgresEngine:
         """Write `new` over `old` (a job and its state, as loaded) and keep the counters in
         step; a job that finishes hands on to its dependents (`hand_on` False: the caller
         knows it has none). The job as stored (a pending job whose dependency failed is
-        stored failed)."""
+        stored failed). A pending job that holds a lease waits for its open run to close."""
         state, hold = new.status.value, None
         if new.status is PENDING:
             deps = self._dependency_state(tx, new) if new.after else None
             if deps is FAILED:
                 new = _finished(new, FAILED, now, ErrorType.DEPENDENCY_FAILED,
-                                "a job it depends on failed or was cancelled")
+                                "a job it depends on failed or was cancelled").evolve(lease=new.lease)
                 state = new.status.value
+            elif new.lease is not None:
+                state = "open_run"
             elif deps is PENDING:
                 state = "blocked"
             else:
@@ -232,19 +236,29 @@ class PostgresEngine:
         return None if found is None else unpack(job_id, found[0])
 
     def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
-                  job_type: JobType | None = None, batch: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> tuple[list[Job], list[CorruptRecord]]:
-        if limit is not None and limit <= 0:
+                  job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0,
+                  before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
+        if (limit is not None and limit <= 0) or (before is not None and before <= 1):
             return [], []
         where, params = ["true"], []
         states = [st for s in dict.fromkeys(statuses) for st in STATES_OF[s]]
         if states:
             where.append("state = ANY(%s)")
             params.append(states)
-        for column, value in (("model", model), ("type", job_type.value if job_type else None), ("batch", batch)):
+        if model:  # as jobs.full_name compares names: lower case, ":latest" unless a tag is given
+            where.append(f"{_FULL_NAME} = %s")
+            params.append(full_name(model))
+        for column, value in (("type", job_type.value if job_type else None), ("batch", batch)):
             if value:
                 where.append(f"{column} = %s")
                 params.append(value)
+        if name is not None:
+            where.append("name = %s")
+            params.append(name)
+        if before is not None:
+            where.append("id < %s")
+            params.append(before)
         sql = f"SELECT {COLUMNS} FROM jobs WHERE {' AND '.join(where)} ORDER BY id DESC OFFSET %s"
         params.append(max(0, offset))
         if limit is not None:
@@ -325,8 +339,8 @@ class PostgresEngine:
                 if old is None or old[0].status.finished:
                     out.append(Changed(job_id, old[0] if old else None, False))
                     continue
-                new = self._save(tx, old, _finished(old[0], CANCELLED, now, ErrorType.CANCELLED,
-                                                    "cancelled by the user"), now)
+                cancelled = _finished(old[0], CANCELLED, now, ErrorType.CANCELLED, "cancelled by the user")
+                new = self._save(tx, old, cancelled.evolve(lease=old[0].lease), now)  # a run stays open
                 loaded[job_id] = (new, new.status.value)
                 out.append(Changed(job_id, new, True))
             return out
@@ -345,7 +359,7 @@ class PostgresEngine:
                     out.append(Changed(job_id, old[0] if old else None, False))
                     continue
                 again = old[0].evolve(status=PENDING, attempts=0, error=None, started_at=None,
-                                      finished_at=None, retry_at=None, lease=None, host=None)
+                                      finished_at=None, retry_at=None, host=None)  # an open run stays
                 new = self._save(tx, old, again, now)
                 loaded[job_id] = (new, tx.one("SELECT state FROM jobs WHERE id = %s", (job_id,))[0])
                 out.append(Changed(job_id, new, True))
@@ -430,6 +444,10 @@ class PostgresEngine:
             except CorruptRecord as exc:
                 out.append(BatchEntry(row[0], None, corrupt=exc))
         return out
+
+    def batch_names(self) -> list[str]:
+        return [r[0] for r in self._db.read(lambda tx: tx.all(
+            "SELECT batch FROM jobs WHERE batch IS NOT NULL GROUP BY batch ORDER BY min(id) DESC"))]
 
     # ------------------------------------------------------------ cache
 
@@ -552,9 +570,9 @@ class PostgresEngine:
             # another meanwhile plans again without them, rather than start nothing this tick.
             taken_by_others: list[int] = []
             for attempt in range(CLAIM_TRIES):
-                candidates = [] if paused else [to_job(r) for r in tx.all(  # paused: the planner is shown none
+                candidates = [] if paused else _readable(tx.all(  # paused: the planner is shown none
                     f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' AND id <> ALL(%s) "
-                    f"ORDER BY priority, id LIMIT %s", (taken_by_others, limit))]
+                    f"ORDER BY priority, id LIMIT %s", (taken_by_others, limit)))
                 plan = planner(iter(candidates), lambda job: self._request(tx, job.id))
                 last = attempt == CLAIM_TRIES - 1
                 if not last:
@@ -630,17 +648,23 @@ class PostgresEngine:
 
     def _settle(self, tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
         """Record each settle whose lease still holds (None for the others: cancelled,
-        reclaimed or settled meanwhile), with a statement per kind of change, not per job."""
+        reclaimed or settled meanwhile), with a statement per kind of change, not per job.
+        The settle of a run a cancelled job kept open closes that run, and records nothing."""
         if not settles:
             return []
-        running = {r[0]: to_job(r) for r in tx.all(f"SELECT {COLUMNS} FROM jobs WHERE id = ANY(%s) "
-                                                  f"AND state = 'running' ORDER BY id FOR UPDATE",
-                                                  (sorted({s.job_id for s in settles}),))}
+        leased = {r[0]: (to_job(r), r[1]) for r in tx.all(
+            f"SELECT {COLUMNS} FROM jobs WHERE id = ANY(%s) AND lease_token IS NOT NULL ORDER BY id FOR UPDATE",
+            (sorted({s.job_id for s in settles}),))}
         held = []
         for s in settles:
-            job = running.get(s.job_id)
-            if job is not None and job.lease is not None and job.lease.token == s.token:
-                held.append((s, running.pop(s.job_id)))  # a second settle of it finds no lease
+            job, state = leased.get(s.job_id, (None, ""))
+            if job is None or job.lease is None or job.lease.token != s.token:
+                continue
+            del leased[s.job_id]  # a second settle of it finds no lease
+            if job.status is RUNNING:
+                held.append((s, job))
+            else:
+                self._save(tx, (job, state), job.evolve(lease=None), now)
         completed = [(job.id, pack(s.result or {})) for s, job in held if s.kind is SettleKind.COMPLETE]
         if completed:
             ids, bodies = zip(*completed)
@@ -670,17 +694,19 @@ class PostgresEngine:
     def reclaim(self, now: float) -> list[Job]:
         def write(tx: Tx) -> list[Job]:
             alive = self._live_keys(tx, now)
-            owners = {r[0] for r in tx.all("SELECT DISTINCT lease_owner FROM jobs WHERE state = 'running'")}
+            owners = {r[0] for r in tx.all("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL")}
             dead = sorted(o for o in owners if liveness.lock_key(o) not in alive)
             tx.cur.execute("DELETE FROM daemons WHERE lock_key IS NULL OR NOT (lock_key = ANY(%s))", (sorted(alive),))
             if not dead:
                 return []
             out = []
             for job_id, (job, state) in self._load(tx, [r[0] for r in tx.all(
-                    "SELECT id FROM jobs WHERE state = 'running' AND lease_owner = ANY(%s)", (dead,))],
-                    lock=True).items():
-                if job.status is not RUNNING or job.lease is None or job.lease.owner not in dead:
+                    "SELECT id FROM jobs WHERE lease_owner = ANY(%s)", (dead,))], lock=True).items():
+                if job.lease is None or job.lease.owner not in dead:
                     continue  # settled between the two reads
+                if job.status is not RUNNING:  # a run a cancelled job kept open: it closes
+                    self._save(tx, (job, state), job.evolve(lease=None), now)
+                    continue
                 if job.attempts >= job.max_attempts:
                     new = _finished(job, FAILED, now, ErrorType.ABANDONED,
                                     f"its daemon died during each of {job.attempts} attempts")
@@ -729,6 +755,18 @@ class PostgresEngine:
             return problems
 
         return self._db.snapshot(read)
+
+
+def _readable(found: list[tuple[Any, ...]]) -> list[Job]:
+    """The jobs of these rows that this version can read: one it cannot (a newer version's
+    value) is left where it is, for `status` to report, and never stops a daemon's tick."""
+    jobs = []
+    for row in found:
+        try:
+            jobs.append(to_job(row))
+        except CorruptRecord:
+            continue
+    return jobs
 
 
 def _finished(job: Job, status: JobStatus, now: float, kind: ErrorType, message: str) -> Job:

@@ -1,7 +1,7 @@
 """Job rows and `Job` records: the columns in one order, and the one decoder of a row.
 
-A job's `state` is its status, with pending split three ways (ready, waiting, blocked)
-as LMDB splits it into tables; `priority` is the rank (0 = urgent)."""
+A job's `state` is its status, with pending split four ways (ready, waiting, blocked,
+open_run) as LMDB splits it into tables; `priority` is the rank (0 = urgent)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ COLUMNS = ("id, state, priority, model, type, created_at, name, batch, custom_id
            "run_at, retry_at, after, host, started_at, finished_at, error_type, error_message, cached, "
            "timeout, keep_alive, cache_key, lease_owner, lease_token")
 
-PENDING_STATES = ("ready", "waiting", "blocked")
-STATUS_OF = {"ready": JobStatus.PENDING, "waiting": JobStatus.PENDING, "blocked": JobStatus.PENDING,
+PENDING_STATES = ("ready", "waiting", "blocked", "open_run")
+STATUS_OF = {**{s: JobStatus.PENDING for s in PENDING_STATES},
              **{s.value: s for s in JobStatus if s is not JobStatus.PENDING}}
 STATES_OF = {s: PENDING_STATES if s is JobStatus.PENDING else (s.value,) for s in JobStatus}
 BY_RANK = {p.rank: p for p in Priority}

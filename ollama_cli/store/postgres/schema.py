@@ -10,8 +10,9 @@ rows it does not understand.
 What lives where (the LMDB store's tables, as columns and indexes):
 - `jobs`: one row per job; the queue's fields are real columns. `state` splits pending
   into `ready` (may start now), `waiting` (held until `available_at`: a delay or a
-  retry's backoff) and `blocked` (a dependency has not completed), like LMDB's ready,
-  waiting and blocked tables. Partial indexes give the claim order (priority rank, id)
+  retry's backoff), `blocked` (a dependency has not completed) and `open_run` (retried
+  while the run it was cancelled in goes on), like LMDB's ready, waiting, blocked and
+  open_runs tables. Partial indexes give the claim order (priority rank, id)
   of ready jobs, the same per model, waiting jobs by time, and jobs by state or batch.
 - `requests`, `results`: bodies apart from the job rows (msgpack, as on LMDB), so that
   listing never loads answers; deleted with their job.
@@ -50,7 +51,7 @@ _V1 = """
 CREATE TABLE jobs (
     id            bigint PRIMARY KEY,
     state         text NOT NULL CHECK (state IN
-                      ('ready', 'waiting', 'blocked', 'running', 'completed', 'failed', 'cancelled')),
+                      ('ready', 'waiting', 'blocked', 'open_run', 'running', 'completed', 'failed', 'cancelled')),
     priority      smallint NOT NULL CHECK (priority BETWEEN 0 AND 3),  -- rank: 0 = urgent
     model         text NOT NULL,
     type          text NOT NULL,
@@ -76,7 +77,11 @@ CREATE TABLE jobs (
     lease_owner   text,
     lease_token   text,
     CHECK ((state = 'waiting') = (available_at IS NOT NULL)),
-    CHECK ((state = 'running') = (lease_token IS NOT NULL AND lease_owner IS NOT NULL))
+    -- A running job holds its run's lease; so does a job cancelled while it ran, until the run
+    -- closes, and, retried meanwhile, it is pending as `open_run` (not ready) until then.
+    CHECK ((lease_token IS NULL) = (lease_owner IS NULL)),
+    CHECK (state NOT IN ('running', 'open_run') OR lease_token IS NOT NULL),
+    CHECK (state NOT IN ('ready', 'waiting', 'blocked') OR lease_token IS NULL)
 );
 -- The last job id and batch number given. A row, not a sequence: taken in the submitting
 -- transaction, so one that rolls back (a refusal, a deadlock retried) gives nothing away,
@@ -91,7 +96,7 @@ CREATE INDEX jobs_ready ON jobs (priority, id) WHERE state = 'ready';
 CREATE INDEX jobs_ready_by_model ON jobs (model, priority, id) WHERE state = 'ready';
 CREATE INDEX jobs_waiting ON jobs (available_at, id) WHERE state = 'waiting';
 CREATE INDEX jobs_by_state ON jobs (state, id);
-CREATE INDEX jobs_running_by_owner ON jobs (lease_owner) WHERE state = 'running';
+CREATE INDEX jobs_by_lease_owner ON jobs (lease_owner) WHERE lease_owner IS NOT NULL;
 CREATE INDEX jobs_by_batch ON jobs (batch, id) WHERE batch IS NOT NULL;
 
 CREATE TABLE requests (

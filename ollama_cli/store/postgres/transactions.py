@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from ollama_cli.errors import OperationFailed, StoreUnavailable
+from ollama_cli.errors import NotFound, OperationFailed, StoreUnavailable
 from ollama_cli.store.postgres import liveness, schema
 from ollama_cli.store.postgres.connection import connect, driver, redact, scrub
 
@@ -61,7 +61,8 @@ class Database:
     """Connections to one database, one per thread that uses it (a daemon reads on its event
     loop while its writer thread is inside a transaction: they must not share a session)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        """Without `create`, a database without our tables is NotFound, and is left as it is."""
         self.url = url
         self.location = redact(url)
         self._psycopg2 = driver()
@@ -70,6 +71,7 @@ class Database:
         self._opened: list[Any] = []  # every connection made, for close()
         self._guard = threading.Lock()
         self._offset = 0.0
+        self._create = create
         self._conn()  # the first connection migrates the schema, and says at once if the server is there
 
     def _conn(self) -> Any:
@@ -79,6 +81,8 @@ class Database:
             return conn
         conn = connect(self.url)
         try:
+            if not self._create and schema.version(conn) == 0:
+                raise NotFound(f"no store at {self.location} (nothing was ever submitted there: is the URL right?)")
             schema.migrate(conn, self.location)
             conn.autocommit = True
             with conn.cursor() as cur:
