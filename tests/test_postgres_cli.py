@@ -86,3 +86,15 @@ def test_a_daemon_log_never_shows_the_password(data_dir: Path, pg_store_url: str
     assert res.returncode == 0, res.stderr
     assert "completed" in res.stderr
     never_shown(res.stdout, res.stderr)
+
+
+def test_store_before_the_command_name_and_a_read_makes_no_tables_where_the_flag_points(
+        data_dir: Path, pg_url: str) -> None:
+    # pg_url: a database without our tables. A read where --store points is an error (a
+    # mistyped URL must not become an empty queue); a write makes the tables.
+    missing = run_cli(data_dir, "--store", pg_url, "status", "1")
+    assert "no store at" in assert_one_error(missing, 1)
+    assert_one_error(run_cli(data_dir, "--store", pg_url, "list"), 1)
+    assert ok_json(run_cli(data_dir, "--store", pg_url, "submit", "llama3.2", "hi", "--json"))["id"] == 1
+    assert ok_json(run_cli(data_dir, "--store", pg_url, "--json", "status", "1"))["id"] == 1
+    assert ok_json(run_cli(data_dir, "info", "--json", OLLAMA_Q_STORE=pg_url))["store"]["engine"] == "postgresql"
