@@ -15,7 +15,7 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
@@ -32,7 +32,7 @@ from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
-from ollama_cli.store.records import Claim, DaemonInfo, Placement, Plan
+from ollama_cli.store.records import Claim, DaemonInfo, Placement, Plan, ReadyJobs
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import DaemonLock, Engine
@@ -40,10 +40,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ollama_q.daemon")
 T = TypeVar("T")
 
-# Ready jobs the scheduler sees per free slot (at most LOOKAHEAD): enough to find jobs of a
-# loaded model, few enough that a tick does not decode the whole queue.
-LOOKAHEAD_PER_SLOT = 8
-LOOKAHEAD = 64
 HEARTBEAT_EVERY = 2.0
 CANCEL_CHECK_EVERY = 0.25  # a cancelled job's stream closes within a second
 RECLAIM_EVERY = 2.0
@@ -218,11 +214,10 @@ class Daemon:
             return []
         views = self.pool.views(now)
         settings = self.settings
-        lookahead = min(LOOKAHEAD, max(settings.coalesce, LOOKAHEAD_PER_SLOT * sum(v.free for v in views)))
         running = self.pool.running_per_model()
         labels = [slot.backend.label for slot in self.slots]
 
-        def planner(candidates: Iterator[Job], request_of: Callable[[Job], dict[str, Any]]) -> Plan:
+        def planner(ready: ReadyJobs, request_of: Callable[[Job], dict[str, Any]]) -> Plan:
             skips = dict(self.skips)  # the store may call this more than once: keep the counts apart
             keys: dict[int, object] = {}
 
@@ -232,13 +227,13 @@ class Daemon:
                 return keys[job.id]
 
             plan = scheduler.plan(
-                candidates, views, running_per_model=running, model_caps=settings.model_concurrency, skips=skips,
+                ready, views, running_per_model=running, model_caps=settings.model_concurrency, skips=skips,
                 max_skip=settings.max_overtake, coalesce=settings.coalesce, request_key=request_key,
             )
             return Plan([Placement(a.backend, labels[a.backend], a.jobs) for a in plan], skips)
 
         tick = await self._write(self.store.settle_and_claim, [o.settle() for o in finished], now, owner=self.id,
-                                 planner=planner if claim else None, lookahead=lookahead)
+                                 planner=planner if claim else None)
         if isinstance(tick.plan_state, dict):  # the counts of the plan that was claimed
             self.skips = tick.plan_state
         for outcome, value in zip(finished, tick.settled):

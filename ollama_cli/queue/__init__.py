@@ -7,7 +7,7 @@ keys and counters, and `transition`, the only writer of a job record, with the i
 keeps), `reads.py` (questions, no writes), `retention.py` (clean), `doctor.py` (every invariant
 re-derived from the records). Nothing here does I/O but through the transaction."""
 
-from ollama_cli.queue.indexes import get_job
+from ollama_cli.queue.indexes import get_job, migrate, needs_migration
 from ollama_cli.queue.reads import (
     batch_counts, batch_exists, batch_jobs, counts, get_request, get_result, ids_with_status, is_paused,
     list_jobs, position, positions, running,
@@ -21,6 +21,6 @@ from ollama_cli.queue.transitions import (
 __all__ = [
     "batch_counts", "batch_exists", "batch_jobs", "cancel", "claim", "clean", "complete", "counts",
     "fail_attempt", "get_job", "get_request", "get_result", "ids_with_status", "is_paused", "list_jobs",
-    "position", "positions", "promote_due", "ready_candidates", "reclaim", "release", "retry", "running",
+    "migrate", "needs_migration", "position", "positions", "promote_due", "ready_candidates", "reclaim", "release", "retry", "running",
     "set_paused", "settle", "submit", "submit_batch", "submit_many",
 ]

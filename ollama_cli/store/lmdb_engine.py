@@ -39,9 +39,24 @@ class LmdbEngine:
     def __init__(self, path: Path, *, readonly: bool = False,
                  on_wait: Callable[[int | None], None] | None = None) -> None:
         self.kv = Store(path, readonly=readonly, on_wait=on_wait)  # LMDB's key-value layer
+        if not self.kv.env.flags()["readonly"]:
+            self._migrate()
         self.location = str(self.kv.path)
         self.notifier = PollingNotifier()
         self._flock: FlockLiveness | None = None
+
+    def _migrate(self) -> None:
+        """Build what this version keeps beside `ready` in a store written without it (by an
+        earlier version, or since by one): one write transaction, once."""
+        with self.kv.read() as tx:
+            if not queue.needs_migration(tx):
+                return
+
+        def migrate(tx: Tx) -> None:
+            if queue.needs_migration(tx):
+                queue.migrate(tx)
+
+        self.kv.write(migrate)
 
     @property
     def _liveness(self) -> FlockLiveness:
@@ -102,11 +117,7 @@ class LmdbEngine:
     def positions(self, jobs: Iterable[Job], now: float) -> dict[int, int]:
         jobs = list(jobs)
         with self.kv.read() as tx:
-            if len(jobs) != 1:
-                return queue.positions(tx, jobs, now)
-            # One job: counters skip the ranks ahead of it, where a walk would read them.
-            place = queue.position(tx, jobs[0], now)
-        return {} if place is None else {jobs[0].id: place}
+            return queue.positions(tx, jobs, now)
 
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         with self.kv.read() as tx:
