@@ -224,3 +224,16 @@ def test_positions_stay_right_in_a_store_whose_counts_were_not_kept(kv: Store) -
     with kv.read() as tx:
         assert not indexes.in_step(tx)
         assert queue.positions(tx, pending, NOW) == {j.id: expected[j.id] for j in pending if j.id in expected}
+
+
+@pytest.mark.parametrize("model", ["m2", "m9"])
+def test_listing_the_pending_jobs_of_a_model_reads_its_index_not_the_queue(kv: Store, model: str) -> None:
+    deep_queue(kv, 20_000)
+    with kv.read() as tx:
+        pending, _ = queue.list_jobs(tx, statuses=[JobStatus.PENDING])
+    expected = [j for j in pending if j.model == model]
+    with counted(kv) as (tx, reads):
+        assert queue.list_jobs(tx, statuses=[JobStatus.PENDING], model=model)[0] == expected
+    with counted(kv) as (tx, reads):
+        assert queue.list_jobs(tx, statuses=[JobStatus.PENDING], model=model, limit=20)[0] == expected[:20]
+        assert reads() <= POSITION_READS  # the held jobs (a few hundred), then 20 of the model's

@@ -10,7 +10,7 @@ from ollama_cli.codec import decode_job, unpack
 from ollama_cli.errors import CorruptRecord, NotFound
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority
 from ollama_cli.queue.indexes import (
-    BIG, COUNT, PENDING, RANK, READY_COUNT, RUNNING, SMALL, batch_prefix, get_job, in_step, ready_key,
+    BIG, COUNT, PENDING, RANK, READY_COUNT, RUNNING, SMALL, batch_prefix, get_job, in_step, model_digest, ready_key,
 )
 from ollama_cli.store.keys import read_u64, u64
 
@@ -140,7 +140,7 @@ def list_jobs(
         return jobs, corrupt
     wanted = set(statuses)
     skipped = 0
-    for job_id in _ids_newest_first(tx, tuple(wanted), batch):
+    for job_id in _ids_newest_first(tx, tuple(wanted), batch, model):
         raw = tx.get("jobs", u64(job_id))
         if raw is None:
             continue
@@ -162,15 +162,23 @@ def list_jobs(
     return jobs, corrupt
 
 
-def _ids_newest_first(tx: Tx, statuses: tuple[JobStatus, ...], batch: str | None) -> Iterator[int]:
+def _ids_newest_first(tx: Tx, statuses: tuple[JobStatus, ...], batch: str | None,
+                      model: str | None) -> Iterator[int]:
+    import heapq
+
     if batch:
         prefix = batch_prefix(batch)
         for key, _ in tx.scan("batches", prefix, reverse=True):
             yield read_u64(key, len(prefix))
+    elif statuses == (PENDING,) and model and in_step(tx):
+        # The model's runs of the per-model index, and the held jobs (read whole: a daemon
+        # keeps them few), rather than every pending record decoded to find the model's.
+        runs = [(read_u64(k, 9) for k, _ in tx.scan("ready_model", RANK[p] + model_digest(model), reverse=True))
+                for p in Priority]
+        held = [read_u64(k, 8) for k, _ in tx.scan("waiting")] + [read_u64(k) for k, _ in tx.scan("blocked")]
+        yield from heapq.merge(*runs, sorted(held, reverse=True), reverse=True)
     elif statuses:
         # Merge the per-status index runs, each already in id order.
-        import heapq
-
         runs = [
             (read_u64(k, 1) for k, _ in tx.scan("status", s.code, reverse=True))
             for s in dict.fromkeys(statuses)

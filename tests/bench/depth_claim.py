@@ -23,21 +23,23 @@ from pathlib import Path
 
 from depth_common import cell, pending_store, working_copy
 
-from ollama_cli.config import Backend
 from ollama_cli.daemon.loop import Daemon
 from ollama_cli.daemon.outcomes import Outcome
 from ollama_cli.jobs import full_name
-from ollama_cli.store.lmdb import Store
+from ollama_cli.settings import DaemonSettings
+from ollama_cli.settings.hosts import Backend
+from ollama_cli.store import open_store
+from ollama_cli.store.base import Engine
 
 NO_BACKEND = "http://127.0.0.1:9"  # never contacted: a tick claims, it does not dispatch
 
 
-async def claim_round(store: Store, commits: int, concurrency: int) -> tuple[float, float, int]:
+async def claim_round(store: Engine, commits: int, concurrency: int) -> tuple[float, float, int]:
     """Wall and CPU seconds of `commits` ticks' transactions, and the jobs they claimed."""
-    daemon = Daemon(store, [Backend(NO_BACKEND)], concurrency=concurrency)
+    daemon = Daemon(store, [Backend(NO_BACKEND)], DaemonSettings(concurrency=concurrency))
     daemon.start()
     slot = daemon.slots[0]
-    slot.tags_tried, slot.loaded = True, {full_name("m1")}  # what /api/tags and /api/ps would say
+    slot.answered, slot.loaded = True, {full_name("m1")}  # what /api/tags and /api/ps would say
     wall = cpu = 0.0
     claimed = 0
     try:
@@ -62,7 +64,7 @@ async def claim_round(store: Store, commits: int, concurrency: int) -> tuple[flo
 
 def measure(path: Path, commits: int, concurrency: int) -> tuple[float, float]:
     """Wall and CPU seconds per job claimed."""
-    with Store(path) as store:
+    with open_store(path) as store:
         wall, cpu, claimed = asyncio.run(claim_round(store, commits, concurrency))
     assert claimed == commits * concurrency, claimed
     return wall / claimed, cpu / claimed

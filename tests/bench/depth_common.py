@@ -19,11 +19,13 @@ from pathlib import Path
 
 from common import ROOT
 
-from ollama_cli import batch, queue
-from ollama_cli.jobs import JobType
-from ollama_cli.store.lmdb import Store
+from ollama_cli import batch
+from ollama_cli.batch.parse import parse
+from ollama_cli.jobs import JobSpec, JobType
+from ollama_cli.store import open_store
 
-CACHE = Path(tempfile.gettempdir()) / "ollama-q-depth"
+# Shared by every checkout on the machine unless OLLAMA_Q_BENCH_CACHE names another folder.
+CACHE = Path(os.environ.get("OLLAMA_Q_BENCH_CACHE") or Path(tempfile.gettempdir()) / "ollama-q-depth")
 MODELS = ("m1", "m2", "m3")
 
 # The emulator, and on each line read from stdin one line of JSON: its loads so far.
@@ -75,9 +77,9 @@ def counting_emulators(count: int, **options: object) -> Iterator[list[CountingE
             emu.close()
 
 
-def interleaved(models: Sequence[str], per_model: int, tokens: int = 4) -> list[queue.JobSpec]:
+def interleaved(models: Sequence[str], per_model: int, tokens: int = 4) -> list[JobSpec]:
     """m1 m2 m3 m1 m2 m3 ...: the order that makes FIFO load a model per job."""
-    return [queue.JobSpec(model=models[i % len(models)], type=JobType.GENERATE,
+    return [JobSpec(model=models[i % len(models)], type=JobType.GENERATE,
                           request={"prompt": f"job {i}", "options": {"num_predict": tokens}}, use_cache=False)
             for i in range(per_model * len(models))]
 
@@ -114,9 +116,9 @@ def pending_store(jobs: int, chunk: int = 100_000) -> Path:
         shutil.rmtree(stale, ignore_errors=True)
     building = Path(tempfile.mkdtemp(dir=CACHE, prefix="building-"))
     start = time.perf_counter()
-    with Store(building / "store") as store:
+    with open_store(building / "store") as store:
         for first in range(1, jobs + 1, chunk):
-            specs = batch.parse(_jsonl(first, min(chunk, jobs - first + 1)))
+            specs = parse(_jsonl(first, min(chunk, jobs - first + 1)))
             batch.submit(store, specs, time.time())
     (building / "store").rename(path)
     shutil.rmtree(building)
@@ -127,8 +129,8 @@ def pending_store(jobs: int, chunk: int = 100_000) -> Path:
 def one_job_store(folder: Path) -> Path:
     """The baseline: a store holding one pending job, of the first model."""
     path = folder / "one"
-    with Store(path) as store:
-        store.write(lambda tx: queue.submit(tx, interleaved(MODELS[:1], 1)[0], time.time()))
+    with open_store(path) as store:
+        store.submit(interleaved(MODELS[:1], 1)[0], time.time())
     return path
 
 

@@ -32,10 +32,10 @@ import time
 from common import data_dir
 from depth_common import cell, counting_emulators, interleaved
 
-from ollama_cli import queue
-from ollama_cli.config import Backend
 from ollama_cli.daemon.loop import Daemon
-from ollama_cli.store.lmdb import Store
+from ollama_cli.settings import DaemonSettings
+from ollama_cli.settings.hosts import Backend
+from ollama_cli.store import open_store
 
 CASES = {"a": (3, 1), "a2": (6, 2)}  # models, backends
 
@@ -45,10 +45,10 @@ def drain(models: list[str], backends: int, per_model: int, *, concurrency: int,
     """Model loads and makespan of one drain of the interleaved queue."""
     specs = interleaved(models, per_model)
     with data_dir() as path, counting_emulators(backends, models=models, max_loaded=1, load_time=load) as emus:
-        with Store(path) as store:
-            store.write(lambda tx: queue.submit_many(tx, specs, time.time()))
-            daemon = Daemon(store, [Backend(e.url) for e in emus], concurrency=concurrency, drain=True,
-                            poll=0.05, max_skip=max_skip)
+        with open_store(path) as store:
+            store.submit_many(specs, time.time())
+            daemon = Daemon(store, [Backend(e.url) for e in emus], DaemonSettings(
+                concurrency=concurrency, drain=True, poll=0.05, max_overtake=max_skip))
             start = time.perf_counter()
             asyncio.run(daemon.run())
             took = time.perf_counter() - start
