@@ -52,9 +52,11 @@ def model_digest(model: str) -> bytes:
     """8 bytes naming a model's canonical name in keys: a name may be longer than an
     LMDB key (511 bytes). Readers compare the decoded job's model, so a collision could
     only cost a step, never a wrong answer."""
-    import hashlib
-
-    return hashlib.blake2b(full_name(model).encode(), digest_size=8).digest()
+    try:  # the built-in module: hashlib would initialise OpenSSL (11M instructions at start-up)
+        from _blake2 import blake2b
+    except ImportError:
+        from hashlib import blake2b
+    return blake2b(full_name(model).encode(), digest_size=8).digest()
 
 
 def model_count_name(rank: int, digest: bytes) -> str:
