@@ -1,3 +1,3 @@
-from ollama_cli.cli import main
+from ollama_cli.cli import run
 
-main()
+run()

@@ -35,6 +35,21 @@ class OperationFailed(OllamaQError):
     exit_code = ExitCode.FAILED
 
 
+class StoreWriteFailed(OperationFailed):
+    """A commit the disk refused (full, or an I/O error): it did not land, and the same
+    write may succeed later, so a daemon backs off and tries again."""
+
+
+class StoreLockLost(OperationFailed):
+    """lock.mdb was deleted or replaced while this process had the store open. Its writer
+    lock is no longer the one other processes take, so this process must not write again."""
+
+    def __init__(self, path: object) -> None:
+        super().__init__(f"{path} was deleted or replaced while this process had the store open: "
+                         "it stops before a write could corrupt the store; start it again "
+                         "(never delete lock.mdb while ollama-q runs)")
+
+
 class BackendUnavailable(OllamaQError):
     """A command that talks to the backend directly could not reach it, or was refused."""
 

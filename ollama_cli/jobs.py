@@ -1,10 +1,10 @@
-"""The job record: its enums, the `Job` NamedTuple, and the contract's JSON forms of a job
-and of its result. How records are stored is `codec.py`'s business.
+"""The job record: its enums, the `Job` NamedTuple, `JobSpec` (a job as it is asked for), and
+the contract's JSON forms of a job and of its result. How records are stored is `codec.py`'s business.
 
 Records are NamedTuples: immutable like frozen dataclasses, but ten times cheaper to
-define, which every short-lived command pays at start-up."""
-
-from __future__ import annotations
+define, which every short-lived command pays at start-up. No `from __future__ import
+annotations` here: NamedTuple compiles each string annotation into a ForwardRef, 1.5M
+instructions per run for these fields (a fifth of the start-up budget's headroom)."""
 
 from enum import Enum
 from typing import Any, NamedTuple
@@ -105,7 +105,7 @@ class Job(NamedTuple):
     lease: Lease | None = None
     retry_at: float | None = None
 
-    def evolve(self, **changes: Any) -> Job:
+    def evolve(self, **changes: Any) -> "Job":
         return self._replace(**changes)
 
     def to_json(self, position: int | None = None) -> dict[str, Any]:
@@ -135,33 +135,73 @@ class Job(NamedTuple):
         }
 
 
+class JobSpec(NamedTuple):
+    """A job as it is asked for: everything `submit` needs, validated by the caller (the
+    store takes it: `store/base.py`)."""
+
+    model: str
+    type: JobType
+    request: dict[str, Any]
+    priority: Priority = Priority.MEDIUM
+    name: str | None = None
+    batch: str | None = None
+    custom_id: str | None = None
+    max_attempts: int = 4
+    timeout: float | None = None
+    run_at: float | None = None
+    after: tuple[int, ...] = ()
+    keep_alive: float | None = None
+    use_cache: bool = True
+
+
 def full_name(model: str) -> str:
     """`llama3.2` and `llama3.2:latest` are one model; names compare case-insensitively."""
     name = model.lower()
     return name if ":" in name.rsplit("/", 1)[-1] else name + ":latest"
 
 
-def result_to_json(job: Job, result: dict[str, Any]) -> dict[str, Any]:
-    """The contract's `result --json` object."""
+# Ollama's final-chunk figures, as `stats` holds them: token counts and nanoseconds.
+STAT_FIELDS = (
+    "total_duration",
+    "load_duration",
+    "prompt_eval_count",
+    "prompt_eval_duration",
+    "eval_count",
+    "eval_duration",
+)
+
+
+def result_stats(result: dict[str, Any]) -> dict[str, int]:
+    """A result's `stats`, keeping only whole numbers: daemons before the replies were
+    checked stored what the backend sent, `"eval_count": "abc"` included."""
+    stats = result.get("stats")
+    if not isinstance(stats, dict):
+        return {}
+    return {k: v for k, v in stats.items() if k in STAT_FIELDS and type(v) is int and v >= 0}
+
+
+def result_to_json(job: Job, result: dict[str, Any] | None) -> dict[str, Any]:
+    """The contract's `result --json` object. Without a result (the job did not complete)
+    its answer is null, and `status` and `error` say why."""
     out: dict[str, Any] = {"id": job.id, "status": job.status.value, "model": job.model,
                            "type": job.type.value}
-    if job.type is JobType.CHAT:
-        out["message"] = result.get("message")
-    elif job.type is JobType.EMBED:
-        out["embeddings"] = result.get("embeddings")
-    else:
-        out["response"] = result.get("response")
-    out["stats"] = result.get("stats") or {}
+    answer = {JobType.CHAT: "message", JobType.EMBED: "embeddings"}.get(job.type, "response")
+    out[answer] = None if result is None else result.get(answer)
+    out["stats"] = {} if result is None else result_stats(result)
     out["cached"] = job.cached
+    out["error"] = job.error.to_json() if job.error else None
     return out
 
 
 def result_text(job: Job, result: dict[str, Any]) -> str:
     """What `result` prints for people: the text, or the vectors as JSON."""
-    if job.type is JobType.CHAT:
-        return (result.get("message") or {}).get("content") or ""
     if job.type is JobType.EMBED:
         import json
 
         return json.dumps(result.get("embeddings"))
-    return result.get("response") or ""
+    if job.type is JobType.CHAT:
+        message = result.get("message")
+        text = message.get("content") if isinstance(message, dict) else None
+    else:
+        text = result.get("response")
+    return text if isinstance(text, str) else ""

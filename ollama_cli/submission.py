@@ -5,6 +5,7 @@ is written."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from enum import Enum
 from functools import lru_cache
@@ -12,6 +13,7 @@ from typing import Any, TypeVar
 
 from ollama_cli.errors import UsageError
 from ollama_cli.jobs import JobType, Priority
+from ollama_cli.timefmt import parse_duration
 
 ROLES = ("system", "user", "assistant", "tool")
 # Ollama's name rule (types/model/name.go): [host/][namespace/]model[:tag]; a host may
@@ -20,6 +22,12 @@ _HOST = r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}"
 _NAMESPACE = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}"
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}"
 _MODEL = re.compile(rf"(?:(?:{_HOST}/)?{_NAMESPACE}/)?{_PART}(?::{_PART})?")
+
+# The deepest nesting a request may hold: far more than any JSON schema needs, far less
+# than what json, msgpack (511) and the recursion limit can take.
+MAX_DEPTH = 100
+# Ollama reads integers as Go's int64.
+_INT_RANGE = range(-(2**63), 2**63)
 
 E = TypeVar("E", bound=Enum)
 
@@ -47,6 +55,59 @@ def model_name(value: str) -> str:
     return value
 
 
+def check_text(value: str, what: str) -> str:
+    """`value`, if UTF-8 can carry it. Python hands over argv bytes that are not UTF-8 as
+    lone surrogates (PEP 383), and json.loads makes them of "\\ud800" escapes: neither can
+    be stored or sent. The error names the bad character, never the text around it."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        code = ord(value[exc.start])
+        bad = f"the byte 0x{code - 0xDC00:02x}, or the escape \\u{code:04x}," if 0xDC80 <= code <= 0xDCFF \
+            else f"the lone surrogate \\u{code:04x}"
+        raise UsageError(f"{what} is not UTF-8 text ({bad} at character {exc.start + 1})") from None
+    return value
+
+
+def check_sendable(value: Any, what: str) -> None:
+    """Refuse what the daemon could store but never send as JSON: numbers that are not
+    finite (1e999 reads as inf) or beyond int64, text that is not UTF-8, nesting deeper
+    than MAX_DEPTH. Walked without recursion, so depth itself cannot break the walk."""
+    todo = [(value, what, 0)]  # the value, its path in messages, its depth
+    while todo:
+        item, path, depth = todo.pop()
+        if isinstance(item, str):
+            check_text(item, path)
+        elif isinstance(item, float):
+            if not math.isfinite(item):
+                raise UsageError(f"{path}: {item} is not a finite number")
+        elif isinstance(item, int):
+            if item not in _INT_RANGE:
+                raise UsageError(f"{path}: {item} is beyond a 64-bit integer")
+        elif isinstance(item, (dict, list)):
+            if depth == MAX_DEPTH:
+                raise UsageError(f"{what}: nested deeper than {MAX_DEPTH} levels")
+            if isinstance(item, dict):
+                for key, sub in item.items():
+                    todo.append((sub, f"{path}.{check_text(key, f'a key in {path}')}", depth + 1))
+            else:
+                todo.extend((sub, f"{path}[{i}]", depth + 1) for i, sub in enumerate(item))
+
+
+def keep_alive(value: str) -> float:
+    """Seconds Ollama keeps the model loaded; a negative duration (`-1`, `-1m`) means for
+    ever, as in Ollama."""
+    raw = value.strip()
+    if not raw.startswith("-"):
+        return parse_duration(raw)
+    try:
+        parse_duration(raw[1:])  # a duration all the same, though only its sign matters
+    except UsageError:
+        raise UsageError(f"invalid keep-alive {value!r} (a duration such as 5m, or -1 to keep the model "
+                         "loaded)") from None
+    return -1.0
+
+
 def parse_message(text: str) -> dict[str, str]:
     """`ROLE:CONTENT`, split at the first colon."""
     role, sep, content = text.partition(":")
@@ -58,10 +119,7 @@ def parse_message(text: str) -> dict[str, str]:
 
 def parse_messages(raw: str, source: str) -> list[dict[str, Any]]:
     """A JSON array of {role, content} objects, as Ollama's chat takes them."""
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise UsageError(f"{source} is not JSON: {exc}") from None
+    data = load_json(raw, source)
     if not isinstance(data, list):
         raise UsageError(f"{source} must hold a JSON array of messages")
     for i, msg in enumerate(data, start=1):
@@ -73,20 +131,33 @@ def parse_messages(raw: str, source: str) -> list[dict[str, Any]]:
     return data
 
 
+def load_json(raw: str, source: str) -> Any:
+    """JSON as the standard defines it: NaN and Infinity, Python's extension, are refused,
+    and so is nesting too deep to decode."""
+    try:
+        return json.loads(raw, parse_constant=_refuse_constant)
+    except ValueError as exc:
+        raise UsageError(f"{source} is not JSON: {exc}") from None
+    except RecursionError:
+        raise UsageError(f"{source} is not JSON that can be read: nested too deeply") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def parse_option(text: str) -> tuple[str, Any]:
-    """`KEY=VALUE`; VALUE is read as JSON where it parses, else kept as a string."""
+    """`KEY=VALUE`; VALUE is read as JSON where it parses, else kept as a string (so
+    `NaN`, which is not JSON, stays the string "NaN")."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise UsageError(f"malformed --option {text!r} (expected KEY=VALUE)")
     try:
-        return key.strip(), json.loads(value, parse_constant=_not_json)
+        return key.strip(), json.loads(value, parse_constant=_refuse_constant)
     except ValueError:
         return key.strip(), value
-
-
-def _not_json(name: str) -> Any:
-    """NaN and Infinity are Python's extension, not JSON: keep such values as strings."""
-    raise ValueError(name)
+    except RecursionError:
+        raise UsageError(f"--option {key.strip()!r}: JSON nested too deeply") from None
 
 
 def parse_format(value: str) -> Any:
@@ -97,11 +168,12 @@ def parse_format(value: str) -> Any:
         path = value[1:]
         try:
             with open(path, encoding="utf-8") as f:
-                schema = json.load(f)
+                raw = f.read()
         except FileNotFoundError:
             raise UsageError(f"--format: no such file {path!r}") from None
         except (OSError, ValueError) as exc:
             raise UsageError(f"--format: cannot read a JSON schema from {path!r}: {exc}") from None
+        schema = load_json(raw, f"--format {path!r}")
         if not isinstance(schema, dict):
             raise UsageError(f"--format: {path!r} must hold a JSON object (a JSON schema)")
         return schema
@@ -158,4 +230,6 @@ def build_request(
         req["format"] = format
     if extra:
         req.update(extra)
+    for key, value in req.items():
+        check_sendable(value, key)
     return req

@@ -1,35 +1,74 @@
-"""Shared fixtures: a private data dir per test, the Ollama emulator on 127.0.0.1, the real
-CLI as a subprocess, and a daemon process that is always stopped."""
+"""Shared fixtures, and only fixtures: a private data dir for every test, the store (as the CLI
+and daemon see it, and LMDB's key-value layer under it), the rerun mode for write functions,
+the Ollama emulator on 127.0.0.1, a free port, and daemon processes that are always stopped.
+What tests call is in tests/helpers/."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from ollama_cli.store.lmdb import Store
+from ollama_cli.store import open_store
+from ollama_cli.store.base import Engine
+from ollama_cli.store.lmdb import Store, Tx
 from tests.emulator import Emulator
+from tests.helpers.processes import DaemonProcess, free_port
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test's own data dir (not created), in OLLAMA_Q_DATA_DIR for this process and the
+    CLI processes it starts. Autouse, so that no test writes into the user's data dir, nor
+    (on Linux, where the default is under XDG_DATA_HOME) one that unsets the variable."""
     path = tmp_path / "store"
     monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(path))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
     monkeypatch.delenv("OLLAMA_HOST", raising=False)
     return path
 
 
 @pytest.fixture
-def store(data_dir: Path) -> Iterator[Store]:
+def store(data_dir: Path) -> Iterator[Engine]:
+    """The store as the CLI and the daemon use it."""
+    with open_store(data_dir) as engine:
+        yield engine
+
+
+@pytest.fixture
+def kv(data_dir: Path) -> Iterator[Store]:
+    """LMDB's key-value layer, for tests of it and of the queue functions written on it (a
+    process opens an environment once: a test takes this or `store`, not both)."""
     s = Store(data_dir)
     yield s
     s.close()
+
+
+class _Abort(Exception):
+    pass
+
+
+@pytest.fixture
+def rerun_writes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every write function runs twice: first in a transaction that is thrown away, then for
+    real, as LMDB runs it after growing its map. A write function with an effect outside its
+    transaction (an append to a list, a count kept in the process) shows it twice, so the
+    tests that use this hold code to the rule "a write function may run more than once"."""
+    write = Store.write
+
+    def twice(self: Store, fn: Callable[[Tx], object]) -> object:
+        def thrown_away(tx: Tx) -> None:
+            fn(tx)
+            raise _Abort
+
+        try:
+            write(self, thrown_away)
+        except _Abort:
+            pass
+        return write(self, fn)
+
+    monkeypatch.setattr(Store, "write", twice)
 
 
 @pytest.fixture
@@ -39,76 +78,9 @@ def emulator() -> Iterator[Emulator]:
     emu.stop()
 
 
-def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OLLAMA_HOST", "NO_COLOR")}
-    env.update({"OLLAMA_Q_DATA_DIR": str(data_dir), "COLUMNS": "200"}, **extra)
-    return env
-
-
-def run_cli(data_dir: Path, *args: str, input: str | bytes | None = None, timeout: float = 60,
-            **env: str) -> subprocess.CompletedProcess[str]:
-    """The real CLI in a new process, as a user or script runs it."""
-    if isinstance(input, str):
-        input = input.encode()
-    proc = subprocess.run(
-        [sys.executable, "-m", "ollama_cli", *args], input=input if input is not None else b"",
-        capture_output=True, timeout=timeout, env=cli_env(data_dir, **env),
-    )
-    return subprocess.CompletedProcess(proc.args, proc.returncode, proc.stdout.decode(), proc.stderr.decode())
-
-
-class DaemonProcess:
-    """`ollama-q daemon` in its own process. A thread reads its log (stderr) line by line,
-    so a test can await a line instead of polling for it."""
-
-    def __init__(self, data_dir: Path, host: str, *args: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ollama_cli", "daemon", "--host", host, *args],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env(data_dir),
-        )
-        self._lines: list[str] = []
-        self._changed = threading.Condition()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for raw in self.proc.stderr:
-            with self._changed:
-                self._lines.append(raw.decode(errors="replace"))
-                self._changed.notify_all()
-        with self._changed:  # end of the log: the process has gone
-            self._changed.notify_all()
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def log(self) -> str:
-        if self.proc.poll() is not None:
-            self._reader.join(10)  # an exited daemon's log is complete once read to the end
-        with self._changed:
-            return "".join(self._lines)
-
-    def wait_log(self, text: str, timeout: float = 30) -> bool:
-        """Until the daemon has logged `text` (its log is the only signal it gives)."""
-        with self._changed:
-            return self._changed.wait_for(
-                lambda: text in "".join(self._lines) or not self._reader.is_alive(), timeout,
-            ) and text in "".join(self._lines)
-
-    def signal(self, sig: int) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-
-    def wait(self, timeout: float = 30) -> int:
-        return self.proc.wait(timeout)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-        self._reader.join(10)
+@pytest.fixture
+def unused_port() -> int:
+    return free_port()
 
 
 @pytest.fixture

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env
+from tests.helpers.cli import cli_env
+from tests.helpers.processes import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ollama_cli"
@@ -81,7 +79,7 @@ def sources() -> list[Path]:
 
 def test_the_import_reader_sees_imports() -> None:
     # The walls below pass trivially if the reader finds nothing: check it does.
-    assert "ollama_cli.config" in imports(PACKAGE / "store" / "lmdb.py")
+    assert "ollama_cli.errors" in imports(PACKAGE / "store" / "lmdb.py")
     assert "lmdb" in imports(PACKAGE / "store" / "lmdb.py", module_level_only=True)
     assert "ollama_cli.cli.app" in imports(PACKAGE / "cli" / "__init__.py")
     assert "ollama_cli.cli.app" not in imports(PACKAGE / "cli" / "__init__.py", module_level_only=True)
@@ -98,13 +96,61 @@ def test_only_the_cli_imports_the_cli() -> None:
     assert {m: n for m, n in offenders.items() if n} == {}
 
 
-STORE = {"ollama_cli", "ollama_cli.store", "ollama_cli.store.keys", "ollama_cli.store.tables"}
+def test_no_test_module_imports_another() -> None:
+    # What tests share is in tests/helpers/, and conftest.py holds only fixtures: editing one
+    # test module must not break another.
+    def test_module(name: str) -> bool:
+        return name.startswith("tests.") and name.rpartition(".")[2].startswith(("test_", "conftest"))
+
+    found = {module_name(p): sorted(n for n in imports(p) if test_module(n)) for p in (ROOT / "tests").rglob("*.py")}
+    assert {m: n for m, n in found.items() if n} == {}
+    assert "tests.helpers.cli" in imports(ROOT / "tests" / "test_bad_input.py")  # the reader sees them
+
+
+BASE = {"ollama_cli", "ollama_cli.errors"}
+ENGINES = ("ollama_cli.store.lmdb", "ollama_cli.store.lmdb_engine", "ollama_cli.store.flock")
+
+
+def store_module(name: str) -> bool:
+    return name == "ollama_cli.store" or name.startswith("ollama_cli.store.")
+
+
+@pytest.mark.parametrize("path", [p for p in sources() if p.parent == PACKAGE / "store" and p.name != "lmdb_engine.py"],
+                         ids=lambda p: p.name)
+def test_the_store_imports_only_errors_and_itself(path: Path) -> None:
+    # The interface and its records also name the job record they carry.
+    allowed = BASE | ({"ollama_cli.jobs"} if path.name in ("base.py", "records.py") else set())
+    assert {n for n in ours(imports(path)) if not store_module(n)} - allowed == set()
+
+
+def test_the_lmdb_engine_is_where_the_queue_meets_lmdb() -> None:
+    # The one store module above the key-value layer: it runs the queue's functions on it.
+    found = ours(imports(PACKAGE / "store" / "lmdb_engine.py"))
+    assert {"ollama_cli.queue", "ollama_cli.store.lmdb", "ollama_cli.store.flock"} <= found
+    queue = {n for n in found if n == "ollama_cli.queue" or n.startswith("ollama_cli.queue.")}
+    assert {n for n in found if not store_module(n)} - queue <= BASE | {"ollama_cli.cache", "ollama_cli.codec",
+                                                                          "ollama_cli.jobs"}
+
+
+def test_the_queue_and_the_cache_know_the_store_only_by_its_interface() -> None:
+    rooms = [p for p in sources() if p.parent in (PACKAGE / "queue", PACKAGE / "cache")]
+    found = {module_name(p): imports(p) for p in rooms}
+    assert {m: sorted(n for n in names if n.startswith(ENGINES) or n == "lmdb")
+            for m, names in found.items() if any(n.startswith(ENGINES) or n == "lmdb" for n in names)} == {}
+    assert all("ollama_cli.store.base" in found[m] for m in ("ollama_cli.queue.indexes", "ollama_cli.cache"))
+
+
+def test_nothing_above_the_store_imports_an_engine() -> None:
+    # The CLI, the daemon, batches, insight and follow open the store with store.open_store
+    # and speak to it through store.base: a second engine changes none of them.
+    above = [p for p in sources() if PACKAGE / "store" not in p.parents]
+    offenders = {module_name(p): sorted(n for n in imports(p) if n.startswith(ENGINES) or n == "lmdb")
+                 for p in above}
+    assert {m: n for m, n in offenders.items() if n} == {}
+    assert any("ollama_cli.store" in imports(p) for p in above)  # the reader sees the lazy open_store
 
 
 @pytest.mark.parametrize(("module", "allowed"), [
-    ("store/lmdb.py", STORE | {"ollama_cli.config", "ollama_cli.errors"}),
-    ("store/keys.py", set()),
-    ("store/tables.py", set()),
     ("jobs.py", {"ollama_cli", "ollama_cli.errors", "ollama_cli.timefmt"}),
     ("codec.py", {"ollama_cli", "ollama_cli.errors", "ollama_cli.jobs"}),
 ])
@@ -123,11 +169,26 @@ def test_only_the_network_rooms_import_httpx_at_module_level() -> None:
     assert {u for u in users if not u.startswith(("ollama_cli.clients", "ollama_cli.daemon"))} == set()
 
 
+def test_only_the_settings_read_the_environment() -> None:
+    # Click, under Typer, reads its own completion variables: not ours to route.
+    def reads_environment(path: Path) -> bool:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Attribute) and node.attr in ("environ", "getenv") \
+                    and isinstance(node.value, ast.Name) and node.value.id == "os":
+                return True
+            if isinstance(node, ast.ImportFrom) and node.module == "os" \
+                    and {a.name for a in node.names} & {"environ", "getenv"}:
+                return True
+        return False
+
+    assert {module_name(p) for p in sources() if reads_environment(p)} == {"ollama_cli.settings"}
+
+
 # ------------------------------------------------------------------ start-up path
 
 # Runs the real entry point and writes the loaded modules to a file at exit (stdout
 # stays the command's own JSON).
-WRAPPER = textwrap.dedent("""
+WRAPPER = """
     import atexit, json, sys
     out = sys.argv[1]
     def dump() -> None:
@@ -136,14 +197,13 @@ WRAPPER = textwrap.dedent("""
     atexit.register(dump)
     from ollama_cli.cli import main
     main(sys.argv[2:])
-""")
+"""
 HEAVY = ("httpx", "rich", "asyncio", "pydantic")
 
 
 def loaded_modules(data_dir: Path, tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
     out = tmp_path / f"modules-{args[0]}.json"
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(out), *args], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT, env=cli_env(data_dir), stdin=subprocess.DEVNULL)
+    proc = run_python(WRAPPER, str(out), *args, env=cli_env(data_dir), timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), json.loads(out.read_text())
 

@@ -13,14 +13,17 @@ from typing import Any
 import httpx
 import pytest
 
-from ollama_cli import batch, queue
+from ollama_cli import batch
 from ollama_cli.errors import UsageError
-from ollama_cli.jobs import JobStatus, JobType, Priority
-from ollama_cli.store.lmdb import Store
-from tests.conftest import run_cli
+from ollama_cli.jobs import JobSpec, JobStatus, JobType, Priority
+from ollama_cli.store import open_store
+from ollama_cli.store.base import Engine
+from tests.helpers.cli import jobs_total, run_cli
 from tests.emulator import Emulator
-from tests.invariants import check_invariants
-from tests.test_daemon import drain
+from tests.helpers.daemon import drain
+from tests.helpers.invariants import check_invariants
+
+pytestmark = pytest.mark.usefixtures("rerun_writes")
 
 
 def openai(custom_id: str, url: str, **body: Any) -> dict[str, Any]:
@@ -36,14 +39,8 @@ def jsonl(*lines: dict[str, Any] | str) -> str:
     return "".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines)
 
 
-def parse(*lines: dict[str, Any] | str, **options: Any) -> list[queue.JobSpec]:
+def parse(*lines: dict[str, Any] | str, **options: Any) -> list[JobSpec]:
     return batch.parse(jsonl(*lines), **options)
-
-
-def total_jobs(data_dir: Path) -> int:
-    info = run_cli(data_dir, "info", "--json")
-    assert info.returncode == 0, info.stderr
-    return json.loads(info.stdout)["jobs"]["total"]
 
 
 # ------------------------------------------------------------------------ mapping
@@ -158,26 +155,24 @@ def test_not_utf8_names_its_line() -> None:
 # ----------------------------------------------------------------- submit_many
 
 
-def test_submit_many_keeps_the_invariants_and_answers_from_the_cache(store: Store, emulator: Emulator) -> None:
-    first = store.write(lambda tx: queue.submit(
-        tx, queue.JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": "again"}), 1.0))
+def test_submit_many_keeps_the_invariants_and_answers_from_the_cache(store: Engine, emulator: Emulator) -> None:
+    first = store.submit(JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": "again"}), 1.0)
     drain(store, emulator.url)
     specs = parse({"model": "llama3.2", "prompt": "again"}, {"model": "llama3.2", "prompt": "new", "priority": "low"},
                   {"model": "llama3.2", "prompt": "newer", "priority": "urgent"})
     sub = batch.submit(store, specs, 2.0)
     assert (sub.batch, sub.jobs, sub.first_id, sub.last_id) == ("batch-1", 3, first.id + 1, first.id + 3)
     check_invariants(store)
-    with store.read() as tx:
-        hit, low, urgent = (queue.get_job(tx, i) for i in range(sub.first_id, sub.last_id + 1))
-        assert hit.status is JobStatus.COMPLETED and hit.cached
-        assert queue.get_result(tx, hit.id) == queue.get_result(tx, first.id)
-        assert (low.status, urgent.status) == (JobStatus.PENDING, JobStatus.PENDING)
-        assert queue.position(tx, urgent, 2.0) == 1 and queue.position(tx, low, 2.0) == 2
-        assert (tx.counter("cache/hits"), tx.counter("cache/misses")) == (1, 3)
-        assert tx.counter("next_id") == sub.last_id
+    hit, low, urgent = store.get_jobs(range(sub.first_id, sub.last_id + 1))
+    assert hit.status is JobStatus.COMPLETED and hit.cached
+    assert store.get_result(hit.id) == store.get_result(first.id)
+    assert (low.status, urgent.status) == (JobStatus.PENDING, JobStatus.PENDING)
+    assert store.positions([urgent, low], 2.0) == {urgent.id: 1, low.id: 2}
+    assert (store.cache_stats()["hits"], store.cache_stats()["misses"]) == (1, 3)
+    assert store.submit(JobSpec(model="m", type=JobType.GENERATE, request={"prompt": "x"}), 3.0).id == sub.last_id + 1
 
 
-def test_names_are_generated_past_taken_ones_and_a_used_name_is_refused(store: Store) -> None:
+def test_names_are_generated_past_taken_ones_and_a_used_name_is_refused(store: Engine) -> None:
     specs = parse({"model": "llama3.2", "prompt": "p"})
     assert batch.submit(store, specs, 1.0, name="batch-2").batch == "batch-2"
     assert batch.submit(store, specs, 1.0).batch == "batch-1"
@@ -186,8 +181,7 @@ def test_names_are_generated_past_taken_ones_and_a_used_name_is_refused(store: S
         batch.submit(store, specs, 1.0, name="batch-3")
     with pytest.raises(UsageError, match="invalid batch name"):
         batch.submit(store, specs, 1.0, name="-x")
-    with store.read() as tx:
-        assert queue.counts(tx)["total"] == 3
+    assert store.counts()["total"] == 3
 
 
 # --------------------------------------------------------------------- the CLI
@@ -209,13 +203,13 @@ def test_cli_rejects_the_whole_file_for_one_bad_line(data_dir: Path, tmp_path: P
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: line 3: ") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert total_jobs(data_dir) == 0
+    assert jobs_total(data_dir) == 0
 
 
 def test_cli_reads_stdin_and_rejects_bytes_that_are_not_utf8(data_dir: Path) -> None:
     proc = run_cli(data_dir, "batch", "submit", "-", input=jsonl(chat("a", "x")).encode() + b"\xfe\xff\n")
     assert proc.returncode == 2 and proc.stderr.startswith("error: line 2: not UTF-8")
-    assert total_jobs(data_dir) == 0
+    assert jobs_total(data_dir) == 0
 
 
 def test_cli_submits_1000_lines_in_one_step(data_dir: Path, tmp_path: Path) -> None:
@@ -229,7 +223,7 @@ def test_cli_submits_1000_lines_in_one_step(data_dir: Path, tmp_path: Path) -> N
                                          "completed": 0, "failed": 0, "cancelled": 0}
     again = run_cli(data_dir, "batch", "submit", str(path), "--name", "nightly")
     assert again.returncode == 2 and "already used" in again.stderr
-    assert total_jobs(data_dir) == 1000
+    assert jobs_total(data_dir) == 1000
     check_invariants(data_dir)
 
 
@@ -285,7 +279,7 @@ def test_results_after_a_drain_have_openais_shape(data_dir: Path, tmp_path: Path
     assert sub.returncode == 0, sub.stderr
     name = json.loads(sub.stdout)["batch"]
 
-    with Store(data_dir) as store:
+    with open_store(data_dir) as store:
         drain(store, emulator.url, concurrency=2)
     check_invariants(data_dir)
 

@@ -1,12 +1,10 @@
 """Queue semantics over a real store, driven with explicit `now` values.
 
-`check_invariants` re-derives every index and counter from the job records and runs
+`check_invariants` (queue/doctor.py) re-derives every index and counter from the job records
 after each scenario: the queue keeps them in step itself, so any drift is a bug."""
 
 from __future__ import annotations
 
-import itertools
-from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,28 +17,23 @@ from ollama_cli.codec import decode_job
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
 from ollama_cli.store.keys import read_u64, u64
 from ollama_cli.store.lmdb import Store, Tx
+from tests.helpers.invariants import check_invariants
+from tests.helpers.jobs import make_spec, read_job
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
 URGENT, HIGH, MEDIUM, LOW = Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW
 T = 1_000_000.0  # a fixed "now"; every test moves the clock by hand
+
+pytestmark = pytest.mark.usefixtures("rerun_writes")
 RESULT = {"response": "hi", "stats": {"eval_count": 2}}
-_prompts = itertools.count()
 
 
 # ----------------------------------------------------------------------- helpers
 
 
-def spec(*, model: str = "m", prompt: str | None = None, job_type: JobType = JobType.GENERATE,
-         **kw: Any) -> queue.JobSpec:
-    """A job spec with a fresh prompt unless told, so no two jobs share a cache key by accident."""
-    text = prompt if prompt is not None else f"prompt {next(_prompts)}"
-    request: dict[str, Any] = {"input": [text]} if job_type is JobType.EMBED else {"prompt": text}
-    return queue.JobSpec(model=model, type=job_type, request=request, **kw)
-
-
 def submit(store: Store, now: float = T, **kw: Any) -> Job:
-    return store.write(lambda tx: queue.submit(tx, spec(**kw), now))
+    return store.write(lambda tx: queue.submit(tx, make_spec(**kw), now))
 
 
 def claim(store: Store, now: float = T, owner: str = "d1", limit: int = 1,
@@ -49,7 +42,7 @@ def claim(store: Store, now: float = T, owner: str = "d1", limit: int = 1,
     does after its scheduler has chosen (which test_scheduler.py covers)."""
     def write(tx: Any) -> list[Job]:
         chosen = [j for j in queue.ready_candidates(tx, now) if pick(j)][:limit]
-        return [c.job for c in queue.take(tx, chosen, owner, now)]
+        return [c.job for c in queue.claim(tx, chosen, owner, now)]
 
     return store.write(write)
 
@@ -60,19 +53,12 @@ def claim_one(store: Store, now: float = T, owner: str = "d1") -> Job:
     return got[0]
 
 
-def job(store: Store, job_id: int) -> Job:
-    with store.read() as tx:
-        found = queue.get_job(tx, job_id)
-    assert found is not None, job_id
-    return found
-
-
 def raw(store: Store, job_id: int) -> bytes | None:
     with store.read() as tx:
         return tx.get("jobs", u64(job_id))
 
 
-def complete(store: Store, j: Job, now: float = T, result: dict[str, Any] = RESULT) -> bool:
+def complete(store: Store, j: Job, now: float = T, result: dict[str, Any] = RESULT) -> Job | None:
     assert j.lease is not None
     return store.write(lambda tx: queue.complete(tx, j.id, j.lease.token, result, now))
 
@@ -94,77 +80,24 @@ def drain_order(store: Store, now: float = T) -> list[int]:
 
 def pos(store: Store, job_id: int, now: float = T) -> int | None:
     with store.read() as tx:
-        return queue.position(tx, queue.get_job(tx, job_id), now)
+        return queue.positions(tx, [queue.get_job(tx, job_id)], now).get(job_id)
 
 
 def all_positions(store: Store, now: float = T) -> dict[int, int | None]:
-    """Every job's position by both functions; they must agree."""
+    """Every job's position, asked all at once and one by one (the walks differ); they must agree."""
     with store.read() as tx:
         jobs = [decode_job(read_u64(k), v) for k, v in tx.scan("jobs")]
         many = queue.positions(tx, jobs, now)
-        one = {j.id: queue.position(tx, j, now) for j in jobs}
+        one = {j.id: queue.positions(tx, [j], now).get(j.id) for j in jobs}
     assert {i: many.get(i) for i in one} == one
     return one
 
 
-def check_invariants(store: Store) -> None:
-    """Walk `jobs` and check that every index and counter says what the records say:
-    status index and counts, exactly one of ready/waiting/blocked per pending job (and
-    none for the others), ready counts per rank, dependents, batches, leases, the id
-    counter."""
-    with store.read() as tx:
-        jobs = {read_u64(k): decode_job(read_u64(k), v) for k, v in tx.scan("jobs")}
-        status_keys = {k for k, _ in tx.scan("status")}
-        ready = {read_u64(k, 1): k[0] for k, _ in tx.scan("ready")}
-        waiting = {read_u64(k, 8): read_u64(k) for k, _ in tx.scan("waiting")}
-        blocked = {read_u64(k) for k, _ in tx.scan("blocked")}
-        dependents = {(read_u64(k), read_u64(k, 8)) for k, _ in tx.scan("dependents")}
-        batches = {k for k, _ in tx.scan("batches")}
-        counters = {s: tx.counter(f"count/{s.value}") for s in JobStatus}
-        ready_counts = {r: tx.counter(f"ready/{r}") for r in range(len(Priority))}
-        next_id = tx.counter("next_id")
-        counted = queue.counts(tx)
-        # Waiting entries are counted by `waiting` keys; no two for one job.
-        assert len(waiting) == tx.entries("waiting")
-        assert len(ready) == tx.entries("ready")
-
-    for job_id, j in jobs.items():
-        assert j.id == job_id
-    assert status_keys == {j.status.code + u64(j.id) for j in jobs.values()}
-    by_status = Counter(j.status for j in jobs.values())
-    assert counters == {s: by_status.get(s, 0) for s in JobStatus}
-    assert counted == {**{s.value: by_status.get(s, 0) for s in JobStatus}, "total": len(jobs)}
-
-    pending = {i for i, j in jobs.items() if j.status is PENDING}
-    for i in pending:
-        places = [i in ready, i in waiting, i in blocked]
-        assert places.count(True) == 1, (i, places)
-    assert set(ready) | set(waiting) | blocked <= pending
-    for i, rank in ready.items():
-        assert rank == jobs[i].priority.rank, i
-        deps = [jobs.get(d) for d in jobs[i].after]
-        assert all(d is None or d.status is COMPLETED for d in deps), i
-    for i in blocked:
-        assert any(jobs[d].status is not COMPLETED for d in jobs[i].after if d in jobs), i
-    for i, at_ms in waiting.items():
-        hold = max(t for t in (jobs[i].run_at, jobs[i].retry_at) if t is not None)
-        assert at_ms == int(hold * 1000), i
-    assert ready_counts == {r: sum(1 for x in ready.values() if x == r) for r in range(len(Priority))}
-
-    for i, j in jobs.items():
-        for d in j.after:
-            assert (d, i) in dependents, (d, i)
-        assert (j.lease is not None) == (j.status is RUNNING), i
-        assert (j.finished_at is not None) == j.status.finished, i
-    assert batches == {j.batch.encode() + b"\x00" + u64(j.id) for j in jobs.values() if j.batch}
-    assert next_id >= max(jobs, default=0)
-
-
 @pytest.fixture
-def q(store: Store) -> Iterator[Store]:
+def q(kv: Store) -> Iterator[Store]:
     """The store, checked once the test is done with it."""
-    yield store
-    check_invariants(store)
+    yield kv
+    check_invariants(kv)
 
 
 # ----------------------------------------------------------------------- ids
@@ -192,7 +125,7 @@ def test_ids_increase_from_one_and_are_never_reused(data_dir: Path) -> None:
 def test_a_new_job_is_pending_with_the_spec(q: Store) -> None:
     j = submit(q, model="llama3.2", prompt="why?", priority=HIGH, name="n", batch="b",
                custom_id="c", max_attempts=3, timeout=60.0, keep_alive=300.0)
-    assert j == job(q, j.id)
+    assert j == read_job(q, j.id)
     assert (j.status, j.attempts, j.max_attempts, j.created_at) == (PENDING, 0, 3, T)
     assert (j.name, j.batch, j.custom_id, j.timeout, j.keep_alive) == ("n", "b", "c", 60.0, 300.0)
     assert (j.started_at, j.finished_at, j.error, j.lease, j.cached) == (None, None, None, None, False)
@@ -239,6 +172,54 @@ def test_positions_follow_the_claim_order_and_agree(q: Store) -> None:
     assert all_positions(q)[3] is None  # finished
 
 
+def test_positions_are_the_order_claims_take_whatever_the_mix(q: Store) -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        roll = rng.random()
+        submit(q, priority=rng.choice(list(Priority)),
+               run_at=T + 10 if roll < 0.2 else T + 99 if roll < 0.3 else None)  # due at T + 20, or not
+    for got in claim(q, limit=40, pick=lambda j: rng.random() < 0.5):
+        complete(q, got)
+    later = T + 20
+    places = all_positions(q, later)
+    order = drain_order(q, later)
+    assert {i: p for i, p in places.items() if p} == {job_id: n for n, job_id in enumerate(order, start=1)}
+
+
+class CountingTx:
+    """A read transaction that counts the keys its scans yield."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx, self.keys = tx, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tx, name)
+
+    def scan(self, *args: Any, **kw: Any) -> Iterator[tuple[bytes, bytes]]:
+        for item in self.tx.scan(*args, **kw):
+            self.keys += 1
+            yield item
+
+
+def test_positions_walk_from_the_nearer_end_of_the_queue(q: Store) -> None:
+    # `list` asks for the newest jobs, `status` for any one: neither reads the whole queue.
+    q.write(lambda tx: queue.submit_many(tx, [make_spec() for _ in range(3000)], T))
+    q.write(lambda tx: queue.submit_many(tx, [make_spec(priority=URGENT) for _ in range(100)], T))
+    with q.read() as tx:
+        for wanted, expected, most in [
+            (range(2991, 3001), range(3091, 3101), 13),  # the newest: from the end of their run
+            (range(1, 4), range(101, 104), 5),  # the oldest: from its start
+            (range(3001, 3004), range(1, 4), 5),  # urgent: the counters skip the medium run
+            (range(1500, 1501), range(1600, 1601), 1503),  # the middle: half a run, not all of it
+        ]:
+            counting = CountingTx(tx)
+            places = queue.positions(counting, [queue.get_job(tx, i) for i in wanted], T)
+            assert places == dict(zip(wanted, expected))
+            assert counting.keys <= most, counting.keys
+
+
 # ----------------------------------------------------------------------- leases
 
 
@@ -247,26 +228,26 @@ def test_wrong_lease_token_changes_nothing(q: Store) -> None:
     j = claim_one(q)
     before = raw(q, j.id)
     err = JobError(ErrorType.BACKEND_ERROR, "x")
-    assert q.write(lambda tx: queue.complete(tx, j.id, "not-the-token", RESULT, T + 1)) is False
+    assert q.write(lambda tx: queue.complete(tx, j.id, "not-the-token", RESULT, T + 1)) is None
     assert q.write(lambda tx: queue.fail_attempt(tx, j.id, "not-the-token", err, T + 1,
                                                  retry_after=1.0)) is None
-    assert q.write(lambda tx: queue.release(tx, j.id, "not-the-token", T + 1)) is False
+    assert q.write(lambda tx: queue.release(tx, j.id, "not-the-token", T + 1)) is None
     assert raw(q, j.id) == before
     with q.read() as tx:
         assert queue.get_result(tx, j.id) is None
     # Nor does a finish for a job that does not exist.
-    assert q.write(lambda tx: queue.complete(tx, 99, j.lease.token, RESULT, T)) is False
+    assert q.write(lambda tx: queue.complete(tx, 99, j.lease.token, RESULT, T)) is None
     assert complete(q, j, T + 2)
     # A second finish with the right token: the lease is gone with the first.
-    assert complete(q, j, T + 3) is False
-    assert job(q, j.id).finished_at == T + 2
+    assert complete(q, j, T + 3) is None
+    assert read_job(q, j.id).finished_at == T + 2
 
 
 def test_complete_stores_the_result(q: Store) -> None:
     submit(q)
     j = claim_one(q)
     assert q.write(lambda tx: queue.complete(tx, j.id, j.lease.token, RESULT, T + 5, host="http://h:1"))
-    done = job(q, j.id)
+    done = read_job(q, j.id)
     assert (done.status, done.finished_at, done.lease, done.host, done.attempts) == \
         (COMPLETED, T + 5, None, "http://h:1", 1)
     with q.read() as tx:
@@ -306,7 +287,7 @@ def test_permanent_failure_fails_at_once(q: Store) -> None:
     j = claim_one(q)
     out = fail(q, j, T + 1, retry_after=None, kind=ErrorType.MODEL_NOT_FOUND)
     assert out is not None and out.status is FAILED and out.error.type is ErrorType.MODEL_NOT_FOUND
-    assert job(q, 1).attempts == 1
+    assert read_job(q, 1).attempts == 1
 
 
 def test_retry_backoff_does_not_hold_up_other_jobs(q: Store) -> None:
@@ -321,10 +302,10 @@ def test_release_gives_the_attempt_back(q: Store) -> None:
     j = claim_one(q)
     assert j.attempts == 1
     assert q.write(lambda tx: queue.release(tx, j.id, j.lease.token, T + 1))
-    back = job(q, j.id)
+    back = read_job(q, j.id)
     assert (back.status, back.attempts, back.lease) == (PENDING, 0, None)
     assert pos(q, j.id) == 1
-    assert complete(q, j) is False  # the released lease is dead
+    assert complete(q, j) is None  # the released lease is dead
     again = claim_one(q, T + 2)
     assert again.attempts == 1 and again.lease != j.lease
 
@@ -339,16 +320,16 @@ def test_reclaim_takes_back_only_dead_owners_jobs(q: Store) -> None:
     alive = claim_one(q, owner="alive")
     back = q.write(lambda tx: queue.reclaim(tx, {"dead"}, T + 1))
     assert [j.id for j in back] == [dead.id]
-    assert job(q, dead.id).status is PENDING and job(q, dead.id).attempts == 1
-    assert job(q, alive.id).status is RUNNING
-    assert complete(q, dead) is False  # the dead daemon's late finish is fenced off
+    assert read_job(q, dead.id).status is PENDING and read_job(q, dead.id).attempts == 1
+    assert read_job(q, alive.id).status is RUNNING
+    assert complete(q, dead) is None  # the dead daemon's late finish is fenced off
     check_invariants(q)
     # Second attempt, and its daemon dies too: attempts are used up.
     retaken = claim_one(q, T + 2, owner="dead2")
     assert retaken.id == dead.id and retaken.attempts == 2
     gone = q.write(lambda tx: queue.reclaim(tx, {"dead2"}, T + 3))
     assert [j.status for j in gone] == [FAILED]
-    final = job(q, dead.id)
+    final = read_job(q, dead.id)
     assert final.error.type is ErrorType.ABANDONED and final.finished_at == T + 3
     assert q.write(lambda tx: queue.reclaim(tx, set(), T + 4)) == []
 
@@ -374,12 +355,12 @@ def test_cancel_pending_running_and_finished(q: Store) -> None:
     assert out.status is CANCELLED and out.error.type is ErrorType.CANCELLED and out.finished_at == T + 1
     out = q.write(lambda tx: queue.cancel(tx, run.id, T + 2))
     assert out.status is CANCELLED and out.lease is None
-    assert complete(q, run) is False  # the daemon's finish comes too late
+    assert complete(q, run) is None  # the daemon's finish comes too late
     with q.read() as tx:
         assert queue.get_result(tx, run.id) is None
     # Cancelling the running job failed its dependent.
-    assert job(q, blocked.id).status is FAILED
-    assert job(q, blocked.id).error.type is ErrorType.DEPENDENCY_FAILED
+    assert read_job(q, blocked.id).status is FAILED
+    assert read_job(q, blocked.id).error.type is ErrorType.DEPENDENCY_FAILED
     # A finished job stays as it is; an unknown id gives None.
     before = raw(q, done.id)
     assert q.write(lambda tx: queue.cancel(tx, done.id, T + 3)).status is COMPLETED
@@ -398,7 +379,7 @@ def test_blocked_until_every_dependency_completed(q: Store) -> None:
     ja = claim_one(q)
     assert ja.id == a.id  # the urgent C is not ready, so it is skipped
     complete(q, ja)
-    assert job(q, c.id).status is PENDING and pos(q, c.id) is None
+    assert read_job(q, c.id).status is PENDING and pos(q, c.id) is None
     check_invariants(q)
     jb = claim_one(q)
     assert jb.id == b.id
@@ -428,12 +409,12 @@ def test_dependency_failed_runs_down_the_chain(q: Store, how: str) -> None:
     else:
         q.write(lambda tx: queue.cancel(tx, x.id, T + 1))
     for j in (y, z, other):
-        now = job(q, j.id)
+        now = read_job(q, j.id)
         assert now.status is FAILED and now.error.type is ErrorType.DEPENDENCY_FAILED, j.id
         assert now.finished_at == T + 1
     # And a job submitted after a failed one is failed at once in the store.
-    late = q.write(lambda tx: queue.submit(tx, spec(after=(z.id,)), T + 2))
-    stored = job(q, late.id)
+    late = q.write(lambda tx: queue.submit(tx, make_spec(after=(z.id,)), T + 2))
+    stored = read_job(q, late.id)
     assert stored.status is FAILED and stored.error.type is ErrorType.DEPENDENCY_FAILED
     assert stored.finished_at == T + 2
 
@@ -442,7 +423,7 @@ def test_submit_returns_the_job_as_stored(q: Store) -> None:
     x = submit(q)
     fail(q, claim_one(q), T, retry_after=None)
     late = submit(q, T + 1, after=(x.id,))
-    assert late == job(q, late.id)
+    assert late == read_job(q, late.id)
     assert late.status is FAILED
 
 
@@ -510,7 +491,7 @@ def test_identical_submit_completes_from_the_cache(q: Store) -> None:
     again = submit(q, T + 10, prompt="same")
     assert again.status is COMPLETED and again.cached is True
     assert again.finished_at == T + 10 and again.attempts == 0
-    assert again == job(q, again.id)
+    assert again == read_job(q, again.id)
     with q.read() as tx:
         assert queue.get_result(tx, again.id) == queue.get_result(tx, first.id) == RESULT
         assert cache.stats(tx)["hits"] == 1
@@ -629,7 +610,7 @@ def listed(store: Store, **kw: Any) -> list[int]:
     ({"limit": 0}, []),
 ], ids=lambda v: _list_id(v) if isinstance(v, dict) else "->" + (",".join(map(str, v)) or "none"))
 def test_list_filters_newest_first(mixed: Store, kw: dict[str, Any], expected: list[int]) -> None:
-    assert [job(mixed, i).status.value for i in range(1, 9)] == [
+    assert [read_job(mixed, i).status.value for i in range(1, 9)] == [
         "completed", "failed", "pending", "running", "cancelled", "pending", "completed", "pending"]
     assert listed(mixed, **kw) == expected
 
@@ -647,68 +628,44 @@ def test_list_reports_a_corrupt_record_apart(q: Store) -> None:
     q.write(lambda tx: tx.put("jobs", u64(2), good))  # whole again for the invariant walk
 
 
-def test_a_corrupt_record_at_the_head_does_not_stop_claims(store: Store) -> None:
+def test_a_corrupt_record_at_the_head_does_not_stop_claims(kv: Store) -> None:
     for _ in range(3):
-        submit(store)
-    store.write(lambda tx: tx.put("jobs", u64(1), b"\xc1"))
-    assert [j.id for j in claim(store, limit=5)] == [2, 3]
-    with store.read() as tx:
+        submit(kv)
+    kv.write(lambda tx: tx.put("jobs", u64(1), b"\xc1"))
+    assert [j.id for j in claim(kv, limit=5)] == [2, 3]
+    with kv.read() as tx:
         assert tx.get("ready", bytes([MEDIUM.rank]) + u64(1)) is None
         assert tx.counter(f"ready/{MEDIUM.rank}") == 0
         with pytest.raises(CorruptRecord):
             queue.get_job(tx, 1)
 
 
-# ------------------------------------------------------------ the helper itself
-
-
-def _drift(kind: str) -> Callable[[Tx], None]:
-    """One way an index or counter can disagree with the records."""
-    def apply(tx: Tx) -> None:
-        if kind == "count off":
-            tx.add("count/pending", 1)
-        elif kind == "ready rank count off":
-            tx.add(f"ready/{MEDIUM.rank}", 1)
-        elif kind == "status key missing":
-            tx.delete("status", PENDING.code + u64(1))
-        elif kind == "status key of another status":
-            tx.put("status", COMPLETED.code + u64(1))
-        elif kind == "ready and waiting":
-            tx.put("waiting", u64(int(T * 1000)) + u64(1))
-        elif kind == "in no index":
-            tx.delete("ready", bytes([MEDIUM.rank]) + u64(1))
-            tx.add(f"ready/{MEDIUM.rank}", -1)
-        elif kind == "ready under the wrong rank":
-            tx.delete("ready", bytes([MEDIUM.rank]) + u64(1))
-            tx.put("ready", bytes([URGENT.rank]) + u64(1))
-            tx.add(f"ready/{MEDIUM.rank}", -1)
-            tx.add(f"ready/{URGENT.rank}", 1)
-        elif kind == "running job still ready":
-            tx.put("ready", bytes([MEDIUM.rank]) + u64(2))
-            tx.add(f"ready/{MEDIUM.rank}", 1)
-    return apply
-
-
-@pytest.mark.parametrize("kind", ["count off", "ready rank count off", "status key missing",
-                                  "status key of another status", "ready and waiting",
-                                  "in no index", "ready under the wrong rank",
-                                  "running job still ready"])
-def test_check_invariants_notices_drift(store: Store, kind: str) -> None:
-    submit(store)
-    submit(store)
-    submit(store)
-    claim(store, limit=1, pick=lambda j: j.id == 2)
-    check_invariants(store)  # sound before
-    store.write(_drift(kind))
-    with pytest.raises(AssertionError):
-        check_invariants(store)
-
-
 def test_retry_queues_a_failed_job_again_with_fresh_attempts(q: Store) -> None:
     submit(q, max_attempts=1)
     fail(q, claim_one(q), T, retry_after=1.0)  # the one attempt is used: failed
-    assert job(q, 1).status is FAILED
+    assert read_job(q, 1).status is FAILED
     again = q.write(lambda tx: queue.retry(tx, 1, T + 1))
     assert (again.status, again.attempts, again.error, again.finished_at) == (PENDING, 0, None, None)
     assert pos(q, 1) == 1
     assert claim_one(q, T + 2).attempts == 1
+
+
+# ---------------------------------------------------------------- the rerun rule
+
+
+def test_the_rerun_mode_shows_a_write_functions_outside_effect(kv: Store) -> None:
+    # Every test here runs each write twice, the first time thrown away (rerun_writes), as
+    # LMDB does after growing its map. A write that keeps a tally outside its transaction
+    # (as the daemon would if it counted overtaken jobs in place) counts each job twice, so
+    # a test of that tally fails under the mode; the store itself saw one write.
+    submit(kv)
+    seen: dict[int, int] = {}
+
+    def tally_candidates(tx: Tx) -> None:
+        for j in queue.ready_candidates(tx, T):
+            seen[j.id] = seen.get(j.id, 0) + 1
+
+    kv.write(tally_candidates)
+    assert seen == {1: 2}
+    with kv.read() as tx:
+        assert queue.counts(tx)["total"] == 1

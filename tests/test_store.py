@@ -1,33 +1,24 @@
 """The LMDB store: private files, durability across opens, map growth that nobody sees,
-prefix scans, counters, and the two multi-process hazards (a map grown by another
-process, a reader killed while it held a transaction)."""
+prefix scans, counters, and the multi-process hazards (a map grown by another process,
+a reader killed while it held a transaction, a lock file replaced under it)."""
 
 from __future__ import annotations
 
 import os
 import signal
 import stat
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
 import lmdb
 import pytest
 
-from ollama_cli import config
+from ollama_cli.errors import StoreLockLost
 from ollama_cli.store.keys import u64
-from ollama_cli.store.lmdb import Store, Tx
+from ollama_cli.store.lmdb import MAX_DBS, MAX_READERS, Store, Tx
+from tests.helpers.processes import run_python, start_python
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL_MAP = 64 * 1024
-
-
-def run_python(code: str, *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """A separate process (its own LMDB environment handle), as another command would be."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def reader_pids(store: Store) -> set[int]:
@@ -74,6 +65,17 @@ def test_reopen_sees_committed_data(data_dir: Path) -> None:
 
 
 # ----------------------------------------------------------------------- writes
+
+
+def test_a_store_refuses_to_write_once_its_lock_file_changed(tmp_path: Path) -> None:
+    with Store(tmp_path / "store") as store:
+        assert not store.lock_file_changed()
+        lock = tmp_path / "store" / "lock.mdb"
+        lock.rename(tmp_path / "old-lock")
+        lock.write_bytes(b"")  # another process made a new one
+        assert store.lock_file_changed()
+        with pytest.raises(StoreLockLost):
+            store.write(lambda tx: tx.put("meta", b"k", u64(1)))
 
 
 def test_map_grows_from_a_tiny_size_without_map_full(data_dir: Path) -> None:
@@ -133,9 +135,9 @@ PREFIXES = [b"", b"\x00", b"\x01", b"\x01\xfe", b"\x01\xff", b"\x01\xff\xff", b"
 
 
 @pytest.fixture
-def keyed(store: Store) -> Store:
-    store.write(lambda tx: [tx.put("meta", k, k[::-1] + b"!") for k in KEYS])
-    return store
+def keyed(kv: Store) -> Store:
+    kv.write(lambda tx: [tx.put("meta", k, k[::-1] + b"!") for k in KEYS])
+    return kv
 
 
 @pytest.mark.parametrize("prefix", PREFIXES, ids=lambda p: p.hex() or "empty")
@@ -148,10 +150,10 @@ def test_scan_matches_a_sorted_filter(keyed: Store, prefix: bytes, reverse: bool
         assert list(tx.scan("meta", prefix, reverse=reverse)) == expected
 
 
-def test_scan_reverse_when_the_prefix_run_is_first_or_last(store: Store) -> None:
+def test_scan_reverse_when_the_prefix_run_is_first_or_last(kv: Store) -> None:
     # The reverse scan positions past the run, then steps back: both ends of the table.
-    store.write(lambda tx: [tx.put("jobs", k) for k in (b"\x10\x01", b"\x10\x02", b"\x20\x01")])
-    with store.read() as tx:
+    kv.write(lambda tx: [tx.put("jobs", k) for k in (b"\x10\x01", b"\x10\x02", b"\x20\x01")])
+    with kv.read() as tx:
         assert [k for k, _ in tx.scan("jobs", b"\x10", reverse=True)] == [b"\x10\x02", b"\x10\x01"]
         assert [k for k, _ in tx.scan("jobs", b"\x20", reverse=True)] == [b"\x20\x01"]
         assert list(tx.scan("jobs", b"\x05", reverse=True)) == []
@@ -166,37 +168,52 @@ def test_scan_start_positions_a_forward_scan(keyed: Store) -> None:
     assert got == [k for k in KEYS if k.startswith(b"\x01") and k >= b"\x01\xfe\xff"]
 
 
+@pytest.mark.parametrize(("prefix", "start"), [
+    (b"\x01", b"\x01\xfe\xff"),  # a key: from it
+    (b"\x01", b"\x01\xff\x01"),  # between keys: from the one below
+    (b"\x01", b"\x01"),  # the prefix itself is a key
+    (b"\xff", b"\xff\xff\xff\xff"),  # past the last key of the table
+    (b"a", b"a\x00"),  # below the first key of the run but the prefix
+    (b"\x03", b"\x03\x01"),  # no key of the prefix at all
+])
+def test_scan_start_positions_a_reverse_scan_at_the_last_key_not_above_it(
+        keyed: Store, prefix: bytes, start: bytes) -> None:
+    with keyed.read() as tx:
+        got = [k for k, _ in tx.scan("meta", prefix, start=start, reverse=True)]
+    assert got == [k for k in reversed(KEYS) if k.startswith(prefix) and k <= start]
+
+
 # ---------------------------------------------------------------------- counters
 
 
-def test_counters_start_at_zero_add_and_never_go_negative(store: Store) -> None:
-    with store.read() as tx:
+def test_counters_start_at_zero_add_and_never_go_negative(kv: Store) -> None:
+    with kv.read() as tx:
         assert tx.counter("count/pending") == 0
-    assert store.write(lambda tx: tx.add("count/pending", 3)) == 3
-    assert store.write(lambda tx: tx.add("count/pending", -1)) == 2
-    assert store.write(lambda tx: tx.add("count/pending", -10)) == 0
-    assert store.write(lambda tx: (tx.add("a", 1), tx.add("a", 1), tx.counter("a"))) == (1, 2, 2)
-    with store.read() as tx:
+    assert kv.write(lambda tx: tx.add("count/pending", 3)) == 3
+    assert kv.write(lambda tx: tx.add("count/pending", -1)) == 2
+    assert kv.write(lambda tx: tx.add("count/pending", -10)) == 0
+    assert kv.write(lambda tx: (tx.add("a", 1), tx.add("a", 1), tx.counter("a"))) == (1, 2, 2)
+    with kv.read() as tx:
         assert tx.counter("count/pending") == 0
         assert tx.counter("a") == 2
         # Counters are big-endian u64 in `meta`, next to the flags.
         assert tx.get("meta", b"a") == u64(2)
 
 
-def test_entries_and_clear(store: Store) -> None:
-    store.write(lambda tx: [tx.put("cache", u64(i), b"v") for i in range(5)])
-    with store.read() as tx:
+def test_entries_and_clear(kv: Store) -> None:
+    kv.write(lambda tx: [tx.put("cache", u64(i), b"v") for i in range(5)])
+    with kv.read() as tx:
         assert tx.entries("cache") == 5
-    store.write(lambda tx: tx.clear("cache"))
-    with store.read() as tx:
+    kv.write(lambda tx: tx.clear("cache"))
+    with kv.read() as tx:
         assert tx.entries("cache") == 0
         assert tx.get("cache", u64(1)) is None
 
 
-def test_delete_reports_whether_the_key_was_there(store: Store) -> None:
-    store.write(lambda tx: tx.put("blocked", u64(1)))
-    assert store.write(lambda tx: tx.delete("blocked", u64(1))) is True
-    assert store.write(lambda tx: tx.delete("blocked", u64(1))) is False
+def test_delete_reports_whether_the_key_was_there(kv: Store) -> None:
+    kv.write(lambda tx: tx.put("blocked", u64(1)))
+    assert kv.write(lambda tx: tx.delete("blocked", u64(1))) is True
+    assert kv.write(lambda tx: tx.delete("blocked", u64(1))) is False
 
 
 # ------------------------------------------------------------------ two processes
@@ -231,40 +248,33 @@ def test_map_grown_by_another_process_is_adopted(data_dir: Path) -> None:
             assert tx.get("meta", b"after") == b"2"
 
 
-def test_reader_killed_mid_transaction_leaves_a_slot_that_opening_clears(store: Store) -> None:
-    # `store` stays open throughout, so the lock file is never re-initialised and the
+def test_reader_killed_mid_transaction_leaves_a_slot_that_opening_clears(kv: Store) -> None:
+    # `kv` stays open throughout, so the lock file is never re-initialised and the
     # dead reader's slot survives until someone runs reader_check.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys
-            from ollama_cli.store.lmdb import Store
-            s = Store({str(store.path)!r})
-            with s.read() as tx:
-                print("holding", flush=True)
-                sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )
+    holder = start_python(f"""
+        import time
+        from ollama_cli.store.lmdb import Store
+        s = Store({str(kv.path)!r})
+        with s.read() as tx:
+            print("holding", flush=True)
+            time.sleep(600)
+    """)
     try:
         assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "holding"
-        assert holder.pid in reader_pids(store)
+        assert holder.stdout.readline() == b"holding\n"
+        assert holder.pid in reader_pids(kv)
     finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait(10)
-        if holder.stdin:
-            holder.stdin.close()
-        if holder.stdout:
-            holder.stdout.close()
+        holder.communicate(timeout=10)
     assert holder.returncode == -signal.SIGKILL
-    assert holder.pid in reader_pids(store)  # stale: LMDB does not reclaim it by itself
+    assert holder.pid in reader_pids(kv)  # stale: LMDB does not reclaim it by itself
 
-    opener = run_python(f"from ollama_cli.store.lmdb import Store\nStore({str(store.path)!r}).close()")
+    opener = run_python(f"from ollama_cli.store.lmdb import Store\nStore({str(kv.path)!r}).close()")
     assert opener.returncode == 0, opener.stderr
-    assert holder.pid not in reader_pids(store)
-    # And the store works on, for reads and writes.
-    store.write(lambda tx: tx.put("meta", b"k", b"v"))
-    with store.read() as tx:
+    assert holder.pid not in reader_pids(kv)
+    # And the kv works on, for reads and writes.
+    kv.write(lambda tx: tx.put("meta", b"k", b"v"))
+    with kv.read() as tx:
         assert tx.get("meta", b"k") == b"v"
 
 
@@ -273,7 +283,7 @@ def test_opening_an_existing_store_does_not_wait_for_a_writer(data_dir: Path) ->
     # either, or every command stalls behind a daemon's or a big batch's write.
     with Store(data_dir):
         pass
-    env = lmdb.open(str(data_dir), max_dbs=config.MAX_DBS, max_readers=config.MAX_READERS)
+    env = lmdb.open(str(data_dir), max_dbs=MAX_DBS, max_readers=MAX_READERS)
     try:
         txn = env.begin(write=True)  # hold the writer lock in this process
         try:

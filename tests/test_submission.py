@@ -117,6 +117,16 @@ def test_parse_messages_refuses(raw: str) -> None:
         submission.parse_messages(raw, "m.json")
 
 
+@pytest.mark.parametrize(("raw", "says"), [
+    ('[{"role": "user", "content": "x", "score": NaN}]', "NaN is not a JSON number"),
+    ('[{"role": "user", "content": "x", "score": -Infinity}]', "-Infinity is not a JSON number"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
+])
+def test_parse_messages_refuses_what_is_not_standard_json(raw: str, says: str) -> None:
+    with pytest.raises(UsageError, match=says):
+        submission.parse_messages(raw, "m.json")
+
+
 # --------------------------------------------------------------------- options
 
 
@@ -141,10 +151,60 @@ def test_parse_option(text: str, expected: tuple[str, Any]) -> None:
     assert type(got[1]) is type(expected[1])  # 42 is an int, not "42" or 42.0
 
 
-@pytest.mark.parametrize("text", ["novalue", "=1", " =1", ""])
+@pytest.mark.parametrize("text", ["novalue", "=1", " =1", "", "deep=" + "[" * 100_000 + "]" * 100_000])
 def test_parse_option_refuses(text: str) -> None:
     with pytest.raises(UsageError):
         submission.parse_option(text)
+
+
+# ------------------------------------------------- what can be sent as JSON
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(("kw", "says"), [
+    ({"prompt": "x", "options": {"temperature": float("inf")}}, r"options\.temperature: inf is not a finite"),
+    ({"prompt": "x", "options": {"stop": [float("-inf")]}}, r"options\.stop\[0\]: -inf"),
+    ({"prompt": "x", "options": {"t": float("nan")}}, "nan is not a finite"),
+    ({"prompt": "x", "options": {"seed": 2**64}}, "beyond a 64-bit integer"),
+    ({"prompt": "x", "options": {"seed": -(2**63) - 1}}, "beyond a 64-bit integer"),
+    ({"prompt": "a\udcff"}, r"prompt is not UTF-8 text \(the byte 0xff, or the escape \\udcff, at character 2\)"),
+    ({"prompt": "x", "system": "\ud800"}, r"system is not UTF-8 text \(the lone surrogate \\ud800 at character 1\)"),
+    ({"prompt": "x", "options": {"k\udcfe": 1}}, "a key in options is not UTF-8 text"),
+    ({"prompt": "x", "format": {"a": {"b": "\udfff"}}}, r"format\.a\.b is not UTF-8"),
+    ({"prompt": "x", "format": {"a": nested(100)}}, "^format: nested deeper than 100 levels"),
+], ids=lambda v: None)
+def test_build_request_refuses_what_json_cannot_carry(kw: dict[str, Any], says: str) -> None:
+    with pytest.raises(UsageError, match=says):
+        submission.build_request(GEN, **kw)
+
+
+def test_build_request_refuses_such_values_in_messages_and_inputs() -> None:
+    with pytest.raises(UsageError, match=r"messages\[0\]\.images\[0\]: inf"):
+        submission.build_request(CHAT, messages=[{"role": "user", "content": "x", "images": [float("inf")]}])
+    with pytest.raises(UsageError, match=r"input\[1\] is not UTF-8"):
+        submission.build_request(EMBED, inputs=["ok", "\udc80"])
+
+
+def test_build_request_takes_the_limits_themselves() -> None:
+    options = {"seed": 2**63 - 1, "low": -(2**63), "big": 1.7e308, "deep": nested(99)}
+    assert submission.build_request(GEN, prompt="caf\u00e9 \U0001f600", options=options)["options"] == options
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("5m", 300.0), ("0", 0.0), ("-1", -1.0), ("-5m", -1.0), (" -1s ", -1.0), ("3650d", 3650 * 86400.0)])
+def test_keep_alive(text: str, expected: float) -> None:
+    assert submission.keep_alive(text) == expected
+
+
+@pytest.mark.parametrize("text", ["forever", "-", "-x", "--1", "3651d", "-99999999d", "1e999"])
+def test_keep_alive_refuses(text: str) -> None:
+    with pytest.raises(UsageError):
+        submission.keep_alive(text)
 
 
 # ---------------------------------------------------------------------- format
@@ -163,7 +223,10 @@ def test_format_schema_file(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("content", "says"), [
     (None, "no such file"),
-    ("{not json", "cannot read"),
+    ("{not json", "not JSON"),
+    ('{"type": "number", "maximum": NaN}', "NaN is not a JSON number"),
+    ('{"maximum": Infinity}', "Infinity is not a JSON number"),
+    ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
     ("[1, 2]", "JSON object"),
     ("\"json\"", "JSON object"),
 ])

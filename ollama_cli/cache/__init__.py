@@ -7,12 +7,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_cli.codec import pack, unpack
 from ollama_cli.jobs import full_name
-from ollama_cli.store.lmdb import Tx
 
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 

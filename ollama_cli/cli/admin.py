@@ -1,16 +1,20 @@
-"""Commands on the queue as a whole: info, cache, models, daemon."""
+"""Commands on the queue as a whole: info, pause, resume, clean, cache, models, daemon."""
 
 # No `from __future__ import annotations` here: Typer would eval() every annotation string
 # on each run (8 ms for submit); real objects come from bytecode for free.
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from ollama_cli import cache, config
+from ollama_cli.settings import DaemonSettings
 from ollama_cli.insight import snapshot
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, open_store
-from ollama_cli.errors import BackendUnavailable, UsageError
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, open_store
+from ollama_cli.errors import ExitCode, UsageError
+from ollama_cli.jobs import JobStatus
+from ollama_cli.settings.hosts import Backend
 
+_DEFAULTS = DaemonSettings()  # what the daemon's help says when a flag is not given
 HostOpt = Annotated[
     Optional[list[str]],
     typer.Option("--host", help="Backend URL (repeatable); openai+URL for OpenAI-compatible servers [env: OLLAMA_HOST]."),
@@ -19,8 +23,9 @@ HostOpt = Annotated[
 
 def info(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """The queue at a glance: counts, daemon, cache."""
-    data = snapshot.info(open_store(data_dir, readonly=True))
-    if json_:
+    settings = load_settings(json_, data_dir)
+    data = snapshot.info(open_store(settings, readonly=True))
+    if settings.json:
         emit(data)
     else:
         from ollama_cli import render
@@ -34,10 +39,9 @@ cache_app = typer.Typer(help="The result cache: stats, clear.", no_args_is_help=
 @cache_app.command("stats")
 def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Entries, hits, misses and bytes of the result cache."""
-    store = open_store(data_dir, readonly=True)
-    with store.read() as tx:
-        data = cache.stats(tx)
-    if json_:
+    settings = load_settings(json_, data_dir)
+    data = open_store(settings, readonly=True).cache_stats()
+    if settings.json:
         emit(data)
     else:
         from ollama_cli import render
@@ -48,82 +52,89 @@ def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
 @cache_app.command("clear")
 def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
     """Empty the result cache."""
-    n = open_store(data_dir).write(cache.clear)
-    if json_:
+    settings = load_settings(json_, data_dir)
+    n = open_store(settings).cache_clear()
+    if settings.json:
         emit({"cleared": n})
     else:
         print(f"cleared {n} cache entries")
 
 
 def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
-    """The models of the backend, and which are loaded."""
+    """The models of each backend, and which are loaded."""
     import asyncio
 
-    from ollama_cli.clients.base import BackendError, client_for
+    from ollama_cli.clients import client_for
+    from ollama_cli.clients.base import BackendError
 
-    backend = config.backends(host)[0]
+    settings = load_settings(json_, data_dir, hosts=host)
+    backends = settings.backends
 
-    async def fetch() -> list[dict]:
+    async def listing(backend: Backend) -> list[dict]:
         client = client_for(backend)
         try:
-            return await client.models()
+            return [{**m, "host": backend.label} for m in await client.models()]
         finally:
             await client.aclose()
 
-    try:
-        rows = asyncio.run(fetch())
-    except BackendError as exc:
-        raise BackendUnavailable(f"{backend.label}: {exc.message}") from None
-    if json_:
-        emit(rows)
-    else:
-        from ollama_cli import render
+    async def every_listing() -> list:
+        return await asyncio.gather(*map(listing, backends), return_exceptions=True)
 
-        render.models_table(rows)
+    rows, failures = [], []
+    for backend, got in zip(backends, asyncio.run(every_listing())):
+        if isinstance(got, BackendError):
+            failures.append(f"{backend.label}: {got.message}")
+        elif isinstance(got, BaseException):
+            raise got
+        else:
+            rows += got
+    if rows or not failures:
+        if settings.json:
+            emit(rows)
+        else:
+            from ollama_cli import render
+
+            render.models_table(rows)
+    for failure in failures:  # what the others listed is printed all the same
+        error_line(failure)
+    if failures:
+        raise typer.Exit(ExitCode.BACKEND)
 
 
 def daemon(
-    concurrency: Annotated[int, typer.Option("--concurrency", "-c", help="Jobs at once per backend.")] = 1,
+    concurrency: Annotated[Optional[int], typer.Option(
+        "--concurrency", "-c", help=f"Jobs at once per backend (default {_DEFAULTS.concurrency}).")] = None,
     host: HostOpt = None,
     drain: Annotated[bool, typer.Option("--drain", help="Exit once nothing is pending or running.")] = False,
-    grace: Annotated[str, typer.Option(help="On SIGTERM/SIGINT, how long running jobs may finish.")] = "30s",
-    retry_backoff: Annotated[str, typer.Option(help="First retry delay; doubles per attempt, capped at 60s.")] = "1s",
+    grace: Annotated[Optional[str], typer.Option(
+        help=f"On SIGTERM/SIGINT, how long running jobs may finish (default {_DEFAULTS.grace:g}s).")] = None,
+    retry_backoff: Annotated[Optional[str], typer.Option(
+        help=f"First retry delay (default {_DEFAULTS.retry_backoff:g}s); doubles per attempt, capped at 60s.")] = None,
     model_concurrency: Annotated[Optional[list[str]], typer.Option(
         help="NAME=N: at most N requests for this model at once (repeatable).")] = None,
     keep_finished: Annotated[Optional[str], typer.Option(
         help="Delete finished jobs this long after they finish (checked every minute).")] = None,
-    json_: JsonOpt = False,
+    json_: Annotated[bool, typer.Option("--json", help="Log JSON lines on stderr, one per event.")] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Drain pending jobs to the backends until stopped (logs to stderr; JSON lines with --json)."""
     from ollama_cli.daemon.loop import serve
-    from ollama_cli.timefmt import parse_duration
 
-    if concurrency < 1:
-        raise UsageError("--concurrency must be at least 1")
-    backends = config.backends(host)
-    caps = dict(_model_cap(m) for m in model_concurrency or [])
-    raise typer.Exit(serve(open_store(data_dir), backends, concurrency=concurrency, drain=drain,
-                           model_caps=caps,
-                           grace=parse_duration(grace), backoff=parse_duration(retry_backoff),
-                           keep_finished=parse_duration(keep_finished) if keep_finished else None,
-                           json_logs=json_))
+    settings = load_settings(json_, data_dir, hosts=host, concurrency=concurrency, drain=drain, grace=grace,
+                             retry_backoff=retry_backoff, model_concurrency=model_concurrency,
+                             keep_finished=keep_finished)
+    backends = settings.backends  # parsed before the store opens: a bad host writes nothing
+    raise typer.Exit(serve(open_store(settings), backends, settings))
 
 
-def _model_cap(text: str) -> tuple[str, int]:
-    from ollama_cli import submission
-
-    name, sep, value = text.rpartition("=")
-    if not sep or not value.strip().isdigit() or int(value) < 1:
-        raise UsageError(f"malformed --model-concurrency {text!r} (expected NAME=N, N at least 1)")
-    return submission.model_name(name.strip()), int(value)
-
-
-def _set_paused(paused: bool, json_: bool, data_dir: object) -> None:
-    from ollama_cli import queue
-
-    open_store(data_dir).write(lambda tx: queue.set_paused(tx, paused))
-    if json_:
+def _set_paused(paused: bool, json_: bool, data_dir: Optional[Path]) -> None:
+    settings = load_settings(json_, data_dir)
+    store = open_store(settings)
+    if paused:
+        store.pause()
+    else:
+        store.resume()
+    if settings.json:
         emit({"paused": paused})
     elif paused:
         print("paused: daemons take no new jobs; running ones go on (ollama-q resume)")
@@ -142,8 +153,9 @@ def resume(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
 
 
 def clean(
-    status_: Annotated[Optional[list[str]], typer.Option(
-        "--status", help="Only this status (repeatable; default completed, failed, cancelled).")] = None,
+    status_: Annotated[Optional[list[JobStatus]], typer.Option(
+        "--status", case_sensitive=False, help="Only this status (repeatable; default completed, failed, cancelled).",
+    )] = None,
     older_than: Annotated[Optional[str], typer.Option(help="Only jobs finished longer ago than this.")] = None,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
@@ -151,19 +163,17 @@ def clean(
     """Delete finished jobs and their results."""
     import time
 
-    from ollama_cli import queue, submission
-    from ollama_cli.jobs import JobStatus
     from ollama_cli.timefmt import parse_duration
 
-    statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []] or \
-        [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+    settings = load_settings(json_, data_dir)
+    statuses = status_ or [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
     for s in statuses:
         if not s.finished:
             raise UsageError(f"clean deletes finished jobs only, not {s.value} ones")
     age = parse_duration(older_than) if older_than is not None else None
     t = time.time()
-    n = open_store(data_dir).write(lambda tx: queue.clean(tx, statuses, t, older_than=age))
-    if json_:
+    n = open_store(settings).clean(statuses, t, older_than=age)
+    if settings.json:
         emit({"deleted": n})
     else:
         print(f"deleted {n} jobs")

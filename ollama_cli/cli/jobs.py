@@ -1,18 +1,26 @@
-"""Commands on jobs: submit, status, result, list, cancel."""
+"""Commands on jobs: submit, status, result, wait, cancel, retry, rerun (`list` is in listing.py)."""
 
 # No `from __future__ import annotations` here: Typer would eval() every annotation string
 # on each run (8 ms for submit); real objects come from bytecode for free.
 import sys
 from collections.abc import Callable
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ollama_cli import follow, queue, submission
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, now, open_store, parse_id, parse_ids, warn
-from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
-from ollama_cli.jobs import Job, JobStatus, result_to_json, result_text
-from ollama_cli.timefmt import parse_duration, parse_time
+from ollama_cli import follow, submission
+from ollama_cli.cli.app import (
+    DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, parse_ids, quiet_or_json,
+    warn_if_stalled,
+)
+from ollama_cli.errors import ExitCode, NotFound, OllamaQError, OperationFailed, UsageError
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, result_to_json, result_text
+from ollama_cli.timefmt import local_time, parse_duration, parse_time
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
+    from ollama_cli.store.records import Changed
+
 
 def _read_stdin() -> str | None:
     data = sys.stdin.buffer.read()
@@ -36,30 +44,40 @@ def _read_file(path: str, what: str) -> str:
 def submit(
     model: Annotated[str, typer.Argument(help="The model, e.g. llama3.2.")],
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt; - reads stdin.")] = None,
-    type_: Annotated[str, typer.Option("--type", "-t", help="generate, chat or embed.")] = "generate",
+    type_: Annotated[JobType, typer.Option("--type", "-t", case_sensitive=False)] = JobType.GENERATE,
     system: Annotated[Optional[str], typer.Option(help="A system prompt.")] = None,
     message: Annotated[Optional[list[str]], typer.Option("--message", "-m", help="ROLE:CONTENT (repeatable).")] = None,
-    messages: Annotated[Optional[str], typer.Option("--messages", help="A JSON array of messages.")] = None,
+    messages: Annotated[Optional[str], typer.Option(
+        "--messages", metavar="FILE", help="A file holding a JSON array of messages.")] = None,
     input_: Annotated[Optional[list[str]], typer.Option("--input", help="Text to embed (repeatable).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="KEY=VALUE (repeatable).")] = None,
     format_: Annotated[Optional[str], typer.Option("--format", help="json or @schema.json.")] = None,
-    priority: Annotated[str, typer.Option("--priority", "-p", help="urgent, high, medium or low.")] = "medium",
-    name: Annotated[Optional[str], typer.Option(help="A name to find the job by.")] = None,
+    priority: Annotated[Priority, typer.Option("--priority", "-p", case_sensitive=False)] = Priority.MEDIUM,
+    name: Annotated[Optional[str], typer.Option(help="A name for the job (list --name finds it).")] = None,
     retries: Annotated[int, typer.Option(help="Retries after transient failures.", min=0, max=100)] = 3,
-    timeout: Annotated[Optional[str], typer.Option(help="Per attempt, e.g. 10m.")] = None,
-    delay: Annotated[Optional[str], typer.Option(help="Start no sooner than this from now.")] = None,
-    at: Annotated[Optional[str], typer.Option(help="Start no sooner than this RFC 3339 time.")] = None,
+    timeout: Annotated[Optional[str], typer.Option(help="Time limit of each attempt, e.g. 10m.")] = None,
+    delay: Annotated[Optional[str], typer.Option(help="Start no sooner than this from now, e.g. 1h30m.")] = None,
+    at: Annotated[Optional[str], typer.Option(
+        help="Start no sooner than this RFC 3339 time, or HH:MM (the next one, local time).")] = None,
     after: Annotated[Optional[list[str]], typer.Option(help="Start once job ID completed (repeatable).")] = None,
     keep_alive: Annotated[Optional[str], typer.Option(help="How long Ollama keeps the model loaded.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
+    wait_timeout: Annotated[Optional[str], typer.Option(
+        help="Wait for the result at most this long (implies --wait; exit 1 on expiry).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job's id.")] = False,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Queue a job."""
-    kind = submission.job_type(type_)
+    settings = load_settings(json_, data_dir)
+    quiet_or_json(quiet, settings.json)
     model = submission.model_name(model)
-    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+    # With the chat or the inputs given as options, PROMPT is optional: stdin is read only
+    # when asked for, so a submit in a `while read` loop leaves the loop its lines.
+    others = (message or messages is not None) if type_ is JobType.CHAT else \
+        bool(input_) if type_ is JobType.EMBED else False
+    if prompt == "-" or (prompt is None and not others and not sys.stdin.isatty()):
         prompt = _read_stdin()
     chat: list[dict[str, Any]] = []
     if messages is not None:
@@ -67,86 +85,126 @@ def submit(
     chat += [submission.parse_message(m) for m in message or []]
     options = dict(submission.parse_option(o) for o in option or [])
     request = submission.build_request(
-        kind, prompt=prompt, system=system, messages=chat, inputs=input_ or [], options=options,
+        type_, prompt=prompt, system=system, messages=chat, inputs=input_ or [], options=options,
         format=submission.parse_format(format_) if format_ is not None else None,
     )
     if delay is not None and at is not None:
         raise UsageError("give --delay or --at, not both")
-    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at) if at is not None else None)
-    spec = queue.JobSpec(
+    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at, now()) if at is not None else None)
+    wait_limit = parse_duration(wait_timeout) if wait_timeout is not None else None
+    spec = JobSpec(
         model=model,
-        type=kind,
+        type=type_,
         request=request,
-        priority=submission.priority(priority),
-        name=name,
+        priority=priority,
+        name=submission.check_text(name, "--name") if name is not None else None,
         max_attempts=retries + 1,
-        timeout=parse_duration(timeout) if timeout is not None else None,
+        timeout=_attempt_timeout(timeout) if timeout is not None else None,
         run_at=run_at,
         after=tuple(dict.fromkeys(parse_ids(after or []))),
-        keep_alive=_keep_alive(keep_alive),
+        keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
         use_cache=not no_cache,
     )
-    store = open_store(data_dir)
-    job = store.write(lambda tx: queue.submit(tx, spec, now()))
-    if wait:
-        _print_result(store, job.id, wait=True, timeout=None, json_=json_)
+    store = open_store(settings)
+    job = store.submit(spec, now())
+    if wait or wait_timeout is not None:
+        _print_result(store, job.id, wait=True, timeout=wait_limit, json_=settings.json)
         return
-    with store.read() as tx:
-        pos = queue.position(tx, job, now())
-    if json_:
+    pos = store.positions([job], now()).get(job.id)
+    if settings.json:
         emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
+    elif quiet:
+        print(job.id)
     elif job.cached:
         print(f"job {job.id} completed from the cache")
     else:
         where = f", position {pos}" if pos else ""
-        print(f"job {job.id} queued ({job.model}, {job.priority.value}{where})")
+        held = f", held until {local_time(job.run_at)}" if job.run_at is not None and job.run_at > now() else ""
+        print(f"job {job.id} queued ({job.model}, {job.priority.value}{where}{held})")
 
 
-def _keep_alive(text: str | None) -> float | None:
-    if text is None:
-        return None
-    if text.strip().startswith("-"):  # Ollama's "keep loaded forever"
-        return -1.0
-    return parse_duration(text)
+def _attempt_timeout(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:  # no attempt could ever finish
+        raise UsageError(f"--timeout {text!r} must be more than 0 (leave it out for no time limit)")
+    return seconds
 
 
 def status(
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    input_: Annotated[bool, typer.Option(
+        "--input", help="Also what the job was asked: its prompt, messages or inputs, and options.")] = False,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Show one job."""
-    jid = parse_id(job_id)
-    store = open_store(data_dir, readonly=True)
-    with store.read() as tx:
-        job = _get(tx, jid)
-        pos = queue.position(tx, job, now())
-    if json_:
-        emit(job.to_json(pos))
+    """Show jobs (with --json: an object for one ID, an array for several)."""
+    settings = load_settings(json_, data_dir)
+    ids = parse_ids(job_ids)
+    store = open_store(settings, readonly=True)
+    jobs, all_found = _known(store, ids)
+    where = store.positions(jobs, now())
+    shown = []
+    for job in jobs:
+        obj = job.to_json(where.get(job.id))
+        if input_:  # prompts are private: only when asked for
+            obj["input"] = store.get_request(job.id)
+        shown.append(obj)
+    if settings.json:
+        if shown or len(ids) > 1:
+            emit(shown[0] if len(ids) == 1 else shown)
     else:
         from ollama_cli import render
 
-        render.job_detail(job.to_json(pos))
+        for n, obj in enumerate(shown):
+            if n:
+                print()
+            request = obj.pop("input", None)
+            render.job_detail(obj)
+            if request is not None:
+                print()
+                render.job_input(obj["type"], request)
+    if not all_found:
+        raise typer.Exit(ExitCode.FAILED)
 
 
-def _get(tx: Any, jid: int) -> Job:
-    job = queue.get_job(tx, jid)
+def _known(store: "Engine", ids: list[int]) -> tuple[list[Job], bool]:
+    """The jobs of `ids`, in order, with an `error:` line for each unknown or unreadable one;
+    and whether every one was found (else the command exits 1 once it has printed the rest,
+    as `kill` does with many pids)."""
+    jobs, all_found = [], True
+    for jid, job in zip(ids, store.get_jobs(ids)):
+        if isinstance(job, Job):
+            jobs.append(job)
+        else:
+            error_line(f"job {jid} not found" if job is None else job.message)
+            all_found = False
+    return jobs, all_found
+
+
+def _get(store: "Engine", jid: int) -> Job:
+    job = store.get_job(jid)
     if job is None:
         raise NotFound(f"job {jid} not found")
     return job
 
 
 def result(
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
-    wait: Annotated[bool, typer.Option("--wait", help="Block until the job ends.")] = False,
-    timeout: Annotated[Optional[str], typer.Option(help="With --wait: give up after this long.")] = None,
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    wait: Annotated[bool, typer.Option("--wait", help="Block until the jobs end.")] = False,
+    timeout: Annotated[Optional[str], typer.Option(help="With --wait: give up after this long (exit 1).")] = None,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Print a job's output: the text, or the vectors as JSON."""
-    jid = parse_id(job_id)
+    """Print jobs' output: the text, or the vectors as JSON (with --json: an object for one
+    ID, an array for several)."""
+    settings = load_settings(json_, data_dir)
+    ids = parse_ids(job_ids)
     limit = parse_duration(timeout) if timeout is not None else None
-    _print_result(open_store(data_dir, readonly=True), jid, wait=wait, timeout=limit, json_=json_)
+    store = open_store(settings, readonly=True)
+    if len(ids) == 1:
+        _print_result(store, ids[0], wait=wait, timeout=limit, json_=settings.json)
+    else:
+        _print_results(store, ids, wait=wait, timeout=limit, json_=settings.json)
 
 
 def _not_completed(job: Job) -> str:
@@ -157,52 +215,66 @@ def _not_completed(job: Job) -> str:
     return f"job {job.id} is {job.status.value}"
 
 
-def _print_result(store: Any, jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
+def _print_result(store: "Engine", jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
+    """The result of a completed job; else, exit 1 saying why (with --json, the result
+    object too, its `status` and `error` saying the same)."""
     if wait:
-        jobs, done = follow.wait_for(store, [jid], timeout=timeout)
+        jobs, done = follow.wait_for(store, [jid], timeout=timeout, on_wait=lambda: warn_if_stalled(store))
         if not done:
+            if json_:
+                emit(result_to_json(jobs[0], None))
             raise OperationFailed(f"job {jid} is still {jobs[0].status.value} after the timeout")
-    with store.read() as tx:
-        job = _get(tx, jid)
-        body = queue.get_result(tx, jid) if job.status is JobStatus.COMPLETED else None
-    if job.status is not JobStatus.COMPLETED:
-        raise OperationFailed(_not_completed(job))
-    if body is None:
-        raise OperationFailed(f"job {jid} completed but its result is gone")
+    job, body, problem = _answer(store, jid)
     if json_:
         emit(result_to_json(job, body))
-    else:
-        text = result_text(job, body)
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    if problem is not None:
+        raise OperationFailed(problem)
+    if not json_:
+        _write_text(result_text(job, body))
 
 
-def list_(
-    status_: Annotated[Optional[list[str]], typer.Option("--status", help="Only this status (repeatable).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
-    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Only this type.")] = None,
-    batch: Annotated[Optional[str], typer.Option(help="Only this batch.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="At most N jobs.", min=0)] = None,
-    offset: Annotated[int, typer.Option(help="Skip the N newest matches.", min=0)] = 0,
-    json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """List jobs, newest first."""
-    statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []]
-    kind = submission.job_type(type_) if type_ else None
-    store = open_store(data_dir, readonly=True)
-    with store.read() as tx:
-        jobs, corrupt = queue.list_jobs(tx, statuses=statuses, model=model, job_type=kind,
-                                        batch=batch, limit=limit, offset=offset)
-        where = queue.positions(tx, jobs, now())
-    for bad in corrupt:
-        warn(bad.message)
-    rows = [j.to_json(where.get(j.id)) for j in jobs]
+def _answer(store: "Engine", jid: int) -> tuple[Job, dict[str, Any] | None, str | None]:
+    """A job, its result if it completed, and if not, why not (NotFound if no such job)."""
+    job = _get(store, jid)
+    if job.status is not JobStatus.COMPLETED:
+        return job, None, _not_completed(job)
+    body = store.get_result(jid)
+    return job, body, None if body is not None else f"job {jid} completed but its result is gone"
+
+
+def _write_text(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _print_results(store: "Engine", ids: list[int], *, wait: bool, timeout: float | None, json_: bool) -> None:
+    """Several jobs' output, in the order asked, each under a `==> job N <==` line (as `head`
+    heads several files); an `error:` line for each that did not complete, then exit 1.
+    With --json, an array of result objects: one that did not complete says why, as for one."""
+    if wait:
+        follow.wait_for(store, [j.id for j in store.get_jobs(ids) if isinstance(j, Job)], timeout=timeout,
+                        on_wait=lambda: warn_if_stalled(store))
+    objects, answers, all_completed = [], [], True
+    for jid in ids:
+        try:
+            job, body, problem = _answer(store, jid)
+        except OllamaQError as exc:  # unknown, or unreadable
+            error_line(exc.message)
+            all_completed = False
+            continue
+        objects.append(result_to_json(job, body))
+        if problem is None:
+            answers.append((job, body))
+        else:
+            error_line(problem)
+            all_completed = False
     if json_:
-        emit(rows)
+        emit(objects)
     else:
-        from ollama_cli import render
-
-        render.jobs_table(rows)
+        for n, (job, body) in enumerate(answers):
+            print(f"\n==> job {job.id} <==" if n else f"==> job {job.id} <==")
+            _write_text(result_text(job, body))
+    if not all_completed:
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def cancel(
@@ -211,12 +283,12 @@ def cancel(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Cancel pending or running jobs (a running one is aborted)."""
+    settings = load_settings(json_, data_dir)
     ids = parse_ids(job_ids)
-    _change_each(
-        open_store(data_dir), lambda tx: ids, queue.cancel,
-        can_change=lambda job: not job.status.finished,
+    _report(
+        open_store(settings).cancel(ids, now()),
         refusal=lambda job: f"job {job.id} is already {job.status.value}",
-        done=lambda job: f"job {job.id} cancelled", json_=json_,
+        done=lambda job: f"job {job.id} cancelled", json_=settings.json,
     )
 
 
@@ -228,24 +300,24 @@ def wait(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Block until jobs end; exit 0 only if all completed."""
+    settings = load_settings(json_, data_dir)
     if bool(job_ids) == all_:
         raise UsageError("give job IDs or --all")
     ids = parse_ids(job_ids or [])
     limit = parse_duration(timeout) if timeout is not None else None
-    store = open_store(data_dir, readonly=True)
+    store = open_store(settings, readonly=True)
     if all_:
-        with store.read() as tx:
-            ids = sorted(queue.ids_with_status(tx, JobStatus.PENDING, JobStatus.RUNNING))
-    if sys.stderr.isatty() and not json_ and ids:
+        ids = sorted(store.ids_with_status(JobStatus.PENDING, JobStatus.RUNNING))
+    if sys.stderr.isatty() and not settings.json and ids:
         from ollama_cli import render
 
         with render.progress(len(ids)) as advance:
-            jobs, done = follow.wait_for(
-                store, ids, timeout=limit, on_progress=lambda js: advance(sum(j.status.finished for j in js)))
+            jobs, done = follow.wait_for(store, ids, timeout=limit, on_progress=lambda n, _: advance(n),
+                                         on_wait=lambda: warn_if_stalled(store))
     else:
-        jobs, done = follow.wait_for(store, ids, timeout=limit)
+        jobs, done = follow.wait_for(store, ids, timeout=limit, on_wait=lambda: warn_if_stalled(store))
     rows = [j.to_json() for j in jobs]
-    if json_:
+    if settings.json:
         emit(rows)
     else:
         from ollama_cli import render
@@ -264,53 +336,68 @@ def retry(
     data_dir: DataDirOpt = None,
 ) -> None:
     """Queue failed or cancelled jobs again (their attempts start over)."""
+    settings = load_settings(json_, data_dir)
     if bool(job_ids) == all_failed:
         raise UsageError("give job IDs or --all-failed")
     ids = parse_ids(job_ids or [])
-    _change_each(
-        open_store(data_dir), lambda tx: ids or queue.ids_with_status(tx, JobStatus.FAILED), queue.retry,
-        can_change=lambda job: job.status in (JobStatus.FAILED, JobStatus.CANCELLED),
+    _report(
+        open_store(settings).retry(ids or None, now()),
         refusal=lambda job: f"job {job.id} is {job.status.value}: only failed or cancelled jobs can be retried",
         done=lambda job: f"job {job.id} queued again" if job.status is JobStatus.PENDING else _not_completed(job),
-        json_=json_,
+        json_=settings.json,
     )
 
 
-def _change_each(
-    store: Any,
-    targets: Callable[[Any], list[int]],
-    change: Callable[[Any, int, float], Optional[Job]],
+def rerun(
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Queue each job's request again as a new job, whatever became of it; the job itself
+    is left as it is. The new job has the same model, type, priority, name, retries,
+    timeout and keep-alive, starts as soon as a daemon takes it, and is never answered
+    from the cache (it is asked again)."""
+    settings = load_settings(json_, data_dir)
+    ids = parse_ids(job_ids)
+    store = open_store(settings)
+    jobs, all_found = _known(store, ids)
+    specs = [JobSpec(model=j.model, type=j.type, request=store.get_request(j.id), priority=j.priority, name=j.name,
+                     max_attempts=j.max_attempts, timeout=j.timeout, keep_alive=j.keep_alive, use_cache=False)
+             for j in jobs]
+    new = store.submit_many(specs, now()) if specs else []
+    where = store.positions(new, now())
+    if settings.json:
+        emit([{"id": n.id, "rerun_of": old.id, "name": n.name, "status": n.status.value, "position": where.get(n.id)}
+              for old, n in zip(jobs, new)])
+    else:
+        for old, n in zip(jobs, new):
+            place = f", position {where[n.id]}" if n.id in where else ""
+            print(f"job {n.id} queued (rerun of job {old.id}; {n.model}, {n.priority.value}{place})")
+    if not all_found:
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def _report(
+    changes: "list[Changed]",
     *,
-    can_change: Callable[[Job], bool],
     refusal: Callable[[Job], str],
     done: Callable[[Job], str],
     json_: bool,
 ) -> None:
-    """Change each job in one transaction and report on each; exit 1 if one was unknown
-    or refused (the others are changed all the same, as `kill` does with many pids)."""
-    t = now()
-
-    def write(tx: Any) -> list[tuple[int, Optional[Job], bool]]:
-        out = []
-        for jid in targets(tx):
-            before = queue.get_job(tx, jid)
-            ok = before is not None and can_change(before)
-            out.append((jid, change(tx, jid, t) if ok else before, ok))
-        return out
-
-    outcome = store.write(write)
-    for jid, job, ok in outcome:
-        if job is None:
-            error_line(f"job {jid} not found")
-        elif not ok:
-            error_line(refusal(job))
+    """Report on each job a change went through (all in one transaction); exit 1 if one was
+    unknown or refused (the others are changed all the same, as `kill` does with many pids)."""
+    for change in changes:
+        if change.job is None:
+            error_line(f"job {change.id} not found")
+        elif not change.changed:
+            error_line(refusal(change.job))
         elif not json_:
-            print(done(job))
+            print(done(change.job))
     if json_:
-        emit([{"id": jid, "status": job.status.value if job else None} for jid, job, _ in outcome])
-    if not all(ok for _, _, ok in outcome):
+        emit([{"id": c.id, "status": c.job.status.value if c.job else None} for c in changes])
+    if not all(c.changed for c in changes):
         raise typer.Exit(ExitCode.FAILED)
 
 
-COMMANDS = {"submit": submit, "status": status, "result": result, "list": list_, "wait": wait,
-            "cancel": cancel, "retry": retry}
+COMMANDS = {"submit": submit, "status": status, "result": result, "wait": wait,
+            "cancel": cancel, "retry": retry, "rerun": rerun}

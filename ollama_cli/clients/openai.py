@@ -14,16 +14,24 @@ from typing import Any
 import httpx
 
 from ollama_cli.clients.base import (
+    Answer,
     BackendError,
     Client,
     OnText,
-    _classify_transport,
-    _error_text,
-    _json,
-    _result,
+    classify_transport,
+    listing_entries,
+    error_body,
+    error_text,
+    parse_json,
+    read_lines,
+    text_of,
+    checked_vectors,
+    whole_body,
+    whole_number,
     classify_status,
+    invalid,
 )
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobType
 from ollama_cli.timefmt import format_time
 
@@ -48,33 +56,31 @@ class OpenAIClient(Client):
             return await self._embed(job, request, started)
         body = _generation_body(job, request)
         path = "/chat/completions" if "messages" in body else "/completions"
-        text: list[str] = []
-        thinking: list[str] = []
+        answer = Answer(on_text)
         usage: dict[str, Any] = {}
         finished = False
         pieces, first, last = 0, 0, 0
         async with self.http.stream("POST", self._v1 + path, json=body) as resp:
             if resp.status_code != 200:
-                raise _status_error(resp.status_code, await resp.aread())
-            async for line in resp.aiter_lines():
+                raise _status_error(resp.status_code, await error_body(resp), resp.headers)
+            async for raw in read_lines(resp):
                 # One JSON event per `data:` line, as every one of these servers sends it;
                 # blank separators, `:` comments (keep-alives) and other fields are skipped.
-                field, _, value = line.partition(":")
-                if field != "data":
+                field, _, value = raw.partition(b":")
+                if field != b"data":
                     continue
                 value = value.strip()
-                if value == "[DONE]":
+                if value == b"[DONE]":
                     if not finished:
                         raise BackendError(ErrorType.BACKEND_ERROR, "the stream ended without a finish_reason",
                                            transient=True)
                     stats = _usage_stats(usage, time.perf_counter_ns() - started,
                                          last - first if pieces >= 2 else None)
-                    return _result(job.type, "".join(text), "".join(thinking), [], stats)
-                raw = value.encode()
-                chunk = _json(raw)
+                    return answer.result(job.type, stats)
+                chunk = parse_json(value)
                 # OpenAI, Ollama and llama-server send {"error": ...}; vLLM {"object": "error", ...}.
                 if "error" in chunk or chunk.get("object") == "error":
-                    raise BackendError(ErrorType.BACKEND_ERROR, _error_text(raw), transient=True)
+                    raise BackendError(ErrorType.BACKEND_ERROR, error_text(value), transient=True)
                 if isinstance(chunk.get("usage"), dict):  # vLLM sends "usage": null on the others
                     usage = chunk["usage"]
                 choices = chunk.get("choices")
@@ -82,32 +88,28 @@ class OpenAIClient(Client):
                     continue  # the usage-only event that include_usage adds has no choices
                 piece, think = _choice_text(choices[0])
                 finished = finished or bool(choices[0].get("finish_reason"))
-                if think:
-                    thinking.append(think)
+                answer.add(piece, think)
                 if piece:
                     last = time.perf_counter_ns()
                     first = first or last
                     pieces += 1
-                    text.append(piece)
-                    if on_text is not None:
-                        on_text(piece)
         raise BackendError(ErrorType.BACKEND_ERROR, "the stream ended before data: [DONE]", transient=True)
 
     async def _embed(self, job: Job, request: dict[str, Any], started: int) -> dict[str, Any]:
         inputs = list(request.get("input") or [])
-        resp = await self.http.post(self._v1 + "/embeddings", json={"model": job.model, "input": inputs})
-        if resp.status_code != 200:
-            raise _status_error(resp.status_code, resp.content)
-        data = _json(resp.content)
+        body = {"model": job.model, "input": inputs}
+        async with self.http.stream("POST", self._v1 + "/embeddings", json=body) as resp:
+            if resp.status_code != 200:
+                raise _status_error(resp.status_code, await error_body(resp), resp.headers)
+            data = parse_json(await whole_body(resp, embeddings=len(inputs)))
         items = data.get("data")
         if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-            raise BackendError(ErrorType.INVALID_RESPONSE, "no embeddings in the reply", transient=True)
+            raise invalid("no embeddings in the reply")
+        if not all(i.get("index") is None or type(i.get("index")) is int for i in items):
+            raise invalid("embeddings whose index is not a number")
         # The spec does not promise the order of `data`: `index` does.
-        vectors = [i.get("embedding") for i in sorted(items, key=lambda i: i.get("index") or 0)]
-        if len(vectors) != len(inputs) or not all(isinstance(v, list) for v in vectors):
-            raise BackendError(ErrorType.INVALID_RESPONSE,
-                               f"expected {len(inputs)} vectors of floats, got {len(vectors)} items",
-                               transient=True)
+        vectors = checked_vectors([i.get("embedding") for i in sorted(items, key=lambda i: i.get("index") or 0)],
+                           len(inputs))
         usage = data.get("usage")
         stats = _usage_stats(usage if isinstance(usage, dict) else {}, time.perf_counter_ns() - started, None)
         return {"embeddings": vectors, "stats": stats}
@@ -115,12 +117,12 @@ class OpenAIClient(Client):
     async def models(self) -> list[dict[str, Any]]:
         # The server serves what it has loaded, and says nothing of sizes or families.
         out = []
-        for m in await self._listing():
+        for m in await self._ids():
             created = m.get("created")
             out.append({
-                "name": m.get("id"),
+                "name": m["id"],
                 "size": None,
-                "modified_at": format_time(created) if isinstance(created, (int, float)) else None,
+                "modified_at": format_time(created) if _epoch(created) else None,
                 "family": None,
                 "parameter_size": None,
                 "quantization_level": None,
@@ -131,19 +133,15 @@ class OpenAIClient(Client):
     async def loaded(self) -> set[str]:
         """The ids the server lists: it serves only what it has loaded."""
         try:
-            return {m.get("id") for m in await self._listing()}
+            return {m["id"] for m in await self._ids()}
         except BackendError:
             return set()
 
-    async def _listing(self) -> list[dict[str, Any]]:
+    async def _ids(self) -> list[dict[str, Any]]:
         try:
-            resp = await self.http.get(self._probe_path, timeout=10.0)
+            return listing_entries(await self._listing(self._probe_path), "data", "id")
         except httpx.HTTPError as exc:
-            raise _classify_transport(exc) from None
-        if resp.status_code != 200:
-            raise classify_status(resp.status_code, resp.content)
-        data = _json(resp.content).get("data")
-        return [m for m in data if isinstance(m, dict)] if isinstance(data, list) else []
+            raise classify_transport(exc) from None
 
 
 def _generation_body(job: Job, request: dict[str, Any]) -> dict[str, Any]:
@@ -187,27 +185,32 @@ def _choice_text(choice: dict[str, Any]) -> tuple[str, str]:
     Reasoning is `reasoning_content` on llama-server and vLLM, `reasoning` on Ollama."""
     delta = choice.get("delta")
     if isinstance(delta, dict):
-        return delta.get("content") or "", delta.get("reasoning_content") or delta.get("reasoning") or ""
-    return choice.get("text") or "", ""
+        return text_of(delta, "content"), text_of(delta, "reasoning_content") or text_of(delta, "reasoning")
+    return text_of(choice, "text"), ""
 
 
 def _usage_stats(usage: dict[str, Any], total_ns: int, eval_ns: int | None) -> dict[str, Any]:
     """Ollama's stat names from OpenAI's usage and the client's own clock. eval_duration
     spans first to last token, so it exists only once two arrived."""
     stats: dict[str, Any] = {"total_duration": total_ns}
-    if isinstance(usage.get("prompt_tokens"), int):
-        stats["prompt_eval_count"] = usage["prompt_tokens"]
-    if isinstance(usage.get("completion_tokens"), int):
-        stats["eval_count"] = usage["completion_tokens"]
+    if usage.get("prompt_tokens") is not None:
+        stats["prompt_eval_count"] = whole_number(usage["prompt_tokens"], "prompt_tokens")
+    if usage.get("completion_tokens") is not None:
+        stats["eval_count"] = whole_number(usage["completion_tokens"], "completion_tokens")
     if eval_ns is not None:
         stats["eval_duration"] = eval_ns
     return stats
 
 
-def _status_error(status: int, body: bytes) -> BackendError:
-    err = classify_status(status, body)
+def _status_error(status: int, body: bytes, headers: httpx.Headers) -> BackendError:
+    err = classify_status(status, body, headers)
     # vLLM words a missing model "The model `x` does not exist." (404), which
     # classify_status, looking for "not found", would call a bad request.
     if status == 404 and err.kind is ErrorType.BAD_REQUEST:
         return BackendError(ErrorType.MODEL_NOT_FOUND, err.message, transient=False)
     return err
+
+
+def _epoch(value: Any) -> bool:
+    """A `created` time that can be shown: seconds between 1970 and 9999."""
+    return type(value) in (int, float) and 0 <= value < 253402300800

@@ -3,8 +3,10 @@
 `Daemon.tick(now)` is one bounded step (heartbeat, reclaim jobs of dead daemons, notice
 cancellations, claim what the free slots can take, as `scheduler.plan` decides) and
 returns the claims to dispatch; one write transaction records what finished since the
-last tick and claims what comes next. `run()` only loops, dispatches, sleeps (or, when
-the daemon is the bottleneck, gathers finishing jobs into one tick) and handles signals.
+last tick and claims what comes next. A backend's slots are free only once it has answered
+a listing, which `run()` asks for: a daemon started but not running claims nothing. `run()`
+only loops, dispatches, sleeps (or, when the daemon is the bottleneck, gathers finishing
+jobs into one tick) and handles signals.
 Store transactions are short and never span an HTTP call."""
 
 from __future__ import annotations
@@ -15,22 +17,27 @@ import os
 import random
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
-from ollama_cli import queue
-from ollama_cli.daemon import outcomes, registry, scheduler
-from ollama_cli.clients.base import BackendError, client_for
-from ollama_cli.config import Backend
+from ollama_cli.daemon import events, logs, outcomes, scheduler
+from ollama_cli.clients import client_for
+from ollama_cli.clients.base import BackendError
+from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreWriteFailed
+from ollama_cli.settings import DaemonSettings, Settings
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
-from ollama_cli.queue import Claim
-from ollama_cli.store.lmdb import Store, Tx
+from ollama_cli.store.records import Claim, DaemonInfo, Placement, Plan
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import DaemonLock, Engine
 
 log = logging.getLogger("ollama_q.daemon")
 T = TypeVar("T")
@@ -43,6 +50,9 @@ HEARTBEAT_EVERY = 2.0
 CANCEL_CHECK_EVERY = 0.25  # a cancelled job's stream closes within a second
 RECLAIM_EVERY = 2.0
 CLEAN_EVERY = 60.0
+WRITE_RETRY_FIRST, WRITE_RETRY_MAX = 1.0, 30.0  # seconds between tries of a commit the disk refused
+# SIGHUP too: a daemon started from a terminal that closes gets the same grace as SIGTERM.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 # Group commit. A tick costs the same whether it records one finished job or eight, so
 # when the daemon itself is the bottleneck (jobs of a few milliseconds, one core busy
 # with streaming and bookkeeping), a finished job waits up to this long for the others
@@ -51,6 +61,12 @@ CLEAN_EVERY = 60.0
 GROUP_COMMIT_WINDOW = 0.005
 BUSY_SHARE = 0.8  # of a core, over the last CPU_SAMPLE seconds
 CPU_SAMPLE = 0.1
+# The bound of an attempt whose job has no --timeout: a backend that keeps a stream open
+# forever (a byte now and then, so no read timeout fires) must not hold a slot forever.
+DEFAULT_ATTEMPT_TIMEOUT = 600.0
+# How long `started` waits for the first look at every backend: one that has not answered
+# by then (a black hole takes the listing's whole timeout) is reported as not answering.
+STARTUP_LOOK = 2.0
 
 
 @dataclass
@@ -94,48 +110,37 @@ class TickReport:
 
 
 class Daemon:
+    """Drains the store's pending jobs to `backends`, as `settings` say. `clock`, `transport`
+    and `cpu` are for tests and benchmarks: the time, the HTTP transport, the CPU meter.
+    What it does is published on `events` (subscribe before `run`); its log is one subscriber."""
+
     def __init__(
         self,
-        store: Store,
+        store: Engine,
         backends: list[Backend],
+        settings: DaemonSettings = DaemonSettings(),
         *,
-        concurrency: int = 1,
-        drain: bool = False,
-        grace: float = 30.0,
-        poll: float = 0.2,
         clock: Callable[[], float] = time.time,
         transport: httpx.AsyncBaseTransport | None = None,
-        backoff: float = 1.0,
-        keep_finished: float | None = None,
-        model_caps: dict[str, int] | None = None,
-        max_skip: int = 50,
-        coalesce: int = 16,
-        seed: int | None = None,
         cpu: CpuMeter | None = None,
     ) -> None:
         self.store = store
-        self.data_dir = store.path
         self.backends = backends
-        self.concurrency = concurrency
-        self.drain = drain
-        self.grace = grace
-        self.poll = poll
+        self.settings = settings
         self.clock = clock
         self.transport = transport
-        self.backoff = backoff
-        self.keep_finished = keep_finished
-        self.model_caps = model_caps or {}
-        self.max_skip = max_skip
-        self.coalesce = coalesce
-        self.rng = random.Random(seed)
+        self.rng = random.Random(settings.seed)
         self.cpu = cpu or CpuMeter()
-        self.pool = Pool([], clock)
+        self.events = events.Bus()
+        self.events.subscribe(logs.write)
+        self.pool = Pool([], clock, self.events.publish)
         self.inflight: dict[int, Running] = {}  # job id -> its request (shared by coalesced jobs)
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
         self._outcomes: list[Outcome] = []  # finished attempts not yet committed
-        self.liveness: registry.Liveness | None = None
+        self.liveness: DaemonLock | None = None
         self.stopping = False
         self.force = False
+        self._announced = False  # DaemonStarted published
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
         self._next_clean = 0.0
@@ -158,36 +163,53 @@ class Daemon:
 
     def start(self) -> None:
         """Take the liveness lock and register; the first tick reclaims at once."""
-        self.liveness = registry.Liveness(self.data_dir)
-        self.pool.slots = [Slot(b, client_for(b, transport=self.transport), self.concurrency)
+        self.liveness = self.store.daemon_lock()
+        self.pool.slots = [Slot(b, client_for(b, transport=self.transport), self.settings.concurrency)
                            for b in self.backends]
         now = self.clock()
-        info = registry.DaemonInfo(
+        self.store.register(DaemonInfo(
             id=self.id, pid=os.getpid(), hosts=[b.label for b in self.backends],
-            concurrency=self.concurrency, started_at=now, last_heartbeat=now,
-        )
-        self.store.write(lambda tx: registry.register(tx, info))
+            concurrency=self.settings.concurrency, started_at=now, last_heartbeat=now,
+        ))
 
-    async def _write(self, fn: Callable[[Tx], T]) -> T:
-        """Run a write transaction on the store's writer thread: its fsync must not stop
-        the event loop, which meanwhile goes on streaming answers."""
-        return await asyncio.get_running_loop().run_in_executor(self._writer, self.store.write, fn)
+    async def _write(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a store operation that writes on the store's writer thread: its fsync must
+        not stop the event loop, which meanwhile goes on streaming answers. A commit the disk
+        refuses (full) is tried again, backing off: jobs in flight go on meanwhile, and
+        what they finish lands once there is room."""
+        delay = WRITE_RETRY_FIRST
+        call = partial(operation, *args, **kwargs)
+        while True:
+            try:
+                return await asyncio.get_running_loop().run_in_executor(self._writer, call)
+            except StoreWriteFailed as exc:
+                if self.force:
+                    raise
+                log.error("%s; trying again in %gs", exc.message, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, WRITE_RETRY_MAX)
 
     async def tick(self, now: float) -> TickReport:
         report = TickReport()
         if now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT_EVERY
-            await self._write(lambda tx: registry.heartbeat(tx, self.id, now))
+            try:
+                await self._write(self.store.heartbeat, self.id, now)
+            except StoreLockLost as exc:
+                log.error("%s", exc.message)
+                raise
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
-            report.reclaimed = await self._reclaim(now)
-        if self.keep_finished is not None and now >= self._next_clean:
+            report.reclaimed = await self._write(self.store.reclaim, now)
+            for job in report.reclaimed:
+                self.events.publish(events.JobReclaimed(job))
+        keep = self.settings.keep_finished
+        if keep is not None and now >= self._next_clean:
             self._next_clean = now + CLEAN_EVERY
-            report.cleaned = await self._write(lambda tx: queue.clean(
-                tx, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now,
-                older_than=self.keep_finished))
+            report.cleaned = await self._write(
+                self.store.clean, (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED), now, older_than=keep)
             if report.cleaned:
-                log.info("deleted %d jobs finished more than %gs ago", report.cleaned, self.keep_finished)
+                self.events.publish(events.JobsCleaned(report.cleaned, keep))
         if now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_EVERY
             report.lost = self._notice_lost(now)
@@ -201,36 +223,38 @@ class Daemon:
         if not finished and not claim:
             return []
         views = self.pool.views(now)
-        lookahead = min(LOOKAHEAD, max(self.coalesce, LOOKAHEAD_PER_SLOT * sum(v.free for v in views)))
+        settings = self.settings
+        lookahead = min(LOOKAHEAD, max(settings.coalesce, LOOKAHEAD_PER_SLOT * sum(v.free for v in views)))
         running = self.pool.running_per_model()
+        labels = [slot.backend.label for slot in self.slots]
 
-        def write(tx: Tx) -> tuple[list[object], list[tuple[int, list[Claim]]], dict[int, int]]:
-            applied = [outcomes.apply(tx, o, now) for o in finished]
-            if not claim:
-                return applied, [], self.skips
-            skips = dict(self.skips)  # this function may run twice: keep the counts after
+        def planner(candidates: Iterator[Job], request_of: Callable[[Job], dict[str, Any]]) -> Plan:
+            skips = dict(self.skips)  # the store may call this more than once: keep the counts apart
             keys: dict[int, object] = {}
 
             def request_key(job: Job) -> object:
                 if job.id not in keys:
-                    keys[job.id] = _embed_key(tx, job)
+                    keys[job.id] = _embed_key(request_of, job)
                 return keys[job.id]
 
             plan = scheduler.plan(
-                queue.ready_candidates(tx, now, limit=lookahead), views, running_per_model=running,
-                model_caps=self.model_caps, skips=skips, max_skip=self.max_skip, coalesce=self.coalesce,
-                request_key=request_key,
+                candidates, views, running_per_model=running, model_caps=settings.model_concurrency, skips=skips,
+                max_skip=settings.max_overtake, coalesce=settings.coalesce, request_key=request_key,
             )
-            return applied, [(a.backend, queue.take(tx, a.jobs, self.id, now)) for a in plan], skips
+            return Plan([Placement(a.backend, labels[a.backend], a.jobs) for a in plan], skips)
 
-        applied, placed, self.skips = await self._write(write)
-        for outcome, value in zip(finished, applied):
-            outcomes.log(outcome, value)
+        tick = await self._write(self.store.settle_and_claim, [o.settle() for o in finished], now, owner=self.id,
+                                 planner=planner if claim else None, lookahead=lookahead)
+        if isinstance(tick.plan_state, dict):  # the counts of the plan that was claimed
+            self.skips = tick.plan_state
+        for outcome, value in zip(finished, tick.settled):
+            if (event := outcomes.event(outcome, value)) is not None:
+                self.events.publish(event)
         started = []
-        for index, claims in placed:
+        for placement, claims in tick.claimed:
             if not claims:
                 continue
-            slot = self.slots[index]
+            slot = self.slots[placement.backend]
             run = Running(claims, slot)
             self.pool.started(slot, run.model)
             for claim in claims:
@@ -238,44 +262,23 @@ class Daemon:
             started.append(run)
         return started
 
-    async def _reclaim(self, now: float) -> list[Job]:
-        with self.store.read() as tx:
-            owners = {j.lease.owner for j in queue.running(tx) if j.lease}
-            known = {d.id for d in registry.daemons(tx)}
-        suspects = owners | known | registry.lock_ids(self.data_dir)
-        dead = {o for o in suspects if o != self.id and not registry.is_alive(self.data_dir, o)}
-        if not dead:
-            return []
-
-        def write(tx: Tx) -> list[Job]:
-            for d in dead:
-                registry.unregister(tx, d)
-            return queue.reclaim(tx, dead, now)
-
-        jobs = await self._write(write)
-        registry.forget_dead(self.data_dir, sorted(dead))
-        for job in jobs:
-            if job.status is JobStatus.FAILED:
-                log.warning("job %d abandoned: its daemon died during each of %d attempts", job.id, job.attempts)
-            else:
-                log.warning("job %d taken back from a dead daemon (attempt %d of %d)",
-                            job.id, job.attempts, job.max_attempts)
-        return jobs
-
     def _notice_lost(self, now: float) -> list[int]:
         """Jobs we run that were cancelled (or otherwise taken from us) meanwhile. A request
         whose jobs are all lost is stopped, which closes its stream."""
         if not self.inflight:
             return []
-        with self.store.read() as tx:
-            lost = [job_id for job_id, run in self.inflight.items()
-                    if not _still_ours(queue.get_job(tx, job_id), _claim_of(run, job_id))]
+        runs = list(self.inflight.items())
+        lost = [job_id for (job_id, run), job in zip(runs, self.store.get_jobs(job_id for job_id, _ in runs))
+                if not _still_ours(job, _claim_of(run, job_id))]
         for run in {id(self.inflight[j]): self.inflight[j] for j in lost}.values():
             if run.task is not None and run.stop_reason is None and \
                     all(c.job.id in lost for c in run.claims):
                 run.stop_reason = "lost"
                 run.task.cancel()
-                log.info("job %s was cancelled: closing its stream", ", ".join(str(c.job.id) for c in run.claims))
+                # Lost by a live daemon means cancelled: reclaim takes only dead daemons' jobs,
+                # retry and clean only finished ones.
+                for c in run.claims:
+                    self.events.publish(events.JobFinished(c.job, JobStatus.CANCELLED, run.slot.backend.label))
         return lost
 
     # ---------------------------------------------------------------- the loop
@@ -284,10 +287,9 @@ class Daemon:
         self._wake = asyncio.Event()
         self.start()
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        log.info("daemon %s started: %s, concurrency %d per backend", self.id,
-                 ", ".join(b.label for b in self.backends), self.concurrency)
+        announce_by = time.monotonic() + STARTUP_LOOK
         try:
             while not self.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
@@ -295,22 +297,25 @@ class Daemon:
                 self._wake.clear()
                 now = self.clock()
                 self.pool.maintain(now, self._wake)
+                if not self._announced and (self.pool.looked() or time.monotonic() >= announce_by):
+                    self._announce()  # before the first job can start: no backend takes one unlooked-at
                 for run in (await self.tick(now)).started:
                     self._dispatch(run)
-                if self.drain and not self.inflight and not self._outcomes and self._queue_empty():
-                    log.info("nothing pending or running: exiting (--drain)")
+                if self.settings.drain and not self.inflight and not self._outcomes and self._queue_empty():
+                    self._announce()
+                    self.events.publish(events.DaemonDrained())
                     break
-                await self._sleep(self.poll)
+                await self._sleep(self.settings.poll)
                 if self.inflight and self.cpu.busy():
                     await self._gather()
             await self._shutdown()
         finally:
-            for sig in (signal.SIGTERM, signal.SIGINT):
+            for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             await self.pool.stop()
             for slot in self.slots:
                 await slot.client.aclose()
-            await self._write(lambda tx: registry.unregister(tx, self.id))
+            await self._write(self.store.unregister, self.id)
             self._writer.shutdown()
             if self.liveness:
                 self.liveness.release()
@@ -336,16 +341,24 @@ class Daemon:
             await self._sleep(left)
 
     def _queue_empty(self) -> bool:
-        with self.store.read() as tx:
-            return not queue.has_unfinished(tx)
+        counts = self.store.counts()
+        return counts["pending"] + counts["running"] == 0
+
+    def _announce(self) -> None:
+        """DaemonStarted, once: after the first look at the backends, so that it can say
+        which answer."""
+        if not self._announced:
+            self._announced = True
+            self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
+                                                     self.settings.concurrency, self.pool.found()))
 
     def _on_signal(self, sig: int) -> None:
+        self._announce()
+        self.events.publish(events.DaemonStopping(signal.Signals(sig).name, self.stopping, self.settings.grace,
+                                                  len(self.inflight)))
         if self.stopping:
-            log.warning("second %s: stopping now, handing running jobs back", signal.Signals(sig).name)
             self.force = True
         else:
-            log.info("%s: taking no more jobs; waiting up to %gs for %d running",
-                     signal.Signals(sig).name, self.grace, len(self.inflight))
             self.stopping = True
         if self._wake:
             self._wake.set()
@@ -355,12 +368,12 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         """Let running jobs finish within the grace period, then hand the rest back."""
-        deadline = self.clock() + self.grace
+        deadline = self.clock() + self.settings.grace
         while self.inflight and not self.force and self.clock() < deadline:
             tasks = [r.task for r in self._runs() if r.task]
             self._wake = asyncio.Event()
             waiter = asyncio.ensure_future(self._wake.wait())
-            await asyncio.wait([*tasks, waiter], timeout=min(self.poll, max(0.0, deadline - self.clock())),
+            await asyncio.wait([*tasks, waiter], timeout=min(self.settings.poll, max(0.0, deadline - self.clock())),
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
             self._notice_lost(self.clock())
@@ -375,23 +388,21 @@ class Daemon:
         await self._commit(self.clock(), claim=False)
 
     def _dispatch(self, run: Running) -> None:
+        self._announce()  # a backend answered while the tick ran: started comes first all the same
         run.task = asyncio.get_running_loop().create_task(self._attempt(run))
-        first = run.claims[0].job
-        jobs = ", ".join(str(c.job.id) for c in run.claims)
-        log.info("job %s started on %s (%s, attempt %d of %d)", jobs, run.slot.backend.label,
-                 first.model, first.attempts, first.max_attempts)
+        self.events.publish(events.JobStarted(tuple(c.job for c in run.claims), run.slot.backend.label))
 
     async def _attempt(self, run: Running) -> None:
         first, slot = run.claims[0].job, run.slot
         started = time.monotonic()
+        limit = first.timeout or DEFAULT_ATTEMPT_TIMEOUT
         try:
             try:
-                coro = slot.client.run(first, _merged_request(run.claims))
-                result = await (asyncio.wait_for(coro, first.timeout) if first.timeout else coro)
+                result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims)), limit)
                 results = _split(run.claims, result)
             except asyncio.TimeoutError:
-                raise BackendError(ErrorType.TIMEOUT, f"no answer within {first.timeout:g}s",
-                                   transient=True) from None
+                bound = "" if first.timeout else " (the bound of an attempt without --timeout)"
+                raise BackendError(ErrorType.TIMEOUT, f"no answer within {limit:g}s{bound}", transient=True) from None
         except asyncio.CancelledError:
             if run.stop_reason == "shutdown":
                 self._outcomes += [Outcome(c, "release") for c in run.claims]
@@ -430,9 +441,9 @@ class Daemon:
             # A stale listing: another backend has the model, so try there at no cost.
             return [Outcome(c, "release") for c in run.claims]
         if err.transient:
-            self.pool.failed(slot, now)
+            self.pool.failed(slot, now, (c.job.id for c in run.claims), err.retry_after)
         return [Outcome(c, "fail", error=JobError(err.kind, err.message), host=slot.backend.label,
-                        retry_after=retry_delay(c.job.attempts, self.backoff, self.rng) if err.transient else None)
+                        retry_after=retry_delay(c.job.attempts, self.settings.retry_backoff, self.rng) if err.transient else None)
                 for c in run.claims]
 
 
@@ -440,17 +451,17 @@ def _claim_of(run: Running, job_id: int) -> Claim:
     return next(c for c in run.claims if c.job.id == job_id)
 
 
-def _still_ours(job: Job | None, claim: Claim) -> bool:
-    return job is not None and job.status is JobStatus.RUNNING and job.lease is not None \
+def _still_ours(job: Job | CorruptRecord | None, claim: Claim) -> bool:
+    return isinstance(job, Job) and job.status is JobStatus.RUNNING and job.lease is not None \
         and job.lease.token == outcomes.token(claim)
 
 
-def _embed_key(tx: Tx, job: Job) -> object:
+def _embed_key(request_of: Callable[[Job], dict[str, Any]], job: Job) -> object:
     """What two embed jobs must share to go in one request: everything but the input."""
     import json
 
     try:
-        request = queue.get_request(tx, job.id)
+        request = request_of(job)
     except Exception:
         return ("corrupt", job.id)  # never coalesced
     return json.dumps({k: v for k, v in request.items() if k != "input"}, sort_keys=True)
@@ -480,22 +491,7 @@ def _split(claims: list[Claim], result: dict) -> list[dict]:
     return out
 
 
-class _JsonLines(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        import json
-
-        from ollama_cli.timefmt import format_time
-
-        return json.dumps({"time": format_time(record.created), "level": record.levelname.lower(),
-                           "message": record.getMessage()})
-
-
-def serve(store: Store, backends: list[Backend], *, json_logs: bool = False, **options: object) -> int:
+def serve(store: Engine, backends: list[Backend], settings: Settings) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(_JsonLines() if json_logs else
-                         logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
-    logging.basicConfig(level=logging.INFO, handlers=[handler])
-    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise
-    daemon = Daemon(store, backends, **options)  # type: ignore[arg-type]
-    return asyncio.run(daemon.run())
+    logs.setup(json_lines=settings.json)
+    return asyncio.run(Daemon(store, backends, settings.daemon).run())

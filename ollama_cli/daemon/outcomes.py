@@ -1,18 +1,14 @@
-"""What an attempt came to, for each of its jobs, and how that is recorded: the daemon
-gathers outcomes as requests finish and applies them all in its next transaction."""
+"""What an attempt came to, for each of its jobs: the daemon gathers outcomes as requests
+finish and settles them all in its next transaction (`Engine.settle_and_claim`)."""
 
 from __future__ import annotations
 
-import logging
 import random
 from dataclasses import dataclass
 
-from ollama_cli import queue
+from ollama_cli.daemon import events
 from ollama_cli.jobs import Job, JobError, JobStatus
-from ollama_cli.queue import Claim
-from ollama_cli.store.lmdb import Tx
-
-_log = logging.getLogger("ollama_q.daemon")
+from ollama_cli.store.records import Claim, Settle, SettleKind
 
 BACKOFF_CAP = 60.0
 
@@ -31,39 +27,33 @@ class Outcome:
     that one commit serves every job that finished since the last tick."""
 
     claim: Claim
-    action: str  # "complete", "fail" or "release"
+    action: str  # a SettleKind value: "complete", "fail" or "release"
     result: dict | None = None
     error: JobError | None = None
     retry_after: float | None = None
     host: str | None = None
     took: float = 0.0
 
-
-def apply(tx: Tx, o: Outcome, now: float) -> object:
-    """Record the outcome; what queue.complete, fail_attempt or release returned."""
-    job_id, lease = o.claim.job.id, token(o.claim)
-    if o.action == "complete":
-        return queue.complete(tx, job_id, lease, o.result or {}, now, host=o.host)
-    if o.action == "fail":
-        assert o.error is not None
-        return queue.fail_attempt(tx, job_id, lease, o.error, now, retry_after=o.retry_after, host=o.host)
-    return queue.release(tx, job_id, lease, now)
+    def settle(self) -> Settle:
+        """The record the store settles (an unknown action raises here, never a silent release)."""
+        return Settle(SettleKind(self.action), self.claim.job.id, token(self.claim), result=self.result,
+                      error=self.error, retry_after=self.retry_after, host=self.host)
 
 
-def log(o: Outcome, value: object) -> None:
-    """One line for the daemon's log; `value` is what `apply` returned."""
-    job = o.claim.job
+def event(o: Outcome, value: object) -> events.Event | None:
+    """What the recorded outcome amounts to, once committed; `value` is what settling it
+    gave (the job, or None if the lease was lost). A release is no news: the job waits
+    again as it was."""
+    job, backend = o.claim.job, o.host or ""
     if o.action == "complete":
         if value:
-            _log.info("job %d completed in %.1fs", job.id, o.took)
-        else:
-            _log.info("job %d finished after it was cancelled or taken back: result dropped", job.id)
-    elif o.action == "fail" and isinstance(value, Job) and o.error is not None:
+            return events.JobFinished(job, JobStatus.COMPLETED, backend, took=o.took)
+        return events.ResultDropped(job, backend)
+    if o.action == "fail" and isinstance(value, Job) and o.error is not None:
         if value.status is JobStatus.PENDING:
-            _log.warning("job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id, job.attempts,
-                         o.error.type.value, o.error.message, o.retry_after or 0.0)
-        else:
-            _log.warning("job %d failed (%s: %s)", job.id, o.error.type.value, o.error.message)
+            return events.JobRetrying(job, o.error, o.retry_after or 0.0, backend)
+        return events.JobFinished(job, JobStatus.FAILED, backend, error=o.error)
+    return None
 
 
 def token(claim: Claim) -> str:

@@ -17,7 +17,7 @@ The rules, in order:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from ollama_cli.jobs import Job, JobType, full_name
@@ -63,7 +63,7 @@ def plan(
     backends: list[BackendView],
     *,
     running_per_model: dict[str, int] | None = None,
-    model_caps: dict[str, int] | None = None,
+    model_caps: Mapping[str, int] | None = None,
     skips: dict[int, int] | None = None,
     max_skip: int = 50,
     coalesce: int = 1,

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ollama_cli import __version__, cache, queue
-from ollama_cli.daemon import registry
-from ollama_cli.store.lmdb import Store
+from ollama_cli import __version__
 from ollama_cli.timefmt import format_time
 
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Engine
+    from ollama_cli.store.records import DaemonInfo
 
-def info(store: Store) -> dict[str, Any]:
-    with store.read() as tx:
-        counts = queue.counts(tx)
-        paused = queue.is_paused(tx)
-        known = registry.daemons(tx)
-        cache_stats = cache.stats(tx)
-    alive = [d for d in known if registry.is_alive(store.path, d.id)]
+
+def live_daemons(store: Engine) -> list[DaemonInfo]:
+    return [d for d in store.daemons() if store.is_alive(d.id)]
+
+
+def info(store: Engine) -> dict[str, Any]:
+    counts = store.counts()
+    paused = store.is_paused()
+    alive = live_daemons(store)
+    cache_stats = store.cache_stats()
     first = alive[0] if alive else None
     return {
         "jobs": counts,
@@ -35,6 +39,6 @@ def info(store: Store) -> dict[str, Any]:
             for d in alive
         ],
         "cache": {k: cache_stats[k] for k in ("entries", "hits", "misses")},
-        "data_dir": str(store.path),
+        "data_dir": store.location,
         "version": __version__,
     }

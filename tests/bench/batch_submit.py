@@ -22,6 +22,8 @@ from pathlib import Path
 import msgpack
 
 from ollama_cli import batch, cache, queue
+from ollama_cli.batch.parse import bulk
+from ollama_cli.store import open_store
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store
 from ollama_cli.store.tables import DATABASES
@@ -36,13 +38,13 @@ def make_file(lines: int) -> bytes:
 
 def ours(data: bytes, folder: Path) -> tuple[float, float, list[tuple[str, bytes, bytes]]]:
     """Seconds end to end and in the write transaction, and every record it left."""
-    with Store(folder) as store:
+    with open_store(folder) as store:
         start = time.perf_counter()
         specs = batch.parse(batch.decode(data))
         parsed = time.perf_counter()
         batch.submit(store, specs, time.time())
         done = time.perf_counter()
-        with store.read() as tx:
+        with store.kv.read() as tx:  # LMDB's own records, for the bare row
             records = [(db, k, v) for db in DATABASES for k, v in tx.scan(db)]
     return done - start, done - parsed, records
 
@@ -72,7 +74,7 @@ def floor(data: bytes, folder: Path, *, hashing: bool = True) -> float:
     the daemon), and put the five records."""
     sha256 = cache._sha256()
     canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-    with Store(folder) as store, batch._bulk():
+    with Store(folder) as store, bulk():
         env, dbs = store.env, store.dbs
         jobs, requests, status, ready, batches = (dbs[n] for n in ("jobs", "requests", "status", "ready", "batches"))
         start = time.perf_counter()

@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: an emulator in its own process (so that it does not
-share a GIL with what is measured), a private store, and queueing jobs through the core."""
+share a GIL with what is measured, where only its answers are looked at), a private store,
+and queueing jobs through the core."""
 
 from __future__ import annotations
 
@@ -16,9 +17,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from ollama_cli import queue  # noqa: E402
-from ollama_cli.jobs import JobType  # noqa: E402
-from ollama_cli.store.lmdb import Store  # noqa: E402
+from ollama_cli.jobs import JobSpec, JobType  # noqa: E402
+from ollama_cli.store import open_store  # noqa: E402
 
 
 @contextlib.contextmanager
@@ -42,18 +42,17 @@ def data_dir() -> Iterator[Path]:
 
 
 def enqueue(path: Path, jobs: list[dict[str, Any]]) -> None:
-    """Queue jobs in one transaction; the Store is closed again so that a daemon in this
-    process may open the environment."""
-    with Store(path) as store:
-        store.write(lambda tx: [queue.submit(tx, queue.JobSpec(
-            model=j["model"], type=JobType(j.get("type", "generate")), request=j["request"],
-            use_cache=False), 0.0) for j in jobs])
+    """Queue jobs in one transaction; the store is closed again so that a daemon in this
+    process may open it."""
+    with open_store(path) as store:
+        store.submit_many([JobSpec(model=j["model"], type=JobType(j.get("type", "generate")), request=j["request"],
+                                   use_cache=False) for j in jobs], 0.0)
 
 
 def results(path: Path) -> list[Any]:
-    with Store(path) as store, store.read() as tx:
-        jobs, _ = queue.list_jobs(tx)
-        return [(j, queue.get_result(tx, j.id)) for j in jobs]
+    with open_store(path) as store:
+        jobs, _ = store.list_jobs()
+        return [(j, store.get_result(j.id)) for j in jobs]
 
 
 def env_for(path: Path) -> dict[str, str]:

@@ -16,9 +16,8 @@ import time
 
 from common import ROOT, data_dir, env_for
 
-from ollama_cli import queue
-from ollama_cli.jobs import JobType
-from ollama_cli.store.lmdb import Store
+from ollama_cli.jobs import JobSpec, JobType
+from ollama_cli.store import open_store
 from tests.emulator import Emulator
 
 BUDGET = 0.5
@@ -30,16 +29,18 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(1)
     latencies = []
+    # The emulator in this process: the moment a request arrives is what is timed, and the
+    # daemon measured runs in a process of its own.
     with data_dir() as path, Emulator() as emu:
         daemon = subprocess.Popen([sys.executable, "-m", "ollama_cli", "daemon", "--host", emu.url],
                                   env=env_for(path), cwd=ROOT, stderr=subprocess.DEVNULL)
         try:
-            with Store(path) as store:
+            with open_store(path) as store:
                 for i in range(args.trials):
                     time.sleep(rng.uniform(0.3, 1.0))  # the daemon is idle at a random phase
-                    spec = queue.JobSpec(model="llama3.2", type=JobType.GENERATE,
-                                         request={"prompt": f"pickup {i}"}, use_cache=False)
-                    store.write(lambda tx: queue.submit(tx, spec, time.time()))
+                    spec = JobSpec(model="llama3.2", type=JobType.GENERATE,
+                                   request={"prompt": f"pickup {i}"}, use_cache=False)
+                    store.submit(spec, time.time())
                     start = time.perf_counter()
                     assert emu.wait_requests(i + 1, timeout=10)
                     latencies.append(time.perf_counter() - start)

@@ -48,9 +48,9 @@ from typing import Any, NamedTuple
 
 import httpx
 
-from ollama_cli import queue, submission
-from ollama_cli.jobs import JobStatus, JobType
-from ollama_cli.store.lmdb import Store
+from ollama_cli import submission
+from ollama_cli.jobs import JobSpec, JobStatus, JobType
+from ollama_cli.store import open_store
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -286,12 +286,12 @@ def run_ollama_q(url: str, items: list[str], concurrency: int, max_tokens: int, 
     jobs' own records tell (the daemon's work without its process start and exit)."""
     data = tmp / f"ollama-q-{n}"
     model = submission.model_name(ALIAS)
-    specs = [queue.JobSpec(model=model, type=JobType.GENERATE, use_cache=False,
-                           request=submission.build_request(
-                               JobType.GENERATE, prompt=p, options={"num_predict": max_tokens, "temperature": 0}))
+    specs = [JobSpec(model=model, type=JobType.GENERATE, use_cache=False,
+                     request=submission.build_request(
+                         JobType.GENERATE, prompt=p, options={"num_predict": max_tokens, "temperature": 0}))
              for p in items]
-    with Store(data) as store:  # closed before the daemon opens the environment
-        jobs = store.write(lambda tx: [queue.submit(tx, s, time.time()) for s in specs])
+    with open_store(data) as store:  # closed before the daemon opens it
+        jobs = store.submit_many(specs, time.time())
     env = {**os.environ, "OLLAMA_Q_DATA_DIR": str(data)}
     log_path = tmp / f"daemon-{n}.log"
     with open(log_path, "wb") as log:
@@ -303,10 +303,10 @@ def run_ollama_q(url: str, items: list[str], concurrency: int, max_tokens: int, 
         seconds = time.perf_counter() - start
         daemon.returncode = code = os.waitstatus_to_exitcode(status)
     tokens, ok, texts, attempts, spans = 0, 0, [], 0, []
-    with Store(data) as store, store.read() as tx:
+    with open_store(data) as store:
         for job in jobs:
-            done = queue.get_job(tx, job.id)
-            result = queue.get_result(tx, job.id) or {}
+            done = store.get_job(job.id)
+            result = store.get_result(job.id) or {}
             attempts += done.attempts if done else 0
             texts.append(result.get("response") or "")
             if done and done.status is JobStatus.COMPLETED:

@@ -15,18 +15,19 @@ import time
 
 from common import data_dir, emulator, enqueue, results
 
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
-from ollama_cli.store.lmdb import Store
+from ollama_cli.settings import DaemonSettings
+from ollama_cli.store import open_store
 
 
 def drain(url: str, jobs: list[dict], *, max_skip: int) -> tuple[float, int]:
     """Makespan and the number of model loads (a job whose answer includes a load)."""
     with data_dir() as path:
         enqueue(path, jobs)
-        with Store(path) as store:
-            daemon = Daemon(store, [Backend(url)], concurrency=1, drain=True, poll=0.05,
-                            max_skip=max_skip)
+        with open_store(path) as store:
+            daemon = Daemon(store, [Backend(url)],
+                            DaemonSettings(concurrency=1, drain=True, poll=0.05, max_overtake=max_skip))
             start = time.perf_counter()
             asyncio.run(daemon.run())
             took = time.perf_counter() - start

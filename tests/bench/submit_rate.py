@@ -14,26 +14,27 @@ import time
 
 from common import data_dir
 
-from ollama_cli import queue
 from ollama_cli.codec import encode_job, pack
-from ollama_cli.jobs import JobType
+from ollama_cli.jobs import JobSpec, JobType
+from ollama_cli.store import open_store
+from ollama_cli.store.base import Engine
 from ollama_cli.store.keys import u64
-from ollama_cli.store.lmdb import Store
+from ollama_cli.store.lmdb_engine import LmdbEngine
 
-SPEC = queue.JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": "Why is the sky blue?"})
+SPEC = JobSpec(model="llama3.2", type=JobType.GENERATE, request={"prompt": "Why is the sky blue?"})
 
 
-def ours(store: Store, n: int) -> float:
+def ours(store: Engine, n: int) -> float:
     start = time.perf_counter()
     for _ in range(n):
-        store.write(lambda tx: queue.submit(tx, SPEC._replace(use_cache=False), time.time()))
+        store.submit(SPEC._replace(use_cache=False), time.time())
     return n / (time.perf_counter() - start)
 
 
-def bare(store: Store, n: int, size: int) -> float:
+def bare(store: LmdbEngine, n: int, size: int) -> float:
     """One put of `size` bytes per commit: what any durable queue pays at the least."""
     value = b"x" * size
-    env, db = store.env, store.dbs["meta"]
+    env, db = store.kv.env, store.kv.dbs["meta"]
     start = time.perf_counter()
     for i in range(n):
         with env.begin(write=True) as txn:
@@ -41,9 +42,9 @@ def bare(store: Store, n: int, size: int) -> float:
     return n / (time.perf_counter() - start)
 
 
-def fill(store: Store, n: int) -> None:
-    specs = [SPEC._replace(request={"prompt": f"queued {i}"}, use_cache=False) for i in range(n)]
-    store.write(lambda tx: queue.submit_many(tx, specs, time.time()))
+def fill(store: Engine, n: int) -> None:
+    store.submit_many([SPEC._replace(request={"prompt": f"queued {i}"}, use_cache=False) for i in range(n)],
+                      time.time())
 
 
 def main() -> None:
@@ -51,8 +52,8 @@ def main() -> None:
     parser.add_argument("--submits", type=int, default=500)
     parser.add_argument("--queued", type=int, default=100_000)
     args = parser.parse_args()
-    with data_dir() as path, Store(path) as store:
-        job = store.write(lambda tx: queue.submit(tx, SPEC, time.time()))
+    with data_dir() as path, open_store(path) as store:
+        job = store.submit(SPEC, time.time())
         size = len(encode_job(job)) + len(pack(SPEC.request))  # the record and its request
         rows = []
         for label in ("empty queue", f"{args.queued:,} queued"):

@@ -21,8 +21,9 @@ import time
 import httpx
 from common import data_dir, emulator, enqueue
 
-from ollama_cli.config import Backend
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
+from ollama_cli.settings import DaemonSettings
 from ollama_cli.store.lmdb import Store
 
 
@@ -30,8 +31,8 @@ def daemon_drain(url: str, jobs: list[dict], *, concurrency: int, coalesce: int 
     with data_dir() as path:
         enqueue(path, jobs)
         with Store(path) as store:
-            daemon = Daemon(store, [Backend(url)], concurrency=concurrency, drain=True, poll=0.05,
-                            coalesce=coalesce)
+            daemon = Daemon(store, [Backend(url)],
+                            DaemonSettings(concurrency=concurrency, drain=True, poll=0.05, coalesce=coalesce))
             start = time.perf_counter()
             asyncio.run(daemon.run())
             return time.perf_counter() - start

@@ -1,0 +1,294 @@
+"""Every change of a job's state: submit, claim, settle (complete, fail an attempt,
+release), reclaim, cancel, retry, and promoting held jobs whose time has come.
+
+Each is a function of (transaction, now, arguments) that does no I/O but through the
+transaction, so one state change is one short write transaction, and rerunning it (as
+LMDB does after growing its map) changes nothing but the lease tokens it draws."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from ollama_cli import cache
+from ollama_cli.codec import decode_job, pack
+from ollama_cli.errors import CorruptRecord, UsageError
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, Lease, Priority
+from ollama_cli.queue.indexes import (
+    CANCELLED, COMPLETED, FAILED, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, finished, get_job, transition,
+)
+from ollama_cli.queue.reads import batch_exists, get_request, is_paused, running
+from ollama_cli.store.keys import read_u64, u64
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
+    from ollama_cli.store.records import Claim, Settle
+
+# How many ready jobs `ready_candidates` decodes at most: bounds a daemon tick however
+# long the queue (the daemon asks for fewer, by its free slots).
+CLAIM_SCAN_LIMIT = 256
+
+# ---------------------------------------------------------------------------- submit
+
+
+def submit(tx: Tx, spec: JobSpec, now: float) -> Job:
+    """Queue one job. An identical request that completed before completes at once
+    from the cache, in this same transaction."""
+    return submit_many(tx, (spec,), now)[0]
+
+
+def submit_many(tx: Tx, specs: Sequence[JobSpec], now: float) -> list[Job]:
+    """Queue jobs with consecutive ids, in order, each as `submit` queues one."""
+    first = tx.add("next_id", len(specs)) - len(specs) + 1
+    return [_enqueue(tx, spec, job_id, now) for job_id, spec in enumerate(specs, start=first)]
+
+
+def submit_batch(tx: Tx, specs: Sequence[JobSpec], now: float, name: str | None) -> tuple[str, list[Job]]:
+    """Queue every spec as one batch: `name` (refused if in use) or a new `batch-<n>`."""
+    batch = _free_batch_name(tx, name)
+    return batch, submit_many(tx, [s._replace(batch=batch) for s in specs], now)
+
+
+def _free_batch_name(tx: Tx, name: str | None) -> str:
+    if name is not None:
+        if batch_exists(tx, name):
+            raise UsageError(f"batch name {name!r} is already used")
+        return name
+    while True:  # a user may have given a name of this form
+        candidate = f"batch-{tx.add('batch/next', 1)}"
+        if not batch_exists(tx, candidate):
+            return candidate
+
+
+def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
+    for dep in spec.after:
+        if tx.get("jobs", u64(dep)) is None:
+            raise UsageError(f"--after {dep}: no such job")
+    key = cache.key_for(spec.model, spec.type.value, spec.request) if spec.use_cache else None
+    job = Job(
+        id=job_id,
+        model=spec.model,
+        type=spec.type,
+        priority=spec.priority,
+        status=PENDING,
+        created_at=now,
+        name=spec.name,
+        batch=spec.batch,
+        custom_id=spec.custom_id,
+        max_attempts=spec.max_attempts,
+        run_at=spec.run_at,
+        after=spec.after,
+        timeout=spec.timeout,
+        keep_alive=spec.keep_alive,
+        cache_key=key,
+    )
+    tx.put("requests", u64(job_id), pack(spec.request))
+    if spec.batch:
+        tx.put("batches", batch_prefix(spec.batch) + u64(job_id))
+    # A delayed or dependent job asked to run later, not to be answered now.
+    hit = cache.lookup(tx, key) if key is not None and not spec.after and spec.run_at is None else None
+    if hit is not None:
+        tx.put("results", u64(job_id), pack(hit))
+        job = job.evolve(status=COMPLETED, cached=True, started_at=now, finished_at=now)
+    for dep in spec.after:
+        tx.put("dependents", u64(dep) + u64(job_id))
+    return transition(tx, None, job, now)
+
+
+# ------------------------------------------------------------------------ the daemon
+
+
+def ready_candidates(tx: Tx, now: float, *, limit: int = CLAIM_SCAN_LIMIT) -> Iterator[Job]:
+    """Ready jobs in the order they start (priority, then id), at most `limit`: the
+    scheduler's view of the head of the queue, read lazily so that a tick reads only
+    as far as its decisions need. Empty while the queue is paused. Use it within `tx`."""
+    if is_paused(tx):
+        return iter(())
+    promote_due(tx, now)
+    return _ready(tx, limit)
+
+
+def _ready(tx: Tx, limit: int) -> Iterator[Job]:
+    read = 0
+    for key, _ in tx.scan("ready"):
+        if read >= limit:
+            return
+        read += 1
+        job = _load_or_quarantine(tx, read_u64(key, 1))
+        if job is not None:
+            yield job
+
+
+def claim(tx: Tx, jobs: Iterable[Job], owner: str, now: float, *, host: str | None = None) -> list[Claim]:
+    """Move these ready jobs to running under a new lease of `owner`, placed on `host`."""
+    import secrets
+
+    from ollama_cli.store.records import Claim
+
+    claims = []
+    for job in jobs:
+        started = job.evolve(
+            status=RUNNING,
+            attempts=job.attempts + 1,
+            started_at=now,
+            lease=Lease(owner, secrets.token_hex(8)),
+            retry_at=None,
+            host=host or job.host,
+        )
+        transition(tx, job, started, now)
+        try:
+            request = get_request(tx, job.id)
+        except CorruptRecord as exc:
+            transition(tx, started, finished(started, FAILED, now, ErrorType.INVALID_RESPONSE,
+                                             f"the stored request is corrupt: {exc.reason}"), now)
+            continue
+        claims.append(Claim(started, request))
+    return claims
+
+
+# The head of the queue decoded, by stored bytes: a daemon looks at it on every tick and
+# takes only a few jobs of it, so most of it was decoded the tick before. Equal bytes
+# decode to an equal (immutable) Job.
+_decode_ready = lru_cache(maxsize=2 * CLAIM_SCAN_LIMIT)(decode_job)
+
+
+def _load_or_quarantine(tx: Tx, job_id: int) -> Job | None:
+    """A corrupt record at the head of the queue must not stop the queue: take its
+    index entries away and leave the record for `status` to report."""
+    try:
+        raw = tx.get("jobs", u64(job_id))
+        return None if raw is None else _decode_ready(job_id, raw)
+    except CorruptRecord:
+        for p in Priority:
+            if tx.delete("ready", RANK[p] + u64(job_id)):
+                tx.add(READY_COUNT[p], -1)
+        return None
+
+
+def _owned(tx: Tx, job_id: int, token: str) -> Job | None:
+    """The job if it is still running under this lease token: a daemon that lost its
+    job (cancelled, reclaimed) cannot finish it."""
+    job = get_job(tx, job_id)
+    if job is None or job.status is not RUNNING or job.lease is None or job.lease.token != token:
+        return None
+    return job
+
+
+def settle(tx: Tx, s: Settle, now: float) -> Job | None:
+    """Record what an attempt came to; the job as it now is, None if the lease was lost."""
+    from ollama_cli.store.records import SettleKind
+
+    if s.kind is SettleKind.COMPLETE:
+        return complete(tx, s.job_id, s.token, s.result or {}, now, host=s.host)
+    if s.kind is SettleKind.FAIL:
+        assert s.error is not None, s
+        return fail_attempt(tx, s.job_id, s.token, s.error, now, retry_after=s.retry_after, host=s.host)
+    return release(tx, s.job_id, s.token, now)
+
+
+def complete(tx: Tx, job_id: int, token: str, result: dict[str, Any], now: float,
+             *, host: str | None = None) -> Job | None:
+    """Store the result and mark the job completed; None if the lease was lost."""
+    job = _owned(tx, job_id, token)
+    if job is None:
+        return None
+    tx.put("results", u64(job_id), pack(result))
+    if job.cache_key is not None:
+        cache.store(tx, job.cache_key, result)
+    done = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host or job.host)
+    return transition(tx, job, done, now)
+
+
+def fail_attempt(
+    tx: Tx,
+    job_id: int,
+    token: str,
+    error: JobError,
+    now: float,
+    *,
+    retry_after: float | None,
+    host: str | None = None,
+) -> Job | None:
+    """An attempt failed. With `retry_after` (a transient failure) and attempts left, the
+    job waits that long and goes again; otherwise it fails. None if the lease was lost."""
+    job = _owned(tx, job_id, token)
+    if job is None:
+        return None
+    host = host or job.host
+    if retry_after is not None and job.attempts < job.max_attempts:
+        again = job.evolve(status=PENDING, lease=None, error=error, host=host,
+                           retry_at=now + retry_after)
+    else:
+        again = finished(job.evolve(host=host), FAILED, now, error.type, error.message)
+    return transition(tx, job, again, now)
+
+
+def release(tx: Tx, job_id: int, token: str, now: float) -> Job | None:
+    """Hand a running job back as pending without counting the attempt (shutdown, or
+    no backend reachable); None if the lease was lost."""
+    job = _owned(tx, job_id, token)
+    if job is None:
+        return None
+    back = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
+    return transition(tx, job, back, now)
+
+
+def reclaim(tx: Tx, dead_owners: set[str], now: float) -> list[Job]:
+    """Running jobs whose daemon is gone go back to pending (the attempt counts), or
+    fail as `abandoned` once they have used up their attempts."""
+    out = []
+    for job in running(tx):
+        if job.lease is None or job.lease.owner not in dead_owners:
+            continue
+        if job.attempts >= job.max_attempts:
+            new = finished(job, FAILED, now, ErrorType.ABANDONED,
+                           f"its daemon died during each of {job.attempts} attempts")
+        else:
+            new = job.evolve(status=PENDING, lease=None,
+                             error=JobError(ErrorType.ABANDONED, "its daemon died"))
+        out.append(transition(tx, job, new, now))
+    return out
+
+
+def promote_due(tx: Tx, now: float) -> int:
+    """Move waiting jobs whose time has come to ready (or blocked)."""
+    limit = u64(int(now * 1000) + 1)
+    due = []
+    for key, _ in tx.scan("waiting"):
+        if key[:8] >= limit:
+            break
+        due.append(read_u64(key, 8))
+    for job_id in due:
+        job = get_job(tx, job_id)
+        if job is not None:
+            transition(tx, job, job, now)
+    return len(due)
+
+
+# ------------------------------------------------------------------- user operations
+
+
+def cancel(tx: Tx, job_id: int, now: float) -> Job | None:
+    """Cancel a pending or running job (its daemon sees the lease go and closes the
+    stream). Returns the job as it now is, or None if there is no such job."""
+    job = get_job(tx, job_id)
+    if job is None or job.status.finished:
+        return job
+    new = finished(job, CANCELLED, now, ErrorType.CANCELLED, "cancelled by the user")
+    return transition(tx, job, new, now)
+
+
+def set_paused(tx: Tx, paused: bool) -> None:
+    tx.put("meta", b"paused", b"1" if paused else b"0")
+
+
+def retry(tx: Tx, job_id: int, now: float) -> Job | None:
+    """Queue a failed or cancelled job again, its attempts starting over. Returns the job
+    as it now is (unchanged if it was not failed or cancelled), or None if unknown."""
+    job = get_job(tx, job_id)
+    if job is None or job.status not in (FAILED, CANCELLED):
+        return job
+    again = job.evolve(status=PENDING, attempts=0, error=None, started_at=None, finished_at=None,
+                       retry_at=None, lease=None, host=None)
+    return transition(tx, job, again, now)  # a failed dependency may have failed it again at once

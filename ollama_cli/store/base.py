@@ -1,0 +1,304 @@
+"""The store's engine interface: every question the CLI and the daemon may ask of the store, and
+what each answer guarantees.
+
+The seam is the queue's operations, not a key-value transaction. LMDB (`lmdb_engine.py`)
+implements them with the queue's functions (`queue/`) over its ordered key-value transactions
+(`Tx` below, LMDB's internal layer); a PostgreSQL engine implements the same operations natively,
+a claim being one conditional `UPDATE ... RETURNING`. `tests/contract/test_store_contract.py`
+checks every guarantee written here, through this interface only, on every engine.
+
+The records that cross the seam are `JobSpec` (in `jobs.py`, beside `Job`) and those of
+`records.py`. This module is for readers and type checkers: code imports it under
+TYPE_CHECKING, so that `submit` and `status` do not pay to define the protocols.
+
+What holds for every operation of every engine:
+- **Atomic.** An operation lands whole or not at all, and what it reads is one consistent state.
+  One that raises (UsageError, NotFound...) has changed nothing.
+- **Ids** are positive integers, given in submission order, never reused (not even after `clean`).
+- **Time** is the caller's `now` (seconds since the epoch): every time an operation records
+  (created, started, finished, retry times, heartbeats) is the `now` it was given.
+- **Unknown ids** are not errors: reads give None (or an empty value, as documented), changes
+  report them. A record whose stored bytes cannot be decoded raises CorruptRecord where one job
+  is asked for, and is handed back apart where many are.
+- **Records are values**: a `Job` returned is a snapshot; reading again gives the new state.
+- **Failures of the store itself** are errors of `errors.py`, never an engine's own: a write the
+  disk refused is StoreWriteFailed (nothing landed; the same call may succeed later), and an
+  engine that can no longer trust its handle on the store refuses every write with
+  StoreLockLost (LMDB: lock.mdb was replaced).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from ollama_cli.errors import CorruptRecord
+    from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
+
+# ------------------------------------------------------------------------ protocols
+
+
+class DaemonLock(Protocol):
+    """A running daemon's proof of life: held from `Engine.daemon_lock()` until `release()` or
+    until the process ends, however it ends (the kernel, or the server, drops it)."""
+
+    id: str  # the daemon's id, unique among all daemons that ever used the store
+
+    def release(self) -> None: ...
+
+
+class Notifier(Protocol):
+    def wait(self, timeout: float) -> None:
+        """Return when jobs may have changed, and after `timeout` seconds at the latest. It may
+        return early for no reason: callers read again and decide. An engine that cannot tell
+        (LMDB) sleeps `timeout`; one that can (PostgreSQL's LISTEN) returns at the change."""
+
+
+# --------------------------------------------------------------------------- the interface
+
+
+class Engine(Protocol):
+    """The store as the CLI and the daemon see it. One object per process; not shared between
+    threads except that the daemon calls it from one writer thread at a time."""
+
+    location: str  # where the store is, as `info` shows it (a folder for LMDB)
+    notifier: Notifier
+
+    # ------------------------------------------------------------------- jobs in
+
+    def submit(self, spec: JobSpec, now: float) -> Job:
+        """Queue one job; the job as stored. It is pending (ready, held until `run_at`, or
+        blocked on `after`), or completed at once from the cache (`cached`: an identical request
+        completed before, `use_cache`, and neither `after` nor `run_at`), or failed at once
+        (a dependency failed or was cancelled). UsageError if a dependency does not exist."""
+        ...
+
+    def submit_many(self, specs: Sequence[JobSpec], now: float) -> list[Job]:
+        """Queue every spec as `submit` queues one, all in one transaction, with consecutive
+        ids in the order given. A refusal of one refuses all."""
+        ...
+
+    def submit_batch(self, specs: Sequence[JobSpec], now: float, *, name: str | None = None) -> tuple[str, list[Job]]:
+        """`submit_many` with every job in the batch `name` (UsageError if a batch of that name
+        exists), or, without a name, in a new one named `batch-<n>` (n counting up, passing names
+        in use). The batch's name and its jobs."""
+        ...
+
+    # --------------------------------------------------------------------- reads
+
+    def get_job(self, job_id: int) -> Job | None:
+        """The job, or None if there is no such job."""
+        ...
+
+    def get_jobs(self, ids: Iterable[int]) -> list[Job | CorruptRecord | None]:
+        """Many jobs in one consistent read, in the order asked: None for an unknown id, the
+        CorruptRecord for a record that cannot be decoded (never raised)."""
+        ...
+
+    def get_request(self, job_id: int) -> dict[str, Any]:
+        """The job's stored request; {} if there is no such job."""
+        ...
+
+    def get_result(self, job_id: int) -> dict[str, Any] | None:
+        """A completed job's result; None for any other job or an unknown id."""
+        ...
+
+    def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
+                  job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0,
+                  before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
+        """Jobs newest first (highest id first) that match every filter given (any of
+        `statuses`; `model` as `jobs.full_name` compares names: `m`, `m:latest` and `M` are one
+        model; `name` is the job's own, exactly), skipping the first `offset` matches, at most
+        `limit`; with `before`, only ids below it (a caller reading page by page passes the
+        last id it got). Records that cannot be decoded are handed back apart, never raised."""
+        ...
+
+    def counts(self) -> dict[str, int]:
+        """Jobs per status value, and "total"; at the same cost whatever the number of jobs."""
+        ...
+
+    def positions(self, jobs: Iterable[Job], now: float) -> dict[int, int]:
+        """Each ready job's 1-based place in the order jobs start (priority, then id), counting a
+        held job whose time has come by `now` as ready. Jobs that are not ready are left out."""
+        ...
+
+    def ids_with_status(self, *statuses: JobStatus) -> list[int]:
+        """Ids of every job in these statuses, in id order per status."""
+        ...
+
+    # ------------------------------------------------------------------ changes
+
+    def cancel(self, ids: Sequence[int], now: float) -> list[Changed]:
+        """Cancel each pending or running job (`error` cancelled; a running job's lease ends, so
+        its daemon's late settle is refused and it stops the request). Jobs that depend on a
+        cancelled job fail. One transaction; one entry per id, in order. Idempotent: a finished
+        job is left as it is (`changed` False)."""
+        ...
+
+    def retry(self, ids: Sequence[int] | None, now: float) -> list[Changed]:
+        """Queue each failed or cancelled job again, its attempts, error, times and host cleared
+        (a job whose dependency failed is failed again at once). `ids` None: every failed job.
+        One transaction; one entry per id, in order; other jobs are left as they are."""
+        ...
+
+    def pause(self) -> None:
+        """No job is claimed until `resume`; running jobs go on. Idempotent; survives restarts."""
+        ...
+
+    def resume(self) -> None:
+        """Claims go on. Idempotent."""
+        ...
+
+    def is_paused(self) -> bool: ...
+
+    def clean(self, statuses: Iterable[JobStatus], now: float, *, older_than: float | None = None) -> int:
+        """Delete finished jobs of these statuses (with `older_than`, only those finished at least
+        that many seconds before `now`) with their requests, results and every index entry; how
+        many. UsageError, and nothing deleted, if a status is not a finished one."""
+        ...
+
+    # ------------------------------------------------------------------ batches
+
+    def batch_counts(self, name: str) -> dict[str, Any]:
+        """`{"batch", "total", <each status>: n}` of the batch's jobs; NotFound if no job was
+        ever submitted in it. A job that cannot be decoded is not counted."""
+        ...
+
+    def batch_jobs(self, name: str, *, after: int = 0, limit: int | None = None,
+                   results: bool = False) -> list[BatchEntry]:
+        """The batch's jobs in id order, from the first id greater than `after`, at most `limit`;
+        with `results`, each completed job's result too. [] for an unknown batch."""
+        ...
+
+    def batch_names(self) -> list[str]:
+        """The name of every batch that has a job, the newest batch (by its first id) first."""
+        ...
+
+    # -------------------------------------------------------------------- cache
+
+    def cache_stats(self) -> dict[str, int]:
+        """`{"entries", "hits", "misses", "bytes"}`: lookups at submit count hits and misses."""
+        ...
+
+    def cache_clear(self) -> int:
+        """Empty the result cache; how many entries it held. Stored results of jobs stay."""
+        ...
+
+    # ------------------------------------------------------------------ daemons
+
+    def daemon_lock(self) -> DaemonLock:
+        """A new daemon id, and the lock that says it lives (see DaemonLock)."""
+        ...
+
+    def is_alive(self, daemon_id: str) -> bool:
+        """Whether the daemon's lock is held now. False for an unknown id. Never mistakes a live
+        daemon for a dead one; a dead one may look alive for as long as the engine needs to
+        notice (LMDB: not at all, the kernel drops the lock with the process)."""
+        ...
+
+    def register(self, info: DaemonInfo) -> None:
+        """Record a daemon for `info` and `daemons()`; replaces a record of the same id."""
+        ...
+
+    def heartbeat(self, daemon_id: str, now: float) -> None:
+        """Set the daemon's `last_heartbeat`; nothing if it is not registered."""
+        ...
+
+    def unregister(self, daemon_id: str) -> None:
+        """Remove the daemon's record; idempotent."""
+        ...
+
+    def daemons(self) -> list[DaemonInfo]:
+        """Registered daemons, alive or not (ask `is_alive`); unreadable records are left out."""
+        ...
+
+    # --------------------------------------------------------- the daemon's step
+
+    def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
+                         planner: Planner | None = None, lookahead: int | None = None) -> Tick:
+        """One transaction: record each settle, then (with a planner) claim what it chooses.
+
+        A settle is recorded only while the job still runs under that lease token; otherwise
+        (cancelled, reclaimed, settled before) it changes nothing and gives None. COMPLETE
+        stores the result (and in the cache, if the job may use it) and completes the job; FAIL
+        with `retry_after` and attempts left makes it wait that long, else fails it; RELEASE
+        makes it pending again without counting the attempt.
+
+        Then, unless the queue is paused, held jobs whose time has come become ready and the
+        planner gets the ready jobs in the order they start, at most `lookahead` (None: the
+        engine's own bound, which keeps a tick short however long the queue). Each job of a
+        placement it returns is claimed: running under a new lease (owner, a token never used
+        before), its attempts counted, its `host` set. The planner must be a pure function of
+        its arguments: it may be called more than once, and only the last call's plan is
+        claimed (and its `state` returned)."""
+        ...
+
+    def reclaim(self, now: float) -> list[Job]:
+        """Running jobs whose owner is not alive go back to pending (the attempt counts, `error`
+        abandoned) or, attempts used up, fail as abandoned; dead daemons' records are removed.
+        The jobs changed. Never touches the jobs of a daemon alive in this process."""
+        ...
+
+    # ------------------------------------------------------------------- health
+
+    def check(self) -> list[str]:
+        """Every disagreement between the job records and what is kept beside them (indexes,
+        counters), one line each: [] for a sound store. Reads only."""
+        ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Engine: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+
+# ------------------------------------------------- LMDB's internal layer (key-value)
+
+
+class Tx(Protocol):
+    """An ordered key-value transaction over the named tables (`tables.py`): the layer the LMDB
+    engine's queue functions (`queue/`, `cache/`) are written on. Nothing above the engines uses
+    it; an engine with its own query language (PostgreSQL) needs none of it.
+
+    The rule for code written on it: **a write function may run more than once.** LMDB reruns it
+    after growing its map (a serializable engine would after a conflict), and only the last run
+    commits. So it must be a function of the transaction and its arguments: no appends to
+    outside lists, no I/O, no clock (take `now` as an argument). Tests run every write twice,
+    the first aborted, to hold code to it (`rerun_writes` in tests/conftest.py)."""
+
+    def get(self, table: str, key: bytes) -> bytes | None:
+        """The value, or None."""
+        ...
+
+    def put(self, table: str, key: bytes, value: bytes = b"") -> None:
+        """Insert or replace."""
+        ...
+
+    def delete(self, table: str, key: bytes) -> bool:
+        """Whether the key was there."""
+        ...
+
+    def entries(self, table: str) -> int:
+        """How many keys the table holds, at the same cost whatever the number."""
+        ...
+
+    def clear(self, table: str) -> None: ...
+
+    def counter(self, name: str) -> int:
+        """A named counter (0 if never set), as this transaction left it."""
+        ...
+
+    def add(self, name: str, delta: int) -> int:
+        """Add delta to a counter, clamped at zero; the new value."""
+        ...
+
+    def scan(self, table: str, prefix: bytes = b"", *, start: bytes | None = None,
+             reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs whose key starts with prefix, in byte order or reversed, read
+        lazily. `start` (a key starting with prefix) positions the scan at the first key >=
+        start, or, reversed, at the last key <= start."""
+        ...

@@ -1,0 +1,281 @@
+"""The LMDB engine: the store's operations (`base.py`) as the queue's functions (`queue/`) over
+LMDB's key-value transactions (`lmdb.py`), one transaction per operation; daemon liveness as
+flock'd files in the data dir (`flock.py`); wake-ups by polling, as LMDB cannot tell one process
+that another committed.
+
+Every write function here may run more than once (`base.Tx`): what it is given is made a list
+before, never consumed inside. Records and liveness are imported where they are used: `submit`
+and `status` need neither."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ollama_cli import cache, queue
+from ollama_cli.codec import pack, unpack
+from ollama_cli.errors import CorruptRecord
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+from ollama_cli.queue.transitions import CLAIM_SCAN_LIMIT
+from ollama_cli.store.lmdb import Store
+
+if TYPE_CHECKING:
+    from ollama_cli.store.base import Tx
+    from ollama_cli.store.flock import FlockLiveness, FlockLock
+    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
+
+
+class PollingNotifier:
+    def wait(self, timeout: float) -> None:
+        """Sleeps `timeout`: LMDB has no way to hear of another process's commit."""
+        time.sleep(max(0.0, timeout))
+
+
+class LmdbEngine:
+    """The store in one folder on this machine (`store.open_store` says what the arguments do)."""
+
+    def __init__(self, path: Path, *, readonly: bool = False,
+                 on_wait: Callable[[int | None], None] | None = None, create: bool = True) -> None:
+        self.kv = Store(path, readonly=readonly, on_wait=on_wait, create=create)  # LMDB's key-value layer
+        self.location = str(self.kv.path)
+        self.notifier = PollingNotifier()
+        self._flock: FlockLiveness | None = None
+
+    @property
+    def _liveness(self) -> FlockLiveness:
+        if self._flock is None:
+            from ollama_cli.store.flock import FlockLiveness
+
+            self._flock = FlockLiveness(self.kv.path)
+        return self._flock
+
+    # ------------------------------------------------------------------- jobs in
+
+    def submit(self, spec: JobSpec, now: float) -> Job:
+        return self.kv.write(lambda tx: queue.submit(tx, spec, now))
+
+    def submit_many(self, specs: Sequence[JobSpec], now: float) -> list[Job]:
+        specs = list(specs)
+        return self.kv.write(lambda tx: queue.submit_many(tx, specs, now))
+
+    def submit_batch(self, specs: Sequence[JobSpec], now: float, *, name: str | None = None) -> tuple[str, list[Job]]:
+        specs = list(specs)
+        return self.kv.write(lambda tx: queue.submit_batch(tx, specs, now, name))
+
+    # --------------------------------------------------------------------- reads
+
+    def get_job(self, job_id: int) -> Job | None:
+        with self.kv.read() as tx:
+            return queue.get_job(tx, job_id)
+
+    def get_jobs(self, ids: Iterable[int]) -> list[Job | CorruptRecord | None]:
+        out: list[Job | CorruptRecord | None] = []
+        with self.kv.read() as tx:
+            for job_id in ids:
+                try:
+                    out.append(queue.get_job(tx, job_id))
+                except CorruptRecord as exc:
+                    out.append(exc)
+        return out
+
+    def get_request(self, job_id: int) -> dict[str, Any]:
+        with self.kv.read() as tx:
+            return queue.get_request(tx, job_id)
+
+    def get_result(self, job_id: int) -> dict[str, Any] | None:
+        with self.kv.read() as tx:
+            return queue.get_result(tx, job_id)
+
+    def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
+                  job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0,
+                  before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
+        with self.kv.read() as tx:
+            return queue.list_jobs(tx, statuses=statuses, model=model, job_type=job_type, batch=batch,
+                                   name=name, limit=limit, offset=offset, before=before)
+
+    def counts(self) -> dict[str, int]:
+        with self.kv.read() as tx:
+            return queue.counts(tx)
+
+    def positions(self, jobs: Iterable[Job], now: float) -> dict[int, int]:
+        jobs = list(jobs)
+        with self.kv.read() as tx:
+            return queue.positions(tx, jobs, now)
+
+    def ids_with_status(self, *statuses: JobStatus) -> list[int]:
+        with self.kv.read() as tx:
+            return queue.ids_with_status(tx, *statuses)
+
+    # ------------------------------------------------------------------ changes
+
+    def cancel(self, ids: Sequence[int], now: float) -> list[Changed]:
+        from ollama_cli.store.records import Changed
+
+        ids = list(ids)
+
+        def write(tx: Tx) -> list[Changed]:
+            out = []
+            for job_id in ids:
+                job = queue.get_job(tx, job_id)
+                if job is None or job.status.finished:
+                    out.append(Changed(job_id, job, False))
+                else:
+                    out.append(Changed(job_id, queue.cancel(tx, job_id, now), True))
+            return out
+
+        return self.kv.write(write)
+
+    def retry(self, ids: Sequence[int] | None, now: float) -> list[Changed]:
+        from ollama_cli.store.records import Changed
+
+        given = None if ids is None else list(ids)
+
+        def write(tx: Tx) -> list[Changed]:
+            out = []
+            for job_id in queue.ids_with_status(tx, JobStatus.FAILED) if given is None else given:
+                job = queue.get_job(tx, job_id)
+                if job is None or job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                    out.append(Changed(job_id, job, False))
+                else:
+                    out.append(Changed(job_id, queue.retry(tx, job_id, now), True))
+            return out
+
+        return self.kv.write(write)
+
+    def pause(self) -> None:
+        self.kv.write(lambda tx: queue.set_paused(tx, True))
+
+    def resume(self) -> None:
+        self.kv.write(lambda tx: queue.set_paused(tx, False))
+
+    def is_paused(self) -> bool:
+        with self.kv.read() as tx:
+            return queue.is_paused(tx)
+
+    def clean(self, statuses: Iterable[JobStatus], now: float, *, older_than: float | None = None) -> int:
+        statuses = list(statuses)
+        return self.kv.write(lambda tx: queue.clean(tx, statuses, now, older_than=older_than))
+
+    # ------------------------------------------------------------------ batches
+
+    def batch_counts(self, name: str) -> dict[str, Any]:
+        with self.kv.read() as tx:
+            return queue.batch_counts(tx, name)
+
+    def batch_jobs(self, name: str, *, after: int = 0, limit: int | None = None,
+                   results: bool = False) -> list[BatchEntry]:
+        with self.kv.read() as tx:
+            return queue.batch_jobs(tx, name, after=after, limit=limit, results=results)
+
+    def batch_names(self) -> list[str]:
+        with self.kv.read() as tx:
+            return queue.batch_names(tx)
+
+    # -------------------------------------------------------------------- cache
+
+    def cache_stats(self) -> dict[str, int]:
+        with self.kv.read() as tx:
+            return cache.stats(tx)
+
+    def cache_clear(self) -> int:
+        return self.kv.write(cache.clear)
+
+    # ------------------------------------------------------------------ daemons
+
+    def daemon_lock(self) -> FlockLock:
+        from ollama_cli.store.flock import FlockLock
+
+        return FlockLock(self._liveness)
+
+    def is_alive(self, daemon_id: str) -> bool:
+        return self._liveness.is_alive(daemon_id)
+
+    def register(self, info: DaemonInfo) -> None:
+        self.kv.write(lambda tx: tx.put("daemons", info.id.encode(), pack(info._asdict())))
+
+    def heartbeat(self, daemon_id: str, now: float) -> None:
+        def write(tx: Tx) -> None:
+            raw = tx.get("daemons", daemon_id.encode())
+            if raw is not None:
+                record: dict[str, Any] = unpack(daemon_id, raw)
+                record["last_heartbeat"] = now
+                tx.put("daemons", daemon_id.encode(), pack(record))
+
+        self.kv.write(write)
+
+    def unregister(self, daemon_id: str) -> None:
+        self.kv.write(lambda tx: tx.delete("daemons", daemon_id.encode()))
+
+    def daemons(self) -> list[DaemonInfo]:
+        with self.kv.read() as tx:
+            return _daemons(tx)
+
+    # --------------------------------------------------------- the daemon's step
+
+    def settle_and_claim(self, settles: Sequence[Settle], now: float, *, owner: str,
+                         planner: Planner | None = None, lookahead: int | None = None) -> Tick:
+        from ollama_cli.store.records import Tick
+
+        settles = list(settles)
+        limit = CLAIM_SCAN_LIMIT if lookahead is None else min(lookahead, CLAIM_SCAN_LIMIT)
+
+        def write(tx: Tx) -> Tick:
+            settled = [queue.settle(tx, s, now) for s in settles]
+            if planner is None:
+                return Tick(settled, [], None)
+            plan = planner(queue.ready_candidates(tx, now, limit=limit),
+                           lambda job: queue.get_request(tx, job.id))
+            claimed = [(p, queue.claim(tx, p.jobs, owner, now, host=p.host)) for p in plan.placements]
+            return Tick(settled, claimed, plan.state)
+
+        return self.kv.write(write)
+
+    def reclaim(self, now: float) -> list[Job]:
+        with self.kv.read() as tx:
+            owners = {j.lease.owner for j in queue.running(tx) if j.lease}
+            known = {d.id for d in _daemons(tx)}
+        suspects = owners | known | self._liveness.ids()
+        dead = {o for o in suspects if not self._liveness.is_alive(o)}
+        if not dead:
+            return []
+
+        def write(tx: Tx) -> list[Job]:
+            for daemon_id in dead:
+                tx.delete("daemons", daemon_id.encode())
+            return queue.reclaim(tx, dead, now)
+
+        jobs = self.kv.write(write)
+        self._liveness.forget(sorted(dead))
+        return jobs
+
+    # ------------------------------------------------------------------- health
+
+    def check(self) -> list[str]:
+        from ollama_cli.queue import doctor
+
+        with self.kv.read() as tx:
+            return doctor.check(tx)
+
+    def close(self) -> None:
+        self.kv.close()
+
+    def __enter__(self) -> LmdbEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _daemons(tx: Tx) -> list[DaemonInfo]:
+    from ollama_cli.store.records import DaemonInfo
+
+    out = []
+    for key, raw in tx.scan("daemons"):
+        try:
+            out.append(DaemonInfo(**unpack(key, raw)))
+        except Exception:
+            continue  # an unreadable record says nothing about a live daemon
+    return out

@@ -1,0 +1,94 @@
+"""The records that cross the engine seam (`base.py`) besides `JobSpec` (in `jobs.py`): what the
+daemon's step exchanges with the store (claims, settles, plans), what changes and batch reads
+report, and daemon records.
+
+In a module of their own so that `submit` and `status`, which need none of them, do not pay to
+define them: a NamedTuple costs about 0.1 ms to define, and start-up is held to a budget. Where
+they are built, they are imported inside the function."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from enum import Enum
+from typing import Any, NamedTuple
+
+from ollama_cli.errors import CorruptRecord
+from ollama_cli.jobs import Job, JobError
+
+
+class Claim(NamedTuple):
+    """A job the daemon now runs under a lease (`job.lease`), with its stored request."""
+
+    job: Job
+    request: dict[str, Any]
+
+    def __repr__(self) -> str:  # never the prompt: reprs end up in logs
+        return f"Claim(job={self.job.id})"
+
+
+class SettleKind(str, Enum):
+    COMPLETE = "complete"  # store the result; the job completed
+    FAIL = "fail"  # the attempt failed: wait and go again (retry_after, attempts left) or fail
+    RELEASE = "release"  # hand the job back as pending; the attempt does not count
+
+
+class Settle(NamedTuple):
+    """What one attempt came to, for one job, to be recorded under the lease it ran under."""
+
+    kind: SettleKind
+    job_id: int
+    token: str  # the lease token of the claim
+    result: dict[str, Any] | None = None  # COMPLETE
+    error: JobError | None = None  # FAIL
+    retry_after: float | None = None  # FAIL: transient, try again after this many seconds
+    host: str | None = None  # the backend that answered (COMPLETE, FAIL)
+
+
+class Placement(NamedTuple):
+    """Jobs a planner chose to start together as one request on one backend."""
+
+    backend: int  # the planner's index of the backend; the engine hands it back untouched
+    host: str  # the backend's label: each claimed job records it (`status` shows it while it runs)
+    jobs: tuple[Job, ...]
+
+
+class Plan(NamedTuple):
+    placements: Sequence[Placement]
+    state: object = None  # what the planner wants back from the call whose placements were claimed
+
+
+# The daemon's pure planning function: the ready candidates, in the order they start (read
+# lazily), and a reader of a candidate's stored request (it may raise CorruptRecord) -> a Plan.
+Planner = Callable[[Iterator[Job], Callable[[Job], dict[str, Any]]], Plan]
+
+
+class Tick(NamedTuple):
+    """What `settle_and_claim` did."""
+
+    settled: list[Job | None]  # per Settle, in order: the job as it now is; None if the lease was lost
+    claimed: list[tuple[Placement, list[Claim]]]  # per placement the claims (a job lost meanwhile is left out)
+    plan_state: object  # Plan.state of the plan that was claimed (None without a planner)
+
+
+class Changed(NamedTuple):
+    """One job of a `cancel` or `retry`."""
+
+    id: int
+    job: Job | None  # as it now is; None: no such job
+    changed: bool  # False: unknown, or in a status the operation does not apply to (left as it was)
+
+
+class BatchEntry(NamedTuple):
+    id: int
+    job: Job | None  # None: the record is gone, or corrupt (then `corrupt` says why)
+    result: dict[str, Any] | None = None  # a completed job's result, when asked for
+    corrupt: CorruptRecord | None = None
+
+
+class DaemonInfo(NamedTuple):
+    id: str
+    pid: int
+    hosts: list[str]
+    concurrency: int
+    started_at: float
+    last_heartbeat: float

@@ -1,0 +1,327 @@
+"""Settings: OLLAMA_HOST parsed as ollama-python parses it (shared/ollama-api.md §12), every
+setting's precedence (flag > variable > file > default) and source, durations and times."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+
+import platformdirs
+import pytest
+
+from ollama_cli.settings import DaemonSettings, load
+from ollama_cli.settings import hosts
+from ollama_cli.settings.hosts import Backend
+from ollama_cli.errors import UsageError
+from ollama_cli.timefmt import format_time, parse_duration, parse_time
+from tests.helpers.cli import assert_one_error, run_main
+
+# ------------------------------------------------------------------ OLLAMA_HOST
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (None, "http://127.0.0.1:11434"),
+    ("", "http://127.0.0.1:11434"),
+    ("1.2.3.4", "http://1.2.3.4:11434"),
+    ("example.com", "http://example.com:11434"),
+    (":56789", "http://127.0.0.1:56789"),
+    ("host:56789", "http://host:56789"),
+    ("1.2.3.4:56789", "http://1.2.3.4:56789"),
+    # an explicit scheme changes the default port to the scheme's
+    ("http://host", "http://host:80"),
+    ("https://host", "https://host:443"),
+    ("http://host:56789", "http://host:56789"),
+    ("https://host:56789", "https://host:56789"),
+    # a path is kept, its trailing slash dropped
+    ("host:56789/path/", "http://host:56789/path"),
+    ("example.com/path", "http://example.com:11434/path"),
+    ("https://example.com:56789/path/to/", "https://example.com:56789/path/to"),
+    ("http://host/", "http://host:80"),
+    # IPv6 keeps its brackets
+    ("[::1]", "http://[::1]:11434"),
+    ("[::1]:8080", "http://[::1]:8080"),
+    ("http://[::1]", "http://[::1]:80"),
+    ("https://[::1]:56789/path/", "https://[::1]:56789/path"),
+    ("[0001:002:003:0004::1]", "http://[0001:002:003:0004::1]:11434"),
+    # 0.0.0.0 is not rewritten (the Go CLI does, the Python client does not)
+    ("0.0.0.0", "http://0.0.0.0:11434"),
+    ("0.0.0.0:56789", "http://0.0.0.0:56789"),
+], ids=lambda v: repr(v))
+def test_parse_host(value: str | None, expected: str) -> None:
+    assert hosts.parse_host(value) == expected
+
+
+@pytest.mark.parametrize("value", ["ftp://host", "unix:///run/ollama.sock", "host:port",
+                                   "host:99999", "http://host:0", "host:0", ":0", "https://[::1]:0/p"])
+def test_parse_host_refuses(value: str) -> None:
+    with pytest.raises(UsageError):
+        hosts.parse_host(value)
+
+
+@pytest.mark.parametrize("value", ["http://user:s3cret@host", "user:s3cret@host:11434", "https://s3cret@host/p",
+                                   "ftp://user:s3cret@host", "http://user:s3cret@host:99999"])
+def test_parse_host_refuses_credentials_without_echoing_them(value: str) -> None:
+    with pytest.raises(UsageError, match="credentials") as info:
+        hosts.parse_host(value)
+    assert "s3cret" not in info.value.message
+
+
+def test_an_at_sign_in_the_path_is_not_a_credential() -> None:
+    assert hosts.parse_host("http://host:8080/v1@x") == "http://host:8080/v1@x"
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("openai+http://127.0.0.1:8080", Backend("http://127.0.0.1:8080", "openai")),
+    ("openai+localhost:8080", Backend("http://localhost:8080", "openai")),
+    ("openai+https://api.example.com/v1/", Backend("https://api.example.com:443/v1", "openai")),
+    ("http://127.0.0.1:8080", Backend("http://127.0.0.1:8080", "ollama")),
+    ("box", Backend("http://box:11434", "ollama")),
+])
+def test_parse_backend(value: str, expected: Backend) -> None:
+    got = hosts.parse_backend(value)
+    assert got == expected
+    # The label is how a user wrote it back: the prefix says the kind.
+    assert got.label == ("openai+" if expected.kind == "openai" else "") + expected.url
+
+
+def test_backends_default() -> None:
+    for env in ({}, {"OLLAMA_HOST": ""}):  # set but empty: as unset
+        got = load({}, env)
+        assert got.backends == [Backend("http://127.0.0.1:11434")] and got.source("hosts") == "default"
+
+
+def test_backends_from_ollama_host() -> None:
+    got = load({"hosts": []}, {"OLLAMA_HOST": "gpu-box:12345"})  # a repeatable flag never given
+    assert got.backends == [Backend("http://gpu-box:12345")] and got.source("hosts") == "env"
+    assert load({}, {"OLLAMA_HOST": "openai+http://llama:8080"}).backends == [Backend("http://llama:8080", "openai")]
+
+
+def test_backend_flags_win_over_ollama_host() -> None:
+    flags = ["a", "openai+b:1", "http://a:11434", "c:2"]  # the third repeats the first
+    got = load({"hosts": flags}, {"OLLAMA_HOST": "gpu-box:12345"})
+    assert got.backends == [Backend("http://a:11434"), Backend("http://b:1", "openai"), Backend("http://c:2")]
+    assert got.source("hosts") == "flag"
+
+
+def test_a_bad_host_fails_only_the_commands_that_use_backends() -> None:
+    got = load({}, {"OLLAMA_HOST": "ftp://box"})  # `status` never talks to a backend
+    with pytest.raises(UsageError, match="unsupported scheme"):
+        got.backends
+
+
+# ---------------------------------------------------------- data dir, precedence
+
+
+def test_data_dir_flag_wins(tmp_path: Path) -> None:
+    env = {"OLLAMA_Q_DATA_DIR": str(tmp_path / "env")}
+    for flag in (tmp_path / "flag", str(tmp_path / "flag")):
+        got = load({"data_dir": flag}, env)
+        assert got.data_dir == tmp_path / "flag" and got.source("data_dir") == "flag"
+
+
+def test_data_dir_variable_over_platform_default(tmp_path: Path) -> None:
+    got = load({"data_dir": None}, {"OLLAMA_Q_DATA_DIR": str(tmp_path / "env")})
+    assert got.data_dir == tmp_path / "env" and got.source("data_dir") == "env"
+
+
+def test_data_dir_expands_the_home(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert load({}, {"OLLAMA_Q_DATA_DIR": "~/q"}).data_dir == tmp_path / "q"
+    assert load({"data_dir": "~/flag"}, {}).data_dir == tmp_path / "flag"
+
+
+@pytest.mark.parametrize("env", [{}, {"OLLAMA_Q_DATA_DIR": ""}])
+def test_data_dir_platform_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, env: dict[str, str]) -> None:
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg"))
+    got = load({}, env)
+    assert got.data_dir == Path(platformdirs.user_data_dir("ollama-q")) and got.source("data_dir") == "default"
+    if sys.platform.startswith("linux"):
+        assert got.data_dir == tmp_path / "xdg" / "ollama-q"
+
+
+def test_no_test_reaches_the_users_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # This test asks for no data dir: conftest's autouse `data_dir` gives it one of its own,
+    # and (on Linux) a platform default of its own too.
+    assert load({}).data_dir == tmp_path / "store"
+    monkeypatch.delenv("OLLAMA_Q_DATA_DIR")
+    if sys.platform.startswith("linux"):
+        assert tmp_path in load({}).data_dir.parents
+
+
+def test_the_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
+    monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
+    got = load({})
+    assert (got.data_dir, got.hosts) == (tmp_path / "env", ("gpu-box:12345",))
+
+
+def test_flag_over_variable_over_file_over_default(tmp_path: Path) -> None:
+    flag, env, file = tmp_path / "flag", {"OLLAMA_Q_DATA_DIR": str(tmp_path / "env")}, {"data_dir": str(tmp_path / "file")}
+    assert load({"data_dir": flag}, env, file).data_dir == flag
+    assert load({}, env, file).data_dir == tmp_path / "env"
+    assert load({}, {}, file).data_dir == tmp_path / "file"
+    got = load({}, {}, file)
+    assert (got.source("data_dir"), got.source("hosts")) == ("file", "default")
+    # Settings without a variable: the flag, else the file, else the default.
+    assert load({"concurrency": 3}, {}, {"concurrency": 5}).daemon.concurrency == 3
+    got = load({}, {}, {"concurrency": 5, "grace": 2})
+    assert (got.daemon.concurrency, got.source("concurrency")) == (5, "file")
+    assert (got.daemon.grace, got.source("grace")) == (2.0, "file")  # a number in the file: seconds
+    got = load({}, {})
+    assert got.daemon == DaemonSettings() and not got.json
+    assert {got.source(name) for name in ("concurrency", "grace", "json", "seed")} == {"default"}
+
+
+def test_a_switch_left_off_is_not_given() -> None:
+    # Typer cannot tell `--drain` absent from off, so an off switch lets the file speak.
+    got = load({"drain": False, "json": False}, {}, {"drain": True})
+    assert got.daemon.drain and got.source("drain") == "file" and got.source("json") == "default"
+    got = load({"drain": True, "json": True}, {})
+    assert got.daemon.drain and got.json and got.source("json") == "flag"
+
+
+def test_daemon_flags_are_parsed_into_typed_values() -> None:
+    got = load({"concurrency": 4, "grace": "2m", "retry_backoff": "500ms", "keep_finished": "7d",
+                "model_concurrency": ["llama3.1:70b=1", "all-minilm=8"]}, {})
+    assert got.daemon == DaemonSettings(concurrency=4, grace=120.0, retry_backoff=0.5, keep_finished=604800.0,
+                                        model_concurrency={"llama3.1:70b": 1, "all-minilm": 8})
+    assert load({}, {}, {"model_concurrency": {"llama3.2": 2}}).daemon.model_concurrency == {"llama3.2": 2}
+
+
+@pytest.mark.parametrize(("flags", "file", "message"), [
+    ({"concurrency": 0}, {}, "--concurrency must be at least 1"),
+    ({}, {"concurrency": "4"}, "'concurrency' in the config file must be a whole number"),
+    ({}, {"drain": "yes"}, "'drain' in the config file must be true or false"),
+    ({"grace": "soon"}, {}, "invalid duration 'soon'"),
+    ({}, {"grace": -1}, "'grace' in the config file must be a duration"),
+    ({"model_concurrency": ["llama3.2"]}, {}, "malformed --model-concurrency 'llama3.2'"),
+    ({"model_concurrency": ["llama3.2=0"]}, {}, "malformed --model-concurrency"),
+    ({}, {"model_concurrency": 3}, "must be NAME=N pairs"),
+    ({}, {"hosts": []}, "'hosts' in the config file must name one host or more"),
+    ({}, {"concurency": 2}, "unknown setting 'concurency'"),
+])
+def test_bad_settings_say_where_they_came_from(flags: dict, file: dict, message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        load(flags, {}, file)
+
+
+# -------------------------------------------------------------------- durations
+
+
+@pytest.mark.parametrize(("text", "seconds"), [
+    ("500ms", 0.5),
+    ("30s", 30),
+    ("10m", 600),
+    ("2h", 7200),
+    ("7d", 604800),
+    ("12", 12),
+    ("0", 0),
+    ("3650d", 3650 * 86400),  # ten years, the longest
+    ("1.5h", 5400),
+    ("0.25s", 0.25),
+    ("1ms", 0.001),
+    (" 5m ", 300),
+])
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["", " ", "abc", "-5s", "5x", "ms", "m5", "5 minutes",
+                                  "inf", "nan", "5s5", "5w", "\u0661s", "\uff15m",
+                                  "3651d", "99999999d", "9" * 400])
+def test_parse_duration_refuses(text: str) -> None:
+    with pytest.raises(UsageError, match="duration"):
+        parse_duration(text)
+
+
+# ------------------------------------------------------------------------ times
+
+
+def epoch(*args: int, micro: int = 0) -> float:
+    return datetime(*args, micro, tzinfo=timezone.utc).timestamp()  # type: ignore[misc]
+
+
+@pytest.fixture
+def utc_plus_3() -> Iterator[None]:
+    # A fixed local zone (POSIX spelling: "XYZ-3" is three hours east of UTC), so that
+    # "local time" means the same on every machine.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("TZ", "XYZ-3")
+        time.tzset()
+        yield
+    time.tzset()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2026-11-24T03:00:00Z", epoch(2026, 11, 24, 3, 0, 0)),
+    ("2026-11-24T03:00:00z", epoch(2026, 11, 24, 3, 0, 0)),
+    ("2026-11-24T03:00:00.250Z", epoch(2026, 11, 24, 3, 0, 0, micro=250000)),
+    ("2026-11-24T03:00:00+00:00", epoch(2026, 11, 24, 3, 0, 0)),
+    ("2026-11-24T03:00:00+01:00", epoch(2026, 11, 24, 2, 0, 0)),
+    ("2026-11-24T03:00:00-05:30", epoch(2026, 11, 24, 8, 30, 0)),
+    # no offset: local time (here UTC+3)
+    ("2026-11-24T03:00:00", epoch(2026, 11, 24, 0, 0, 0)),
+    ("2026-11-24T03:00:00.5", epoch(2026, 11, 24, 0, 0, 0, micro=500000)),
+    # the bounds
+    ("1970-01-01T00:00:00Z", 0.0),
+    ("1970-01-01T03:00:00", 0.0),
+    ("9999-12-31T23:59:59Z", epoch(9999, 12, 31, 23, 59, 59)),
+    ("9999-12-31T23:59:59+00:00", epoch(9999, 12, 31, 23, 59, 59)),
+])
+def test_parse_time(utc_plus_3: None, text: str, expected: float) -> None:
+    assert parse_time(text, 0.0) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("text", ["", "tomorrow", "2026-13-01T00:00:00Z",
+                                  "2026-11-24T25:00:00Z", "2026-11-24T03:00:00+25:00",
+                                  "24/11/2026 03:00", "2026-11-24T03:00:00 UTC",
+                                  # before 1970 or after 9999 (UTC), local or not
+                                  "1969-12-31T23:59:59Z", "0026-11-24T03:00:00Z", "1970-01-01T02:59:59",
+                                  "0001-01-01T00:00:00", "0001-01-01T00:00:00+01:00",
+                                  "9999-12-31T23:00:00-14:00", "9999-12-31T23:59:59.5Z"])
+def test_parse_time_refuses(utc_plus_3: None, text: str) -> None:
+    with pytest.raises(UsageError, match="time"):
+        parse_time(text, 0.0)
+
+
+@pytest.mark.parametrize(("value", "text"), [
+    (None, None),
+    (0.0, "1970-01-01T00:00:00.000Z"),
+    (1795423200.123, "2026-11-23T08:40:00.123Z"),
+    (1795423200.0, "2026-11-23T08:40:00.000Z"),
+    (1.9999, "1970-01-01T00:00:01.999Z"),  # milliseconds are cut, never rounded up a second
+])
+def test_format_time(value: float | None, text: str | None) -> None:
+    assert format_time(value) == text
+
+
+def test_format_time_is_utc_whatever_the_local_zone(utc_plus_3: None) -> None:
+    assert format_time(epoch(2026, 11, 24, 3, 0, 0)) == "2026-11-24T03:00:00.000Z"
+
+
+def test_times_round_trip_to_the_millisecond() -> None:
+    for moment in (1795423200.123, 1700000000.5, 86400.001):
+        assert parse_time(format_time(moment), 0.0) == pytest.approx(moment, abs=1e-3)
+
+
+# ------------------------------------------------------------ through the command line
+
+
+@pytest.mark.parametrize(("args", "env", "message"), [
+    (["-c", "0"], {}, "--concurrency must be at least 1"),
+    (["--host", "ftp://box"], {}, "unsupported scheme 'ftp'"),
+    ([], {"OLLAMA_HOST": "ftp://box"}, "unsupported scheme 'ftp'"),
+    (["--grace", "soon"], {}, "invalid duration 'soon'"),
+    (["--retry-backoff", "-1s"], {}, "invalid duration '-1s'"),
+    (["--model-concurrency", "llama3.2"], {}, "malformed --model-concurrency 'llama3.2'"),
+])
+def test_bad_daemon_settings_are_usage_errors_that_write_nothing(
+        data_dir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], message: str) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert message in assert_one_error(run_main("daemon", *args), 2)
+    assert not data_dir.exists()
