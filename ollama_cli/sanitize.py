@@ -17,3 +17,9 @@ def one_line(text: str, limit: int) -> str:
     shown = "".join(" " if unicodedata.category(ch) in _HIDDEN else ch for ch in head)
     line = " ".join(shown.split())
     return line if len(line) <= limit and len(head) == len(text) else line[: limit - 1] + "…"
+
+
+def printable(text: str) -> str:
+    """`text` whole, its line breaks and tabs kept and every other hidden character as a
+    space: the user's own text (a prompt) shown on a terminal that must not obey it."""
+    return "".join(ch if ch in "\n\t" or unicodedata.category(ch) not in _HIDDEN else " " for ch in text)

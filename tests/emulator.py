@@ -944,10 +944,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _ep_generate(self, raw: bytes) -> None:
         body = self._decode(raw, "api.GenerateRequest", _GEN_FIELDS)
         keep_alive = _keep_alive(body)
-        sent = body.get("model") or ""
-        spec = self.server.emu._lookup(sent)
-        if spec is None:
-            raise _ApiError(404, f"model '{sent}' not found")
+        sent, spec = self._model(body, required=False)
         prompt = body.get("prompt") or ""
         if not prompt and keep_alive == 0:
             return self._unload(spec, sent, "generate")
@@ -963,16 +960,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._run(_Job("generate", spec, sent, payload, _options(body.get("options")), keep_alive,
                        body.get("stream") is not False, n_prompt, body.get("format"), not prompt, bool(body.get("raw"))))
 
-    def _ep_chat(self, raw: bytes) -> None:
-        body = self._decode(raw, "api.ChatRequest", _CHAT_FIELDS)
-        keep_alive = _keep_alive(body)
-        messages = self._messages(body.get("messages") or [], v1=False)
+    def _model(self, body: dict[str, Any], *, required: bool) -> tuple[str, ModelSpec]:
+        """The model a request names and its spec, as Ollama resolves it: 400 without a valid
+        name (on the endpoints that check it first), 404 for one it does not have."""
         sent = body.get("model") or ""
-        if parse_model_name(sent) is None:
+        if required and parse_model_name(sent) is None:
             raise _ApiError(400, "model is required")
         spec = self.server.emu._lookup(sent)
         if spec is None:
             raise _ApiError(404, f"model '{sent}' not found")
+        return sent, spec
+
+    def _ep_chat(self, raw: bytes) -> None:
+        body = self._decode(raw, "api.ChatRequest", _CHAT_FIELDS)
+        keep_alive = _keep_alive(body)
+        messages = self._messages(body.get("messages") or [], v1=False)
+        sent, spec = self._model(body, required=True)
         if not messages and keep_alive == 0:
             return self._unload(spec, sent, "chat")
         self._check_think(spec, sent, body.get("think"))
@@ -986,12 +989,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not body.get("messages"):
             raise _ApiError(400, "[] is too short - 'messages'")
         messages = self._messages(body["messages"], v1=True)
-        sent = body.get("model") or ""
-        if parse_model_name(sent) is None:
-            raise _ApiError(400, "model is required")
-        spec = self.server.emu._lookup(sent)
-        if spec is None:
-            raise _ApiError(404, f"model '{sent}' not found")
+        sent, spec = self._model(body, required=True)
         self._check_chat_caps(spec, sent, body.get("tools"))
         rf = body.get("response_format")
         rf = rf if isinstance(rf, dict) else {}
@@ -1005,10 +1003,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _ep_v1_completions(self, raw: bytes) -> None:
         body = self._decode(raw, "openai.CompletionRequest", _V1_COMPLETION_FIELDS)
-        sent = body.get("model") or ""
-        spec = self.server.emu._lookup(sent)
-        if spec is None:
-            raise _ApiError(404, f"model '{sent}' not found")
+        sent, spec = self._model(body, required=False)
         if "completion" not in spec.capabilities:
             raise _ApiError(400, f"{json.dumps(sent)} does not support generate")
         prompt = body.get("prompt") or ""

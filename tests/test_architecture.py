@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import cli_env
+from tests.helpers.cli import cli_env
+from tests.helpers.processes import run_python
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "ollama_cli"
@@ -98,6 +96,17 @@ def test_only_the_cli_imports_the_cli() -> None:
     assert {m: n for m, n in offenders.items() if n} == {}
 
 
+def test_no_test_module_imports_another() -> None:
+    # What tests share is in tests/helpers/, and conftest.py holds only fixtures: editing one
+    # test module must not break another.
+    def test_module(name: str) -> bool:
+        return name.startswith("tests.") and name.rpartition(".")[2].startswith(("test_", "conftest"))
+
+    found = {module_name(p): sorted(n for n in imports(p) if test_module(n)) for p in (ROOT / "tests").rglob("*.py")}
+    assert {m: n for m, n in found.items() if n} == {}
+    assert "tests.helpers.cli" in imports(ROOT / "tests" / "test_bad_input.py")  # the reader sees them
+
+
 BASE = {"ollama_cli", "ollama_cli.errors"}
 ENGINES = ("ollama_cli.store.lmdb", "ollama_cli.store.lmdb_engine", "ollama_cli.store.flock")
 
@@ -179,7 +188,7 @@ def test_only_the_settings_read_the_environment() -> None:
 
 # Runs the real entry point and writes the loaded modules to a file at exit (stdout
 # stays the command's own JSON).
-WRAPPER = textwrap.dedent("""
+WRAPPER = """
     import atexit, json, sys
     out = sys.argv[1]
     def dump() -> None:
@@ -188,14 +197,13 @@ WRAPPER = textwrap.dedent("""
     atexit.register(dump)
     from ollama_cli.cli import main
     main(sys.argv[2:])
-""")
+"""
 HEAVY = ("httpx", "rich", "asyncio", "pydantic")
 
 
 def loaded_modules(data_dir: Path, tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
     out = tmp_path / f"modules-{args[0]}.json"
-    proc = subprocess.run([sys.executable, "-c", WRAPPER, str(out), *args], capture_output=True,
-                          text=True, timeout=60, cwd=ROOT, env=cli_env(data_dir), stdin=subprocess.DEVNULL)
+    proc = run_python(WRAPPER, str(out), *args, env=cli_env(data_dir), timeout=60)
     assert proc.returncode == 0, proc.stderr
     return json.loads(proc.stdout), json.loads(out.read_text())
 

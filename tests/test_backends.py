@@ -17,14 +17,13 @@ from ollama_cli.clients import base, client_for
 from ollama_cli.clients.base import BackendError
 from ollama_cli.clients.ollama import OllamaClient
 from ollama_cli.settings.hosts import Backend
-from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, JobStatus, JobType
 from ollama_cli.store.base import Engine
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 from tests.hostile import Hostile, answer, body, echo, embeddings, endless, lines, raw, slowloris, status
-from tests.test_daemon import drain, job, result, submit
+from tests.helpers.daemon import drain
+from tests.helpers.jobs import make_job, make_spec, read_job, submit_spec
 
-JOB = Job(id=1, model="llama3.2", type=JobType.GENERATE, priority=Priority.MEDIUM,
-          status=JobStatus.RUNNING, created_at=0.0)
 STREAM = b'{"response":"Hi","done":false}\n{"response":"","done":true,"eval_count":1}\n'
 
 
@@ -32,7 +31,7 @@ def run_with(handler) -> dict:  # type: ignore[no-untyped-def]
     async def go() -> dict:
         client = OllamaClient(Backend("http://ollama.test"), transport=httpx.MockTransport(handler))
         try:
-            return await client.run(JOB, {"prompt": "x"})
+            return await client.run(make_job(), {"prompt": "x"})
         finally:
             await client.aclose()
 
@@ -66,11 +65,8 @@ def test_a_server_that_keeps_disconnecting_fails_the_attempt() -> None:
 
 def run_against(url: str, request: dict[str, Any] | None = None, kind: JobType = JobType.GENERATE,
                 backend: str = "ollama") -> dict[str, Any]:
-    job = Job(id=1, model="all-minilm" if kind is JobType.EMBED else "llama3.2", type=kind,
-              priority=Priority.MEDIUM, status=JobStatus.RUNNING, created_at=0.0)
-    request = request or ({"input": ["a"]} if kind is JobType.EMBED else
-                          {"messages": [{"role": "user", "content": "x"}]} if kind is JobType.CHAT else
-                          {"prompt": "x"})
+    job = make_job(model="all-minilm" if kind is JobType.EMBED else "llama3.2", type=kind)
+    request = request or make_spec("x", job_type=kind).request
 
     async def go() -> dict[str, Any]:
         client = client_for(Backend(url, backend))
@@ -123,9 +119,9 @@ def test_a_slowloris_stream_is_bounded_by_the_default_attempt_timeout(
 
     monkeypatch.setattr(loop, "DEFAULT_ATTEMPT_TIMEOUT", 0.2, raising=False)
     with Hostile(slowloris(every=0.01)) as h:
-        job_id = submit(store, max_attempts=1)  # no --timeout
+        job_id = submit_spec(store, max_attempts=1)  # no --timeout
         drain(store, h.url)
-        j = job(store, job_id)
+        j = read_job(store, job_id)
         assert j.status is JobStatus.FAILED and j.error.type is ErrorType.TIMEOUT
         assert "without --timeout" in j.error.message
         assert h.wait_hangups(1)
@@ -191,14 +187,14 @@ def test_an_openai_reply_of_the_wrong_types_is_invalid(kind: JobType, act: Any) 
 def test_a_bad_typed_final_line_fails_the_job_and_the_daemon_goes_on(store: Engine) -> None:
     surrogate = lines(b'{"response":"\\ud800","done":false}', {"done": True})
     with Hostile(lines(*answer(eval_count="abc")), surrogate, lines(*answer("fine"))) as h:
-        bad, worse = submit(store, "one", max_attempts=1), submit(store, "two", max_attempts=1)
-        good = submit(store, "three")
+        bad, worse = submit_spec(store, "one", max_attempts=1), submit_spec(store, "two", max_attempts=1)
+        good = submit_spec(store, "three")
         drain(store, h.url)
     for job_id in (bad, worse):
-        j = job(store, job_id)
+        j = read_job(store, job_id)
         assert j.status is JobStatus.FAILED and j.error.type is ErrorType.INVALID_RESPONSE
-        assert result(store, job_id) is None
-    assert result(store, good) == {"response": "fine", "stats": {"eval_count": 1, "prompt_eval_count": 1}}
+        assert store.get_result(job_id) is None
+    assert store.get_result(good) == {"response": "fine", "stats": {"eval_count": 1, "prompt_eval_count": 1}}
 
 
 def test_results_that_older_daemons_stored_unchecked_are_read_without_a_crash(
@@ -266,11 +262,11 @@ def test_retry_after_reads_seconds_or_an_http_date_within_a_cap(header: str | No
 
 def test_a_429_is_retried_and_the_job_completes(store: Engine) -> None:
     with Hostile(status(429, headers={"Retry-After": "0"}), lines(*answer("later"))) as h:
-        job_id = submit(store)
+        job_id = submit_spec(store)
         drain(store, h.url)
-    j = job(store, job_id)
+    j = read_job(store, job_id)
     assert j.status is JobStatus.COMPLETED and j.attempts == 2
-    assert result(store, job_id)["response"] == "later"
+    assert store.get_result(job_id)["response"] == "later"
 
 
 # ------------------------------------------------------------------ backend text in logs, jobs, terminals
@@ -331,8 +327,8 @@ def test_an_error_that_echoes_the_request_does_not_quote_the_prompt(backend: str
 def test_the_daemon_log_and_the_stored_error_never_carry_the_prompt_or_escapes(
         store: Engine, caplog: pytest.LogCaptureFixture) -> None:
     with Hostile(echo(400), status(503, HUGE)) as h:
-        echoed = submit(store, PROMPT, max_attempts=1)
-        escaped = submit(store, "other", max_attempts=1)
+        echoed = submit_spec(store, PROMPT, max_attempts=1)
+        escaped = submit_spec(store, "other", max_attempts=1)
         with caplog.at_level("INFO", logger="ollama_q.daemon"):
             drain(store, h.url)
     logged = "\n".join(r.getMessage() for r in caplog.records)
@@ -340,8 +336,8 @@ def test_the_daemon_log_and_the_stored_error_never_carry_the_prompt_or_escapes(
     assert f"job {escaped} failed (backend_error: HTTP 503:" in logged
     assert "Acme" not in logged and "\x1b" not in logged and "\ufffd" not in logged
     assert all(r.getMessage().count("\n") == 0 for r in caplog.records)
-    assert "Acme" not in job(store, echoed).error.message
-    assert clean(job(store, escaped).error.message)
+    assert "Acme" not in read_job(store, echoed).error.message
+    assert clean(read_job(store, escaped).error.message)
 
 
 def test_models_with_a_malformed_listing_say_what_they_can(data_dir: Path) -> None:
@@ -351,7 +347,8 @@ def test_models_with_a_malformed_listing_say_what_they_can(data_dir: Path) -> No
         proc = run_cli(data_dir, "models", "--host", h.url, "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == [{"name": "ok:latest", "size": None, "modified_at": None, "family": None,
-                                        "parameter_size": None, "quantization_level": None, "loaded": True}]
+                                        "parameter_size": None, "quantization_level": None, "loaded": True,
+                                        "host": h.url}]
     with Hostile(listing=body({"models": "abc"})) as h:
         proc = run_cli(data_dir, "models", "--host", h.url)
     assert proc.returncode == 3 and proc.stderr.startswith("error: ") and "Traceback" not in proc.stderr

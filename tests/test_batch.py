@@ -18,10 +18,10 @@ from ollama_cli.errors import UsageError
 from ollama_cli.jobs import JobSpec, JobStatus, JobType, Priority
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
-from tests.conftest import run_cli
+from tests.helpers.cli import jobs_total, run_cli
 from tests.emulator import Emulator
-from tests.invariants import check_invariants
-from tests.test_daemon import drain
+from tests.helpers.daemon import drain
+from tests.helpers.invariants import check_invariants
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 
@@ -41,12 +41,6 @@ def jsonl(*lines: dict[str, Any] | str) -> str:
 
 def parse(*lines: dict[str, Any] | str, **options: Any) -> list[JobSpec]:
     return batch.parse(jsonl(*lines), **options)
-
-
-def total_jobs(data_dir: Path) -> int:
-    info = run_cli(data_dir, "info", "--json")
-    assert info.returncode == 0, info.stderr
-    return json.loads(info.stdout)["jobs"]["total"]
 
 
 # ------------------------------------------------------------------------ mapping
@@ -209,13 +203,13 @@ def test_cli_rejects_the_whole_file_for_one_bad_line(data_dir: Path, tmp_path: P
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.startswith("error: line 3: ") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert total_jobs(data_dir) == 0
+    assert jobs_total(data_dir) == 0
 
 
 def test_cli_reads_stdin_and_rejects_bytes_that_are_not_utf8(data_dir: Path) -> None:
     proc = run_cli(data_dir, "batch", "submit", "-", input=jsonl(chat("a", "x")).encode() + b"\xfe\xff\n")
     assert proc.returncode == 2 and proc.stderr.startswith("error: line 2: not UTF-8")
-    assert total_jobs(data_dir) == 0
+    assert jobs_total(data_dir) == 0
 
 
 def test_cli_submits_1000_lines_in_one_step(data_dir: Path, tmp_path: Path) -> None:
@@ -229,7 +223,7 @@ def test_cli_submits_1000_lines_in_one_step(data_dir: Path, tmp_path: Path) -> N
                                          "completed": 0, "failed": 0, "cancelled": 0}
     again = run_cli(data_dir, "batch", "submit", str(path), "--name", "nightly")
     assert again.returncode == 2 and "already used" in again.stderr
-    assert total_jobs(data_dir) == 1000
+    assert jobs_total(data_dir) == 1000
     check_invariants(data_dir)
 
 

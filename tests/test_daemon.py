@@ -13,50 +13,26 @@ import pytest
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
 from ollama_cli.settings import DaemonSettings
-from ollama_cli.jobs import ErrorType, JobSpec, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, JobStatus, JobType, Priority
 from ollama_cli.store.base import Engine
 from tests.emulator import Emulator
-from tests.invariants import check_invariants
+from tests.helpers.backend import clean_answers, generation_requests
+from tests.helpers.daemon import drain, tick_once
+from tests.helpers.invariants import check_invariants
+from tests.helpers.jobs import read_job, submit_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 
 
-def submit(store: Engine, prompt: str = "Why is the sky blue?", *, model: str = "llama3.2",
-           kind: JobType = JobType.GENERATE, request: dict[str, Any] | None = None, **spec: Any) -> int:
-    req = request or ({"input": [prompt]} if kind is JobType.EMBED else
-                      {"messages": [{"role": "user", "content": prompt}]} if kind is JobType.CHAT else
-                      {"prompt": prompt})
-    return store.submit(JobSpec(model=model, type=kind, request=req, **spec), 0.0).id
-
-
-def drain(store: Engine, *urls: str, cpu: Any = None, **settings: Any) -> Daemon:
-    options = {"drain": True, "retry_backoff": 0.01, "poll": 0.02, **settings}
-    daemon = Daemon(store, [Backend(u) for u in urls], DaemonSettings(**options), cpu=cpu)
-    asyncio.run(daemon.run())
-    return daemon
-
-
-def job(store: Engine, job_id: int) -> Any:
-    return store.get_job(job_id)
-
-
-def result(store: Engine, job_id: int) -> Any:
-    return store.get_result(job_id)
-
-
-def generation_requests(emu: Emulator) -> list[dict[str, Any]]:
-    return [body for _, path, body in emu.requests if path in ("/api/generate", "/api/chat", "/api/embed")]
-
-
 def test_drains_every_type_and_stores_answer_and_stats(store: Engine, emulator: Emulator) -> None:
-    ids = [submit(store, "hello"), submit(store, "hi", kind=JobType.CHAT),
-           submit(store, "vector me", model="all-minilm", kind=JobType.EMBED)]
+    ids = [submit_spec(store, "hello"), submit_spec(store, "hi", job_type=JobType.CHAT),
+           submit_spec(store, "vector me", model="all-minilm", job_type=JobType.EMBED)]
     drain(store, emulator.url, concurrency=2)
     for job_id in ids:
-        j = job(store, job_id)
+        j = read_job(store, job_id)
         assert j.status is JobStatus.COMPLETED and j.attempts == 1 and j.host == emulator.url
         assert j.lease is None and j.error is None
-    gen, chat, emb = (result(store, i) for i in ids)
+    gen, chat, emb = (store.get_result(i) for i in ids)
     assert gen["response"] and gen["stats"]["eval_count"] > 0
     assert chat["message"]["role"] == "assistant" and chat["message"]["content"]
     assert len(emb["embeddings"]) == 1 and emb["stats"]["prompt_eval_count"] > 0
@@ -66,18 +42,18 @@ def test_drains_every_type_and_stores_answer_and_stats(store: Engine, emulator: 
 def test_streamed_answer_equals_the_servers_whole_answer(store: Engine, emulator: Emulator) -> None:
     import httpx
 
-    job_id = submit(store, "tell me a story", request={"prompt": "tell me a story", "options": {"num_predict": 40}})
+    job_id = submit_spec(store, "tell me a story", request={"prompt": "tell me a story", "options": {"num_predict": 40}})
     drain(store, emulator.url)
     whole = httpx.post(f"{emulator.url}/api/generate", json={
         "model": "llama3.2", "prompt": "tell me a story", "options": {"num_predict": 40}, "stream": False}).json()
-    assert result(store, job_id)["response"] == whole["response"]
+    assert store.get_result(job_id)["response"] == whole["response"]
 
 
 def test_strict_priority_then_submission_order(store: Engine, emulator: Emulator) -> None:
     order = [("low-1", Priority.LOW), ("medium-1", Priority.MEDIUM), ("urgent-1", Priority.URGENT),
              ("high-1", Priority.HIGH), ("medium-2", Priority.MEDIUM), ("urgent-2", Priority.URGENT)]
     for prompt, prio in order:
-        submit(store, prompt, priority=prio)
+        submit_spec(store, prompt, priority=prio)
     drain(store, emulator.url, concurrency=1)
     sent = [body["prompt"] for body in generation_requests(emulator)]
     assert sent == ["urgent-1", "urgent-2", "high-1", "medium-1", "medium-2", "low-1"]
@@ -86,15 +62,15 @@ def test_strict_priority_then_submission_order(store: Engine, emulator: Emulator
 @pytest.mark.parametrize("status, kind", [(404, ErrorType.MODEL_NOT_FOUND), (400, ErrorType.BAD_REQUEST)])
 def test_permanent_failures_fail_at_once(store: Engine, emulator: Emulator, status: int, kind: ErrorType) -> None:
     if status == 404:
-        job_id = submit(store, model="no-such-model")
+        job_id = submit_spec(store, model="no-such-model")
     else:
         emulator.fail_next(1, kind="status", status=400, message="invalid options")
-        job_id = submit(store)
+        job_id = submit_spec(store)
     drain(store, emulator.url)
-    j = job(store, job_id)
+    j = read_job(store, job_id)
     assert j.status is JobStatus.FAILED and j.error.type is kind and j.attempts == 1
     assert len(generation_requests(emulator)) == 1
-    assert result(store, job_id) is None
+    assert store.get_result(job_id) is None
 
 
 @pytest.mark.parametrize("fault", [
@@ -106,27 +82,19 @@ def test_permanent_failures_fail_at_once(store: Engine, emulator: Emulator, stat
 def test_transient_failures_are_retried_and_no_partial_answer_is_kept(
         store: Engine, emulator: Emulator, fault: dict[str, Any]) -> None:
     emulator.fail_next(2, **fault)
-    job_id = submit(store, "retry me")
+    job_id = submit_spec(store, "retry me")
     drain(store, emulator.url)
-    j = job(store, job_id)
+    j = read_job(store, job_id)
     assert j.status is JobStatus.COMPLETED and j.attempts == 3
     assert j.error is None
-    clean = Emulator().start()
-    try:
-        import httpx
-
-        whole = httpx.post(f"{clean.url}/api/generate", json={"model": "llama3.2", "prompt": "retry me",
-                                                                "stream": False}).json()["response"]
-    finally:
-        clean.stop()
-    assert result(store, job_id)["response"] == whole
+    assert store.get_result(job_id)["response"] == clean_answers(["retry me"])["retry me"]
 
 
 def test_transient_failures_give_up_after_max_attempts(store: Engine, emulator: Emulator) -> None:
     emulator.fail_next(10, kind="status", status=500, message="model runner has unexpectedly stopped")
-    job_id = submit(store, max_attempts=3)
+    job_id = submit_spec(store, max_attempts=3)
     drain(store, emulator.url)
-    j = job(store, job_id)
+    j = read_job(store, job_id)
     assert j.status is JobStatus.FAILED and j.attempts == 3
     assert j.error.type is ErrorType.BACKEND_ERROR and "unexpectedly stopped" in j.error.message
     assert len(generation_requests(emulator)) == 3
@@ -134,16 +102,16 @@ def test_transient_failures_give_up_after_max_attempts(store: Engine, emulator: 
 
 def test_timeout_closes_the_stream_and_counts_as_transient(store: Engine, emulator: Emulator) -> None:
     emulator.hold()  # every answer stalls after its first chunk
-    job_id = submit(store, timeout=0.2, max_attempts=2)
+    job_id = submit_spec(store, timeout=0.2, max_attempts=2)
     drain(store, emulator.url)
-    j = job(store, job_id)
+    j = read_job(store, job_id)
     assert j.status is JobStatus.FAILED and j.error.type is ErrorType.TIMEOUT and j.attempts == 2
     assert emulator.wait_idle()  # both connections were closed by us
 
 
 def test_cancel_of_a_running_job_closes_its_stream(store: Engine, emulator: Emulator) -> None:
     emulator.hold()
-    job_id = submit(store)
+    job_id = submit_spec(store)
 
     def cancel_when_running() -> None:
         assert emulator.wait_in_flight(1)
@@ -154,14 +122,14 @@ def test_cancel_of_a_running_job_closes_its_stream(store: Engine, emulator: Emul
     drain(store, emulator.url)
     canceller.join()
     assert emulator.wait_idle()  # the server saw the client go
-    j = job(store, job_id)
+    j = read_job(store, job_id)
     assert j.status is JobStatus.CANCELLED and j.error.type is ErrorType.CANCELLED
-    assert result(store, job_id) is None
+    assert store.get_result(job_id) is None
 
 
 def test_a_running_job_shows_the_backend_it_runs_on(store: Engine, emulator: Emulator) -> None:
     emulator.hold()
-    job_id = submit(store)
+    job_id = submit_spec(store)
     seen: list[Any] = []
 
     def look_while_running() -> None:
@@ -177,22 +145,22 @@ def test_a_running_job_shows_the_backend_it_runs_on(store: Engine, emulator: Emu
 
 
 def test_dependencies_run_in_order_and_failures_cascade(store: Engine, emulator: Emulator) -> None:
-    first = submit(store, "first")
-    second = submit(store, "second", after=(first,), priority=Priority.URGENT)
-    doomed = submit(store, "doomed", model="no-such-model")
-    chained = submit(store, "never", after=(doomed,))
-    chained2 = submit(store, "never either", after=(chained,))
+    first = submit_spec(store, "first")
+    second = submit_spec(store, "second", after=(first,), priority=Priority.URGENT)
+    doomed = submit_spec(store, "doomed", model="no-such-model")
+    chained = submit_spec(store, "never", after=(doomed,))
+    chained2 = submit_spec(store, "never either", after=(chained,))
     drain(store, emulator.url)
     prompts = [b["prompt"] for b in generation_requests(emulator)]
     assert prompts.index("first") < prompts.index("second")
     assert "never" not in prompts and "never either" not in prompts
-    assert job(store, second).status is JobStatus.COMPLETED
-    for j in (job(store, chained), job(store, chained2)):
+    assert read_job(store, second).status is JobStatus.COMPLETED
+    for j in (read_job(store, chained), read_job(store, chained2)):
         assert j.status is JobStatus.FAILED and j.error.type is ErrorType.DEPENDENCY_FAILED
 
 
 def test_keep_alive_and_options_reach_ollama(store: Engine, emulator: Emulator) -> None:
-    submit(store, request={"prompt": "x", "options": {"temperature": 0.2, "seed": 7}, "format": "json"},
+    submit_spec(store, request={"prompt": "x", "options": {"temperature": 0.2, "seed": 7}, "format": "json"},
            keep_alive=300.0)
     drain(store, emulator.url)
     body = generation_requests(emulator)[0]
@@ -201,22 +169,18 @@ def test_keep_alive_and_options_reach_ollama(store: Engine, emulator: Emulator) 
 
 
 def test_paused_queue_starts_nothing(store: Engine, emulator: Emulator) -> None:
-    submit(store)
+    submit_spec(store)
     store.pause()
-    daemon = Daemon(store, [Backend(emulator.url)], DaemonSettings(drain=True, poll=0.02))
-    daemon.start()
-    try:
-        report = asyncio.run(daemon.tick(10.0))
-    finally:
-        daemon.liveness.release()
+    report = tick_once(Daemon(store, [Backend(emulator.url)], DaemonSettings(drain=True, poll=0.02)), 10.0)
     assert report.started == [] and generation_requests(emulator) == []
 
 
+@pytest.mark.slow  # waits out the pool's real probe backoff (0.5 s, doubling): about 3.6 s
 def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
         store: Engine, caplog: pytest.LogCaptureFixture, unused_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
     from ollama_cli.clients.base import Client
 
-    ids = [submit(store, f"p{i}") for i in range(3)]
+    ids = [submit_spec(store, f"p{i}") for i in range(3)]
     emu = Emulator(port=unused_port)
     daemon = Daemon(store, [Backend(f"http://127.0.0.1:{unused_port}")],
                     DaemonSettings(concurrency=2, drain=True, poll=0.02, retry_backoff=0.01))
@@ -253,22 +217,13 @@ def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
     assert sum("unreachable" in m for m in messages) == 1
     assert sum("reachable again" in m for m in messages) == 1
     for i in ids:
-        j = job(store, i)
+        j = read_job(store, i)
         assert j.status is JobStatus.COMPLETED and j.attempts == 1
-
-
-@pytest.fixture
-def unused_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_no_read_transaction_outlives_the_daemon_loop(store: Engine, emulator: Emulator) -> None:
     for i in range(5):
-        submit(store, f"p{i}")
+        submit_spec(store, f"p{i}")
     drain(store, emulator.url, concurrency=2)
     # A held read transaction pins old pages and grows the file: every slot must be idle
     # ("-" for its txnid), or there must be none.
@@ -277,23 +232,19 @@ def test_no_read_transaction_outlives_the_daemon_loop(store: Engine, emulator: E
 
 
 def test_keep_finished_deletes_jobs_finished_long_enough_ago(store: Engine, emulator: Emulator) -> None:
-    old = submit(store, "old")
+    old = submit_spec(store, "old")
     drain(store, emulator.url)
-    recent = submit(store, "recent")
+    recent = submit_spec(store, "recent")
     drain(store, emulator.url)
-    t_old, t_recent = job(store, old).finished_at, job(store, recent).finished_at
+    t_old, t_recent = read_job(store, old).finished_at, read_job(store, recent).finished_at
     assert t_old < t_recent
     now = t_recent + 3600.0
     keep = now - (t_old + t_recent) / 2  # between the two jobs' ages
-    daemon = Daemon(store, [Backend(emulator.url)], DaemonSettings(keep_finished=keep), clock=lambda: now)
-    daemon.start()
-    try:
-        report = asyncio.run(daemon.tick(now))
-    finally:
-        daemon.liveness.release()
+    report = tick_once(Daemon(store, [Backend(emulator.url)], DaemonSettings(keep_finished=keep), clock=lambda: now),
+                       now)
     assert report.cleaned == 1
-    assert job(store, old) is None and result(store, old) is None
-    assert job(store, recent).status is JobStatus.COMPLETED
+    assert store.get_job(old) is None and store.get_result(old) is None
+    assert read_job(store, recent).status is JobStatus.COMPLETED
 
 
 # ------------------------------------------------------------------- group commit
@@ -309,11 +260,11 @@ class Busy:
 def test_a_busy_daemon_still_drains_everything_once(store: Engine, emulator: Emulator) -> None:
     # Jobs of very different lengths, so that some finish while others are in flight and
     # the finished ones wait to share a transaction.
-    ids = [submit(store, f"p{i}", request={"prompt": f"p{i}", "options": {"num_predict": 1 + (i % 4) * 30}})
+    ids = [submit_spec(store, f"p{i}", request={"prompt": f"p{i}", "options": {"num_predict": 1 + (i % 4) * 30}})
            for i in range(24)]
     drain(store, emulator.url, concurrency=4, cpu=Busy())
-    assert [job(store, i).status for i in ids] == [JobStatus.COMPLETED] * 24
-    assert all(job(store, i).attempts == 1 for i in ids)
+    assert [read_job(store, i).status for i in ids] == [JobStatus.COMPLETED] * 24
+    assert all(read_job(store, i).attempts == 1 for i in ids)
     assert len(generation_requests(emulator)) == 24
     check_invariants(store)
 

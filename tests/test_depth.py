@@ -26,7 +26,7 @@ from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
 from ollama_cli.store.lmdb import Store, Tx
 from tests.emulator import Emulator
-from tests.test_daemon import drain
+from tests.helpers.daemon import drain
 
 T0 = 1_000_000.0  # when the jobs were queued
 NOW = T0 + 60.0  # when positions are asked for: jobs delayed by 30 s are due
@@ -123,7 +123,7 @@ def test_positions_at_depth_equal_a_recount(kv: Store) -> None:
         delayed = [j for j in pending if j.run_at is not None]
         assert len(expected) > 15_000 and delayed and all(j.id in expected for j in delayed)
         for job in [*chosen.values(), blocked, *delayed]:
-            assert queue.position(tx, job, NOW) == expected.get(job.id), job
+            assert queue.positions(tx, [job], NOW).get(job.id) == expected.get(job.id), job
         by_model, _ = queue.list_jobs(tx, statuses=[JobStatus.PENDING], model="m2", limit=20)
         for page in (pending[:20], by_model, list(chosen.values()), delayed):
             assert queue.positions(tx, page, NOW) == {j.id: expected[j.id] for j in page if j.id in expected}
@@ -149,7 +149,7 @@ def test_a_position_at_depth_costs_a_bounded_number_of_reads(kv: Store, which: s
             assert queue.positions(tx, page, NOW) == {j.id: expected[j.id] for j in page if j.id in expected}
         else:
             job = run[len(run) // 2] if which == "middle" else run[-1]
-            assert queue.position(tx, job, NOW) == expected[job.id]
+            assert queue.positions(tx, [job], NOW).get(job.id) == expected[job.id]
         assert reads() <= POSITION_READS
 
 

@@ -2,31 +2,27 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.helpers.cli import run_cli
 
 ROOT = Path(__file__).resolve().parent.parent
 MAN = ROOT / "man" / "ollama-q.1"
 COMPLETIONS = {shell: ROOT / "completions" / f"ollama-q.{shell}" for shell in ("bash", "zsh", "fish")}
 
 
-def cli(*args: str, **env: str) -> str:
-    full = {k: v for k, v in os.environ.items() if not k.startswith(("_OLLAMA_Q", "_TYPER"))}
-    full.update(COLUMNS="200", **env)
-    proc = subprocess.run([sys.executable, "-m", "ollama_cli", *args], capture_output=True, text=True,
-                          timeout=60, env=full, cwd=ROOT, stdin=subprocess.DEVNULL)
+def cli(data_dir: Path, *args: str, **env: str) -> str:
+    proc = run_cli(data_dir, *args, **env)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
 
-def commands_in_help(*args: str) -> list[str]:
+def commands_in_help(data_dir: Path, *args: str) -> list[str]:
     """The names under `Commands:` in `ollama-q [ARGS] --help`."""
-    section = cli(*args, "--help").split("\nCommands:\n", 1)[1]
+    section = cli(data_dir, *args, "--help").split("\nCommands:\n", 1)[1]
     return re.findall(r"^  (\S+)", section, flags=re.MULTILINE)
 
 
@@ -40,22 +36,22 @@ def man_headings() -> set[str]:
     return found
 
 
-def test_the_man_page_lists_every_command() -> None:
-    commands = commands_in_help()
+def test_the_man_page_lists_every_command(data_dir: Path) -> None:
+    commands = commands_in_help(data_dir, )
     assert "submit" in commands and "daemon" in commands  # the parse saw the real list
     headings = man_headings()
     assert [c for c in commands if c not in headings] == []
     for group in ("batch", "cache"):
-        subs = commands_in_help(group)
+        subs = commands_in_help(data_dir, group)
         assert subs, group
         assert [s for s in subs if f"{group} {s}" not in headings] == []
 
 
 @pytest.mark.parametrize("shell", sorted(COMPLETIONS))
-def test_each_completion_script_is_what_the_cli_generates(shell: str) -> None:
+def test_each_completion_script_is_what_the_cli_generates(data_dir: Path, shell: str) -> None:
     text = COMPLETIONS[shell].read_text()
     assert "ollama-q" in text and "_OLLAMA_Q_COMPLETE" in text
-    generated = cli(_OLLAMA_Q_COMPLETE=f"source_{shell}")
+    generated = cli(data_dir, _OLLAMA_Q_COMPLETE=f"source_{shell}")
 
     def body(script: str) -> list[str]:
         return [line for line in script.splitlines() if line.strip() and not line.startswith("#")]
@@ -67,8 +63,8 @@ def test_each_completion_script_is_what_the_cli_generates(shell: str) -> None:
     ("ollama-q sub", ["submit"]),
     ("ollama-q batch submit --pri", ["--priority"]),  # a subcommand's options, despite lazy registration
 ])
-def test_bash_completion_protocol(words: str, expected: list[str]) -> None:
-    out = cli(COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1), _OLLAMA_Q_COMPLETE="complete_bash")
+def test_bash_completion_protocol(data_dir: Path, words: str, expected: list[str]) -> None:
+    out = cli(data_dir, COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1), _OLLAMA_Q_COMPLETE="complete_bash")
     assert out.split() == expected
 
 
@@ -88,11 +84,11 @@ def contract_commands() -> dict[str, bool]:
     return found
 
 
-def test_the_contract_in_docs_describes_every_shipped_command() -> None:
+def test_the_contract_in_docs_describes_every_shipped_command(data_dir: Path) -> None:
     documented = contract_commands()
-    shipped = commands_in_help()
+    shipped = commands_in_help(data_dir, )
     assert "submit" in shipped and "submit" in documented  # both parses saw real lists
-    shipped += [f"{g} {s}" for g in ("batch", "cache") for s in commands_in_help(g)]
+    shipped += [f"{g} {s}" for g in ("batch", "cache") for s in commands_in_help(data_dir, g)]
     assert [c for c in shipped if c not in documented] == []
     # A command the CLI ships is not marked planned, and a planned one is not shipped yet.
     assert [c for c in shipped if documented[c]] == []

@@ -9,19 +9,16 @@ import pytest
 
 from ollama_cli import queue
 from ollama_cli.codec import encode_job
-from ollama_cli.jobs import ErrorType, JobError, JobSpec, JobStatus, JobType, Lease, Priority
+from ollama_cli.jobs import ErrorType, JobError, JobStatus, Lease, Priority
 from ollama_cli.queue import doctor
 from ollama_cli.queue.indexes import block_count_names, model_count_name, model_digest
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store, Tx
+from tests.helpers.jobs import make_spec
 
 T = 1_000_000.0
 PENDING, COMPLETED = JobStatus.PENDING, JobStatus.COMPLETED
 MEDIUM, URGENT = Priority.MEDIUM.rank, Priority.URGENT.rank
-
-
-def spec(prompt: str, **kw: object) -> JobSpec:
-    return JobSpec(model="m", type=JobType.GENERATE, request={"prompt": prompt}, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -30,15 +27,15 @@ def sound(kv: Store) -> Store:
     1 ready, 2 running, 3 waiting, 4 blocked on 2, 5 completed in batch "b", 6 failed,
     7 ready once its dependency 5 completed."""
     def build(tx: Tx) -> None:
-        for s in (spec("1"), spec("2"), spec("3", run_at=T + 100), spec("4", after=(2,)),
-                  spec("5", batch="b"), spec("6")):
+        for s in (make_spec("1"), make_spec("2"), make_spec("3", run_at=T + 100), make_spec("4", after=(2,)),
+                  make_spec("5", batch="b"), make_spec("6")):
             queue.submit(tx, s, T)
         two, five, six = (queue.get_job(tx, i) for i in (2, 5, 6))
         claims = {c.job.id: c.job for c in queue.claim(tx, [two, five, six], "d", T)}
         queue.complete(tx, 5, claims[5].lease.token, {"response": "x"}, T)
         queue.fail_attempt(tx, 6, claims[6].lease.token, JobError(ErrorType.BAD_REQUEST, "no"), T,
                            retry_after=None)
-        queue.submit(tx, spec("7", after=(5,)), T)
+        queue.submit(tx, make_spec("7", after=(5,)), T)
 
     kv.write(build)
     with kv.read() as tx:

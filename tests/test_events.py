@@ -13,27 +13,17 @@ import pytest
 
 from ollama_cli.daemon import events, logs
 from ollama_cli.daemon.loop import Daemon
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.store.base import Engine
 from ollama_cli.store.records import Placement, Plan
 from tests.emulator import Emulator
+from tests.helpers.jobs import make_job, read_job, submit_spec
 
 FAST = DaemonSettings(drain=True, poll=0.02, retry_backoff=0.01)
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
-
-
-def submit(store: Engine, model: str = "llama3.2", **spec: Any) -> int:
-    request = {"prompt": f"to {model}"}
-    return store.submit(JobSpec(model=model, type=JobType.GENERATE, request=request, **spec), 0.0).id
-
-
-def stored(store: Engine, job_id: int) -> Job:
-    job = store.get_job(job_id)
-    assert job is not None
-    return job
 
 
 def about(event: events.Event) -> list[int]:
@@ -49,7 +39,7 @@ class Recorder:
         self.seen: list[tuple[Any, list[Job]]] = []
 
     def __call__(self, event: events.Event) -> None:
-        self.seen.append((event, [stored(self.store, i) for i in about(event)]))
+        self.seen.append((event, [read_job(self.store, i) for i in about(event)]))
 
     def of(self, *kinds: type) -> list[Any]:
         return [e for e, _ in self.seen if isinstance(e, kinds)]
@@ -67,7 +57,7 @@ def run(daemon: Daemon, *subscribers: events.Subscriber) -> None:
 
 def test_each_jobs_life_in_order_each_event_after_its_commit(store: Engine, emulator: Emulator) -> None:
     emulator.fail_next(1, kind="status", status=500)
-    retried, doomed = submit(store), submit(store, "no-such-model")
+    retried, doomed = submit_spec(store), submit_spec(store, model="no-such-model")
     seen = Recorder(store)
     run(Daemon(store, [Backend(emulator.url)], FAST), seen)
 
@@ -91,7 +81,7 @@ def test_each_jobs_life_in_order_each_event_after_its_commit(store: Engine, emul
 
 def test_a_job_cancelled_while_it_runs_finishes_cancelled(store: Engine, emulator: Emulator) -> None:
     emulator.hold()  # the answer never ends by itself
-    job_id = submit(store)
+    job_id = submit_spec(store)
 
     def cancel_once_started(event: events.Event) -> None:
         if isinstance(event, events.JobStarted):
@@ -105,7 +95,7 @@ def test_a_job_cancelled_while_it_runs_finishes_cancelled(store: Engine, emulato
 
 @pytest.mark.parametrize("attempts", [2, 1])
 def test_a_job_of_a_dead_daemon_is_reclaimed(store: Engine, emulator: Emulator, attempts: int) -> None:
-    job_id = submit(store, max_attempts=attempts)
+    job_id = submit_spec(store, max_attempts=attempts)
     # Claimed by a daemon that holds no liveness lock: a dead one.
     store.settle_and_claim([], 0.0, owner="dead-daemon",
                            planner=lambda jobs, _: Plan([Placement(0, "http://gone:1", tuple(jobs))]))
@@ -122,7 +112,7 @@ def test_a_job_of_a_dead_daemon_is_reclaimed(store: Engine, emulator: Emulator, 
 
 
 def test_backend_down_then_up(store: Engine, unused_port: int) -> None:
-    submit(store)
+    submit_spec(store)
     emu = Emulator(port=unused_port)
     seen = Recorder(store)
 
@@ -141,7 +131,7 @@ def test_backend_down_then_up(store: Engine, unused_port: int) -> None:
 
 
 def test_a_model_newly_in_memory_is_published_once(store: Engine, emulator: Emulator) -> None:
-    first, second = submit(store, "qwen2.5:0.5b"), submit(store, "llama3.2")
+    first, second = submit_spec(store, model="qwen2.5:0.5b"), submit_spec(store, model="llama3.2")
     seen = Recorder(store)
 
     def hold_second_until_loaded(event: events.Event) -> None:
@@ -158,12 +148,12 @@ def test_a_model_newly_in_memory_is_published_once(store: Engine, emulator: Emul
         emulator.release()
     loaded = [e for e in seen.of(events.ModelLoaded) if e.model == "llama3.2:latest"]
     assert loaded == [events.ModelLoaded(emulator.url, "llama3.2:latest")]
-    assert stored(store, second).status is JobStatus.COMPLETED
+    assert read_job(store, second).status is JobStatus.COMPLETED
 
 
 def test_a_failing_subscriber_stops_nothing(store: Engine, emulator: Emulator,
                                             caplog: pytest.LogCaptureFixture) -> None:
-    ids = [submit(store) for _ in range(3)]
+    ids = [submit_spec(store) for _ in range(3)]
     seen = Recorder(store)
 
     def broken(event: events.Event) -> None:
@@ -171,7 +161,7 @@ def test_a_failing_subscriber_stops_nothing(store: Engine, emulator: Emulator,
 
     with caplog.at_level(logging.INFO, logger="ollama_q.daemon"):
         run(Daemon(store, [Backend(emulator.url)], FAST), broken, seen)
-    assert [stored(store, i).status for i in ids] == [JobStatus.COMPLETED] * 3
+    assert [read_job(store, i).status for i in ids] == [JobStatus.COMPLETED] * 3
     assert len(seen.of(events.JobFinished)) == 3  # the subscriber after the broken one heard everything
     failures = [r for r in caplog.records if r.getMessage().startswith("event subscriber")]
     assert len(failures) == len(seen.seen) and all(r.exc_info for r in failures)
@@ -183,7 +173,7 @@ def test_no_event_for_a_transaction_that_did_not_commit(store: Engine, emulator:
     from ollama_cli.daemon import scheduler
     from ollama_cli.queue import transitions
 
-    job_id = submit(store)
+    job_id = submit_spec(store)
     complete, plan, completed = transitions.complete, scheduler.plan, []
 
     def recorded_complete(*args: Any, **kwargs: Any) -> bool:
@@ -200,24 +190,15 @@ def test_no_event_for_a_transaction_that_did_not_commit(store: Engine, emulator:
     seen = Recorder(store)
     with pytest.raises(RuntimeError, match="the commit never happens"):
         run(Daemon(store, [Backend(emulator.url)], FAST), seen)
-    assert completed and stored(store, job_id).status is JobStatus.RUNNING  # rolled back
+    assert completed and read_job(store, job_id).status is JobStatus.RUNNING  # rolled back
     assert len(seen.of(events.JobStarted)) == 1 and seen.of(events.JobFinished) == []
-
-
-@pytest.fixture
-def unused_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # ------------------------------------------------------------------------- the log
 
-def job(**fields: Any) -> Job:
-    return Job(7, "llama3.2", JobType.GENERATE, Priority.MEDIUM, JobStatus.RUNNING, 0.0, attempts=2,
-               max_attempts=4).evolve(**fields)
+def job7(**fields: Any) -> Job:
+    """Job 7, in its second attempt of four."""
+    return make_job(**{"id": 7, "status": JobStatus.RUNNING, "attempts": 2, "max_attempts": 4, **fields})
 
 
 ERROR = JobError(ErrorType.BACKEND_ERROR, "model runner has unexpectedly stopped")
@@ -230,17 +211,17 @@ ERROR = JobError(ErrorType.BACKEND_ERROR, "model runner has unexpectedly stopped
      "SIGTERM: taking no more jobs; waiting up to 30s for 3 running"),
     (events.DaemonStopping("SIGINT", True, 30.0, 3), "WARNING", "second SIGINT: stopping now, handing running jobs back"),
     (events.DaemonDrained(), "INFO", "nothing pending or running: exiting (--drain)"),
-    (events.JobStarted((job(), job(id=8)), "http://a:1"), "INFO", "job 7, 8 started on http://a:1 (llama3.2, attempt 2 of 4)"),
-    (events.JobFinished(job(), JobStatus.COMPLETED, "http://a:1", took=1.25), "INFO", "job 7 completed in 1.2s"),
-    (events.JobFinished(job(), JobStatus.FAILED, "http://a:1", error=ERROR), "WARNING",
+    (events.JobStarted((job7(), job7(id=8)), "http://a:1"), "INFO", "job 7, 8 started on http://a:1 (llama3.2, attempt 2 of 4)"),
+    (events.JobFinished(job7(), JobStatus.COMPLETED, "http://a:1", took=1.25), "INFO", "job 7 completed in 1.2s"),
+    (events.JobFinished(job7(), JobStatus.FAILED, "http://a:1", error=ERROR), "WARNING",
      "job 7 failed (backend_error: model runner has unexpectedly stopped)"),
-    (events.JobFinished(job(), JobStatus.CANCELLED, "http://a:1"), "INFO", "job 7 was cancelled: closing its stream"),
-    (events.JobRetrying(job(), ERROR, 1.5, "http://a:1"), "WARNING",
+    (events.JobFinished(job7(), JobStatus.CANCELLED, "http://a:1"), "INFO", "job 7 was cancelled: closing its stream"),
+    (events.JobRetrying(job7(), ERROR, 1.5, "http://a:1"), "WARNING",
      "job 7 attempt 2 failed (backend_error: model runner has unexpectedly stopped); retrying in 1.5s"),
-    (events.ResultDropped(job(), "http://a:1"), "INFO",
+    (events.ResultDropped(job7(), "http://a:1"), "INFO",
      "job 7 finished after it was cancelled or taken back: result dropped"),
-    (events.JobReclaimed(job(status=JobStatus.PENDING)), "WARNING", "job 7 taken back from a dead daemon (attempt 2 of 4)"),
-    (events.JobReclaimed(job(status=JobStatus.FAILED)), "WARNING",
+    (events.JobReclaimed(job7(status=JobStatus.PENDING)), "WARNING", "job 7 taken back from a dead daemon (attempt 2 of 4)"),
+    (events.JobReclaimed(job7(status=JobStatus.FAILED)), "WARNING",
      "job 7 abandoned: its daemon died during each of 2 attempts"),
     (events.JobsCleaned(5, 3600.0), "INFO", "deleted 5 jobs finished more than 3600s ago"),
     (events.BackendDown("http://a:1", "connection refused"), "WARNING",
@@ -254,3 +235,65 @@ def test_the_log_writes_each_event_as_its_line(caplog: pytest.LogCaptureFixture,
     with caplog.at_level(logging.INFO, logger="ollama_q.daemon"):
         logs.write(event)
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(level, line)]
+
+
+def test_started_comes_after_the_first_look_at_each_backend(store: Engine, emulator: Emulator,
+                                                            unused_port: int) -> None:
+    submit_spec(store)
+    dead = f"http://127.0.0.1:{unused_port}"
+    seen = Recorder(store)
+    run(Daemon(store, [Backend(emulator.url), Backend(dead)], FAST), seen)
+    [started] = seen.of(events.DaemonStarted)
+    up, down = started.found
+    assert (up.backend, up.up, down.backend, down.up, down.models) == (emulator.url, True, dead, False, None)
+    assert isinstance(up.models, int) and up.models > 0
+    kinds = [type(e) for e, _ in seen.seen]
+    assert kinds.index(events.DaemonStarted) < kinds.index(events.JobStarted)
+
+
+@pytest.mark.parametrize(("found", "level", "line"), [
+    ((events.BackendFound("http://a:1", True, 3), events.BackendFound("http://b:2", False)), "INFO",
+     "daemon d-1 started: http://a:1 (3 models), http://b:2 (not answering), concurrency 2 per backend"),
+    ((events.BackendFound("http://b:2", False),), "WARNING",
+     "daemon d-1 started: http://b:2 (not answering), concurrency 2 per backend; no backend answers yet: "
+     "jobs wait as pending"),
+])
+def test_started_says_what_the_first_look_found(caplog: pytest.LogCaptureFixture, found: Any, level: str,
+                                               line: str) -> None:
+    backends = tuple(f.backend for f in found)
+    with caplog.at_level(logging.INFO, logger="ollama_q.daemon"):
+        logs.write(events.DaemonStarted("d-1", backends, 2, found))
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [(level, line)]
+
+
+@pytest.mark.parametrize(("event", "fields"), [
+    (events.JobStarted((job7(),), "http://a:1"),
+     {"event": "job_started", "job": 7, "attempt": 2, "host": "http://a:1", "model": "llama3.2"}),
+    (events.JobFinished(job7(), JobStatus.COMPLETED, "http://a:1", took=1.25),
+     {"event": "job_completed", "job": 7, "attempt": 2, "host": "http://a:1", "took_s": 1.25}),
+    (events.JobFinished(job7(), JobStatus.FAILED, "http://a:1", error=ERROR),
+     {"event": "job_failed", "job": 7, "attempt": 2, "host": "http://a:1", "error_type": "backend_error"}),
+    (events.JobRetrying(job7(), ERROR, 1.5, "http://a:1"),
+     {"event": "job_retrying", "job": 7, "attempt": 2, "host": "http://a:1", "error_type": "backend_error",
+      "delay_s": 1.5}),
+    (events.BackendDown("http://a:1", "connection refused"),
+     {"event": "backend_down", "host": "http://a:1", "error_type": "unreachable", "reason": "connection refused"}),
+], ids=lambda v: getattr(v, "get", lambda _: "")("event") or "")
+def test_json_log_lines_carry_the_event_and_what_it_is_about(caplog: pytest.LogCaptureFixture,
+                                                             event: events.Event, fields: dict[str, Any]) -> None:
+    import json
+
+    with caplog.at_level(logging.INFO, logger="ollama_q.daemon"):
+        logs.write(event)
+    [record] = caplog.records
+    line = json.loads(logs.JsonLines().format(record))
+    assert set(line) == {"time", "level", "message", *fields}
+    assert {k: line[k] for k in fields} == fields and line["message"] == record.getMessage()
+
+
+def test_human_log_lines_carry_a_level_mark(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="ollama_q.daemon"):
+        logs.write(events.BackendUp("http://a:1"))
+        logs.write(events.BackendDown("http://a:1", "refused"))
+    marks = [logs.Marked().format(r).split(" ")[1] for r in caplog.records]
+    assert marks == ["INFO", "WARN"]

@@ -15,18 +15,14 @@ import pytest
 from ollama_cli.clients import client_for
 from ollama_cli.clients.base import BackendError
 from ollama_cli.settings.hosts import Backend
-from ollama_cli.jobs import ErrorType, Job, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, JobStatus, JobType
 from ollama_cli.clients.openai import OpenAIClient
 from ollama_cli.store.base import Engine
-from tests.conftest import run_cli
+from tests.helpers.cli import run_cli
 from tests.emulator import Emulator
-from tests.test_daemon import job, result, submit
+from tests.helpers.jobs import make_job, read_job, submit_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
-
-
-def make_job(kind: JobType = JobType.GENERATE, model: str = "llama3.2") -> Job:
-    return Job(id=1, model=model, type=kind, priority=Priority.MEDIUM, status=JobStatus.RUNNING, created_at=0.0)
 
 
 async def _with_client(url: str, transport: httpx.AsyncBaseTransport | None, call: Any) -> Any:
@@ -40,7 +36,7 @@ async def _with_client(url: str, transport: httpx.AsyncBaseTransport | None, cal
 
 def run(url: str, request: dict[str, Any], kind: JobType = JobType.GENERATE, model: str = "llama3.2",
         transport: httpx.AsyncBaseTransport | None = None) -> dict[str, Any]:
-    return asyncio.run(_with_client(url, transport, lambda c: c.run(make_job(kind, model), request)))
+    return asyncio.run(_with_client(url, transport, lambda c: c.run(make_job(model=model, type=kind), request)))
 
 
 def failure(url: str, request: dict[str, Any], kind: JobType = JobType.GENERATE, model: str = "llama3.2",
@@ -295,8 +291,8 @@ def test_daemon_drains_every_type_through_an_openai_backend(store: Engine, emula
     from ollama_cli.daemon.loop import Daemon
     from ollama_cli.settings import DaemonSettings
 
-    ids = [submit(store, "hello"), submit(store, "hi", kind=JobType.CHAT),
-           submit(store, "vector me", model="all-minilm", kind=JobType.EMBED)]
+    ids = [submit_spec(store, "hello"), submit_spec(store, "hi", job_type=JobType.CHAT),
+           submit_spec(store, "vector me", model="all-minilm", job_type=JobType.EMBED)]
     emulator.fail_next(kind="drop", after_chunks=2, model="llama3.2")  # one transient failure on the way
     daemon = Daemon(store, [Backend(emulator.url, "openai")],
                     DaemonSettings(concurrency=2, drain=True, retry_backoff=0.01, poll=0.02))
@@ -304,10 +300,10 @@ def test_daemon_drains_every_type_through_an_openai_backend(store: Engine, emula
     assert {p for _, p, body in emulator.requests if body is not None} == {
         "/v1/completions", "/v1/chat/completions", "/v1/embeddings"}
     for job_id in ids:
-        j = job(store, job_id)
+        j = read_job(store, job_id)
         assert j.status is JobStatus.COMPLETED and j.host == f"openai+{emulator.url}" and j.error is None
-    assert sum(job(store, i).attempts for i in ids) == 4
-    gen, chat, emb = (result(store, i) for i in ids)
+    assert sum(read_job(store, i).attempts for i in ids) == 4
+    gen, chat, emb = (store.get_result(i) for i in ids)
     whole = native(emulator, "/api/generate", {"model": "llama3.2", "prompt": "hello"})
     assert gen["response"] == whole["response"]
     assert chat["message"]["content"] == native(emulator, "/api/chat", {

@@ -28,6 +28,7 @@ def test_the_wheel_holds_every_module_of_the_package(tmp_path: Path) -> None:
     packed = {n for n in zipfile.ZipFile(wheel).namelist() if n.endswith(".py")}
     sources = {p.relative_to(ROOT).as_posix() for p in (ROOT / "ollama_cli").rglob("*.py")}
     assert sources <= packed, sorted(sources - packed)
+    assert "ollama_q-0.1.0.data/data/share/man/man1/ollama-q.1" in zipfile.ZipFile(wheel).namelist()
     entry = zipfile.ZipFile(wheel).read(next(n for n in zipfile.ZipFile(wheel).namelist()
                                              if n.endswith("entry_points.txt"))).decode()
     assert "ollama-q = ollama_cli.cli:run" in entry

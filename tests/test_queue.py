@@ -5,7 +5,6 @@ after each scenario: the queue keeps them in step itself, so any drift is a bug.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,10 +14,11 @@ import pytest
 from ollama_cli import cache, queue
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.codec import decode_job
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
 from ollama_cli.store.keys import read_u64, u64
 from ollama_cli.store.lmdb import Store, Tx
-from tests.invariants import check_invariants
+from tests.helpers.invariants import check_invariants
+from tests.helpers.jobs import make_spec, read_job
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
@@ -27,22 +27,13 @@ T = 1_000_000.0  # a fixed "now"; every test moves the clock by hand
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 RESULT = {"response": "hi", "stats": {"eval_count": 2}}
-_prompts = itertools.count()
 
 
 # ----------------------------------------------------------------------- helpers
 
 
-def spec(*, model: str = "m", prompt: str | None = None, job_type: JobType = JobType.GENERATE,
-         **kw: Any) -> JobSpec:
-    """A job spec with a fresh prompt unless told, so no two jobs share a cache key by accident."""
-    text = prompt if prompt is not None else f"prompt {next(_prompts)}"
-    request: dict[str, Any] = {"input": [text]} if job_type is JobType.EMBED else {"prompt": text}
-    return JobSpec(model=model, type=job_type, request=request, **kw)
-
-
 def submit(store: Store, now: float = T, **kw: Any) -> Job:
-    return store.write(lambda tx: queue.submit(tx, spec(**kw), now))
+    return store.write(lambda tx: queue.submit(tx, make_spec(**kw), now))
 
 
 def claim(store: Store, now: float = T, owner: str = "d1", limit: int = 1,
@@ -60,13 +51,6 @@ def claim_one(store: Store, now: float = T, owner: str = "d1") -> Job:
     got = claim(store, now, owner)
     assert len(got) == 1, got
     return got[0]
-
-
-def job(store: Store, job_id: int) -> Job:
-    with store.read() as tx:
-        found = queue.get_job(tx, job_id)
-    assert found is not None, job_id
-    return found
 
 
 def raw(store: Store, job_id: int) -> bytes | None:
@@ -96,15 +80,15 @@ def drain_order(store: Store, now: float = T) -> list[int]:
 
 def pos(store: Store, job_id: int, now: float = T) -> int | None:
     with store.read() as tx:
-        return queue.position(tx, queue.get_job(tx, job_id), now)
+        return queue.positions(tx, [queue.get_job(tx, job_id)], now).get(job_id)
 
 
 def all_positions(store: Store, now: float = T) -> dict[int, int | None]:
-    """Every job's position by both functions; they must agree."""
+    """Every job's position, asked all at once and one by one (the walks differ); they must agree."""
     with store.read() as tx:
         jobs = [decode_job(read_u64(k), v) for k, v in tx.scan("jobs")]
         many = queue.positions(tx, jobs, now)
-        one = {j.id: queue.position(tx, j, now) for j in jobs}
+        one = {j.id: queue.positions(tx, [j], now).get(j.id) for j in jobs}
     assert {i: many.get(i) for i in one} == one
     return one
 
@@ -141,7 +125,7 @@ def test_ids_increase_from_one_and_are_never_reused(data_dir: Path) -> None:
 def test_a_new_job_is_pending_with_the_spec(q: Store) -> None:
     j = submit(q, model="llama3.2", prompt="why?", priority=HIGH, name="n", batch="b",
                custom_id="c", max_attempts=3, timeout=60.0, keep_alive=300.0)
-    assert j == job(q, j.id)
+    assert j == read_job(q, j.id)
     assert (j.status, j.attempts, j.max_attempts, j.created_at) == (PENDING, 0, 3, T)
     assert (j.name, j.batch, j.custom_id, j.timeout, j.keep_alive) == ("n", "b", "c", 60.0, 300.0)
     assert (j.started_at, j.finished_at, j.error, j.lease, j.cached) == (None, None, None, None, False)
@@ -188,6 +172,55 @@ def test_positions_follow_the_claim_order_and_agree(q: Store) -> None:
     assert all_positions(q)[3] is None  # finished
 
 
+def test_positions_are_the_order_claims_take_whatever_the_mix(q: Store) -> None:
+    import random
+
+    rng = random.Random(7)
+    for _ in range(300):
+        roll = rng.random()
+        submit(q, priority=rng.choice(list(Priority)),
+               run_at=T + 10 if roll < 0.2 else T + 99 if roll < 0.3 else None)  # due at T + 20, or not
+    for got in claim(q, limit=40, pick=lambda j: rng.random() < 0.5):
+        complete(q, got)
+    later = T + 20
+    places = all_positions(q, later)
+    order = drain_order(q, later)
+    assert {i: p for i, p in places.items() if p} == {job_id: n for n, job_id in enumerate(order, start=1)}
+
+
+class CountingTx:
+    """A read transaction that counts the keys its scans yield."""
+
+    def __init__(self, tx: Tx) -> None:
+        self.tx, self.keys = tx, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.tx, name)
+
+    def scan(self, *args: Any, **kw: Any) -> Iterator[tuple[bytes, bytes]]:
+        for item in self.tx.scan(*args, **kw):
+            self.keys += 1
+            yield item
+
+
+def test_positions_walk_from_the_nearer_end_of_the_queue(q: Store) -> None:
+    # `list` asks for the newest jobs, `status` for any one: neither reads the whole queue.
+    q.write(lambda tx: queue.submit_many(tx, [make_spec() for _ in range(3000)], T))
+    q.write(lambda tx: queue.submit_many(tx, [make_spec(priority=URGENT) for _ in range(100)], T))
+    with q.read() as tx:
+        for wanted, expected, most in [
+            # Each also reads a few counters (per model and per block of ids): up to 8 keys.
+            (range(2991, 3001), range(3091, 3101), 13 + 8),  # the newest: from the end of their block
+            (range(1, 4), range(101, 104), 5 + 8),  # the oldest: from its start
+            (range(3001, 3004), range(1, 4), 5 + 8),  # urgent: the counters skip the medium run
+            (range(1500, 1501), range(1600, 1601), 1024),  # the middle: at most its block of ids
+        ]:
+            counting = CountingTx(tx)
+            places = queue.positions(counting, [queue.get_job(tx, i) for i in wanted], T)
+            assert places == dict(zip(wanted, expected))
+            assert counting.keys <= most, counting.keys
+
+
 # ----------------------------------------------------------------------- leases
 
 
@@ -208,14 +241,14 @@ def test_wrong_lease_token_changes_nothing(q: Store) -> None:
     assert complete(q, j, T + 2)
     # A second finish with the right token: the lease is gone with the first.
     assert complete(q, j, T + 3) is None
-    assert job(q, j.id).finished_at == T + 2
+    assert read_job(q, j.id).finished_at == T + 2
 
 
 def test_complete_stores_the_result(q: Store) -> None:
     submit(q)
     j = claim_one(q)
     assert q.write(lambda tx: queue.complete(tx, j.id, j.lease.token, RESULT, T + 5, host="http://h:1"))
-    done = job(q, j.id)
+    done = read_job(q, j.id)
     assert (done.status, done.finished_at, done.lease, done.host, done.attempts) == \
         (COMPLETED, T + 5, None, "http://h:1", 1)
     with q.read() as tx:
@@ -255,7 +288,7 @@ def test_permanent_failure_fails_at_once(q: Store) -> None:
     j = claim_one(q)
     out = fail(q, j, T + 1, retry_after=None, kind=ErrorType.MODEL_NOT_FOUND)
     assert out is not None and out.status is FAILED and out.error.type is ErrorType.MODEL_NOT_FOUND
-    assert job(q, 1).attempts == 1
+    assert read_job(q, 1).attempts == 1
 
 
 def test_retry_backoff_does_not_hold_up_other_jobs(q: Store) -> None:
@@ -270,7 +303,7 @@ def test_release_gives_the_attempt_back(q: Store) -> None:
     j = claim_one(q)
     assert j.attempts == 1
     assert q.write(lambda tx: queue.release(tx, j.id, j.lease.token, T + 1))
-    back = job(q, j.id)
+    back = read_job(q, j.id)
     assert (back.status, back.attempts, back.lease) == (PENDING, 0, None)
     assert pos(q, j.id) == 1
     assert complete(q, j) is None  # the released lease is dead
@@ -288,8 +321,8 @@ def test_reclaim_takes_back_only_dead_owners_jobs(q: Store) -> None:
     alive = claim_one(q, owner="alive")
     back = q.write(lambda tx: queue.reclaim(tx, {"dead"}, T + 1))
     assert [j.id for j in back] == [dead.id]
-    assert job(q, dead.id).status is PENDING and job(q, dead.id).attempts == 1
-    assert job(q, alive.id).status is RUNNING
+    assert read_job(q, dead.id).status is PENDING and read_job(q, dead.id).attempts == 1
+    assert read_job(q, alive.id).status is RUNNING
     assert complete(q, dead) is None  # the dead daemon's late finish is fenced off
     check_invariants(q)
     # Second attempt, and its daemon dies too: attempts are used up.
@@ -297,7 +330,7 @@ def test_reclaim_takes_back_only_dead_owners_jobs(q: Store) -> None:
     assert retaken.id == dead.id and retaken.attempts == 2
     gone = q.write(lambda tx: queue.reclaim(tx, {"dead2"}, T + 3))
     assert [j.status for j in gone] == [FAILED]
-    final = job(q, dead.id)
+    final = read_job(q, dead.id)
     assert final.error.type is ErrorType.ABANDONED and final.finished_at == T + 3
     assert q.write(lambda tx: queue.reclaim(tx, set(), T + 4)) == []
 
@@ -327,8 +360,8 @@ def test_cancel_pending_running_and_finished(q: Store) -> None:
     with q.read() as tx:
         assert queue.get_result(tx, run.id) is None
     # Cancelling the running job failed its dependent.
-    assert job(q, blocked.id).status is FAILED
-    assert job(q, blocked.id).error.type is ErrorType.DEPENDENCY_FAILED
+    assert read_job(q, blocked.id).status is FAILED
+    assert read_job(q, blocked.id).error.type is ErrorType.DEPENDENCY_FAILED
     # A finished job stays as it is; an unknown id gives None.
     before = raw(q, done.id)
     assert q.write(lambda tx: queue.cancel(tx, done.id, T + 3)).status is COMPLETED
@@ -347,7 +380,7 @@ def test_blocked_until_every_dependency_completed(q: Store) -> None:
     ja = claim_one(q)
     assert ja.id == a.id  # the urgent C is not ready, so it is skipped
     complete(q, ja)
-    assert job(q, c.id).status is PENDING and pos(q, c.id) is None
+    assert read_job(q, c.id).status is PENDING and pos(q, c.id) is None
     check_invariants(q)
     jb = claim_one(q)
     assert jb.id == b.id
@@ -377,12 +410,12 @@ def test_dependency_failed_runs_down_the_chain(q: Store, how: str) -> None:
     else:
         q.write(lambda tx: queue.cancel(tx, x.id, T + 1))
     for j in (y, z, other):
-        now = job(q, j.id)
+        now = read_job(q, j.id)
         assert now.status is FAILED and now.error.type is ErrorType.DEPENDENCY_FAILED, j.id
         assert now.finished_at == T + 1
     # And a job submitted after a failed one is failed at once in the store.
-    late = q.write(lambda tx: queue.submit(tx, spec(after=(z.id,)), T + 2))
-    stored = job(q, late.id)
+    late = q.write(lambda tx: queue.submit(tx, make_spec(after=(z.id,)), T + 2))
+    stored = read_job(q, late.id)
     assert stored.status is FAILED and stored.error.type is ErrorType.DEPENDENCY_FAILED
     assert stored.finished_at == T + 2
 
@@ -391,7 +424,7 @@ def test_submit_returns_the_job_as_stored(q: Store) -> None:
     x = submit(q)
     fail(q, claim_one(q), T, retry_after=None)
     late = submit(q, T + 1, after=(x.id,))
-    assert late == job(q, late.id)
+    assert late == read_job(q, late.id)
     assert late.status is FAILED
 
 
@@ -459,7 +492,7 @@ def test_identical_submit_completes_from_the_cache(q: Store) -> None:
     again = submit(q, T + 10, prompt="same")
     assert again.status is COMPLETED and again.cached is True
     assert again.finished_at == T + 10 and again.attempts == 0
-    assert again == job(q, again.id)
+    assert again == read_job(q, again.id)
     with q.read() as tx:
         assert queue.get_result(tx, again.id) == queue.get_result(tx, first.id) == RESULT
         assert cache.stats(tx)["hits"] == 1
@@ -578,7 +611,7 @@ def listed(store: Store, **kw: Any) -> list[int]:
     ({"limit": 0}, []),
 ], ids=lambda v: _list_id(v) if isinstance(v, dict) else "->" + (",".join(map(str, v)) or "none"))
 def test_list_filters_newest_first(mixed: Store, kw: dict[str, Any], expected: list[int]) -> None:
-    assert [job(mixed, i).status.value for i in range(1, 9)] == [
+    assert [read_job(mixed, i).status.value for i in range(1, 9)] == [
         "completed", "failed", "pending", "running", "cancelled", "pending", "completed", "pending"]
     assert listed(mixed, **kw) == expected
 
@@ -611,7 +644,7 @@ def test_a_corrupt_record_at_the_head_does_not_stop_claims(kv: Store) -> None:
 def test_retry_queues_a_failed_job_again_with_fresh_attempts(q: Store) -> None:
     submit(q, max_attempts=1)
     fail(q, claim_one(q), T, retry_after=1.0)  # the one attempt is used: failed
-    assert job(q, 1).status is FAILED
+    assert read_job(q, 1).status is FAILED
     again = q.write(lambda tx: queue.retry(tx, 1, T + 1))
     assert (again.status, again.attempts, again.error, again.finished_at) == (PENDING, 0, None, None)
     assert pos(q, 1) == 1

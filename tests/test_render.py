@@ -25,7 +25,9 @@ def shown(capsys: pytest.CaptureFixture[str]) -> str:
     return out
 
 
-def test_list_shows_a_name_and_an_error_as_plain_text(capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_shows_a_name_and_an_error_as_plain_text(capsys: pytest.CaptureFixture[str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")  # room for the name whole
     render.jobs_table([row(name=NAME, model="[/]m", error=ERROR)])
     out = shown(capsys)
     assert "[/]" in out and "[bold]" in out  # shown, not taken for markup

@@ -143,6 +143,15 @@ def test_data_dir_platform_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
         assert got.data_dir == tmp_path / "xdg" / "ollama-q"
 
 
+def test_no_test_reaches_the_users_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # This test asks for no data dir: conftest's autouse `data_dir` gives it one of its own,
+    # and (on Linux) a platform default of its own too.
+    assert load({}).data_dir == tmp_path / "store"
+    monkeypatch.delenv("OLLAMA_Q_DATA_DIR")
+    if sys.platform.startswith("linux"):
+        assert tmp_path in load({}).data_dir.parents
+
+
 def test_the_environment_is_read_when_none_is_given(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(tmp_path / "env"))
     monkeypatch.setenv("OLLAMA_HOST", "gpu-box:12345")
@@ -264,7 +273,7 @@ def utc_plus_3() -> Iterator[None]:
     ("9999-12-31T23:59:59+00:00", epoch(9999, 12, 31, 23, 59, 59)),
 ])
 def test_parse_time(utc_plus_3: None, text: str, expected: float) -> None:
-    assert parse_time(text) == pytest.approx(expected, abs=1e-6)
+    assert parse_time(text, 0.0) == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("text", ["", "tomorrow", "2026-13-01T00:00:00Z",
@@ -276,7 +285,7 @@ def test_parse_time(utc_plus_3: None, text: str, expected: float) -> None:
                                   "9999-12-31T23:00:00-14:00", "9999-12-31T23:59:59.5Z"])
 def test_parse_time_refuses(utc_plus_3: None, text: str) -> None:
     with pytest.raises(UsageError, match="time"):
-        parse_time(text)
+        parse_time(text, 0.0)
 
 
 @pytest.mark.parametrize(("value", "text"), [
@@ -296,7 +305,7 @@ def test_format_time_is_utc_whatever_the_local_zone(utc_plus_3: None) -> None:
 
 def test_times_round_trip_to_the_millisecond() -> None:
     for moment in (1795423200.123, 1700000000.5, 86400.001):
-        assert parse_time(format_time(moment)) == pytest.approx(moment, abs=1e-3)
+        assert parse_time(format_time(moment), 0.0) == pytest.approx(moment, abs=1e-3)
 
 
 # ------------------------------------------------------------ through the command line

@@ -7,9 +7,6 @@ from __future__ import annotations
 import os
 import signal
 import stat
-import subprocess
-import sys
-import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,15 +16,9 @@ import pytest
 from ollama_cli.errors import StoreLockLost
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import MAX_DBS, MAX_READERS, Store, Tx
+from tests.helpers.processes import run_python, start_python
 
-ROOT = Path(__file__).resolve().parent.parent
 SMALL_MAP = 64 * 1024
-
-
-def run_python(code: str, *, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """A separate process (its own LMDB environment handle), as another command would be."""
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                          text=True, timeout=timeout, cwd=ROOT)
 
 
 def reader_pids(store: Store) -> set[int]:
@@ -177,6 +168,21 @@ def test_scan_start_positions_a_forward_scan(keyed: Store) -> None:
     assert got == [k for k in KEYS if k.startswith(b"\x01") and k >= b"\x01\xfe\xff"]
 
 
+@pytest.mark.parametrize(("prefix", "start"), [
+    (b"\x01", b"\x01\xfe\xff"),  # a key: from it
+    (b"\x01", b"\x01\xff\x01"),  # between keys: from the one below
+    (b"\x01", b"\x01"),  # the prefix itself is a key
+    (b"\xff", b"\xff\xff\xff\xff"),  # past the last key of the table
+    (b"a", b"a\x00"),  # below the first key of the run but the prefix
+    (b"\x03", b"\x03\x01"),  # no key of the prefix at all
+])
+def test_scan_start_positions_a_reverse_scan_at_the_last_key_not_above_it(
+        keyed: Store, prefix: bytes, start: bytes) -> None:
+    with keyed.read() as tx:
+        got = [k for k, _ in tx.scan("meta", prefix, start=start, reverse=True)]
+    assert got == [k for k in reversed(KEYS) if k.startswith(prefix) and k <= start]
+
+
 # ---------------------------------------------------------------------- counters
 
 
@@ -245,28 +251,21 @@ def test_map_grown_by_another_process_is_adopted(data_dir: Path) -> None:
 def test_reader_killed_mid_transaction_leaves_a_slot_that_opening_clears(kv: Store) -> None:
     # `kv` stays open throughout, so the lock file is never re-initialised and the
     # dead reader's slot survives until someone runs reader_check.
-    holder = subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(f"""
-            import sys
-            from ollama_cli.store.lmdb import Store
-            s = Store({str(kv.path)!r})
-            with s.read() as tx:
-                print("holding", flush=True)
-                sys.stdin.read()
-        """)],
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT,
-    )
+    holder = start_python(f"""
+        import time
+        from ollama_cli.store.lmdb import Store
+        s = Store({str(kv.path)!r})
+        with s.read() as tx:
+            print("holding", flush=True)
+            time.sleep(600)
+    """)
     try:
         assert holder.stdout is not None
-        assert holder.stdout.readline().strip() == "holding"
+        assert holder.stdout.readline() == b"holding\n"
         assert holder.pid in reader_pids(kv)
     finally:
         holder.send_signal(signal.SIGKILL)
-        holder.wait(10)
-        if holder.stdin:
-            holder.stdin.close()
-        if holder.stdout:
-            holder.stdout.close()
+        holder.communicate(timeout=10)
     assert holder.returncode == -signal.SIGKILL
     assert holder.pid in reader_pids(kv)  # stale: LMDB does not reclaim it by itself
 

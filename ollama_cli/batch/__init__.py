@@ -60,6 +60,29 @@ def status(store: Engine, name: str) -> dict[str, Any]:
     return store.batch_counts(name)
 
 
+def listing(store: Engine) -> list[dict[str, Any]]:
+    """Every batch's status, the newest batch first. It reads every job of every batch (a
+    batch keeps no counters of its own)."""
+    out = []
+    for name in store.batch_names():
+        try:
+            out.append(store.batch_counts(name))
+        except NotFound:  # its last job was cleaned away since the names were read
+            continue
+    return out
+
+
+def cancel(store: Engine, name: str, now: float) -> tuple[dict[str, Any], int]:
+    """Cancel every pending or running job of the batch (a running one is aborted): the
+    batch's status after, and how many were cancelled. NotFound for an unknown batch."""
+    entries = store.batch_jobs(name)
+    if not entries:
+        raise NotFound(f"batch {name!r} not found")
+    live = [e.id for e in entries if e.job is not None and not e.job.status.finished]
+    cancelled = sum(c.changed for c in store.cancel(live, now)) if live else 0
+    return store.batch_counts(name), cancelled
+
+
 def _walk(store: Engine, name: str) -> tuple[dict[str, Any], dict[int, JobStatus]]:
     """The batch's counts, and the jobs not finished with their status, read at once."""
     counts: dict[str, Any] = {"batch": name, "total": 0, **{s.value: 0 for s in JobStatus}}
@@ -79,11 +102,15 @@ def _walk(store: Engine, name: str) -> tuple[dict[str, Any], dict[int, JobStatus
 
 
 def wait(store: Engine, name: str, *, timeout: float | None = None,
-         on_progress: Callable[[int, int], None] | None = None) -> tuple[dict[str, Any], bool]:
+         on_progress: Callable[[int, int], None] | None = None,
+         on_wait: Callable[[], None] | None = None) -> tuple[dict[str, Any], bool]:
     """Until every job of the batch has finished, or the timeout: the batch's status and
     whether all finished. Each poll re-reads only the jobs not yet finished, so it costs
-    what is left of the batch, not the whole of it. `on_progress(done, total)`."""
+    what is left of the batch, not the whole of it. `on_progress(done, total)`; `on_wait()`
+    once, first, if there is anything to wait for."""
     counts, left = _walk(store, name)
+    if left and on_wait is not None:
+        on_wait()
     deadline = None if timeout is None else time.monotonic() + timeout
     while True:
         if on_progress is not None:

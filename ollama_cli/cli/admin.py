@@ -9,8 +9,10 @@ import typer
 
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.insight import snapshot
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, load_settings, open_store
-from ollama_cli.errors import BackendUnavailable, UsageError
+from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, open_store
+from ollama_cli.errors import ExitCode, UsageError
+from ollama_cli.jobs import JobStatus
+from ollama_cli.settings.hosts import Backend
 
 _DEFAULTS = DaemonSettings()  # what the daemon's help says when a flag is not given
 HostOpt = Annotated[
@@ -59,32 +61,44 @@ def cache_clear(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
 
 
 def models(host: HostOpt = None, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
-    """The models of the backend, and which are loaded."""
+    """The models of each backend, and which are loaded."""
     import asyncio
 
     from ollama_cli.clients import client_for
     from ollama_cli.clients.base import BackendError
 
     settings = load_settings(json_, data_dir, hosts=host)
-    backend = settings.backends[0]
+    backends = settings.backends
 
-    async def fetch() -> list[dict]:
+    async def listing(backend: Backend) -> list[dict]:
         client = client_for(backend)
         try:
-            return await client.models()
+            return [{**m, "host": backend.label} for m in await client.models()]
         finally:
             await client.aclose()
 
-    try:
-        rows = asyncio.run(fetch())
-    except BackendError as exc:
-        raise BackendUnavailable(f"{backend.label}: {exc.message}") from None
-    if settings.json:
-        emit(rows)
-    else:
-        from ollama_cli import render
+    async def every_listing() -> list:
+        return await asyncio.gather(*map(listing, backends), return_exceptions=True)
 
-        render.models_table(rows)
+    rows, failures = [], []
+    for backend, got in zip(backends, asyncio.run(every_listing())):
+        if isinstance(got, BackendError):
+            failures.append(f"{backend.label}: {got.message}")
+        elif isinstance(got, BaseException):
+            raise got
+        else:
+            rows += got
+    if rows or not failures:
+        if settings.json:
+            emit(rows)
+        else:
+            from ollama_cli import render
+
+            render.models_table(rows)
+    for failure in failures:  # what the others listed is printed all the same
+        error_line(failure)
+    if failures:
+        raise typer.Exit(ExitCode.BACKEND)
 
 
 def daemon(
@@ -103,7 +117,7 @@ def daemon(
     max_overtake: Annotated[Optional[int], typer.Option(
         help=f"Jobs of a loaded model that may start before the oldest waiting job of another model "
              f"(default {_DEFAULTS.max_overtake}): higher, fewer model loads; lower, shorter waits.")] = None,
-    json_: JsonOpt = False,
+    json_: Annotated[bool, typer.Option("--json", help="Log JSON lines on stderr, one per event.")] = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Drain pending jobs to the backends until stopped (logs to stderr; JSON lines with --json)."""
@@ -142,8 +156,9 @@ def resume(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
 
 
 def clean(
-    status_: Annotated[Optional[list[str]], typer.Option(
-        "--status", help="Only this status (repeatable; default completed, failed, cancelled).")] = None,
+    status_: Annotated[Optional[list[JobStatus]], typer.Option(
+        "--status", case_sensitive=False, help="Only this status (repeatable; default completed, failed, cancelled).",
+    )] = None,
     older_than: Annotated[Optional[str], typer.Option(help="Only jobs finished longer ago than this.")] = None,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
@@ -151,13 +166,10 @@ def clean(
     """Delete finished jobs and their results."""
     import time
 
-    from ollama_cli import submission
-    from ollama_cli.jobs import JobStatus
     from ollama_cli.timefmt import parse_duration
 
     settings = load_settings(json_, data_dir)
-    statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []] or \
-        [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
+    statuses = status_ or [JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED]
     for s in statuses:
         if not s.finished:
             raise UsageError(f"clean deletes finished jobs only, not {s.value} ones")

@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional, TextIO
 import typer
 
 from ollama_cli import batch, submission
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, warn
+from ollama_cli.cli.app import (
+    DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, warn, warn_if_stalled,
+)
 from ollama_cli.errors import ExitCode, UsageError
+from ollama_cli.jobs import Priority
 from ollama_cli.timefmt import parse_duration
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
 
-batch_app = typer.Typer(help="Batches of requests from a JSONL file: submit, status, results, wait.",
+batch_app = typer.Typer(help="Batches of requests from a JSONL file: submit, list, status, results, wait, cancel.",
                         no_args_is_help=True)
 
 
@@ -48,8 +51,8 @@ def _read(path: str) -> bytes:
 def submit(
     file: Annotated[str, typer.Argument(metavar="FILE", help="JSONL, one request a line; - reads stdin.")],
     model: Annotated[Optional[str], typer.Option(help="The model of lines that name none.")] = None,
-    priority: Annotated[Optional[str], typer.Option(
-        "--priority", "-p", help="urgent, high, medium or low, for every line (default: each line's, or medium).",
+    priority: Annotated[Optional[Priority], typer.Option(
+        "--priority", "-p", case_sensitive=False, help="For every line (default: each line's, or medium).",
     )] = None,
     name: Annotated[Optional[str], typer.Option(help="The batch's name (default: batch-N).")] = None,
     wait: Annotated[bool, typer.Option(
@@ -61,8 +64,7 @@ def submit(
     A bad line rejects the whole file."""
     settings = load_settings(json_, data_dir)
     default_model = submission.model_name(model) if model is not None else None
-    prio = submission.priority(priority) if priority is not None else None
-    specs = batch.parse(batch.decode(_read(file)), model=default_model, priority=prio)
+    specs = batch.parse(batch.decode(_read(file)), model=default_model, priority=priority)
     store = open_store(settings)
     sub = batch.submit(store, specs, now(), name=name)
     if not settings.json:
@@ -155,13 +157,39 @@ def _wait(store: "Engine", name: str, timeout: float | None, *, json_: bool) -> 
     and whether every job completed."""
     with ExitStack() as stack:
         show = _progress_bar(stack) if sys.stderr.isatty() and not json_ else None
-        counts, done = batch.wait(store, name, timeout=timeout, on_progress=show)
+        counts, done = batch.wait(store, name, timeout=timeout, on_progress=show,
+                                  on_wait=lambda: warn_if_stalled(store))
     if not json_:
         print(f"batch {name}: " + ", ".join(f"{counts[s]} {s}" for s in
                                             ("completed", "failed", "cancelled", "pending", "running") if counts[s]))
     if not done:
         error_line(f"timed out with {counts['pending'] + counts['running']} of {counts['total']} jobs unfinished")
     return counts, done and counts["completed"] == counts["total"]
+
+
+@batch_app.command("list")
+def list_(json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Every batch, the newest first, with its jobs' counts per status."""
+    settings = load_settings(json_, data_dir)
+    rows = batch.listing(open_store(settings, readonly=True))
+    if settings.json:
+        emit(rows)
+    else:
+        from ollama_cli import render
+
+        render.batches_table(rows)
+
+
+@batch_app.command("cancel")
+def cancel(name: BatchArg, json_: JsonOpt = False, data_dir: DataDirOpt = None) -> None:
+    """Cancel every pending or running job of a batch (a running one is aborted)."""
+    settings = load_settings(json_, data_dir)
+    counts, cancelled = batch.cancel(open_store(settings), name, now())
+    if settings.json:
+        emit(counts)
+    else:
+        finished = counts["completed"] + counts["failed"] + counts["cancelled"] - cancelled
+        print(f"batch {name}: {cancelled} jobs cancelled" + (f", {finished} had finished" if finished else ""))
 
 
 def _progress_bar(stack: ExitStack) -> Callable[[int, int], None]:

@@ -1,4 +1,4 @@
-"""Commands on jobs: submit, status, result, list, wait, cancel, retry."""
+"""Commands on jobs: submit, status, result, wait, cancel, retry, rerun (`list` is in listing.py)."""
 
 # No `from __future__ import annotations` here: Typer would eval() every annotation string
 # on each run (8 ms for submit); real objects come from bytecode for free.
@@ -10,11 +10,12 @@ import typer
 
 from ollama_cli import follow, submission
 from ollama_cli.cli.app import (
-    DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, parse_id, parse_ids, warn,
+    DataDirOpt, JsonOpt, emit, error_line, load_settings, now, open_store, parse_ids, quiet_or_json,
+    warn_if_stalled,
 )
-from ollama_cli.errors import ExitCode, NotFound, OperationFailed, UsageError
-from ollama_cli.jobs import Job, JobSpec, JobStatus, result_to_json, result_text
-from ollama_cli.timefmt import parse_duration, parse_time
+from ollama_cli.errors import ExitCode, NotFound, OllamaQError, OperationFailed, UsageError
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, result_to_json, result_text
+from ollama_cli.timefmt import local_time, parse_duration, parse_time
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
@@ -43,31 +44,40 @@ def _read_file(path: str, what: str) -> str:
 def submit(
     model: Annotated[str, typer.Argument(help="The model, e.g. llama3.2.")],
     prompt: Annotated[Optional[str], typer.Argument(help="The prompt; - reads stdin.")] = None,
-    type_: Annotated[str, typer.Option("--type", "-t", help="generate, chat or embed.")] = "generate",
+    type_: Annotated[JobType, typer.Option("--type", "-t", case_sensitive=False)] = JobType.GENERATE,
     system: Annotated[Optional[str], typer.Option(help="A system prompt.")] = None,
     message: Annotated[Optional[list[str]], typer.Option("--message", "-m", help="ROLE:CONTENT (repeatable).")] = None,
-    messages: Annotated[Optional[str], typer.Option("--messages", help="A JSON array of messages.")] = None,
+    messages: Annotated[Optional[str], typer.Option(
+        "--messages", metavar="FILE", help="A file holding a JSON array of messages.")] = None,
     input_: Annotated[Optional[list[str]], typer.Option("--input", help="Text to embed (repeatable).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="KEY=VALUE (repeatable).")] = None,
     format_: Annotated[Optional[str], typer.Option("--format", help="json or @schema.json.")] = None,
-    priority: Annotated[str, typer.Option("--priority", "-p", help="urgent, high, medium or low.")] = "medium",
-    name: Annotated[Optional[str], typer.Option(help="A name to find the job by.")] = None,
+    priority: Annotated[Priority, typer.Option("--priority", "-p", case_sensitive=False)] = Priority.MEDIUM,
+    name: Annotated[Optional[str], typer.Option(help="A name for the job (list --name finds it).")] = None,
     retries: Annotated[int, typer.Option(help="Retries after transient failures.", min=0, max=100)] = 3,
-    timeout: Annotated[Optional[str], typer.Option(help="Per attempt, e.g. 10m.")] = None,
-    delay: Annotated[Optional[str], typer.Option(help="Start no sooner than this from now.")] = None,
-    at: Annotated[Optional[str], typer.Option(help="Start no sooner than this RFC 3339 time.")] = None,
+    timeout: Annotated[Optional[str], typer.Option(help="Time limit of each attempt, e.g. 10m.")] = None,
+    delay: Annotated[Optional[str], typer.Option(help="Start no sooner than this from now, e.g. 1h30m.")] = None,
+    at: Annotated[Optional[str], typer.Option(
+        help="Start no sooner than this RFC 3339 time, or HH:MM (the next one, local time).")] = None,
     after: Annotated[Optional[list[str]], typer.Option(help="Start once job ID completed (repeatable).")] = None,
     keep_alive: Annotated[Optional[str], typer.Option(help="How long Ollama keeps the model loaded.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
+    wait_timeout: Annotated[Optional[str], typer.Option(
+        help="Wait for the result at most this long (implies --wait; exit 1 on expiry).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job's id.")] = False,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Queue a job."""
     settings = load_settings(json_, data_dir)
-    kind = submission.job_type(type_)
+    quiet_or_json(quiet, settings.json)
     model = submission.model_name(model)
-    if prompt == "-" or (prompt is None and not sys.stdin.isatty()):
+    # With the chat or the inputs given as options, PROMPT is optional: stdin is read only
+    # when asked for, so a submit in a `while read` loop leaves the loop its lines.
+    others = (message or messages is not None) if type_ is JobType.CHAT else \
+        bool(input_) if type_ is JobType.EMBED else False
+    if prompt == "-" or (prompt is None and not others and not sys.stdin.isatty()):
         prompt = _read_stdin()
     chat: list[dict[str, Any]] = []
     if messages is not None:
@@ -75,17 +85,18 @@ def submit(
     chat += [submission.parse_message(m) for m in message or []]
     options = dict(submission.parse_option(o) for o in option or [])
     request = submission.build_request(
-        kind, prompt=prompt, system=system, messages=chat, inputs=input_ or [], options=options,
+        type_, prompt=prompt, system=system, messages=chat, inputs=input_ or [], options=options,
         format=submission.parse_format(format_) if format_ is not None else None,
     )
     if delay is not None and at is not None:
         raise UsageError("give --delay or --at, not both")
-    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at) if at is not None else None)
+    run_at = now() + parse_duration(delay) if delay is not None else (parse_time(at, now()) if at is not None else None)
+    wait_limit = parse_duration(wait_timeout) if wait_timeout is not None else None
     spec = JobSpec(
         model=model,
-        type=kind,
+        type=type_,
         request=request,
-        priority=submission.priority(priority),
+        priority=priority,
         name=submission.check_text(name, "--name") if name is not None else None,
         max_attempts=retries + 1,
         timeout=_attempt_timeout(timeout) if timeout is not None else None,
@@ -96,17 +107,20 @@ def submit(
     )
     store = open_store(settings)
     job = store.submit(spec, now())
-    if wait:
-        _print_result(store, job.id, wait=True, timeout=None, json_=settings.json)
+    if wait or wait_timeout is not None:
+        _print_result(store, job.id, wait=True, timeout=wait_limit, json_=settings.json)
         return
     pos = store.positions([job], now()).get(job.id)
     if settings.json:
         emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
+    elif quiet:
+        print(job.id)
     elif job.cached:
         print(f"job {job.id} completed from the cache")
     else:
         where = f", position {pos}" if pos else ""
-        print(f"job {job.id} queued ({job.model}, {job.priority.value}{where})")
+        held = f", held until {local_time(job.run_at)}" if job.run_at is not None and job.run_at > now() else ""
+        print(f"job {job.id} queued ({job.model}, {job.priority.value}{where}{held})")
 
 
 def _attempt_timeout(text: str) -> float:
@@ -117,22 +131,54 @@ def _attempt_timeout(text: str) -> float:
 
 
 def status(
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    input_: Annotated[bool, typer.Option(
+        "--input", help="Also what the job was asked: its prompt, messages or inputs, and options.")] = False,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Show one job."""
+    """Show jobs (with --json: an object for one ID, an array for several)."""
     settings = load_settings(json_, data_dir)
-    jid = parse_id(job_id)
+    ids = parse_ids(job_ids)
     store = open_store(settings, readonly=True)
-    job = _get(store, jid)
-    pos = store.positions([job], now()).get(job.id)
+    jobs, all_found = _known(store, ids)
+    where = store.positions(jobs, now())
+    shown = []
+    for job in jobs:
+        obj = job.to_json(where.get(job.id))
+        if input_:  # prompts are private: only when asked for
+            obj["input"] = store.get_request(job.id)
+        shown.append(obj)
     if settings.json:
-        emit(job.to_json(pos))
+        if shown or len(ids) > 1:
+            emit(shown[0] if len(ids) == 1 else shown)
     else:
         from ollama_cli import render
 
-        render.job_detail(job.to_json(pos))
+        for n, obj in enumerate(shown):
+            if n:
+                print()
+            request = obj.pop("input", None)
+            render.job_detail(obj)
+            if request is not None:
+                print()
+                render.job_input(obj["type"], request)
+    if not all_found:
+        raise typer.Exit(ExitCode.FAILED)
+
+
+def _known(store: "Engine", ids: list[int]) -> tuple[list[Job], bool]:
+    """The jobs of `ids`, in order, with an `error:` line for each unknown or unreadable one;
+    and whether every one was found (else the command exits 1 once it has printed the rest,
+    as `kill` does with many pids)."""
+    jobs, all_found = [], True
+    for jid, job in zip(ids, store.get_jobs(ids)):
+        if isinstance(job, Job):
+            jobs.append(job)
+        else:
+            error_line(f"job {jid} not found" if job is None else job.message)
+            all_found = False
+    return jobs, all_found
 
 
 def _get(store: "Engine", jid: int) -> Job:
@@ -143,17 +189,22 @@ def _get(store: "Engine", jid: int) -> Job:
 
 
 def result(
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
-    wait: Annotated[bool, typer.Option("--wait", help="Block until the job ends.")] = False,
-    timeout: Annotated[Optional[str], typer.Option(help="With --wait: give up after this long.")] = None,
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    wait: Annotated[bool, typer.Option("--wait", help="Block until the jobs end.")] = False,
+    timeout: Annotated[Optional[str], typer.Option(help="With --wait: give up after this long (exit 1).")] = None,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Print a job's output: the text, or the vectors as JSON."""
+    """Print jobs' output: the text, or the vectors as JSON (with --json: an object for one
+    ID, an array for several)."""
     settings = load_settings(json_, data_dir)
-    jid = parse_id(job_id)
+    ids = parse_ids(job_ids)
     limit = parse_duration(timeout) if timeout is not None else None
-    _print_result(open_store(settings, readonly=True), jid, wait=wait, timeout=limit, json_=settings.json)
+    store = open_store(settings, readonly=True)
+    if len(ids) == 1:
+        _print_result(store, ids[0], wait=wait, timeout=limit, json_=settings.json)
+    else:
+        _print_results(store, ids, wait=wait, timeout=limit, json_=settings.json)
 
 
 def _not_completed(job: Job) -> str:
@@ -165,52 +216,65 @@ def _not_completed(job: Job) -> str:
 
 
 def _print_result(store: "Engine", jid: int, *, wait: bool, timeout: float | None, json_: bool) -> None:
+    """The result of a completed job; else, exit 1 saying why (with --json, the result
+    object too, its `status` and `error` saying the same)."""
     if wait:
-        jobs, done = follow.wait_for(store, [jid], timeout=timeout)
+        jobs, done = follow.wait_for(store, [jid], timeout=timeout, on_wait=lambda: warn_if_stalled(store))
         if not done:
+            if json_:
+                emit(result_to_json(jobs[0], None))
             raise OperationFailed(f"job {jid} is still {jobs[0].status.value} after the timeout")
-    job = _get(store, jid)
-    body = store.get_result(jid) if job.status is JobStatus.COMPLETED else None
-    if job.status is not JobStatus.COMPLETED:
-        raise OperationFailed(_not_completed(job))
-    if body is None:
-        raise OperationFailed(f"job {jid} completed but its result is gone")
+    job, body, problem = _answer(store, jid)
     if json_:
         emit(result_to_json(job, body))
+    if problem is not None:
+        raise OperationFailed(problem)
+    if not json_:
+        _write_text(result_text(job, body))
+
+
+def _answer(store: "Engine", jid: int) -> tuple[Job, dict[str, Any] | None, str | None]:
+    """A job, its result if it completed, and if not, why not (NotFound if no such job)."""
+    job = _get(store, jid)
+    if job.status is not JobStatus.COMPLETED:
+        return job, None, _not_completed(job)
+    body = store.get_result(jid)
+    return job, body, None if body is not None else f"job {jid} completed but its result is gone"
+
+
+def _write_text(text: str) -> None:
+    sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def _print_results(store: "Engine", ids: list[int], *, wait: bool, timeout: float | None, json_: bool) -> None:
+    """Several jobs' output, in the order asked, each under a `==> job N <==` line (as `head`
+    heads several files); an `error:` line for each that did not complete, then exit 1.
+    With --json, an array of result objects: one that did not complete says why, as for one."""
+    if wait:
+        follow.wait_for(store, [j.id for j in store.get_jobs(ids) if isinstance(j, Job)], timeout=timeout,
+                        on_wait=lambda: warn_if_stalled(store))
+    objects, answers, all_completed = [], [], True
+    for jid in ids:
+        try:
+            job, body, problem = _answer(store, jid)
+        except OllamaQError as exc:  # unknown, or unreadable
+            error_line(exc.message)
+            all_completed = False
+            continue
+        objects.append(result_to_json(job, body))
+        if problem is None:
+            answers.append((job, body))
+        else:
+            error_line(problem)
+            all_completed = False
+    if json_:
+        emit(objects)
     else:
-        text = result_text(job, body)
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-
-
-def list_(
-    status_: Annotated[Optional[list[str]], typer.Option("--status", help="Only this status (repeatable).")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Only this model.")] = None,
-    type_: Annotated[Optional[str], typer.Option("--type", "-t", help="Only this type.")] = None,
-    batch: Annotated[Optional[str], typer.Option(help="Only this batch.")] = None,
-    limit: Annotated[Optional[int], typer.Option(help="At most N jobs.", min=0)] = None,
-    offset: Annotated[int, typer.Option(help="Skip the N newest matches.", min=0)] = 0,
-    json_: JsonOpt = False,
-    data_dir: DataDirOpt = None,
-) -> None:
-    """List jobs, newest first."""
-    settings = load_settings(json_, data_dir)
-    statuses = [submission.choice(JobStatus, s, "status") for s in status_ or []]
-    kind = submission.job_type(type_) if type_ else None
-    if batch is not None:
-        submission.check_text(batch, "--batch")
-    store = open_store(settings, readonly=True)
-    jobs, corrupt = store.list_jobs(statuses=statuses, model=model, job_type=kind, batch=batch,
-                                    limit=limit, offset=offset)
-    where = store.positions(jobs, now())
-    for bad in corrupt:
-        warn(bad.message)
-    rows = [j.to_json(where.get(j.id)) for j in jobs]
-    if settings.json:
-        emit(rows)
-    else:
-        from ollama_cli import render
-
-        render.jobs_table(rows)
+        for n, (job, body) in enumerate(answers):
+            print(f"\n==> job {job.id} <==" if n else f"==> job {job.id} <==")
+            _write_text(result_text(job, body))
+    if not all_completed:
+        raise typer.Exit(ExitCode.FAILED)
 
 
 def cancel(
@@ -248,10 +312,10 @@ def wait(
         from ollama_cli import render
 
         with render.progress(len(ids)) as advance:
-            jobs, done = follow.wait_for(
-                store, ids, timeout=limit, on_progress=lambda js: advance(sum(j.status.finished for j in js)))
+            jobs, done = follow.wait_for(store, ids, timeout=limit, on_progress=lambda n, _: advance(n),
+                                         on_wait=lambda: warn_if_stalled(store))
     else:
-        jobs, done = follow.wait_for(store, ids, timeout=limit)
+        jobs, done = follow.wait_for(store, ids, timeout=limit, on_wait=lambda: warn_if_stalled(store))
     rows = [j.to_json() for j in jobs]
     if settings.json:
         emit(rows)
@@ -284,6 +348,35 @@ def retry(
     )
 
 
+def rerun(
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    json_: JsonOpt = False,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Queue each job's request again as a new job, whatever became of it; the job itself
+    is left as it is. The new job has the same model, type, priority, name, retries,
+    timeout and keep-alive, starts as soon as a daemon takes it, and is never answered
+    from the cache (it is asked again)."""
+    settings = load_settings(json_, data_dir)
+    ids = parse_ids(job_ids)
+    store = open_store(settings)
+    jobs, all_found = _known(store, ids)
+    specs = [JobSpec(model=j.model, type=j.type, request=store.get_request(j.id), priority=j.priority, name=j.name,
+                     max_attempts=j.max_attempts, timeout=j.timeout, keep_alive=j.keep_alive, use_cache=False)
+             for j in jobs]
+    new = store.submit_many(specs, now()) if specs else []
+    where = store.positions(new, now())
+    if settings.json:
+        emit([{"id": n.id, "rerun_of": old.id, "name": n.name, "status": n.status.value, "position": where.get(n.id)}
+              for old, n in zip(jobs, new)])
+    else:
+        for old, n in zip(jobs, new):
+            place = f", position {where[n.id]}" if n.id in where else ""
+            print(f"job {n.id} queued (rerun of job {old.id}; {n.model}, {n.priority.value}{place})")
+    if not all_found:
+        raise typer.Exit(ExitCode.FAILED)
+
+
 def _report(
     changes: "list[Changed]",
     *,
@@ -306,5 +399,5 @@ def _report(
         raise typer.Exit(ExitCode.FAILED)
 
 
-COMMANDS = {"submit": submit, "status": status, "result": result, "list": list_, "wait": wait,
-            "cancel": cancel, "retry": retry}
+COMMANDS = {"submit": submit, "status": status, "result": result, "wait": wait,
+            "cancel": cancel, "retry": retry, "rerun": rerun}

@@ -142,7 +142,9 @@ class Client:
 
     async def run(self, job: Job, request: dict[str, Any], on_text: OnText | None = None) -> dict[str, Any]:
         """The result body of one attempt; raises BackendError, whose message never
-        quotes the request (servers that echo it in errors would put the prompt in the log)."""
+        quotes the request (servers that echo it in errors would put the prompt in the log).
+        `on_text` gets each piece of text as it streams in: no caller passes it yet (it is
+        there for a `result --follow`)."""
         try:
             return await self._run_once(job, request, on_text)
         except BackendError as err:

@@ -26,10 +26,23 @@ log = logging.getLogger("ollama_q.daemon")
 
 
 @dataclass(frozen=True)
+class BackendFound:
+    """What the daemon's first look at a backend (its model listing) found."""
+
+    backend: str  # its label
+    up: bool  # False: unreachable, or no answer within the daemon's start-up look
+    models: int | None = None  # how many models it lists; None when it did not say
+
+
+@dataclass(frozen=True)
 class DaemonStarted:
+    """Once each backend has answered its first look, or failed it, or was given the time
+    (a few seconds) to: `found` says what the look found, in the order of `backends`."""
+
     daemon_id: str
     backends: tuple[str, ...]  # labels
     concurrency: int  # per backend
+    found: tuple[BackendFound, ...] = ()
 
 
 @dataclass(frozen=True)

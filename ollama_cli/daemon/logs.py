@@ -1,75 +1,130 @@
-"""The daemon's log: one subscriber of its events, writing the line each has always had,
-and the log's set-up (stderr, plain text or JSON lines)."""
+"""The daemon's log: one subscriber of its events, writing a line for each, and the log's
+set-up (stderr, plain text with a level mark, or JSON lines whose fields name the event and
+what it is about)."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from ollama_cli.daemon import events
 from ollama_cli.jobs import JobStatus
 
 log = logging.getLogger("ollama_q.daemon")
+INFO, WARNING = logging.INFO, logging.WARNING
+
+
+def _line(level: int, event: str, message: str, *args: Any, **fields: Any) -> None:
+    """One record: `event` (a name in snake case) and `fields` go to the JSON lines only."""
+    log.log(level, message, *args, extra={"event": event, "fields": {k: v for k, v in fields.items() if v is not None}})
+
+
+def _found(found: events.BackendFound) -> str:
+    if not found.up:
+        return f"{found.backend} (not answering)"
+    return found.backend if found.models is None else f"{found.backend} ({found.models} models)"
 
 
 def write(event: events.Event) -> None:
     """One line for the event, at the level its news deserves."""
     match event:
-        case events.DaemonStarted(daemon_id, backends, concurrency):
-            log.info("daemon %s started: %s, concurrency %d per backend", daemon_id, ", ".join(backends), concurrency)
+        case events.DaemonStarted(daemon_id, backends, concurrency, found):
+            where = ", ".join(map(_found, found)) if found else ", ".join(backends)
+            down = found and not any(f.up for f in found)
+            _line(WARNING if down else INFO, "daemon_started", "daemon %s started: %s, concurrency %d per backend%s",
+                  daemon_id, where, concurrency, "; no backend answers yet: jobs wait as pending" if down else "",
+                  daemon=daemon_id, hosts=list(backends), up=[f.backend for f in found if f.up])
         case events.DaemonStopping(signal, now=True):
-            log.warning("second %s: stopping now, handing running jobs back", signal)
+            _line(WARNING, "daemon_stopping", "second %s: stopping now, handing running jobs back", signal,
+                  signal=signal)
         case events.DaemonStopping(signal, grace=grace, running=running):
-            log.info("%s: taking no more jobs; waiting up to %gs for %d running", signal, grace, running)
+            _line(INFO, "daemon_stopping", "%s: taking no more jobs; waiting up to %gs for %d running", signal, grace,
+                  running, signal=signal, grace_s=grace, running=running)
         case events.DaemonDrained():
-            log.info("nothing pending or running: exiting (--drain)")
+            _line(INFO, "daemon_drained", "nothing pending or running: exiting (--drain)")
         case events.JobStarted(jobs, backend):
             first = jobs[0]
-            log.info("job %s started on %s (%s, attempt %d of %d)", ", ".join(str(j.id) for j in jobs), backend,
-                     first.model, first.attempts, first.max_attempts)
-        case events.JobFinished(job, JobStatus.COMPLETED, took=took):
-            log.info("job %d completed in %.1fs", job.id, took or 0.0)
-        case events.JobFinished(job, JobStatus.FAILED, error=error) if error is not None:
-            log.warning("job %d failed (%s: %s)", job.id, error.type.value, error.message)
-        case events.JobFinished(job, JobStatus.CANCELLED):
-            log.info("job %d was cancelled: closing its stream", job.id)
-        case events.JobRetrying(job, error, delay):
-            log.warning("job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id, job.attempts,
-                        error.type.value, error.message, delay)
-        case events.ResultDropped(job):
-            log.info("job %d finished after it was cancelled or taken back: result dropped", job.id)
+            _line(INFO, "job_started", "job %s started on %s (%s, attempt %d of %d)", ", ".join(str(j.id) for j in jobs),
+                  backend, first.model, first.attempts, first.max_attempts, job=first.id,
+                  jobs=[j.id for j in jobs] if len(jobs) > 1 else None, attempt=first.attempts, host=backend,
+                  model=first.model)
+        case events.JobFinished(job, JobStatus.COMPLETED, backend, took=took):
+            _line(INFO, "job_completed", "job %d completed in %.1fs", job.id, took or 0.0, job=job.id,
+                  attempt=job.attempts, host=backend, took_s=None if took is None else round(took, 3))
+        case events.JobFinished(job, JobStatus.FAILED, backend, error=error) if error is not None:
+            _line(WARNING, "job_failed", "job %d failed (%s: %s)", job.id, error.type.value, error.message,
+                  job=job.id, attempt=job.attempts, host=backend, error_type=error.type.value)
+        case events.JobFinished(job, JobStatus.CANCELLED, backend):
+            _line(INFO, "job_cancelled", "job %d was cancelled: closing its stream", job.id, job=job.id,
+                  attempt=job.attempts, host=backend)
+        case events.JobRetrying(job, error, delay, backend):
+            _line(WARNING, "job_retrying", "job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id,
+                  job.attempts, error.type.value, error.message, delay, job=job.id, attempt=job.attempts,
+                  host=backend, error_type=error.type.value, delay_s=round(delay, 3))
+        case events.ResultDropped(job, backend):
+            _line(INFO, "result_dropped", "job %d finished after it was cancelled or taken back: result dropped",
+                  job.id, job=job.id, attempt=job.attempts, host=backend)
         case events.JobReclaimed(job) if event.abandoned:
-            log.warning("job %d abandoned: its daemon died during each of %d attempts", job.id, job.attempts)
+            _line(WARNING, "job_abandoned", "job %d abandoned: its daemon died during each of %d attempts", job.id,
+                  job.attempts, job=job.id, attempt=job.attempts, error_type="abandoned")
         case events.JobReclaimed(job):
-            log.warning("job %d taken back from a dead daemon (attempt %d of %d)", job.id, job.attempts,
-                        job.max_attempts)
+            _line(WARNING, "job_reclaimed", "job %d taken back from a dead daemon (attempt %d of %d)", job.id,
+                  job.attempts, job.max_attempts, job=job.id, attempt=job.attempts)
         case events.JobsCleaned(count, older_than):
-            log.info("deleted %d jobs finished more than %gs ago", count, older_than)
+            _line(INFO, "jobs_cleaned", "deleted %d jobs finished more than %gs ago", count, older_than, count=count,
+                  older_than_s=older_than)
         case events.BackendDown(backend, reason):
-            log.warning("backend %s unreachable (%s): jobs wait as pending until it answers", backend, reason)
+            _line(WARNING, "backend_down", "backend %s unreachable (%s): jobs wait as pending until it answers",
+                  backend, reason, host=backend, error_type="unreachable", reason=reason)
         case events.BackendUp(backend):
-            log.info("backend %s is reachable again", backend)
+            _line(INFO, "backend_up", "backend %s is reachable again", backend, host=backend)
         case events.BackendResting(backend, _, seconds, asked=True):
-            log.warning("backend %s asked to wait (Retry-After): resting %gs", backend, seconds)
+            _line(WARNING, "backend_resting", "backend %s asked to wait (Retry-After): resting %gs", backend, seconds,
+                  host=backend, rest_s=seconds)
         case events.BackendResting(backend, failures, seconds):
-            log.warning("backend %s failed %d times in a row: resting %gs", backend, failures, seconds)
+            _line(WARNING, "backend_resting", "backend %s failed %d times in a row: resting %gs", backend, failures,
+                  seconds, host=backend, failures=failures, rest_s=seconds)
         case events.ModelLoaded(backend, model):
-            log.info("model %s is loaded on %s", model, backend)
+            _line(INFO, "model_loaded", "model %s is loaded on %s", model, backend, host=backend, model=model)
 
 
 class JsonLines(logging.Formatter):
+    """{"time", "level", "message"}, then the record's `event` and its fields."""
+
     def format(self, record: logging.LogRecord) -> str:
         import json
 
         from ollama_cli.timefmt import format_time
 
-        return json.dumps({"time": format_time(record.created), "level": record.levelname.lower(),
-                           "message": record.getMessage()})
+        line: dict[str, Any] = {"time": format_time(record.created), "level": record.levelname.lower(),
+                                "message": record.getMessage()}
+        if hasattr(record, "event"):
+            line["event"] = record.event
+            line.update(record.fields)
+        return json.dumps(line, ensure_ascii=False)
+
+
+class Marked(logging.Formatter):
+    """`TIME LEVEL message`: the level as a mark of five letters that a grep finds."""
+
+    MARKS = {"DEBUG": "DEBUG", "INFO": "INFO ", "WARNING": "WARN ", "ERROR": "ERROR", "CRITICAL": "ERROR"}
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(mark)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.mark = self.MARKS.get(record.levelname, record.levelname)
+        return super().format(record)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        from ollama_cli.timefmt import local_time
+
+        return local_time(record.created)  # with its offset: the clock of `info` and `status`
 
 
 def setup(json_lines: bool) -> None:
     """Log to stderr: a line of text per record, or one JSON object (--json)."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines() if json_lines else
-                         logging.Formatter("%(asctime)s %(message)s", "%Y-%m-%dT%H:%M:%S"))
+    handler.setFormatter(JsonLines() if json_lines else Marked())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise

@@ -3,8 +3,10 @@
 `Daemon.tick(now)` is one bounded step (heartbeat, reclaim jobs of dead daemons, notice
 cancellations, claim what the free slots can take, as `scheduler.plan` decides) and
 returns the claims to dispatch; one write transaction records what finished since the
-last tick and claims what comes next. `run()` only loops, dispatches, sleeps (or, when
-the daemon is the bottleneck, gathers finishing jobs into one tick) and handles signals.
+last tick and claims what comes next. A backend's slots are free only once it has answered
+a listing, which `run()` asks for: a daemon started but not running claims nothing. `run()`
+only loops, dispatches, sleeps (or, when the daemon is the bottleneck, gathers finishing
+jobs into one tick) and handles signals.
 Store transactions are short and never span an HTTP call."""
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ CPU_SAMPLE = 0.1
 # The bound of an attempt whose job has no --timeout: a backend that keeps a stream open
 # forever (a byte now and then, so no read timeout fires) must not hold a slot forever.
 DEFAULT_ATTEMPT_TIMEOUT = 600.0
+# How long `started` waits for the first look at every backend: one that has not answered
+# by then (a black hole takes the listing's whole timeout) is reported as not answering.
+STARTUP_LOOK = 2.0
 
 
 @dataclass
@@ -131,6 +136,7 @@ class Daemon:
         self.liveness: DaemonLock | None = None
         self.stopping = False
         self.force = False
+        self._announced = False  # DaemonStarted published
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
         self._next_clean = 0.0
@@ -278,8 +284,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, self._on_signal, sig)
-        self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
-                                                 self.settings.concurrency))
+        announce_by = time.monotonic() + STARTUP_LOOK
         try:
             while not self.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
@@ -287,9 +292,12 @@ class Daemon:
                 self._wake.clear()
                 now = self.clock()
                 self.pool.maintain(now, self._wake)
+                if not self._announced and (self.pool.looked() or time.monotonic() >= announce_by):
+                    self._announce()  # before the first job can start: no backend takes one unlooked-at
                 for run in (await self.tick(now)).started:
                     self._dispatch(run)
                 if self.settings.drain and not self.inflight and not self._outcomes and self._queue_empty():
+                    self._announce()
                     self.events.publish(events.DaemonDrained())
                     break
                 await self._sleep(self.settings.poll)
@@ -331,7 +339,16 @@ class Daemon:
         counts = self.store.counts()
         return counts["pending"] + counts["running"] == 0
 
+    def _announce(self) -> None:
+        """DaemonStarted, once: after the first look at the backends, so that it can say
+        which answer."""
+        if not self._announced:
+            self._announced = True
+            self.events.publish(events.DaemonStarted(self.id, tuple(b.label for b in self.backends),
+                                                     self.settings.concurrency, self.pool.found()))
+
     def _on_signal(self, sig: int) -> None:
+        self._announce()
         self.events.publish(events.DaemonStopping(signal.Signals(sig).name, self.stopping, self.settings.grace,
                                                   len(self.inflight)))
         if self.stopping:
@@ -366,6 +383,7 @@ class Daemon:
         await self._commit(self.clock(), claim=False)
 
     def _dispatch(self, run: Running) -> None:
+        self._announce()  # a backend answered while the tick ran: started comes first all the same
         run.task = asyncio.get_running_loop().create_task(self._attempt(run))
         self.events.publish(events.JobStarted(tuple(c.job for c in run.claims), run.slot.backend.label))
 
@@ -418,7 +436,7 @@ class Daemon:
             # A stale listing: another backend has the model, so try there at no cost.
             return [Outcome(c, "release") for c in run.claims]
         if err.transient:
-            self.pool.failed(slot, now, err.retry_after)
+            self.pool.failed(slot, now, (c.job.id for c in run.claims), err.retry_after)
         return [Outcome(c, "fail", error=JobError(err.kind, err.message), host=slot.backend.label,
                         retry_after=retry_delay(c.job.attempts, self.settings.retry_backoff, self.rng) if err.transient else None)
                 for c in run.claims]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any
 from dataclasses import dataclass, field
 
@@ -24,7 +24,7 @@ from ollama_cli.daemon.scheduler import BackendView
 log = logging.getLogger("ollama_q.daemon")
 
 PROBE_BACKOFF_CAP = 30.0
-COOLDOWN_AFTER = 3  # consecutive failed attempts before a backend rests
+COOLDOWN_AFTER = 3  # different jobs failing in a row before a backend rests
 COOLDOWN_CAP = 60.0
 LOADED_EVERY = 5.0  # /api/ps
 TAGS_EVERY = 30.0  # /api/tags
@@ -41,7 +41,8 @@ class Slot:
     probe_at: float = 0.0
     probe_delay: float = 0.5
     probing: bool = False
-    failures: int = 0  # consecutive failed attempts
+    failures: int = 0  # different jobs whose attempts failed in a row here
+    failed_jobs: set[int] = field(default_factory=set)  # those jobs
     cooldown_until: float = 0.0
     models: set[str] | None = None  # installed (full names); None: the server does not say
     answered: bool = False  # it answered a listing since it was last up: no job before
@@ -83,6 +84,14 @@ class Pool:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def looked(self) -> bool:
+        """Whether every backend has answered a listing or been found down."""
+        return all(s.answered or not s.up for s in self.slots)
+
+    def found(self) -> tuple[events.BackendFound, ...]:
+        return tuple(events.BackendFound(s.backend.label, s.up and s.answered,
+                                         None if s.models is None else len(s.models)) for s in self.slots)
+
     def views(self, now: float) -> list[BackendView]:
         return [s.view(now) for s in self.slots]
 
@@ -114,14 +123,20 @@ class Pool:
     def succeeded(self, slot: Slot) -> None:
         self.mark_up(slot)
         slot.failures = 0
+        slot.failed_jobs.clear()
 
-    def failed(self, slot: Slot, now: float, retry_after: float | None = None) -> None:
-        """A failed attempt (not unreachability): after a few in a row the backend rests,
-        so that work flows to the others; one that said when to come back (Retry-After)
-        rests at least that long."""
-        slot.failures += 1
-        rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1)) \
-            if slot.failures >= COOLDOWN_AFTER else 0.0
+    def failed(self, slot: Slot, now: float, jobs: Iterable[int], retry_after: float | None = None) -> None:
+        """A failed attempt of these jobs (not unreachability). After failures of a few
+        different jobs in a row the backend rests, so that work flows to the others. One
+        job's own failures (a prompt the server cannot take) count once, and a backend
+        with no other to take its work does not rest for failures alone: resting it would
+        stall every job for a fault of one. One that said when to come back (Retry-After)
+        rests at least that long, whatever else."""
+        slot.failed_jobs.update(jobs)
+        slot.failures = len(slot.failed_jobs)
+        rest = 0.0
+        if slot.failures >= COOLDOWN_AFTER and self._another_can_work(slot, now):
+            rest = min(COOLDOWN_CAP, 2.0 ** (slot.failures - COOLDOWN_AFTER + 1))
         asked = retry_after is not None and retry_after > rest
         if retry_after is not None and asked:
             rest = retry_after
@@ -129,6 +144,9 @@ class Pool:
             if now >= slot.cooldown_until:
                 self.publish(events.BackendResting(slot.backend.label, slot.failures, rest, asked))
             slot.cooldown_until = max(slot.cooldown_until, now + rest)
+
+    def _another_can_work(self, slot: Slot, now: float) -> bool:
+        return any(s is not slot and s.up and s.answered and now >= s.cooldown_until for s in self.slots)
 
     def mark_down(self, slot: Slot, why: str, now: float) -> None:
         if slot.up:
@@ -210,10 +228,13 @@ class Pool:
                     loads = slot.loads
                     listed = {full_name(m) for m in await slot.client.loaded() if m}
                     self._note_loads(slot, listed)
-                    # A reply asked for before our latest load does not show it (nor what
-                    # it evicted): the belief `started` formed is newer.
-                    if slot.loads == loads:
-                        slot.loaded = listed | {m for m, n in slot.running_models.items() if n > 0}
+                    # A reply asked for before our latest load does not show it; one asked
+                    # while requests of the models it evicts still run may show them too, and
+                    # believing them loaded would swap back and forth: the belief `started`
+                    # formed stands until those requests end.
+                    busy = {m for m, n in slot.running_models.items() if n > 0}
+                    if slot.loads == loads and busy <= slot.loaded:
+                        slot.loaded = listed | busy
                 except BackendError:
                     pass
         except Exception as exc:  # a refresh is advice: it must never stop the daemon

@@ -9,12 +9,17 @@ from ollama_cli.timefmt import format_time
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
+    from ollama_cli.store.records import DaemonInfo
+
+
+def live_daemons(store: Engine) -> list[DaemonInfo]:
+    return [d for d in store.daemons() if store.is_alive(d.id)]
 
 
 def info(store: Engine) -> dict[str, Any]:
     counts = store.counts()
     paused = store.is_paused()
-    alive = [d for d in store.daemons() if store.is_alive(d.id)]
+    alive = live_daemons(store)
     cache_stats = store.cache_stats()
     first = alive[0] if alive else None
     return {

@@ -9,8 +9,8 @@ re-derived from the records). Nothing here does I/O but through the transaction.
 
 from ollama_cli.queue.indexes import get_job, migrate, needs_migration
 from ollama_cli.queue.reads import (
-    batch_counts, batch_exists, batch_jobs, counts, get_request, get_result, ids_with_status, is_paused,
-    list_jobs, position, positions, running,
+    batch_counts, batch_exists, batch_jobs, batch_names, counts, get_request, get_result, ids_with_status,
+    is_paused, list_jobs, positions, running,
 )
 from ollama_cli.queue.retention import clean
 from ollama_cli.queue.transitions import (
@@ -19,8 +19,9 @@ from ollama_cli.queue.transitions import (
 )
 
 __all__ = [
-    "batch_counts", "batch_exists", "batch_jobs", "cancel", "claim", "clean", "complete", "counts",
-    "fail_attempt", "get_job", "get_request", "get_result", "ids_with_status", "is_paused", "list_jobs",
-    "migrate", "needs_migration", "position", "positions", "promote_due", "ready_candidates", "reclaim", "release", "retry", "running",
+    "batch_counts", "batch_exists", "batch_jobs", "batch_names", "cancel", "claim", "clean", "complete",
+    "counts", "fail_attempt", "get_job", "get_request", "get_result", "ids_with_status", "is_paused", "list_jobs",
+    "migrate", "needs_migration", "positions", "promote_due", "ready_candidates", "reclaim", "release", "retry",
+    "running",
     "set_paused", "settle", "submit", "submit_batch", "submit_many",
 ]

@@ -8,9 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from ollama_cli.codec import decode_job, unpack
 from ollama_cli.errors import CorruptRecord, NotFound
-from ollama_cli.jobs import Job, JobStatus, JobType, Priority
+from ollama_cli.jobs import Job, JobStatus, JobType, Priority, full_name
 from ollama_cli.queue.indexes import (
-    BIG, COUNT, PENDING, RANK, READY_COUNT, RUNNING, SMALL, batch_prefix, get_job, in_step, model_digest, ready_key,
+    BIG, COUNT, PENDING, RANK, READY_COUNT, RUNNING, SMALL, batch_prefix, block_count_names, get_job, in_step,
+    model_digest, ready_key,
 )
 from ollama_cli.store.keys import read_u64, u64
 
@@ -40,17 +41,15 @@ def is_paused(tx: Tx) -> bool:
     return tx.get("meta", b"paused") == b"1"
 
 
-def position(tx: Tx, job: Job, now: float) -> int | None:
-    """1-based place among ready jobs in the order they start; None unless ready. A
-    delayed job whose time has come is ready, though no daemon has moved it yet."""
-    return positions(tx, [job], now).get(job.id)
-
-
 def positions(tx: Tx, jobs: Iterable[Job], now: float) -> dict[int, int]:
-    """Places of many jobs, as `position` gives them one by one. Ready jobs ahead of a job
-    are counted from counters (those of more urgent priorities, of the blocks of 2^20 and
-    then 2^10 ids before its own) plus a walk of its block: a few hundred reads at any
-    depth; jobs in one block share the walk. Plus the due jobs not yet moved to `ready`."""
+    """1-based places among ready jobs, in the order they start, of those of `jobs` that are
+    ready. A delayed job whose time has come is ready, though no daemon has moved it yet.
+
+    Ready jobs ahead of a job are counted from counters (those of more urgent priorities,
+    of the blocks of 2^20 and then 2^10 ids before its own) plus a walk of its block from
+    the nearer end: at most 1,023 steps at any depth, a few for the newest jobs (which
+    `list` and `submit` show); jobs in one block share a walk. Plus the due jobs not yet
+    moved to `ready`."""
     import bisect
 
     keys = sorted(ready_key(j) for j in jobs if j.status is PENDING)
@@ -65,16 +64,33 @@ def positions(tx: Tx, jobs: Iterable[Job], now: float) -> dict[int, int]:
         blocks.setdefault((key[0], read_u64(key, 1) >> SMALL), []).append(key)
     for (rank, block), wanted in blocks.items():
         base = _ready_before(tx, rank, block, counted)
-        prefix = bytes([rank])
-        walked = []
-        for k, _ in tx.scan("ready", prefix, start=prefix + u64(block << SMALL)):
-            if k > wanted[-1]:
-                break
-            walked.append(k)
-        for key in wanted:
-            i = bisect.bisect_left(walked, key)
-            if (i < len(walked) and walked[i] == key) or key in due_set:
-                found[read_u64(key, 1)] = base + i + bisect.bisect_left(due, key) + 1
+        prefix, start, end = bytes([rank]), block << SMALL, ((block + 1) << SMALL) - 1
+        in_block = tx.counter(block_count_names(rank, start)[0]) if counted else 0
+        from_end = False
+        if in_block:  # ids of the block's first and last keys estimate the distances
+            low = next(tx.scan("ready", prefix, start=prefix + u64(start)), None)
+            high = next(tx.scan("ready", prefix, start=prefix + u64(end), reverse=True), None)
+            if low is not None and high is not None:
+                from_end = read_u64(high[0], 1) - read_u64(wanted[0], 1) < \
+                    read_u64(wanted[-1], 1) - read_u64(low[0], 1)
+        if from_end:  # walk down to the lowest key wanted; the block's count gives the rest
+            above = []
+            for k, _ in tx.scan("ready", prefix, start=prefix + u64(end), reverse=True):
+                if k < wanted[0]:
+                    break
+                above.append(k)
+            above.reverse()
+            ready_keys, below = set(above), [in_block - (len(above) - bisect.bisect_left(above, k)) for k in wanted]
+        else:
+            walked = []
+            for k, _ in tx.scan("ready", prefix, start=prefix + u64(start)):
+                if k > wanted[-1]:
+                    break
+                walked.append(k)
+            ready_keys, below = set(walked), [bisect.bisect_left(walked, k) for k in wanted]
+        for key, n in zip(wanted, below):
+            if key in ready_keys or key in due_set:
+                found[read_u64(key, 1)] = base + n + bisect.bisect_left(due, key) + 1
     return found
 
 
@@ -129,18 +145,22 @@ def list_jobs(
     model: str | None = None,
     job_type: JobType | None = None,
     batch: str | None = None,
+    name: str | None = None,
     limit: int | None = None,
     offset: int = 0,
+    before: int | None = None,
 ) -> tuple[list[Job], list[CorruptRecord]]:
-    """Jobs newest first, walking an index rather than every record where a filter
-    allows it. Corrupt records are returned apart, never raised."""
+    """Jobs newest first (ids below `before`, if given), walking an index rather than every
+    record where a filter allows it; `model` matches as `full_name` compares names. Corrupt
+    records are returned apart, never raised."""
     jobs: list[Job] = []
     corrupt: list[CorruptRecord] = []
-    if limit is not None and limit <= 0:
+    if (limit is not None and limit <= 0) or (before is not None and before <= 1):
         return jobs, corrupt
     wanted = set(statuses)
+    model = full_name(model) if model else None
     skipped = 0
-    for job_id in _ids_newest_first(tx, tuple(wanted), batch, model):
+    for job_id in _ids_newest_first(tx, tuple(wanted), batch, before, model):
         raw = tx.get("jobs", u64(job_id))
         if raw is None:
             continue
@@ -149,9 +169,11 @@ def list_jobs(
         except CorruptRecord as exc:
             corrupt.append(exc)
             continue
-        if (model and job.model != model) or (job_type and job.type is not job_type):
+        if (model and full_name(job.model) != model) or (job_type and job.type is not job_type):
             continue
         if (batch and job.batch != batch) or (wanted and job.status not in wanted):
+            continue
+        if name is not None and job.name != name:
             continue
         if skipped < offset:
             skipped += 1
@@ -163,29 +185,32 @@ def list_jobs(
 
 
 def _ids_newest_first(tx: Tx, statuses: tuple[JobStatus, ...], batch: str | None,
-                      model: str | None) -> Iterator[int]:
+                      before: int | None, model: str | None) -> Iterator[int]:
     import heapq
 
+    below = None if before is None else u64(before - 1)  # the highest id wanted, as a key
     if batch:
         prefix = batch_prefix(batch)
-        for key, _ in tx.scan("batches", prefix, reverse=True):
+        for key, _ in tx.scan("batches", prefix, reverse=True, start=below and prefix + below):
             yield read_u64(key, len(prefix))
     elif statuses == (PENDING,) and model and in_step(tx):
         # The model's runs of the per-model index, and the held jobs (read whole: a daemon
         # keeps them few), rather than every pending record decoded to find the model's.
-        runs = [(read_u64(k, 9) for k, _ in tx.scan("ready_model", RANK[p] + model_digest(model), reverse=True))
-                for p in Priority]
+        prefixes = [RANK[p] + model_digest(model) for p in Priority]
+        runs = [(read_u64(k, 9) for k, _ in tx.scan("ready_model", prefix, reverse=True,
+                                                     start=below and prefix + below)) for prefix in prefixes]
         held = [read_u64(k, 8) for k, _ in tx.scan("waiting")] + [read_u64(k) for k, _ in tx.scan("blocked")]
-        yield from heapq.merge(*runs, sorted(held, reverse=True), reverse=True)
+        held = sorted((i for i in held if before is None or i < before), reverse=True)
+        yield from heapq.merge(*runs, held, reverse=True)
     elif statuses:
         # Merge the per-status index runs, each already in id order.
         runs = [
-            (read_u64(k, 1) for k, _ in tx.scan("status", s.code, reverse=True))
+            (read_u64(k, 1) for k, _ in tx.scan("status", s.code, reverse=True, start=below and s.code + below))
             for s in dict.fromkeys(statuses)
         ]
         yield from heapq.merge(*runs, reverse=True)
     else:
-        for key, _ in tx.scan("jobs", reverse=True):
+        for key, _ in tx.scan("jobs", reverse=True, start=below):
             yield read_u64(key)
 
 
@@ -207,6 +232,19 @@ def ids_with_status(tx: Tx, *statuses: JobStatus) -> list[int]:
 
 def batch_exists(tx: Tx, name: str) -> bool:
     return next(tx.scan("batches", batch_prefix(name)), None) is not None
+
+
+def batch_names(tx: Tx) -> list[str]:
+    """Every batch's name, newest first: one seek per batch, from each name to the next (a
+    name holds no NUL, so name + 1 sorts after every key of its batch)."""
+    found: list[tuple[int, str]] = []
+    start = b""
+    while (entry := next(tx.scan("batches", start=start), None)) is not None:
+        cut = entry[0].index(b"\x00")
+        name = entry[0][:cut]
+        found.append((read_u64(entry[0], cut + 1), name.decode()))
+        start = name + b"\x01"
+    return [name for _, name in sorted(found, reverse=True)]
 
 
 def batch_jobs(tx: Tx, name: str, *, after: int = 0, limit: int | None = None,

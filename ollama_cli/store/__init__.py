@@ -19,13 +19,14 @@ if TYPE_CHECKING:
 
 
 def open_store(location: str | os.PathLike[str], *, readonly: bool = False,
-               on_wait: Callable[[int | None], None] | None = None) -> Engine:
+               on_wait: Callable[[int | None], None] | None = None, create: bool = True) -> Engine:
     """The store at `location`: a folder, for LMDB in it. `readonly` when the caller will only
     read: LMDB then never waits behind a writer to open. `on_wait(pid)` is called once if a
-    write waits long for another process that holds the store (its pid, None if unknown)."""
+    write waits long for another process that holds the store (its pid, None if unknown).
+    Without `create`, NotFound if there is no store there yet (nothing is created)."""
     text = os.fspath(location)
     if "://" in text:
         raise UsageError(f"unsupported store {text!r}: this version keeps the store in a folder (LMDB)")
     from ollama_cli.store.lmdb_engine import LmdbEngine
 
-    return LmdbEngine(Path(text), readonly=readonly, on_wait=on_wait)
+    return LmdbEngine(Path(text), readonly=readonly, on_wait=on_wait, create=create)

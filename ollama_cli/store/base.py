@@ -106,11 +106,14 @@ class Engine(Protocol):
         ...
 
     def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
-                  job_type: JobType | None = None, batch: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> tuple[list[Job], list[CorruptRecord]]:
+                  job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0,
+                  before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
         """Jobs newest first (highest id first) that match every filter given (any of
-        `statuses`), skipping the first `offset` matches, at most `limit`. Records that cannot be
-        decoded are handed back apart, never raised."""
+        `statuses`; `model` as `jobs.full_name` compares names: `m`, `m:latest` and `M` are one
+        model; `name` is the job's own, exactly), skipping the first `offset` matches, at most
+        `limit`; with `before`, only ids below it (a caller reading page by page passes the
+        last id it got). Records that cannot be decoded are handed back apart, never raised."""
         ...
 
     def counts(self) -> dict[str, int]:
@@ -168,6 +171,10 @@ class Engine(Protocol):
                    results: bool = False) -> list[BatchEntry]:
         """The batch's jobs in id order, from the first id greater than `after`, at most `limit`;
         with `results`, each completed job's result too. [] for an unknown batch."""
+        ...
+
+    def batch_names(self) -> list[str]:
+        """The name of every batch that has a job, the newest batch (by its first id) first."""
         ...
 
     # -------------------------------------------------------------------- cache
@@ -295,5 +302,6 @@ class Tx(Protocol):
     def scan(self, table: str, prefix: bytes = b"", *, start: bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with prefix, in byte order or reversed, read
-        lazily. `start` positions a forward scan at the first key >= start."""
+        lazily. `start` (a key starting with prefix) positions the scan at the first key >=
+        start, or, reversed, at the last key <= start."""
         ...

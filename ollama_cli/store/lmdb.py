@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import lmdb
 
-from ollama_cli.errors import OperationFailed, StoreLockLost, StoreWriteFailed, UsageError
+from ollama_cli.errors import NotFound, OperationFailed, StoreLockLost, StoreWriteFailed, UsageError
 from ollama_cli.store.keys import prefix_upper, read_u64, u64
 from ollama_cli.store.tables import DATABASES
 
@@ -89,9 +89,17 @@ class Tx:
     def scan(self, db: str, prefix: bytes = b"", *, start: bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs whose key starts with prefix, in key order or reversed.
-        `start` positions the scan at the first key >= start (forward only)."""
+        `start` (a key starting with prefix) positions the scan at the first key >= start, or,
+        reversed, at the last key <= start."""
         cur = self._txn.cursor(db=self._dbs[db])
-        if reverse:
+        if reverse and start is not None:
+            if not cur.set_range(start):
+                if not cur.last():
+                    return
+            elif cur.key() != start and not cur.prev():
+                return
+            step = cur.prev
+        elif reverse:
             upper = prefix_upper(prefix)
             positioned = (cur.set_range(upper) and cur.prev()) if upper else cur.last()
             if not positioned and upper and not cur.set_range(upper):
@@ -117,13 +125,16 @@ class Store:
     the LMDB engine (`lmdb_engine.py`) and by nothing above the store."""
 
     def __init__(self, path: Path, *, map_size: int = MAP_SIZE, readonly: bool = False,
-                 on_wait: Callable[[int | None], None] | None = None) -> None:
+                 on_wait: Callable[[int | None], None] | None = None, create: bool = True) -> None:
         """`readonly` for commands that only read: py-lmdb opens named databases in a write
         transaction unless the environment is read-only, and that would make `status`
         wait behind any writer. A store that does not exist yet is created writable.
         `on_wait(pid)` is called once if a write waits more than WAIT_NOTICE_AFTER seconds
-        for another process's write lock (pid None when it cannot be told)."""
+        for another process's write lock (pid None when it cannot be told). Without `create`,
+        a folder that holds no store is NotFound, and is left as it is."""
         self.path = Path(path)
+        if not create and not os.path.lexists(self.path / "data.mdb") and not self.path.is_file():
+            raise NotFound(f"no store in {self.path} (nothing was ever submitted there: is the data dir right?)")
         self._on_wait = on_wait
         self._lock_fd: int | None = None  # see _writer_pid
         _make_private_dir(self.path)

@@ -37,8 +37,8 @@ class LmdbEngine:
     """The store in one folder on this machine (`store.open_store` says what the arguments do)."""
 
     def __init__(self, path: Path, *, readonly: bool = False,
-                 on_wait: Callable[[int | None], None] | None = None) -> None:
-        self.kv = Store(path, readonly=readonly, on_wait=on_wait)  # LMDB's key-value layer
+                 on_wait: Callable[[int | None], None] | None = None, create: bool = True) -> None:
+        self.kv = Store(path, readonly=readonly, on_wait=on_wait, create=create)  # LMDB's key-value layer
         if not self.kv.env.flags()["readonly"]:
             self._migrate()
         self.location = str(self.kv.path)
@@ -104,11 +104,12 @@ class LmdbEngine:
             return queue.get_result(tx, job_id)
 
     def list_jobs(self, *, statuses: Iterable[JobStatus] = (), model: str | None = None,
-                  job_type: JobType | None = None, batch: str | None = None, limit: int | None = None,
-                  offset: int = 0) -> tuple[list[Job], list[CorruptRecord]]:
+                  job_type: JobType | None = None, batch: str | None = None, name: str | None = None,
+                  limit: int | None = None, offset: int = 0,
+                  before: int | None = None) -> tuple[list[Job], list[CorruptRecord]]:
         with self.kv.read() as tx:
             return queue.list_jobs(tx, statuses=statuses, model=model, job_type=job_type, batch=batch,
-                                   limit=limit, offset=offset)
+                                   name=name, limit=limit, offset=offset, before=before)
 
     def counts(self) -> dict[str, int]:
         with self.kv.read() as tx:
@@ -183,6 +184,10 @@ class LmdbEngine:
                    results: bool = False) -> list[BatchEntry]:
         with self.kv.read() as tx:
             return queue.batch_jobs(tx, name, after=after, limit=limit, results=results)
+
+    def batch_names(self) -> list[str]:
+        with self.kv.read() as tx:
+            return queue.batch_names(tx)
 
     # -------------------------------------------------------------------- cache
 

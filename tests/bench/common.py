@@ -1,5 +1,6 @@
 """Shared pieces of the benchmarks: an emulator in its own process (so that it does not
-share a GIL with what is measured), a private store, and queueing jobs through the core."""
+share a GIL with what is measured, where only its answers are looked at), a private store,
+and queueing jobs through the core."""
 
 from __future__ import annotations
 

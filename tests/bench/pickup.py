@@ -29,6 +29,8 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(1)
     latencies = []
+    # The emulator in this process: the moment a request arrives is what is timed, and the
+    # daemon measured runs in a process of its own.
     with data_dir() as path, Emulator() as emu:
         daemon = subprocess.Popen([sys.executable, "-m", "ollama_cli", "daemon", "--host", emu.url],
                                   env=env_for(path), cwd=ROOT, stderr=subprocess.DEVNULL)

@@ -6,7 +6,6 @@ engines)."""
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobTyp
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
 from ollama_cli.store.records import DaemonInfo, Placement, Plan, Settle, SettleKind
+from tests.helpers.jobs import make_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 
@@ -30,7 +30,6 @@ FAILED, CANCELLED = JobStatus.FAILED, JobStatus.CANCELLED
 URGENT, HIGH, MEDIUM, LOW = Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW
 T = 1_000_000.0
 ANSWER = {"response": "hi", "stats": {"eval_count": 1}}
-_prompts = itertools.count()
 
 
 @pytest.fixture(params=list(ENGINES))
@@ -38,11 +37,6 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     with ENGINES[request.param](tmp_path) as e:
         yield e
         assert e.check() == []
-
-
-def spec(prompt: str | None = None, **kw: Any) -> JobSpec:
-    return JobSpec(model="m", type=JobType.GENERATE,
-                   request={"prompt": prompt if prompt is not None else f"p{next(_prompts)}"}, **kw)
 
 
 def take_all(placement_of: Callable[[list[Job]], list[Placement]] | None = None,
@@ -87,15 +81,15 @@ def statuses(engine: Engine, *ids: int) -> list[str]:
 
 
 def test_ids_count_up_from_one_in_submission_order_and_are_never_reused(engine: Engine) -> None:
-    assert [engine.submit(spec(), T).id for _ in range(3)] == [1, 2, 3]
-    assert [j.id for j in engine.submit_many([spec(), spec()], T)] == [4, 5]
+    assert [engine.submit(make_spec(), T).id for _ in range(3)] == [1, 2, 3]
+    assert [j.id for j in engine.submit_many([make_spec(), make_spec()], T)] == [4, 5]
     engine.cancel([5], T)
     assert engine.clean([CANCELLED], T) == 1
-    assert engine.submit(spec(), T).id == 6
+    assert engine.submit(make_spec(), T).id == 6
 
 
 def test_submit_gives_the_job_as_stored(engine: Engine) -> None:
-    job = engine.submit(spec("why?", priority=HIGH, name="n", max_attempts=3, timeout=60.0, keep_alive=5.0), T)
+    job = engine.submit(make_spec("why?", priority=HIGH, name="n", max_attempts=3, timeout=60.0, keep_alive=5.0), T)
     assert job == engine.get_job(job.id)
     assert (job.status, job.priority, job.name, job.attempts, job.max_attempts, job.created_at) == \
         (PENDING, HIGH, "n", 0, 3, T)
@@ -105,41 +99,41 @@ def test_submit_gives_the_job_as_stored(engine: Engine) -> None:
 
 
 def test_an_unknown_dependency_refuses_the_submit_and_writes_nothing(engine: Engine) -> None:
-    engine.submit(spec(), T)
+    engine.submit(make_spec(), T)
     with pytest.raises(UsageError):
-        engine.submit(spec(after=(1, 42)), T)
+        engine.submit(make_spec(after=(1, 42)), T)
     with pytest.raises(UsageError):
-        engine.submit_many([spec(), spec(after=(42,))], T)
+        engine.submit_many([make_spec(), make_spec(after=(42,))], T)
     assert engine.counts()["total"] == 1
-    assert engine.submit(spec(), T).id == 2  # the refusals used no id
+    assert engine.submit(make_spec(), T).id == 2  # the refusals used no id
 
 
 def test_an_identical_request_completed_before_completes_at_once_from_the_cache(engine: Engine) -> None:
-    first = engine.submit(spec("same"), T)
+    first = engine.submit(make_spec("same"), T)
     complete(engine, claim(engine)[0])
-    again = engine.submit(spec("same"), T + 1)
+    again = engine.submit(make_spec("same"), T + 1)
     assert (again.status, again.cached, again.finished_at, again.attempts) == (COMPLETED, True, T + 1, 0)
     assert engine.get_result(again.id) == engine.get_result(first.id) == ANSWER
     assert engine.cache_stats()["hits"] == 1
     for kw in ({"use_cache": False}, {"run_at": T + 5}, {"after": (first.id,)}):
-        assert engine.submit(spec("same", **kw), T + 2).status is PENDING, kw
+        assert engine.submit(make_spec("same", **kw), T + 2).status is PENDING, kw
 
 
 def test_a_job_whose_dependency_failed_fails_at_once(engine: Engine) -> None:
-    dep = engine.submit(spec(), T)
+    dep = engine.submit(make_spec(), T)
     fail(engine, claim(engine)[0])
-    job = engine.submit(spec(after=(dep.id,)), T + 1)
+    job = engine.submit(make_spec(after=(dep.id,)), T + 1)
     assert job.status is FAILED and job.error.type is ErrorType.DEPENDENCY_FAILED and job.finished_at == T + 1
     assert job == engine.get_job(job.id)
 
 
 def test_a_batch_takes_its_name_or_a_new_one_and_refuses_a_name_in_use(engine: Engine) -> None:
-    name, jobs = engine.submit_batch([spec(), spec()], T, name="batch-2")
+    name, jobs = engine.submit_batch([make_spec(), make_spec()], T, name="batch-2")
     assert name == "batch-2" and [j.id for j in jobs] == [1, 2] and {j.batch for j in jobs} == {"batch-2"}
-    assert engine.submit_batch([spec()], T)[0] == "batch-1"
-    assert engine.submit_batch([spec()], T)[0] == "batch-3"  # batch-2 is taken
+    assert engine.submit_batch([make_spec()], T)[0] == "batch-1"
+    assert engine.submit_batch([make_spec()], T)[0] == "batch-3"  # batch-2 is taken
     with pytest.raises(UsageError):
-        engine.submit_batch([spec()], T, name="batch-1")
+        engine.submit_batch([make_spec()], T, name="batch-1")
     assert engine.counts()["total"] == 4
 
 
@@ -150,13 +144,13 @@ def test_unknown_ids_read_as_nothing(engine: Engine) -> None:
     assert engine.get_job(7) is None
     assert engine.get_request(7) == {}
     assert engine.get_result(7) is None
-    engine.submit(spec(), T)
+    engine.submit(make_spec(), T)
     assert engine.get_jobs([7, 1, 8]) == [None, engine.get_job(1), None]
 
 
 def test_counts_per_status(engine: Engine) -> None:
     for _ in range(4):
-        engine.submit(spec(), T)
+        engine.submit(make_spec(), T)
     first, second, _ = claim(engine, limit=3)
     complete(engine, first)
     fail(engine, second)
@@ -166,9 +160,9 @@ def test_counts_per_status(engine: Engine) -> None:
 
 
 def test_list_is_newest_first_and_filters(engine: Engine) -> None:
-    engine.submit(spec(), T)
-    engine.submit_batch([spec(), JobSpec(model="other", type=JobType.EMBED, request={"input": ["x"]})], T, name="b")
-    engine.submit(spec(), T)
+    engine.submit(make_spec(), T)
+    engine.submit_batch([make_spec(), JobSpec(model="other", type=JobType.EMBED, request={"input": ["x"]})], T, name="b")
+    engine.submit(make_spec(name="nightly"), T)
     engine.cancel([1], T)
 
     def ids(**kw: Any) -> list[int]:
@@ -182,14 +176,35 @@ def test_list_is_newest_first_and_filters(engine: Engine) -> None:
     assert ids(model="other") == ids(job_type=JobType.EMBED) == [3]
     assert ids(batch="b") == [3, 2]
     assert ids(offset=1, limit=2) == [3, 2]
-    assert ids(batch="none") == ids(limit=0) == []
+    assert ids(batch="none") == ids(limit=0) == ids(name="nightl") == []
+    assert ids(name="nightly") == ids(name="nightly", statuses=[PENDING]) == [4]
+    # Page by page: ids below the last one read.
+    assert ids(before=4) == [3, 2, 1]
+    assert ids(before=3, limit=1) == [2]
+    assert ids(statuses=[PENDING, CANCELLED], before=3) == [2, 1]
+    assert ids(batch="b", before=3) == [2]
+    assert ids(name="nightly", before=4) == ids(before=1) == ids(before=0) == []
+    assert ids(before=99) == [4, 3, 2, 1]
+
+
+def test_list_by_model_takes_the_model_as_ollama_names_it(engine: Engine) -> None:
+    for model in ("llama3.2", "llama3.2:latest", "Llama3.2", "llama3.2:1b", "hf.co/x/Y-GGUF:Q4_K_M", "llama3"):
+        engine.submit(JobSpec(model=model, type=JobType.GENERATE, request={"prompt": model}), T)
+
+    def ids(model: str) -> list[int]:
+        return [j.id for j in engine.list_jobs(model=model)[0]]
+
+    assert ids("llama3.2") == ids("llama3.2:latest") == ids("LLAMA3.2") == [3, 2, 1]
+    assert ids("llama3.2:1b") == [4]
+    assert ids("hf.co/x/y-gguf:q4_k_m") == [5]
+    assert ids("llama") == []
 
 
 def test_positions_follow_the_order_jobs_start(engine: Engine) -> None:
     for p in (LOW, URGENT, MEDIUM, URGENT):
-        engine.submit(spec(priority=p), T)
-    held = engine.submit(spec(priority=HIGH, run_at=T + 10), T)
-    blocked = engine.submit(spec(after=(1,)), T)
+        engine.submit(make_spec(priority=p), T)
+    held = engine.submit(make_spec(priority=HIGH, run_at=T + 10), T)
+    blocked = engine.submit(make_spec(after=(1,)), T)
     jobs = [engine.get_job(i) for i in range(1, 7)]
     assert engine.positions(jobs, T) == {2: 1, 4: 2, 3: 3, 1: 4}
     # Its time has come: counted as ready though nobody moved it yet.
@@ -205,8 +220,8 @@ def test_positions_follow_the_order_jobs_start(engine: Engine) -> None:
 
 def test_cancel_ends_pending_and_running_jobs_once_and_their_dependents_fail(engine: Engine) -> None:
     for _ in range(3):
-        engine.submit(spec(), T)
-    dependent = engine.submit(spec(after=(2,)), T)
+        engine.submit(make_spec(), T)
+    dependent = engine.submit(make_spec(after=(2,)), T)
     running, _ = claim(engine, limit=2)
     changes = engine.cancel([3, running.id, 99], T + 1)
     assert [(c.id, c.changed) for c in changes] == [(3, True), (running.id, True), (99, False)]
@@ -222,7 +237,7 @@ def test_cancel_ends_pending_and_running_jobs_once_and_their_dependents_fail(eng
 
 def test_retry_queues_failed_and_cancelled_jobs_with_a_fresh_start(engine: Engine) -> None:
     for _ in range(4):
-        engine.submit(spec(max_attempts=1), T)
+        engine.submit(make_spec(max_attempts=1), T)
     failed = claim(engine)[0]
     fail(engine, failed, retry_after=1.0)  # no attempt left: failed
     engine.cancel([2], T)
@@ -237,7 +252,7 @@ def test_retry_queues_failed_and_cancelled_jobs_with_a_fresh_start(engine: Engin
 
 
 def test_pause_stops_claims_until_resume(engine: Engine) -> None:
-    engine.submit(spec(), T)
+    engine.submit(make_spec(), T)
     engine.pause()
     engine.pause()
     assert engine.is_paused()
@@ -251,7 +266,7 @@ def test_pause_stops_claims_until_resume(engine: Engine) -> None:
 
 def test_clean_deletes_finished_jobs_of_the_given_statuses(engine: Engine) -> None:
     for _ in range(4):
-        engine.submit(spec(batch="b"), T)
+        engine.submit(make_spec(batch="b"), T)
     first, second = claim(engine, limit=2)
     complete(engine, first, T)
     complete(engine, second, T + 100)
@@ -270,7 +285,7 @@ def test_clean_deletes_finished_jobs_of_the_given_statuses(engine: Engine) -> No
 
 
 def test_batch_reads(engine: Engine) -> None:
-    name, jobs = engine.submit_batch([spec(), spec(), spec()], T)
+    name, jobs = engine.submit_batch([make_spec(), make_spec(), make_spec()], T)
     complete(engine, claim(engine)[0])
     assert engine.batch_counts(name) == {"batch": name, "total": 3, "pending": 2, "running": 0,
                                          "completed": 1, "failed": 0, "cancelled": 0}
@@ -284,19 +299,33 @@ def test_batch_reads(engine: Engine) -> None:
     assert engine.batch_jobs("nope") == []
 
 
+def test_batch_names_newest_first(engine: Engine) -> None:
+    assert engine.batch_names() == []
+    engine.submit_batch([make_spec()], T, name="b")
+    engine.submit(make_spec(), T)
+    engine.submit_batch([make_spec(), make_spec()], T, name="a")
+    engine.submit_batch([make_spec()], T, name="b c")  # a name that another name starts
+    engine.submit_batch([make_spec()], T)
+    assert engine.batch_names() == ["batch-1", "b c", "a", "b"]
+    engine.clean([CANCELLED], T)
+    engine.cancel([1], T)
+    engine.clean([CANCELLED], T)
+    assert engine.batch_names() == ["batch-1", "b c", "a"]  # a batch is its jobs: none left, none listed
+
+
 # -------------------------------------------------------------------------- cache
 
 
 def test_cache_stats_and_clear(engine: Engine) -> None:
-    engine.submit(spec("same"), T)
+    engine.submit(make_spec("same"), T)
     complete(engine, claim(engine)[0])
-    engine.submit(spec("same"), T)
+    engine.submit(make_spec("same"), T)
     stats = engine.cache_stats()
     assert (stats["entries"], stats["hits"], stats["misses"]) == (1, 1, 1) and stats["bytes"] > 0
     assert engine.cache_clear() == 1
     assert engine.cache_stats()["entries"] == 0 and engine.cache_stats()["bytes"] == 0
     assert engine.get_result(1) == ANSWER  # the job's own result stays
-    assert engine.submit(spec("same"), T).status is PENDING
+    assert engine.submit(make_spec("same"), T).status is PENDING
 
 
 # ------------------------------------------------------------------------ daemons
@@ -330,8 +359,8 @@ def test_daemon_records(engine: Engine) -> None:
 
 def test_the_planner_sees_ready_jobs_in_start_order_and_its_placements_are_claimed(engine: Engine) -> None:
     for p in (LOW, URGENT, MEDIUM, URGENT):
-        engine.submit(spec(priority=p), T)
-    engine.submit(spec(run_at=T + 50), T)
+        engine.submit(make_spec(priority=p), T)
+    engine.submit(make_spec(run_at=T + 50), T)
     seen: list[list[Job]] = []
     tick = engine.settle_and_claim([], T, owner="d1", lookahead=3, planner=take_all(
         lambda jobs: [Placement(1, "http://b:2", (jobs[0], jobs[2]))], seen))
@@ -363,7 +392,7 @@ def test_the_planner_reads_a_candidates_request(engine: Engine) -> None:
 
 def test_settles_are_recorded_under_their_lease_only(engine: Engine) -> None:
     for _ in range(3):
-        engine.submit(spec(max_attempts=2), T)
+        engine.submit(make_spec(max_attempts=2), T)
     done, retried, released = claim(engine, limit=3)
     wrong = Settle(SettleKind.COMPLETE, done.id, "not-the-token", result=ANSWER)
     assert engine.settle_and_claim([wrong], T, owner="d1").settled == [None]
@@ -394,7 +423,7 @@ def test_settles_are_recorded_under_their_lease_only(engine: Engine) -> None:
 def test_reclaim_takes_back_the_jobs_of_dead_owners_only(engine: Engine) -> None:
     alive = engine.daemon_lock()
     for _ in range(3):
-        engine.submit(spec(max_attempts=2), T)
+        engine.submit(make_spec(max_attempts=2), T)
     engine.register(DaemonInfo("dead", 1, [], 1, T, T))
     mine = claim(engine, owner=alive.id)[0]
     dead = claim(engine, owner="dead")[0]

@@ -11,21 +11,21 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
-from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+from ollama_cli.jobs import Job, JobStatus
 from ollama_cli.store import open_store
-from tests.conftest import cli_env
 from tests.emulator import Emulator
-from tests.invariants import check_invariants
+from tests.helpers.backend import clean_answers, generation_requests
+from tests.helpers.invariants import check_invariants
+from tests.helpers.jobs import make_spec
+from tests.helpers.processes import Lines, acknowledged, start_submitter
 
 pytestmark = pytest.mark.slow
 
@@ -73,8 +73,7 @@ class FaultLog(QuietEmulator):
 def submit_all(data_dir: Path, prompts: list[str], *, max_attempts: int) -> None:
     """Queue one generate job per prompt in one transaction, then close the store: the
     daemons are other processes, and LMDB allows one open of an env per process."""
-    specs = [JobSpec(model=MODEL, type=JobType.GENERATE, request={"prompt": p},
-                     max_attempts=max_attempts) for p in prompts]
+    specs = [make_spec(p, model=MODEL, max_attempts=max_attempts) for p in prompts]
     with open_store(data_dir) as store:
         store.submit_many(specs, time.time())
 
@@ -87,23 +86,10 @@ def read_jobs(data_dir: Path) -> dict[int, tuple[Job, str, dict[str, Any] | None
         return {j.id: (j, store.get_request(j.id)["prompt"], store.get_result(j.id)) for j in jobs}
 
 
-def clean_answers(prompts: list[str]) -> dict[str, str]:
-    """What a fault-free server answers to each prompt (the emulator is deterministic)."""
-    with Emulator() as clean, httpx.Client(base_url=clean.url, timeout=30) as http:
-        return {p: http.post("/api/generate", json={"model": MODEL, "prompt": p, "stream": False})
-                .json()["response"] for p in prompts}
-
-
 def prompts_sent(emu: Emulator) -> Counter[str]:
     """Generation requests per prompt. A body a kill cut short is no JSON (recorded as
     None) and never reached a model, so it is not counted."""
-    return Counter(body["prompt"] for _, path, body in emu.requests
-                   if path == "/api/generate" and isinstance(body, dict))
-
-
-def _stopped(pid: int) -> bool:
-    with open(f"/proc/{pid}/stat") as f:
-        return f.read().rsplit(")", 1)[1].split()[0] in ("T", "t")
+    return Counter(body["prompt"] for body in generation_requests(emu, "/api/generate") if isinstance(body, dict))
 
 
 def freeze_then_kill(daemons: list[Any]) -> None:
@@ -113,10 +99,9 @@ def freeze_then_kill(daemons: list[Any]) -> None:
     for d in daemons:
         assert d.proc.poll() is None, f"a daemon exited by itself:\n{d.log()}"
         os.kill(d.pid, signal.SIGSTOP)
-    deadline = time.monotonic() + 10
-    while not all(_stopped(d.pid) for d in daemons):
-        assert time.monotonic() < deadline, "SIGSTOP did not stop a daemon"
-        time.sleep(0.001)
+    for d in daemons:
+        _, status = os.waitpid(d.pid, os.WUNTRACED)  # returns once it has stopped
+        assert os.WIFSTOPPED(status), f"a daemon exited by itself:\n{d.log()}"
     for d in daemons:
         os.kill(d.pid, signal.SIGKILL)
     for d in daemons:
@@ -262,38 +247,6 @@ def test_crash_loop_loses_nothing_and_never_runs_a_job_twice_at_once(data_dir: P
 
 # ---------------------------------------------------- kill -9 among many submitters
 
-SUBMITTER = """
-import random, sys, time
-from ollama_cli.jobs import JobSpec, JobType
-from ollama_cli.store import open_store
-
-data_dir, tag, count, seed = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-rng = random.Random(seed)
-store = open_store(data_dir)
-for i in range(count):
-    spec = JobSpec(model="llama3.2", type=JobType.GENERATE,
-                   request={"prompt": f"{tag} {i}"}, max_attempts=20)
-    job = store.submit(spec, time.time())
-    print(job.id, spec.request["prompt"], flush=True)  # acknowledged: it is committed
-    time.sleep(rng.uniform(0, 0.04))
-store.close()
-"""
-
-
-def start_submitter(data_dir: Path, tag: str, count: int, seed: int) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", SUBMITTER, str(data_dir), tag, str(count), str(seed)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(data_dir))
-
-
-def acknowledged(lines: bytes) -> dict[int, str]:
-    out = {}
-    for line in lines.decode().splitlines(keepends=True):
-        if line.endswith("\n"):  # a line cut by a kill was not acknowledged
-            job_id, prompt = line.rstrip("\n").split(" ", 1)
-            out[int(job_id)] = prompt
-    return out
-
-
 @pytest.mark.timeout(180)
 def test_kill_9_while_many_processes_submit(data_dir: Path, start_daemon) -> None:
     """Four processes submit 50 jobs each while the daemon is SIGKILLed and restarted five
@@ -304,20 +257,17 @@ def test_kill_9_while_many_processes_submit(data_dir: Path, start_daemon) -> Non
         pass  # create the store once, before five processes race to
     emu = QuietEmulator(token_delay=0.002).start()
     try:
-        submitters = [start_submitter(data_dir, f"submitter-{k}", 50, k) for k in range(4)]
-        victim = start_submitter(data_dir, "victim", 1000, 99)
-        victim_lines: list[bytes] = []
-        reader = threading.Thread(target=lambda: victim_lines.extend(iter(victim.stdout.readline, b"")),
-                                  daemon=True)
-        reader.start()
+        submitters = [start_submitter(data_dir, f"submitter-{k}", 50, pause=0.04, seed=k, max_attempts=20)
+                      for k in range(4)]
+        victim = start_submitter(data_dir, "victim", 1000, pause=0.04, seed=99, max_attempts=20)
+        assert victim.stdout is not None
+        victim_lines = Lines(victim.stdout)
         victim_target = rng.randint(5, 30)
         for kill in range(5):
             daemon = start_daemon(emu.url, *DAEMON_ARGS, wait=False)
             time.sleep(rng.uniform(0.15, 0.6))
             if kill == 1:  # once it has had some submissions acknowledged
-                deadline = time.monotonic() + 30
-                while len(victim_lines) < victim_target and time.monotonic() < deadline:
-                    time.sleep(0.005)
+                assert victim_lines.wait_for(lambda lines: len(lines) >= victim_target)
                 victim.kill()
                 assert victim.wait(10) == -signal.SIGKILL
             assert daemon.proc.poll() is None, daemon.log()
@@ -327,14 +277,13 @@ def test_kill_9_while_many_processes_submit(data_dir: Path, start_daemon) -> Non
         for proc in submitters:
             out, err = proc.communicate(timeout=60)
             assert proc.returncode == 0, err.decode()
-            got = acknowledged(out)
+            got = acknowledged(out.decode())
             assert len(got) == 50
             assert not set(got) & set(acks), "one id given to two submissions"
             acks.update(got)
-        reader.join(10)
-        victim.stdout.close()
-        victim.stderr.close()
-        victim_acks = acknowledged(b"".join(victim_lines))
+        victim_lines.join()
+        victim.communicate()
+        victim_acks = acknowledged("".join(victim_lines.read()))
         assert len(victim_acks) >= victim_target
         assert not set(victim_acks) & set(acks), "one id given to two submissions"
         acks.update(victim_acks)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -16,38 +14,27 @@ from ollama_cli import queue
 from ollama_cli.jobs import ErrorType, JobSpec, JobStatus, JobType
 from ollama_cli.store import open_store
 from ollama_cli.store.lmdb import Store
-from tests.conftest import cli_env, run_cli
 from tests.emulator import Emulator
-from tests.invariants import check_invariants
+from tests.helpers.cli import run_cli, status_json, submit_id
+from tests.helpers.invariants import check_invariants
+from tests.helpers.processes import start_stuck_writer
 
 pytestmark = pytest.mark.slow
 
 
-def submit(data_dir: Path, *args: str) -> int:
-    out = run_cli(data_dir, "submit", "llama3.2", *args, "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["id"]
-
-
-def status(data_dir: Path, job_id: int) -> dict:
-    out = run_cli(data_dir, "status", str(job_id), "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)
-
-
 def test_kill_9_mid_job_loses_nothing(data_dir: Path, emulator: Emulator, start_daemon) -> None:
-    job_id = submit(data_dir, "a long answer")
+    job_id = submit_id(data_dir, "llama3.2", "a long answer")
     emulator.hold()
     first = start_daemon(emulator.url)
     assert emulator.wait_in_flight(1)
-    assert status(data_dir, job_id)["status"] == "running"
+    assert status_json(data_dir, job_id)["status"] == "running"
     first.signal(signal.SIGKILL)
     first.wait()
     emulator.release()
     second = start_daemon(emulator.url)
     out = run_cli(data_dir, "result", str(job_id), "--wait", "--timeout", "60s", "--json")
     assert out.returncode == 0, out.stderr + second.log()
-    job = status(data_dir, job_id)
+    job = status_json(data_dir, job_id)
     assert job["status"] == "completed" and job["attempts"] == 2
     assert second.wait_log("taken back from a dead daemon")
     check_invariants(data_dir)
@@ -55,7 +42,7 @@ def test_kill_9_mid_job_loses_nothing(data_dir: Path, emulator: Emulator, start_
 
 def test_a_job_that_kills_its_daemon_every_time_ends_abandoned(
         data_dir: Path, emulator: Emulator, start_daemon) -> None:
-    job_id = submit(data_dir, "poison", "--retries", "1")
+    job_id = submit_id(data_dir, "llama3.2", "poison", "--retries", "1")
     emulator.hold()
     for _ in range(2):
         daemon = start_daemon(emulator.url)
@@ -65,7 +52,7 @@ def test_a_job_that_kills_its_daemon_every_time_ends_abandoned(
         assert emulator.wait_idle()
     last = start_daemon(emulator.url, "--drain")
     assert last.wait(60) == 0, last.log()
-    job = status(data_dir, job_id)
+    job = status_json(data_dir, job_id)
     assert job["status"] == "failed" and job["error"]["type"] == "abandoned" and job["attempts"] == 2
     check_invariants(data_dir)
 
@@ -74,8 +61,8 @@ def test_a_job_that_kills_its_daemon_every_time_ends_abandoned(
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_sigterm_or_sighup_lets_running_jobs_finish(data_dir: Path, emulator: Emulator, start_daemon,
                                           sig: signal.Signals) -> None:
-    running = submit(data_dir, "finish me")
-    waiting = submit(data_dir, "not started")
+    running = submit_id(data_dir, "llama3.2", "finish me")
+    waiting = submit_id(data_dir, "llama3.2", "not started")
     emulator.hold()
     daemon = start_daemon(emulator.url, "--grace", "60s")
     assert emulator.wait_in_flight(1)
@@ -83,8 +70,8 @@ def test_sigterm_or_sighup_lets_running_jobs_finish(data_dir: Path, emulator: Em
     assert daemon.wait_log(f"{sig.name}: taking no more jobs")
     emulator.release()
     assert daemon.wait(60) == 0, daemon.log()
-    assert status(data_dir, running)["status"] == "completed"
-    left = status(data_dir, waiting)
+    assert status_json(data_dir, running)["status"] == "completed"
+    left = status_json(data_dir, waiting)
     assert left["status"] == "pending" and left["attempts"] == 0
     info = json.loads(run_cli(data_dir, "info", "--json").stdout)
     assert info["daemon"]["running"] is False
@@ -93,13 +80,13 @@ def test_sigterm_or_sighup_lets_running_jobs_finish(data_dir: Path, emulator: Em
 
 def test_sigterm_hands_back_what_outlives_the_grace_period(
         data_dir: Path, emulator: Emulator, start_daemon) -> None:
-    job_id = submit(data_dir, "too slow")
+    job_id = submit_id(data_dir, "llama3.2", "too slow")
     emulator.hold()
     daemon = start_daemon(emulator.url, "--grace", "200ms")
     assert emulator.wait_in_flight(1)
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(60) == 0, daemon.log()
-    job = status(data_dir, job_id)
+    job = status_json(data_dir, job_id)
     assert job["status"] == "pending" and job["attempts"] == 0
     assert emulator.wait_idle()  # the stream was closed, not left hanging
     check_invariants(data_dir)
@@ -120,26 +107,12 @@ def test_two_daemons_never_run_a_job_twice(data_dir: Path, emulator: Emulator, s
     check_invariants(data_dir)
 
 
-WRITER = """
-import os, sys, time
-from ollama_cli.store.lmdb import Store
-s = Store(sys.argv[1])
-def stuck(tx):
-    tx.put("meta", b"half-written", b"x" * 100_000)
-    print("inside", flush=True)
-    time.sleep(600)
-s.write(stuck)
-"""
-
-
 def test_a_writer_killed_inside_a_transaction_leaves_the_store_whole(data_dir: Path) -> None:
-    before = submit(data_dir, "committed")
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir)], stdout=subprocess.PIPE,
-                              env=cli_env(data_dir))
-    assert writer.stdout.readline().strip() == b"inside"
+    before = submit_id(data_dir, "llama3.2", "committed")
+    writer = start_stuck_writer(data_dir)
     writer.kill()
-    writer.wait()
-    after = submit(data_dir, "next writer gets the lock")  # would hang if the lock were stuck
+    writer.communicate()
+    after = submit_id(data_dir, "llama3.2", "next writer gets the lock")  # would hang if the lock were stuck
     assert after == before + 1
     with Store(data_dir) as store, store.read() as tx:
         assert tx.get("meta", b"half-written") is None
@@ -152,13 +125,13 @@ def test_a_second_daemon_does_not_steal_a_living_daemons_long_job(
     # A 20-second answer (200 tokens, 0.1 s apart) while a second daemon reclaims every 2 s.
     emu = Emulator(token_delay=0.1).start()
     try:
-        job_id = submit(data_dir, "a long one", "-o", "num_predict=200")
+        job_id = submit_id(data_dir, "llama3.2", "a long one", "-o", "num_predict=200")
         first = start_daemon(emu.url)
         assert emu.wait_in_flight(1)
         second = start_daemon(emu.url)
         out = run_cli(data_dir, "result", str(job_id), "--wait", "--timeout", "120s")
         assert out.returncode == 0, out.stderr
-        job = status(data_dir, job_id)
+        job = status_json(data_dir, job_id)
         assert job["attempts"] == 1 and job["status"] == "completed"
         assert "taken back" not in second.log() and "taken back" not in first.log()
         assert len([r for r in emu.requests if r[1] == "/api/generate"]) == 1

@@ -18,18 +18,12 @@ from pathlib import Path
 import pytest
 
 from ollama_cli.store.lmdb import Store
-from tests.conftest import DaemonProcess
 from tests.emulator import Emulator
-from tests.helpers.cli import assert_one_error, cli_env, run_cli
-from tests.invariants import check_invariants
+from tests.helpers.cli import assert_one_error, cli_env, run_cli, status_json, submit_id
+from tests.helpers.invariants import check_invariants
+from tests.helpers.processes import DaemonProcess, start_stuck_writer
 
 pytestmark = pytest.mark.slow
-
-
-def submit(data_dir: Path, *args: str) -> int:
-    out = run_cli(data_dir, "submit", "llama3.2", *args, "--json")
-    assert out.returncode == 0, out.stderr
-    return json.loads(out.stdout)["id"]
 
 
 # ----------------------------------------------------------------- damaged data.mdb
@@ -37,7 +31,7 @@ def submit(data_dir: Path, *args: str) -> int:
 
 def grown_store(data_dir: Path) -> None:
     """A store of some megabytes, so that half of it cuts into committed pages."""
-    submit(data_dir, "the first job")
+    submit_id(data_dir, "llama3.2", "the first job")
     with Store(data_dir) as store:
         store.write(lambda tx: [tx.put("meta", b"filler-%d" % i, b"x" * 3000) for i in range(1000)])
 
@@ -55,7 +49,7 @@ def test_a_truncated_data_mdb_is_refused_not_a_crash(data_dir: Path) -> None:
 
 
 def test_an_empty_data_mdb_beside_its_lock_file_is_not_a_new_store(data_dir: Path) -> None:
-    submit(data_dir, "the first job")
+    submit_id(data_dir, "llama3.2", "the first job")
     data = data_dir / "data.mdb"
     os.truncate(data, 0)
     for command in (["list"], ["submit", "m", "x"]):
@@ -105,7 +99,7 @@ def fill(disk: Path) -> Path:
 
 
 def test_a_full_disk_is_one_error_line_and_nothing_written(disk_dir: Path, small_disk: Path) -> None:
-    first = submit(disk_dir, "fits")
+    first = submit_id(disk_dir, "llama3.2", "fits")
     filler = fill(small_disk)
     big = "a prompt that needs new pages " * 8000  # 240 KB: more than the store's free pages
     line = assert_one_error(run_cli(disk_dir, "submit", "llama3.2", input=big), 1)  # was: a traceback
@@ -122,7 +116,7 @@ def test_a_full_disk_is_one_error_line_and_nothing_written(disk_dir: Path, small
 def test_the_daemon_waits_out_a_full_disk_and_records_the_job_after(
         disk_dir: Path, small_disk: Path, emulator: Emulator) -> None:
     # About 150 KB of answer: its record needs pages the full disk cannot give.
-    job_id = submit(disk_dir, "a long answer", "-o", "num_predict=25000")
+    job_id = submit_id(disk_dir, "llama3.2", "a long answer", "-o", "num_predict=25000")
     emulator.hold()
     daemon = DaemonProcess(disk_dir, emulator.url)
     try:
@@ -138,7 +132,7 @@ def test_the_daemon_waits_out_a_full_disk_and_records_the_job_after(
         assert daemon.proc.poll() is None
     finally:
         daemon.stop()  # before the disk goes
-    job = json.loads(run_cli(disk_dir, "status", str(job_id), "--json").stdout)
+    job = status_json(disk_dir, job_id)
     assert job["status"] == "completed" and job["attempts"] == 1
     check_invariants(disk_dir)
 
@@ -151,36 +145,22 @@ def test_a_daemon_stops_loudly_when_lock_mdb_is_deleted(
     daemon = start_daemon(emulator.url)
     (data_dir / "lock.mdb").unlink()
     # A submit now makes a new lock.mdb: acknowledged, it must survive the old daemon.
-    job_id = submit(data_dir, "after the deletion")
+    job_id = submit_id(data_dir, "llama3.2", "after the deletion")
     assert daemon.wait(30) == 1  # was: ran on, writing past the new lock
     assert f"{data_dir / 'lock.mdb'} was deleted or replaced" in daemon.log()
-    assert json.loads(run_cli(data_dir, "status", str(job_id), "--json").stdout)["status"] == "pending"
+    assert status_json(data_dir, job_id)["status"] == "pending"
     assert start_daemon(emulator.url, "--drain", wait=False).wait(60) == 0
-    assert json.loads(run_cli(data_dir, "status", str(job_id), "--json").stdout)["status"] == "completed"
+    assert status_json(data_dir, job_id)["status"] == "completed"
     check_invariants(data_dir)
 
 
 # --------------------------------------------------------------- a suspended writer
 
 
-WRITER = """
-import sys, threading, time
-from ollama_cli.store.lmdb import Store
-s = Store(sys.argv[1])
-def stuck(tx):
-    print("inside", flush=True)
-    time.sleep(600)
-# On a thread of its own: the lock's owner is a thread id, not the pid.
-threading.Thread(target=s.write, args=(stuck,)).start()
-"""
-
-
 def test_a_writer_blocked_by_a_suspended_one_says_so_once(data_dir: Path) -> None:
-    first = submit(data_dir, "before")
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(data_dir)], stdout=subprocess.PIPE,
-                              env=cli_env(data_dir))
+    first = submit_id(data_dir, "llama3.2", "before")
+    writer = start_stuck_writer(data_dir)
     try:
-        assert writer.stdout.readline().strip() == b"inside"
         writer.send_signal(signal.SIGSTOP)  # Ctrl-Z
         blocked = subprocess.Popen([sys.executable, "-m", "ollama_cli", "submit", "llama3.2", "x", "--json"],
                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env(data_dir))
@@ -191,7 +171,7 @@ def test_a_writer_blocked_by_a_suspended_one_says_so_once(data_dir: Path) -> Non
                        f"if it is suspended, `kill -CONT {writer.pid}` or `fg` resumes it)\n"
     finally:
         writer.kill()
-        writer.wait()
+        writer.communicate()
     out, err = blocked.communicate(timeout=60)
     assert blocked.returncode == 0 and err == b"", err
     assert json.loads(out)["id"] == first + 1

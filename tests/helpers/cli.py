@@ -1,6 +1,8 @@
 """The real CLI in tests: `run_cli` runs the entry point in a new process, where processes
 matter; `run_main` calls `main(argv)` in this process, for tables of bad input (8 ms a
-case instead of 240). Both answer a CompletedProcess with text stdout and stderr."""
+case instead of 240). Both answer a CompletedProcess with text stdout and stderr, which
+`one_json`, `ok_json` and `assert_one_error` read; `submit_id`, `status_json` and
+`jobs_total` are the commands tests run most."""
 
 from __future__ import annotations
 
@@ -15,7 +17,10 @@ from typing import Any
 
 
 def cli_env(data_dir: Path, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("OLLAMA_HOST", "NO_COLOR")}
+    """This process's environment for a CLI process on `data_dir`, less what would change
+    its output: a backend, colour settings, a shell's completion request."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OLLAMA_HOST", "NO_COLOR") and not k.startswith(("_OLLAMA_Q", "_TYPER"))}
     env.update({"OLLAMA_Q_DATA_DIR": str(data_dir), "COLUMNS": "200"}, **extra)
     return env
 
@@ -73,3 +78,18 @@ def assert_one_error(res: subprocess.CompletedProcess[str], code: int, *, stdout
     if stdout_empty:
         assert res.stdout == "", res.stdout
     return lines[0]
+
+
+def submit_id(data_dir: Path, *args: str, input: str | bytes | None = None) -> int:
+    """`submit ARGS --json` through the real entry point, which must succeed; the new id."""
+    return ok_json(run_cli(data_dir, "submit", *args, "--json", input=input))["id"]
+
+
+def status_json(data_dir: Path, job_id: int) -> dict[str, Any]:
+    """The contract's job object, from `status ID --json` through the real entry point."""
+    return ok_json(run_cli(data_dir, "status", str(job_id), "--json"))
+
+
+def jobs_total(data_dir: Path) -> int:
+    """How many jobs the store holds, as `info --json` counts them."""
+    return ok_json(run_cli(data_dir, "info", "--json"))["jobs"]["total"]
