@@ -78,14 +78,25 @@ def _next_clock(now: float, hour: int, minute: int, second: int) -> float:
 
 
 def format_time(epoch: float | None) -> str | None:
-    """RFC 3339 UTC with milliseconds and `Z`, as the JSON contract writes times."""
+    """RFC 3339 UTC with milliseconds and `Z`, as the JSON contract writes times. A time out of
+    MIN_TIME..MAX_TIME (which a store written before times were bounded may hold) shows as the
+    bound it passed: it is not a time anyone meant, and it must not stop `list` or `status`."""
     if epoch is None:
         return None
-    moment = datetime.fromtimestamp(epoch, tz=timezone.utc)
+    moment = datetime.fromtimestamp(_bounded(epoch), tz=timezone.utc)
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def local_time(epoch: float) -> str:
     """A time for people: local, to the second, with its offset (`2026-11-23T13:27:46+01:00`).
-    The daemon's log, `info` and `status` all show this one clock; JSON keeps UTC."""
-    return datetime.fromtimestamp(epoch).astimezone().isoformat(timespec="seconds")
+    The daemon's log, `info` and `status` all show this one clock; JSON keeps UTC. Bounded
+    as `format_time` is."""
+    try:
+        return datetime.fromtimestamp(_bounded(epoch)).astimezone().isoformat(timespec="seconds")
+    except (OverflowError, ValueError):  # a bound, in a zone where it falls past year 9999
+        return datetime.fromtimestamp(_bounded(epoch), tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def _bounded(epoch: float) -> float:
+    """`epoch` within MIN_TIME..MAX_TIME (NaN: MIN_TIME)."""
+    return MIN_TIME if not epoch >= MIN_TIME else min(epoch, MAX_TIME)

@@ -391,6 +391,11 @@ class Emulator:
         self.load_log: list[str] = []
         self.disconnects = 0
         self.max_concurrent_seen = 0
+        # Generation requests being answered, by body: a request that arrives while one of the
+        # same body is still being answered (its client has not hung up) is an overlap. A job's
+        # request body is the same on every attempt, so overlaps are a job run twice at once.
+        self._answering: dict[str, list[_Handler]] = {}
+        self.overlaps: list[Any] = []
 
     # ----------------------------------------------------------------- lifecycle
     def start(self) -> Emulator:
@@ -506,6 +511,17 @@ class Emulator:
         with self._cond:
             return self._cond.wait_for(lambda: self._in_flight == 0, timeout)
 
+    def answering(self) -> list[Any]:
+        """The bodies of the generation requests being answered now."""
+        with self._cond:
+            return [json.loads(key) for key in self._answering]
+
+    def wait_for(self, predicate: Callable[[], bool], timeout: float = 10) -> bool:
+        """Wait until ``predicate()`` holds; it runs under the emulator's lock, and is asked again
+        at each request received, started or ended (it may read ``requests``)."""
+        with self._cond:
+            return self._cond.wait_for(predicate, timeout)
+
     def wait_requests(self, n: int, timeout: float = 10) -> bool:
         """Wait until at least ``n`` generation requests (incl. /v1) have been received."""
         with self._cond:
@@ -518,6 +534,7 @@ class Emulator:
             self.load_log.clear()
             self.loads = self.disconnects = self._gen_received = 0
             self.max_concurrent_seen = self._in_flight
+            self.overlaps.clear()
             self._faults.clear()
             self._rate = 0.0
             self._runners.clear()
@@ -539,16 +556,27 @@ class Emulator:
         with self._cond:
             (self._conns.add if add else self._conns.discard)(conn)
 
-    def _enter(self) -> None:
+    def _enter(self, h: _Handler, body: Any) -> str:
+        key = json.dumps(body, sort_keys=True)
         with self._cond:
             self._in_flight += 1
             self.max_concurrent_seen = max(self.max_concurrent_seen, self._in_flight)
+            # An earlier request whose client has hung up is over, even if its handler has
+            # not noticed yet (it looks every token, or every 0.05 s while held).
+            if any(not other.client_gone() for other in self._answering.get(key, ())):
+                self.overlaps.append(body)
+            self._answering.setdefault(key, []).append(h)
             self._cond.notify_all()
+        return key
 
-    def _leave(self, gone: bool) -> None:
+    def _leave(self, h: _Handler, key: str, gone: bool) -> None:
         with self._cond:
             self._in_flight -= 1
             self.disconnects += gone
+            answering = self._answering[key]
+            answering.remove(h)
+            if not answering:
+                del self._answering[key]
             self._cond.notify_all()
 
     def _wait_locked(self, pred: Callable[[], bool], h: _Handler) -> None:
@@ -770,7 +798,7 @@ class _Handler(BaseHTTPRequestHandler):
         generation = self.command == "POST" and path in GENERATION_PATHS
         emu._record(self.command, path, recorded, generation)
         if generation:
-            emu._enter()
+            key = emu._enter(self, recorded)
         gone = False
         try:
             try:
@@ -783,7 +811,7 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection, gone = True, True
         finally:
             if generation:
-                emu._leave(gone)
+                emu._leave(self, key, gone)
 
     def _route(self, path: str, raw: bytes) -> None:
         if not self._host_allowed():

@@ -115,9 +115,9 @@ def test_an_embed_reply_beyond_its_bound_is_invalid(monkeypatch: pytest.MonkeyPa
 
 def test_a_slowloris_stream_is_bounded_by_the_default_attempt_timeout(
         store: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ollama_cli.daemon import loop
+    from ollama_cli.daemon import attempt
 
-    monkeypatch.setattr(loop, "DEFAULT_ATTEMPT_TIMEOUT", 0.2, raising=False)
+    monkeypatch.setattr(attempt, "DEFAULT_ATTEMPT_TIMEOUT", 0.2)
     with Hostile(slowloris(every=0.01)) as h:
         job_id = submit_spec(store, max_attempts=1)  # no --timeout
         drain(store, h.url)

@@ -6,14 +6,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from typing import Any
 
+import httpx
 import pytest
 
-from ollama_cli.settings.hosts import Backend
+from ollama_cli.daemon import events
 from ollama_cli.daemon.loop import Daemon
-from ollama_cli.settings import DaemonSettings
+from ollama_cli.daemon.pool import Backoff
 from ollama_cli.jobs import ErrorType, JobStatus, JobType, Priority
+from ollama_cli.settings import DaemonSettings
+from ollama_cli.settings.hosts import Backend
 from ollama_cli.store.base import Engine
 from tests.emulator import Emulator
 from tests.helpers.backend import clean_answers, generation_requests
@@ -127,6 +131,32 @@ def test_cancel_of_a_running_job_closes_its_stream(store: Engine, emulator: Emul
     assert store.get_result(job_id) is None
 
 
+def test_cancel_then_retry_of_a_running_job_runs_it_again_once_its_stream_closed(
+        store: Engine, emulator: Emulator) -> None:
+    emulator.hold()
+    job_id = submit_spec(store)
+    seen: dict[str, bool] = {}
+
+    def churn() -> None:
+        assert emulator.wait_in_flight(1)
+        store.cancel([job_id], 1.0)
+        store.retry([job_id], 1.0)
+        seen["ran again"] = emulator.wait_requests(2) and emulator.wait_in_flight(1)
+        store.cancel([job_id], 2.0)  # the new run is within reach: this stops it too
+        seen["all closed"] = emulator.wait_idle(5)
+        emulator.release()
+
+    churner = threading.Thread(target=churn)
+    churner.start()
+    drain(store, emulator.url, concurrency=2)  # a free slot for the job retried, at once
+    churner.join()
+    assert seen == {"ran again": True, "all closed": True}
+    assert emulator.overlaps == []  # the first stream had closed when the second request came
+    j = read_job(store, job_id)
+    assert (j.status, j.lease, j.attempts) == (JobStatus.CANCELLED, None, 1)
+    check_invariants(store)
+
+
 def test_a_running_job_shows_the_backend_it_runs_on(store: Engine, emulator: Emulator) -> None:
     emulator.hold()
     job_id = submit_spec(store)
@@ -169,40 +199,52 @@ def test_keep_alive_and_options_reach_ollama(store: Engine, emulator: Emulator) 
 
 
 def test_paused_queue_starts_nothing(store: Engine, emulator: Emulator) -> None:
-    submit_spec(store)
+    job_id = submit_spec(store)
     store.pause()
-    report = tick_once(Daemon(store, [Backend(emulator.url)], DaemonSettings(drain=True, poll=0.02)), 10.0)
-    assert report.started == [] and generation_requests(emulator) == []
+    daemon = Daemon(store, [Backend(emulator.url)], DaemonSettings())
+    assert tick_once(daemon, 10.0).started == []
+    assert read_job(store, job_id).status is JobStatus.PENDING
+    store.resume()  # the same step, unpaused, starts the job: the pause was what held it
+    [run] = tick_once(daemon, 10.1).started
+    assert [c.job.id for c in run.claims] == [job_id]
+    assert read_job(store, job_id).status is JobStatus.RUNNING
 
 
-@pytest.mark.slow  # waits out the pool's real probe backoff (0.5 s, doubling): about 3.6 s
+class RefusalCounter(httpx.AsyncHTTPTransport):
+    """The real transport, counting the requests a closed port refused, by path."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: list[str] = []
+        self.changed: asyncio.Event | None = None  # made on the daemon's loop
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await super().handle_async_request(request)
+        except httpx.ConnectError:
+            self.refused.append(request.url.path)
+            if self.changed is not None:
+                self.changed.set()
+            raise
+
+
 def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
-        store: Engine, caplog: pytest.LogCaptureFixture, unused_port: int, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ollama_cli.clients.base import Client
-
+        store: Engine, caplog: pytest.LogCaptureFixture, unused_port: int) -> None:
     ids = [submit_spec(store, f"p{i}") for i in range(3)]
     emu = Emulator(port=unused_port)
+    transport = RefusalCounter()
     daemon = Daemon(store, [Backend(f"http://127.0.0.1:{unused_port}")],
-                    DaemonSettings(concurrency=2, drain=True, poll=0.02, retry_backoff=0.01))
-    failed_probes: list[bool] = []
-    probed_twice = asyncio.Event()
-    ping = Client.ping
-
-    async def counted_ping(self: Client) -> bool:
-        up = await ping(self)
-        if not up:
-            failed_probes.append(True)
-            if len(failed_probes) == 2:
-                probed_twice.set()
-        return up
-
-    monkeypatch.setattr(Client, "ping", counted_ping)
+                    DaemonSettings(concurrency=2, drain=True, poll=0.02, retry_backoff=0.01),
+                    transport=transport, probe_backoff=Backoff(0.001, 0.002))
 
     async def scenario() -> None:
+        transport.changed = asyncio.Event()
         task = asyncio.ensure_future(daemon.run())
         # The daemon fails to connect, says so, and probes (only an unreachable backend
         # is probed); after two failed probes the server comes up.
-        await asyncio.wait_for(probed_twice.wait(), 30)
+        while transport.refused.count("/") < 2:
+            transport.changed.clear()
+            await asyncio.wait_for(transport.changed.wait(), 30)
         waiting = store.get_jobs(ids)
         assert all(j.status is JobStatus.PENDING and j.attempts == 0 for j in waiting)
         emu.start()
@@ -221,14 +263,30 @@ def test_unreachable_backend_keeps_jobs_pending_and_says_so_once(
         assert j.status is JobStatus.COMPLETED and j.attempts == 1
 
 
-def test_no_read_transaction_outlives_the_daemon_loop(store: Engine, emulator: Emulator) -> None:
-    for i in range(5):
+def test_no_read_transaction_is_held_across_a_call(store: Engine, emulator: Emulator) -> None:
+    # A read transaction held across a network call pins old pages and grows the file: while
+    # the requests are in flight, no reader slot may hold a transaction ("-" for its txnid, or
+    # no slot at all). A step's own short read may be caught by one look; one held across the
+    # call by every look.
+    for i in range(2):
         submit_spec(store, f"p{i}")
+    emulator.hold()
+    looks: list[list[str]] = []
+
+    def look_while_in_flight() -> None:
+        assert emulator.wait_in_flight(2)
+        for _ in range(3):
+            looks.append([row.split()[-1] for row in store.kv.env.readers().splitlines()[1:]])
+            if all(txn == "-" for txn in looks[-1]):
+                break
+            time.sleep(0.05)
+        emulator.release()
+
+    looker = threading.Thread(target=look_while_in_flight)
+    looker.start()
     drain(store, emulator.url, concurrency=2)
-    # A held read transaction pins old pages and grows the file: every slot must be idle
-    # ("-" for its txnid), or there must be none.
-    rows = store.kv.env.readers().splitlines()[1:]
-    assert all(row.split()[-1] == "-" for row in rows)
+    looker.join()
+    assert all(txn == "-" for txn in looks[-1]), looks
 
 
 def test_keep_finished_deletes_jobs_finished_long_enough_ago(store: Engine, emulator: Emulator) -> None:
@@ -269,26 +327,51 @@ def test_a_busy_daemon_still_drains_everything_once(store: Engine, emulator: Emu
     check_invariants(store)
 
 
-def test_gathering_waits_for_the_requests_in_flight_and_no_longer(monkeypatch: pytest.MonkeyPatch,
-                                                                  store: Engine) -> None:
-    import ollama_cli.daemon.loop as daemon_module
+class Commits:
+    """The store, noting how many settles each of the daemon's transactions carries (a spy:
+    every call reaches the store)."""
 
-    monkeypatch.setattr(daemon_module, "GROUP_COMMIT_WINDOW", 3600.0)
-    daemon = Daemon(store, [], cpu=Busy())
+    def __init__(self, store: Engine) -> None:
+        self.store = store
+        self.settles: list[int] = []
 
-    async def scenario() -> None:
-        daemon._wake = asyncio.Event()
-        daemon.inflight = {1: object(), 2: object()}  # type: ignore[dict-item]
-        gather = asyncio.ensure_future(daemon._gather())
-        for finished in (1, 2):
-            for _ in range(5):  # let the loop run: the gathering must still wait
-                await asyncio.sleep(0)
-            assert not gather.done()
-            del daemon.inflight[finished]
-            daemon._wake.set()  # what a finishing request does
-        await asyncio.wait_for(gather, 5)  # returns once nothing is in flight
+    def settle_and_claim(self, settles: Any, *args: Any, **kwargs: Any) -> Any:
+        if settles:
+            self.settles.append(len(settles))
+        return self.store.settle_and_claim(settles, *args, **kwargs)
 
-    asyncio.run(scenario())
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+
+def test_a_busy_daemon_settles_the_requests_in_flight_in_one_commit(
+        store: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ollama_cli.daemon import loop
+
+    monkeypatch.setattr(loop, "GROUP_COMMIT_WINDOW", 3600.0)  # as long as they take
+    # Answers that end 0.2 s apart, all started by one step.
+    for i in range(4):
+        submit_spec(store, f"p{i}", request={"prompt": f"p{i}", "options": {"num_predict": 1 + 20 * i}})
+    commits = Commits(store)
+    with Emulator(token_delay=0.01) as emu:
+        drain(commits, emu.url, concurrency=4, cpu=Busy())  # type: ignore[arg-type]
+    assert commits.settles == [4]
+
+
+def test_a_slow_request_holds_no_finished_jobs_commit_past_the_window(store: Engine, emulator: Emulator) -> None:
+    emulator.fail_next(1, kind="hang", model="qwen2.5:0.5b")  # no answer until the client goes
+    slow = submit_spec(store, "slow", model="qwen2.5:0.5b", timeout=3.0, max_attempts=1)
+    fast = submit_spec(store, "fast")
+    slow_when_fast_finished: list[JobStatus] = []
+
+    def on_finished(event: events.Event) -> None:
+        if isinstance(event, events.JobFinished) and event.job.id == fast:
+            slow_when_fast_finished.append(read_job(store, slow).status)
+            store.cancel([slow], 1.0)  # it has served: let the daemon drain
+
+    drain(store, emulator.url, concurrency=2, cpu=Busy(), subscribers=[on_finished])
+    # The fast job's commit did not wait for the slow one (which would have timed out first).
+    assert slow_when_fast_finished == [JobStatus.RUNNING]
 
 
 def test_cpu_meter_says_busy_above_the_share_and_idle_below() -> None:

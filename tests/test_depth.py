@@ -61,9 +61,9 @@ def test_a_job_of_the_loaded_model_at_position_5000_starts_first(store: Engine) 
     daemon = Daemon(store, [Backend(NO_BACKEND)], DaemonSettings(concurrency=1, max_overtake=MAX_SKIP))
     daemon.start()
     try:
-        slot = daemon.slots[0]
+        slot = daemon.pool.slots[0]
         slot.answered, slot.loaded = True, {full_name("b")}  # what /api/tags and /api/ps would say
-        started = asyncio.run(daemon.tick(NOW)).started
+        started = asyncio.run(daemon.step.tick(NOW, daemon.pool.views(NOW))).started
     finally:
         assert daemon.liveness is not None
         daemon.liveness.release()

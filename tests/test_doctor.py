@@ -23,9 +23,10 @@ MEDIUM, URGENT = Priority.MEDIUM.rank, Priority.URGENT.rank
 
 @pytest.fixture
 def sound(kv: Store) -> Store:
-    """Seven jobs, one of each place a job can be:
+    """Nine jobs, one of each place a job can be:
     1 ready, 2 running, 3 waiting, 4 blocked on 2, 5 completed in batch "b", 6 failed,
-    7 ready once its dependency 5 completed."""
+    7 ready once its dependency 5 completed, 8 cancelled while it ran and retried (its run
+    still open), 9 cancelled while it ran (its run still open)."""
     def build(tx: Tx) -> None:
         for s in (make_spec("1"), make_spec("2"), make_spec("3", run_at=T + 100), make_spec("4", after=(2,)),
                   make_spec("5", batch="b"), make_spec("6")):
@@ -36,12 +37,17 @@ def sound(kv: Store) -> Store:
         queue.fail_attempt(tx, 6, claims[6].lease.token, JobError(ErrorType.BAD_REQUEST, "no"), T,
                            retry_after=None)
         queue.submit(tx, make_spec("7", after=(5,)), T)
+        for job in queue.submit_many(tx, [make_spec("8"), make_spec("9")], T):
+            queue.claim(tx, [job], "d", T)
+            queue.cancel(tx, job.id, T)
+        queue.retry(tx, 8, T)
 
     kv.write(build)
     with kv.read() as tx:
         assert doctor.check(tx) == []
-        assert [queue.get_job(tx, i).status.value for i in range(1, 8)] == [
-            "pending", "running", "pending", "pending", "completed", "failed", "pending"]
+        assert [queue.get_job(tx, i).status.value for i in range(1, 10)] == [
+            "pending", "running", "pending", "pending", "completed", "failed", "pending", "pending", "cancelled"]
+        assert [queue.get_job(tx, i).lease is not None for i in (8, 9)] == [True, True]
     return kv
 
 
@@ -63,7 +69,7 @@ def _waiting_key(tx: Tx) -> bytes:
 
 
 DRIFTS: dict[str, tuple[Callable[[Tx], object], str]] = {
-    "status counter off": (lambda tx: tx.add("count/pending", 1), "counter count/pending is 5, the status index holds 4"),
+    "status counter off": (lambda tx: tx.add("count/pending", 1), "counter count/pending is 6, the status index holds 5"),
     "ready counter off": (lambda tx: tx.add(f"ready/{MEDIUM}", 1), f"counter ready/{MEDIUM} is 3"),
     "status entry missing": (lambda tx: tx.delete("status", PENDING.code + u64(1)),
                              "job 1: pending, but the status index says nothing"),
@@ -72,11 +78,11 @@ DRIFTS: dict[str, tuple[Callable[[Tx], object], str]] = {
     "status entry of an unknown status": (lambda tx: tx.put("status", bytes([9]) + u64(1)),
                                           "status index: entry of job 1 under unknown code 9"),
     "status entry of no job": (lambda tx: (tx.put("status", PENDING.code + u64(99)), tx.add("count/pending", 1)),
-                               "the counters add up to 8 jobs, the store holds 7"),
+                               "the counters add up to 10 jobs, the store holds 9"),
     "ready and waiting": (lambda tx: tx.put("waiting", u64(int(T * 1000)) + u64(1), bytes([MEDIUM])),
                           "job 1: pending, in more than one place: ready, waiting"),
     "pending in no index": (lambda tx: (tx.delete("ready", bytes([MEDIUM]) + u64(1)), tx.add(f"ready/{MEDIUM}", -1)),
-                            "job 1: pending, but in none of ready, waiting, blocked"),
+                            "job 1: pending, but in none of ready, waiting, blocked, open runs"),
     "ready under the wrong rank": (lambda tx: (tx.delete("ready", bytes([MEDIUM]) + u64(1)),
                                                tx.put("ready", bytes([URGENT]) + u64(1)),
                                                tx.add(f"ready/{MEDIUM}", -1), tx.add(f"ready/{URGENT}", 1)),
@@ -103,7 +109,18 @@ DRIFTS: dict[str, tuple[Callable[[Tx], object], str]] = {
                             "job 5: in batch 'b', but not in the batches index"),
     "batch entry extra": (lambda tx: tx.put("batches", b"c\x00" + u64(1)),
                           "batches index: job 1 in batch 'c', which its record does not say"),
-    "pending with a lease": (_rewrite(1, lease=Lease("d", "t")), "job 1: pending with a lease"),
+    "pending with a lease": (_rewrite(1, lease=Lease("d", "t")),
+                             "job 1: pending with the lease of a run, but not in the open runs index"),
+    "completed with a lease": (_rewrite(5, lease=Lease("d", "t")), "job 5: completed with a lease"),
+    "open run not indexed": (lambda tx: tx.delete("open_runs", u64(9)),
+                             "job 9: cancelled with the lease of a run, but not in the open runs index"),
+    "open runs entry of a job without a run": (lambda tx: tx.put("open_runs", u64(6)),
+                                               "job 6: in the open runs index, but failed without a lease"),
+    "open runs entry of a running job": (lambda tx: tx.put("open_runs", u64(2)),
+                                         "job 2: in the open runs index, but running with a lease"),
+    "open runs entry of no job": (lambda tx: tx.put("open_runs", u64(99)), "open runs index: job 99 does not exist"),
+    "open run also ready": (lambda tx: (tx.put("ready", bytes([MEDIUM]) + u64(8)), tx.add(f"ready/{MEDIUM}", 1)),
+                            "job 8: pending, in more than one place: ready, open runs"),
     "running without a lease": (_rewrite(2, lease=None), "job 2: running without a lease"),
     "finished without a finish time": (_rewrite(6, finished_at=None), "job 6: failed without a finish time"),
     "pending with a finish time": (_rewrite(1, finished_at=T), "job 1: pending with a finish time"),
@@ -116,7 +133,7 @@ DRIFTS: dict[str, tuple[Callable[[Tx], object], str]] = {
     "corrupt record": (lambda tx: tx.put("jobs", u64(1), b"\xc1"), "job 1: record 1 is corrupt"),
     "record under another id": (lambda tx: tx.put("jobs", u64(1), tx.get("jobs", u64(7))),
                                 "job 1: its record says it is job 7"),
-    "id counter behind": (lambda tx: tx.add("next_id", -3), "counter next_id is 4, below job 7"),
+    "id counter behind": (lambda tx: tx.add("next_id", -3), "counter next_id is 6, below job 9"),
     "per-model entry missing": (lambda tx: tx.delete("ready_model", bytes([MEDIUM]) + model_digest("m") + u64(1)),
                                 "job 1: ready, but not in the per-model index"),
     "per-model entry extra": (lambda tx: tx.put("ready_model", bytes([MEDIUM]) + model_digest("m") + u64(3)),

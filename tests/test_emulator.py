@@ -211,6 +211,30 @@ def test_hold_release_and_disconnect(emu: Emulator, client: httpx.Client) -> Non
     assert emu.disconnects == 1 and emu.max_concurrent_seen == 1
 
 
+def test_overlaps_are_identical_requests_answered_at_once(emu: Emulator) -> None:
+    from contextlib import ExitStack
+
+    def answering(stack: ExitStack, client: httpx.Client, sent: dict[str, Any]) -> Iterator[str]:
+        """A request answered up to its first line (the emulator holds the rest)."""
+        lines = stack.enter_context(client.stream("POST", "/api/generate", json=sent)).iter_lines()
+        next(lines)
+        return lines  # to be kept: a line iterator collected closes its stream
+
+    body = {"model": "llama3.2", "prompt": "twice"}
+    emu.hold()
+    with httpx.Client(base_url=emu.url, timeout=10) as a, httpx.Client(base_url=emu.url, timeout=10) as b:
+        with ExitStack() as stack:
+            kept = [answering(stack, a, body), answering(stack, b, {**body, "prompt": "other"})]
+            assert emu.overlaps == []  # another body
+        # The first client hung up: a request of the same body is no overlap, even before the
+        # emulator's handler of the first has noticed.
+        with ExitStack() as stack:
+            kept = [answering(stack, b, body)]
+            assert emu.overlaps == []
+            kept.append(answering(stack, a, body))
+            assert emu.overlaps == [body]
+
+
 def test_stop_releases_held_and_hanging_requests() -> None:
     emu = Emulator().start()
     emu.hold()

@@ -355,10 +355,11 @@ def test_cancel_pending_running_and_finished(q: Store) -> None:
     out = q.write(lambda tx: queue.cancel(tx, waiting.id, T + 1))
     assert out.status is CANCELLED and out.error.type is ErrorType.CANCELLED and out.finished_at == T + 1
     out = q.write(lambda tx: queue.cancel(tx, run.id, T + 2))
-    assert out.status is CANCELLED and out.lease is None
-    assert complete(q, run) is None  # the daemon's finish comes too late
+    assert out.status is CANCELLED and out.lease == run.lease  # its run is still open
+    assert complete(q, run) is None  # the daemon's finish comes too late, and closes the run
     with q.read() as tx:
         assert queue.get_result(tx, run.id) is None
+    assert read_job(q, run.id).lease is None
     # Cancelling the running job failed its dependent.
     assert read_job(q, blocked.id).status is FAILED
     assert read_job(q, blocked.id).error.type is ErrorType.DEPENDENCY_FAILED

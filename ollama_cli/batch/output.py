@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from ollama_cli.errors import NotFound
-from ollama_cli.jobs import Job, JobStatus, JobType, result_stats, result_text
+from ollama_cli.jobs import JobStatus
+from ollama_cli.wire import openai
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
@@ -43,7 +44,7 @@ def _output_line(entry: BatchEntry) -> dict[str, Any]:
     if job is None:  # an index entry whose job is gone
         return _line(job_id, None, None, {"code": "not_found", "message": f"job {job_id} was deleted"})
     if job.status is JobStatus.COMPLETED and body is not None:
-        return _line(job_id, job.custom_id, _response_body(job, body), None)
+        return _line(job_id, job.custom_id, openai.response_body(job, body), None)
     if job.status is JobStatus.COMPLETED:
         error = {"code": "result_missing", "message": f"job {job_id} completed but its result is gone"}
     elif job.error is not None:
@@ -59,29 +60,3 @@ def _line(job_id: int, custom_id: str | None, body: dict[str, Any] | None,
           error: dict[str, str] | None) -> dict[str, Any]:
     response = None if body is None else {"status_code": 200, "request_id": str(job_id), "body": body}
     return {"id": f"batch_req_{job_id}", "custom_id": custom_id, "response": response, "error": error}
-
-
-def _response_body(job: Job, result: dict[str, Any]) -> dict[str, Any]:
-    """A completed job's result as OpenAI's endpoint for its type answers."""
-    stats = result_stats(result)
-    prompt_tokens, completion_tokens = stats.get("prompt_eval_count", 0), stats.get("eval_count", 0)
-    created = int(job.finished_at or job.created_at)
-    if job.type is JobType.EMBED:
-        vectors = result.get("embeddings")
-        return {
-            "object": "list",
-            "data": [{"object": "embedding", "embedding": vector, "index": i}
-                     for i, vector in enumerate(vectors if isinstance(vectors, list) else [])],
-            "model": job.model,
-            "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
-        }
-    usage = {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-             "total_tokens": prompt_tokens + completion_tokens}
-    if job.type is JobType.CHAT:
-        choice = {"index": 0, "message": {"role": "assistant", "content": result_text(job, result)},
-                  "logprobs": None, "finish_reason": "stop"}
-        return {"id": f"chatcmpl-{job.id}", "object": "chat.completion", "created": created,
-                "model": job.model, "choices": [choice], "usage": usage}
-    choice = {"index": 0, "text": result_text(job, result), "logprobs": None, "finish_reason": "stop"}
-    return {"id": f"cmpl-{job.id}", "object": "text_completion", "created": created, "model": job.model,
-            "choices": [choice], "usage": usage}

@@ -15,14 +15,13 @@ from ollama_cli import submission
 from ollama_cli.errors import UsageError
 from ollama_cli.jobs import JobSpec, JobType, Priority
 from ollama_cli.timefmt import bounded_duration
+from ollama_cli.wire import openai
 
 ENDPOINTS = {
     "/v1/chat/completions": JobType.CHAT,
     "/v1/completions": JobType.GENERATE,
     "/v1/embeddings": JobType.EMBED,
 }
-# OpenAI's sampling parameters that Ollama takes as options of the same name.
-SAME_NAME_OPTIONS = frozenset({"temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty"})
 NATIVE_FIELDS = frozenset({"custom_id", "model", "type", "prompt", "system", "messages", "input", "options",
                            "format", "priority", "keep_alive"})
 
@@ -123,15 +122,15 @@ def _openai(obj: dict[str, Any], custom_id: str, default_model: str | None,
             raise UsageError("body.messages must be a non-empty array of messages")
         chat = [_message(m, i, "body.messages") for i, m in enumerate(messages)]
         _check_content(kind, None, chat, None)
-        request = submission.build_request(kind, messages=chat, options=_openai_options(body),
-                                           format=_response_format(body.get("response_format")))
+        request = submission.build_request(kind, messages=chat, options=openai.options_from_body(body),
+                                           format=openai.format_from_response_format(body.get("response_format")))
     else:
         prompt = body.get("prompt")
         if not isinstance(prompt, str):
             raise UsageError("body.prompt must be a string (one prompt per line)")
         _check_content(kind, prompt, None, None)
-        request = submission.build_request(kind, prompt=prompt, options=_openai_options(body),
-                                           format=_response_format(body.get("response_format")))
+        request = submission.build_request(kind, prompt=prompt, options=openai.options_from_body(body),
+                                           format=openai.format_from_response_format(body.get("response_format")))
     return JobSpec(model=model, type=kind, request=request, priority=priority or Priority.MEDIUM,
                    custom_id=custom_id)
 
@@ -156,34 +155,6 @@ def _message(msg: Any, index: int, field: str) -> dict[str, str]:
     elif not isinstance(content, str):
         raise UsageError(f"{field}[{index}].content must be a string or an array of text parts")
     return {"role": role, "content": content}
-
-
-def _openai_options(body: dict[str, Any]) -> dict[str, Any]:
-    options = {k: v for k, v in body.items() if k in SAME_NAME_OPTIONS and v is not None}
-    if isinstance(options.get("stop"), str):
-        options["stop"] = [options["stop"]]  # Ollama takes a list only
-    # max_completion_tokens is the newer name OpenAI gives max_tokens for chat.
-    tokens = body.get("max_completion_tokens", body.get("max_tokens"))
-    if tokens is not None:
-        options["num_predict"] = tokens
-    return options
-
-
-def _response_format(value: Any) -> Any:
-    if value is None:
-        return None
-    kind = value.get("type") if isinstance(value, dict) else None
-    if kind == "text":
-        return None
-    if kind == "json_object":
-        return "json"
-    if kind == "json_schema":
-        spec = value.get("json_schema")
-        schema = spec.get("schema") if isinstance(spec, dict) else None
-        if not isinstance(schema, dict):
-            raise UsageError("body.response_format.json_schema.schema must be a JSON object")
-        return schema
-    raise UsageError("body.response_format must be of type text, json_object or json_schema")
 
 
 def _dimensions(body: dict[str, Any]) -> dict[str, Any] | None:

@@ -34,9 +34,8 @@ from ollama_cli.clients.base import (
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, Job, JobType
 from ollama_cli.timefmt import format_time
+from ollama_cli.wire import openai as wire
 
-# Ollama options that OpenAI's API names the same way.
-SAME_NAME = ("temperature", "top_p", "seed", "stop", "frequency_penalty", "presence_penalty")
 # Not OpenAI's, but llama-server (and vLLM) accept them at the top level; the rest of
 # Ollama's options (num_ctx, num_gpu, ...) are load-time settings a request cannot change.
 EXTRA_SAMPLING = ("top_k", "min_p", "repeat_penalty")
@@ -147,7 +146,7 @@ class OpenAIClient(Client):
 def _generation_body(job: Job, request: dict[str, Any]) -> dict[str, Any]:
     """The /v1 body of a generate or chat job (the stored request is Ollama-shaped)."""
     body: dict[str, Any] = {"model": job.model}
-    fmt = _response_format(request.get("format"))
+    fmt = wire.response_format_from_format(request.get("format"))
     if job.type is JobType.CHAT:
         # Only role and content: Ollama's images (bare base64, no MIME type) and tool
         # fields have no lossless OpenAI spelling.
@@ -164,20 +163,12 @@ def _generation_body(job: Job, request: dict[str, Any]) -> dict[str, Any]:
     if fmt:
         body["response_format"] = fmt
     options = request.get("options") or {}
-    body.update({k: options[k] for k in SAME_NAME + EXTRA_SAMPLING if options.get(k) is not None})
+    body.update({k: options[k] for k in wire.SAME_NAME_OPTIONS + EXTRA_SAMPLING if options.get(k) is not None})
     num_predict = options.get("num_predict")
     if isinstance(num_predict, int) and num_predict > 0:  # Ollama's -1/-2 mean "no limit"
         body["max_tokens"] = num_predict
     body.update(stream=True, stream_options={"include_usage": True})
     return body
-
-
-def _response_format(fmt: Any) -> dict[str, Any] | None:
-    if fmt == "json":
-        return {"type": "json_object"}
-    if isinstance(fmt, dict):
-        return {"type": "json_schema", "json_schema": {"name": "schema", "schema": fmt}}
-    return None
 
 
 def _choice_text(choice: dict[str, Any]) -> tuple[str, str]:

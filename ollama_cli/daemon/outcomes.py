@@ -27,7 +27,7 @@ class Outcome:
     that one commit serves every job that finished since the last tick."""
 
     claim: Claim
-    action: str  # a SettleKind value: "complete", "fail" or "release"
+    kind: SettleKind
     result: dict | None = None
     error: JobError | None = None
     retry_after: float | None = None
@@ -35,8 +35,8 @@ class Outcome:
     took: float = 0.0
 
     def settle(self) -> Settle:
-        """The record the store settles (an unknown action raises here, never a silent release)."""
-        return Settle(SettleKind(self.action), self.claim.job.id, token(self.claim), result=self.result,
+        """The record the store settles, under the claim's lease."""
+        return Settle(self.kind, self.claim.job.id, self.claim.token, result=self.result,
                       error=self.error, retry_after=self.retry_after, host=self.host)
 
 
@@ -45,17 +45,13 @@ def event(o: Outcome, value: object) -> events.Event | None:
     gave (the job, or None if the lease was lost). A release is no news: the job waits
     again as it was."""
     job, backend = o.claim.job, o.host or ""
-    if o.action == "complete":
+    if o.kind is SettleKind.COMPLETE:
         if value:
             return events.JobFinished(job, JobStatus.COMPLETED, backend, took=o.took)
         return events.ResultDropped(job, backend)
-    if o.action == "fail" and isinstance(value, Job) and o.error is not None:
+    if o.kind is SettleKind.FAIL and isinstance(value, Job) and o.error is not None:
         if value.status is JobStatus.PENDING:
             return events.JobRetrying(job, o.error, o.retry_after or 0.0, backend)
         return events.JobFinished(job, JobStatus.FAILED, backend, error=o.error)
     return None
 
-
-def token(claim: Claim) -> str:
-    """The lease token the claim was taken under."""
-    return claim.job.lease.token if claim.job.lease else ""

@@ -12,8 +12,8 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable, Coroutine, Iterable
-from typing import Any
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from ollama_cli.clients.base import BackendError, Client
 from ollama_cli.daemon import events
@@ -23,11 +23,17 @@ from ollama_cli.daemon.scheduler import BackendView
 
 log = logging.getLogger("ollama_q.daemon")
 
-PROBE_BACKOFF_CAP = 30.0
 COOLDOWN_AFTER = 3  # different jobs failing in a row before a backend rests
 COOLDOWN_CAP = 60.0
 LOADED_EVERY = 5.0  # /api/ps
 TAGS_EVERY = 30.0  # /api/tags
+
+
+class Backoff(NamedTuple):
+    """Seconds between probes of a backend that is down: `first`, doubling up to `cap`."""
+
+    first: float = 0.5
+    cap: float = 30.0
 
 
 @dataclass
@@ -39,7 +45,7 @@ class Slot:
     running_models: Counter[str] = field(default_factory=Counter)
     down_since: float | None = None
     probe_at: float = 0.0
-    probe_delay: float = 0.5
+    probe_delay: float = 0.0  # set when it goes down
     probing: bool = False
     failures: int = 0  # different jobs whose attempts failed in a row here
     failed_jobs: set[int] = field(default_factory=set)  # those jobs
@@ -67,10 +73,12 @@ class Slot:
 
 
 class Pool:
-    def __init__(self, slots: list[Slot], clock: Callable[[], float], publish: events.Subscriber) -> None:
+    def __init__(self, slots: list[Slot], clock: Callable[[], float], publish: events.Subscriber,
+                 *, probe_backoff: Backoff = Backoff()) -> None:
         self.slots = slots
         self.clock = clock
         self.publish = publish
+        self.probe_backoff = probe_backoff
         self._tasks: set[asyncio.Task[None]] = set()
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
@@ -152,7 +160,7 @@ class Pool:
         if slot.up:
             self.publish(events.BackendDown(slot.backend.label, why))
             slot.down_since = now
-            slot.probe_delay = 0.5
+            slot.probe_delay = self.probe_backoff.first
         slot.probe_at = now + slot.probe_delay
 
     def mark_up(self, slot: Slot) -> None:
@@ -187,7 +195,7 @@ class Pool:
                 if wake:
                     wake.set()
             else:
-                slot.probe_delay = min(PROBE_BACKOFF_CAP, slot.probe_delay * 2)
+                slot.probe_delay = min(self.probe_backoff.cap, slot.probe_delay * 2)
                 slot.probe_at = self.clock() + slot.probe_delay
         finally:
             slot.probing = False

@@ -14,7 +14,7 @@ from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority
 from ollama_cli.queue.indexes import (
     COUNT, COMPLETED, DERIVED, EMBED, PENDING, READY_COUNT, RUNNING, batch_prefix, block_count_names,
-    hold_until, model_count_name, model_digest,
+    hold_until, model_count_name, model_digest, open_run, time_key,
 )
 from ollama_cli.store.keys import read_u64, u64
 
@@ -82,8 +82,8 @@ def _check_status_index(tx: Tx, jobs: dict[int, Job], known: set[int], problems:
 
 
 def _check_pending_indexes(tx: Tx, jobs: dict[int, Job], known: set[int], problems: list[str]) -> None:
-    """Each pending job in exactly one of ready / waiting / blocked, once, under the right
-    key; nothing else in them."""
+    """Each pending job in exactly one of ready / waiting / blocked / open runs, once, under
+    the right key; nothing else in the first three; open runs exactly the jobs that keep one."""
     places: dict[int, list[str]] = defaultdict(list)
     per_rank: Counter[int] = Counter()
     for key, _ in tx.scan("ready"):
@@ -105,9 +105,9 @@ def _check_pending_indexes(tx: Tx, jobs: dict[int, Job], known: set[int], proble
         if job is None:
             continue
         hold = hold_until(job)
-        if hold is None or read_u64(key) != int(hold * 1000):
+        if hold is None or key[:8] != time_key(hold):
             problems.append(f"job {job_id}: waiting until {read_u64(key)} ms, its record holds it until "
-                            f"{None if hold is None else int(hold * 1000)}")
+                            f"{None if hold is None else read_u64(time_key(hold))}")
         if rank not in (b"", bytes([job.priority.rank])):  # no rank: written by an earlier version
             problems.append(f"job {job_id}: its waiting entry holds rank {rank!r}, its priority is "
                             f"{job.priority.value}")
@@ -118,6 +118,16 @@ def _check_pending_indexes(tx: Tx, jobs: dict[int, Job], known: set[int], proble
         if job is not None and job.status is PENDING and \
                 all(jobs[d].status is COMPLETED for d in job.after if d in jobs):
             problems.append(f"job {job_id}: blocked, but none of its dependencies is unfinished")
+    runs = {read_u64(k) for k, _ in tx.scan("open_runs")}
+    for job_id in runs:
+        job = jobs.get(job_id)
+        if job_id not in known:
+            problems.append(f"open runs index: job {job_id} does not exist")
+        elif job is not None and not open_run(job):
+            problems.append(f"job {job_id}: in the open runs index, but {job.status.value} "
+                            f"with{'' if job.lease else 'out'} a lease")
+        elif job is not None and job.status is PENDING:
+            places[job_id].append("open runs")
     for job_id, where in places.items():
         job = jobs.get(job_id)
         if job_id not in known:
@@ -128,7 +138,10 @@ def _check_pending_indexes(tx: Tx, jobs: dict[int, Job], known: set[int], proble
             problems.append(f"job {job_id}: pending, in more than one place: {', '.join(where)}")
     for job in jobs.values():
         if job.status is PENDING and job.id not in places:
-            problems.append(f"job {job.id}: pending, but in none of ready, waiting, blocked")
+            problems.append(f"job {job.id}: pending, but in none of ready, waiting, blocked, open runs")
+        if open_run(job) and job.id not in runs:
+            problems.append(f"job {job.id}: {job.status.value} with the lease of a run, "
+                            "but not in the open runs index")
     for p in Priority:
         if tx.counter(READY_COUNT[p]) != per_rank[p.rank]:
             problems.append(f"counter {READY_COUNT[p]} is {tx.counter(READY_COUNT[p])}, "
@@ -188,8 +201,10 @@ def _check_links(tx: Tx, jobs: dict[int, Job], known: set[int], unreadable: set[
 def _check_records(tx: Tx, jobs: dict[int, Job], known: set[int], problems: list[str]) -> None:
     """Each record agrees with itself, and has its request (and, completed, its result)."""
     for job in jobs.values():
-        if (job.lease is not None) != (job.status is RUNNING):
-            problems.append(f"job {job.id}: {job.status.value} with{'' if job.lease else 'out'} a lease")
+        if job.status is RUNNING and job.lease is None:
+            problems.append(f"job {job.id}: running without a lease")
+        if job.status is COMPLETED and job.lease is not None:
+            problems.append(f"job {job.id}: completed with a lease")
         if (job.finished_at is not None) != job.status.finished:
             problems.append(f"job {job.id}: {job.status.value} with{'' if job.finished_at else 'out'} "
                             "a finish time")

@@ -4,8 +4,8 @@
 Invariants `_transition` keeps (`doctor.py` checks each of them):
 - a job's key is in `status` under its status, and `count/<status>` counts them;
 - a pending job is in exactly one of `blocked` (a dependency has not completed),
-  `waiting` (held until `run_at` or a retry time; the entry holds the job's priority rank)
-  and `ready`; no other job is in any of them;
+  `waiting` (held until `run_at` or a retry time; the entry holds the job's priority rank),
+  `ready` and `open_runs`; no other job is in any of the first three;
 - `ready` keys are (priority rank, id), so the first key is the next job to start, and
   `ready/<rank>` counts them for positions in O(1);
 - `ready_model` holds the same jobs keyed (rank, model digest, id), its value the job's
@@ -16,8 +16,11 @@ Invariants `_transition` keeps (`doctor.py` checks each of them):
   once they exist (`migrate` builds them in a store written before);
 - `dependents` holds (dependency, job) for each dependency of each job, while both exist;
   `batches` holds (batch name, NUL, id) for each job of a batch;
-- a job holds a lease exactly while it runs, and has `finished_at` exactly when finished;
-  a completed job has a result.
+- a running job holds the lease of its run. A job cancelled while it ran keeps that lease
+  until the run closes (its daemon settles it, or is found dead): such a job is in
+  `open_runs`, and, retried meanwhile, pending there and in no other pending index, so that
+  it cannot start again while the run it had goes on. Other jobs hold no lease;
+- a job has `finished_at` exactly when finished; a completed job has a result.
 """
 
 from __future__ import annotations
@@ -82,8 +85,19 @@ def hold_until(job: Job) -> float | None:
     return job.retry_at if job.run_at is None else max(job.run_at, job.retry_at)
 
 
+_KEY_MS = 1 << 64  # the first millisecond a key cannot hold
+
+
+def time_key(at: float) -> bytes:
+    """Milliseconds since the epoch, clamped to what a key holds: a store written before
+    times were bounded at submit may hold any float (before 1970, past 9999, infinite), and
+    such a job must move through the indexes like any other instead of stopping the queue."""
+    ms = at * 1000
+    return u64(int(ms) if 0 <= ms < _KEY_MS else 0 if not ms > 0 else _KEY_MS - 1)
+
+
 def waiting_key(at: float, job_id: int) -> bytes:
-    return u64(int(at * 1000)) + u64(job_id)
+    return time_key(at) + u64(job_id)
 
 
 def batch_prefix(name: str) -> bytes:
@@ -91,8 +105,15 @@ def batch_prefix(name: str) -> bytes:
 
 
 def finished(job: Job, status: JobStatus, now: float, kind: ErrorType, message: str) -> Job:
+    """The job ended, and so did its run. Where a run may still be open (cancel, a failed
+    dependency), the caller keeps the lease."""
     return job.evolve(status=status, finished_at=now, lease=None, retry_at=None,
                       error=JobError(kind, message))
+
+
+def open_run(job: Job) -> bool:
+    """Whether the job holds the lease of a run that goes on though the job no longer runs."""
+    return job.lease is not None and job.status is not RUNNING
 
 
 def dependency_state(tx: Tx, job: Job) -> JobStatus | None:
@@ -120,14 +141,16 @@ def transition(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
         state = dependency_state(tx, new)
         if state is FAILED:
             new = finished(new, FAILED, now, ErrorType.DEPENDENCY_FAILED,
-                           "a job it depends on failed or was cancelled")
+                           "a job it depends on failed or was cancelled").evolve(lease=new.lease)
     if old is not None:
         unindex(tx, old)
     key = u64(new.id)
     tx.put("jobs", key, encode_job(new))
     tx.put("status", new.status.code + key)
     tx.add(COUNT[new.status], 1)
-    if new.status is PENDING:
+    if open_run(new):
+        tx.put("open_runs", key)
+    elif new.status is PENDING:
         hold = hold_until(new)
         if new.after and dependency_state(tx, new) is PENDING:
             tx.put("blocked", key)
@@ -144,7 +167,9 @@ def unindex(tx: Tx, job: Job) -> None:
     key = u64(job.id)
     if tx.delete("status", job.status.code + key):
         tx.add(COUNT[job.status], -1)
-    if job.status is PENDING:
+    if open_run(job):
+        tx.delete("open_runs", key)
+    elif job.status is PENDING:
         if tx.delete("ready", ready_key(job)):
             drop_ready(tx, job.priority, job.id, model_digest(job.model))
         hold = hold_until(job)
@@ -179,6 +204,8 @@ def drop_ready(tx: Tx, priority: Priority, job_id: int, digest: bytes) -> None:
 
 def settle_dependents(tx: Tx, job: Job, now: float) -> None:
     """A job finished: its dependents become ready (it completed) or fail (it did not)."""
+    from ollama_cli.queue.faults import blame
+
     prefix = u64(job.id)
     waiting = [read_u64(k, 8) for k, _ in tx.scan("dependents", prefix)]
     for dep_id in waiting:
@@ -187,7 +214,8 @@ def settle_dependents(tx: Tx, job: Job, now: float) -> None:
         except CorruptRecord:
             continue
         if dependent is not None and dependent.status is PENDING:
-            transition(tx, dependent, dependent, now)  # re-placed, or failed, by transition
+            with blame(dep_id):
+                transition(tx, dependent, dependent, now)  # re-placed, or failed, by transition
 
 
 # ------------------------------------------------------------------------- migration

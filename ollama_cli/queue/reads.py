@@ -223,6 +223,17 @@ def running(tx: Tx) -> list[Job]:
     return out
 
 
+def open_runs(tx: Tx) -> list[Job]:
+    """Jobs that no longer run but hold the lease of a run still open (cancelled while it ran):
+    as many as daemons have requests in flight at most."""
+    out = []
+    for key, _ in tx.scan("open_runs"):
+        job = get_job(tx, read_u64(key))
+        if job is not None:
+            out.append(job)
+    return out
+
+
 def ids_with_status(tx: Tx, *statuses: JobStatus) -> list[int]:
     return [read_u64(k, 1) for s in statuses for k, _ in tx.scan("status", s.code)]
 

@@ -37,7 +37,7 @@ def clean(tx: Tx, statuses: Iterable[JobStatus], now: float, *, older_than: floa
 
 def _delete(tx: Tx, job_id: int, status: JobStatus, job: Job | None) -> None:
     key = u64(job_id)
-    for db in ("jobs", "requests", "results"):
+    for db in ("jobs", "requests", "results", "open_runs"):
         tx.delete(db, key)
     if tx.delete("status", status.code + key):
         tx.add(COUNT[status], -1)

@@ -14,12 +14,13 @@ from typing import TYPE_CHECKING, Any
 from ollama_cli import cache
 from ollama_cli.codec import decode_job, pack
 from ollama_cli.errors import CorruptRecord, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, Lease, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, Lease, Priority
+from ollama_cli.queue.faults import blame
 from ollama_cli.queue.indexes import (
-    CANCELLED, COMPLETED, EMBED, FAILED, PENDING, RANK, RUNNING, batch_prefix, drop_ready, finished, get_job,
-    model_digest, transition,
+    CANCELLED, COMPLETED, COUNT, EMBED, FAILED, PENDING, RANK, RUNNING, batch_prefix, drop_ready,
+    finished, get_job, hold_until, model_digest, open_run, transition, waiting_key,
 )
-from ollama_cli.queue.reads import batch_exists, get_request, is_paused, running
+from ollama_cli.queue.reads import batch_exists, get_request, is_paused, open_runs, running
 from ollama_cli.store.keys import read_u64, u64
 
 if TYPE_CHECKING:
@@ -180,21 +181,22 @@ def claim(tx: Tx, jobs: Iterable[Job], owner: str, now: float, *, host: str | No
 
     claims = []
     for job in jobs:
-        started = job.evolve(
-            status=RUNNING,
-            attempts=job.attempts + 1,
-            started_at=now,
-            lease=Lease(owner, secrets.token_hex(8)),
-            retry_at=None,
-            host=host or job.host,
-        )
-        transition(tx, job, started, now)
-        try:
-            request = get_request(tx, job.id)
-        except CorruptRecord as exc:
-            transition(tx, started, finished(started, FAILED, now, ErrorType.INVALID_RESPONSE,
-                                             f"the stored request is corrupt: {exc.reason}"), now)
-            continue
+        with blame(job.id):
+            started = job.evolve(
+                status=RUNNING,
+                attempts=job.attempts + 1,
+                started_at=now,
+                lease=Lease(owner, secrets.token_hex(8)),
+                retry_at=None,
+                host=host or job.host,
+            )
+            transition(tx, job, started, now)
+            try:
+                request = get_request(tx, job.id)
+            except CorruptRecord as exc:
+                transition(tx, started, finished(started, FAILED, now, ErrorType.INVALID_RESPONSE,
+                                                 f"the stored request is corrupt: {exc.reason}"), now)
+                continue
         claims.append(Claim(started, request))
     return claims
 
@@ -212,23 +214,39 @@ def _load_or_quarantine(tx: Tx, job_id: int) -> Job | None:
         raw = tx.get("jobs", u64(job_id))
         return None if raw is None else _decode_ready(job_id, raw)
     except CorruptRecord:
-        # Its model is unknown: look under each model with ready jobs (few, and rare).
-        digests = [k for k, _ in tx.scan("ready_models")]
-        for p in Priority:
-            if tx.delete("ready", RANK[p] + u64(job_id)):
-                held = next((d for d in digests if tx.get("ready_model", RANK[p] + d + u64(job_id)) is not None),
-                            b"")
-                drop_ready(tx, p, job_id, held)
+        _unready(tx, job_id, None)
         return None
 
 
-def _owned(tx: Tx, job_id: int, token: str) -> Job | None:
-    """The job if it is still running under this lease token: a daemon that lost its
-    job (cancelled, reclaimed) cannot finish it."""
+def _unready(tx: Tx, job_id: int, job: Job | None) -> None:
+    """Take a job out of `ready` and what is kept beside it, its record unreadable (`job`
+    None: its model is looked for under each model with ready jobs, few, and rare) or not
+    to be trusted."""
+    for p in Priority:
+        if tx.delete("ready", RANK[p] + u64(job_id)):
+            digests = [model_digest(job.model)] if job is not None else [k for k, _ in tx.scan("ready_models")]
+            held = next((d for d in digests if tx.get("ready_model", RANK[p] + d + u64(job_id)) is not None), b"")
+            drop_ready(tx, p, job_id, held)
+
+
+def _running_under(tx: Tx, job_id: int, token: str, now: float) -> Job | None:
+    """The job if it still runs under this lease token: a daemon that lost its job
+    (cancelled, reclaimed, cleaned) cannot finish it. A job cancelled while this run was
+    open waited for the run to close: it closes now, its outcome dropped, and the job
+    (retried meanwhile) may start again."""
     job = get_job(tx, job_id)
-    if job is None or job.status is not RUNNING or job.lease is None or job.lease.token != token:
+    if job is None or job.lease is None or job.lease.token != token:
+        return None
+    if open_run(job):
+        close_run(tx, job, now)
         return None
     return job
+
+
+def close_run(tx: Tx, job: Job, now: float) -> Job:
+    """The run a job kept open (it was cancelled while it ran) is over: drop its lease; a
+    job retried meanwhile becomes ready (or waits, or is blocked)."""
+    return transition(tx, job, job.evolve(lease=None), now)
 
 
 def settle(tx: Tx, s: Settle, now: float) -> Job | None:
@@ -246,7 +264,7 @@ def settle(tx: Tx, s: Settle, now: float) -> Job | None:
 def complete(tx: Tx, job_id: int, token: str, result: dict[str, Any], now: float,
              *, host: str | None = None) -> Job | None:
     """Store the result and mark the job completed; None if the lease was lost."""
-    job = _owned(tx, job_id, token)
+    job = _running_under(tx, job_id, token, now)
     if job is None:
         return None
     tx.put("results", u64(job_id), pack(result))
@@ -268,7 +286,7 @@ def fail_attempt(
 ) -> Job | None:
     """An attempt failed. With `retry_after` (a transient failure) and attempts left, the
     job waits that long and goes again; otherwise it fails. None if the lease was lost."""
-    job = _owned(tx, job_id, token)
+    job = _running_under(tx, job_id, token, now)
     if job is None:
         return None
     host = host or job.host
@@ -283,7 +301,7 @@ def fail_attempt(
 def release(tx: Tx, job_id: int, token: str, now: float) -> Job | None:
     """Hand a running job back as pending without counting the attempt (shutdown, or
     no backend reachable); None if the lease was lost."""
-    job = _owned(tx, job_id, token)
+    job = _running_under(tx, job_id, token, now)
     if job is None:
         return None
     back = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
@@ -292,18 +310,24 @@ def release(tx: Tx, job_id: int, token: str, now: float) -> Job | None:
 
 def reclaim(tx: Tx, dead_owners: set[str], now: float) -> list[Job]:
     """Running jobs whose daemon is gone go back to pending (the attempt counts), or
-    fail as `abandoned` once they have used up their attempts."""
+    fail as `abandoned` once they have used up their attempts; the runs such a daemon
+    kept open for jobs cancelled meanwhile close. Returns the jobs taken back."""
     out = []
     for job in running(tx):
         if job.lease is None or job.lease.owner not in dead_owners:
             continue
-        if job.attempts >= job.max_attempts:
-            new = finished(job, FAILED, now, ErrorType.ABANDONED,
-                           f"its daemon died during each of {job.attempts} attempts")
-        else:
-            new = job.evolve(status=PENDING, lease=None,
-                             error=JobError(ErrorType.ABANDONED, "its daemon died"))
-        out.append(transition(tx, job, new, now))
+        with blame(job.id):
+            if job.attempts >= job.max_attempts:
+                new = finished(job, FAILED, now, ErrorType.ABANDONED,
+                               f"its daemon died during each of {job.attempts} attempts")
+            else:
+                new = job.evolve(status=PENDING, lease=None,
+                                 error=JobError(ErrorType.ABANDONED, "its daemon died"))
+            out.append(transition(tx, job, new, now))
+    for job in open_runs(tx):
+        if job.lease is not None and job.lease.owner in dead_owners:
+            with blame(job.id):
+                close_run(tx, job, now)
     return out
 
 
@@ -314,11 +338,17 @@ def promote_due(tx: Tx, now: float) -> int:
     for key, _ in tx.scan("waiting"):
         if key[:8] >= limit:
             break
-        due.append(read_u64(key, 8))
-    for job_id in due:
-        job = get_job(tx, job_id)
+        due.append(key)
+    for key in due:
+        job_id = read_u64(key, 8)
+        try:
+            job = get_job(tx, job_id)
+        except CorruptRecord:  # as at the head of the queue: out of the index, left for `status`
+            tx.delete("waiting", key)
+            continue
         if job is not None:
-            transition(tx, job, job, now)
+            with blame(job_id):
+                transition(tx, job, job, now)
     return len(due)
 
 
@@ -326,13 +356,40 @@ def promote_due(tx: Tx, now: float) -> int:
 
 
 def cancel(tx: Tx, job_id: int, now: float) -> Job | None:
-    """Cancel a pending or running job (its daemon sees the lease go and closes the
-    stream). Returns the job as it now is, or None if there is no such job."""
+    """Cancel a pending or running job. Returns the job as it now is, or None if there is
+    no such job. A running job keeps its lease as a run still open, until its daemon (which
+    sees the job is no longer its own and closes the stream) settles it."""
     job = get_job(tx, job_id)
     if job is None or job.status.finished:
         return job
     new = finished(job, CANCELLED, now, ErrorType.CANCELLED, "cancelled by the user")
-    return transition(tx, job, new, now)
+    return transition(tx, job, new.evolve(lease=job.lease), now)
+
+
+def quarantine(tx: Tx, job_id: int, reason: str, now: float) -> Job | None:
+    """A job whose own step raised (`faults.py`): out of every index, and failed
+    (`invalid_response`, saying why) with its dependents; a record that cannot be read is left
+    for `status` to report, and a completed job keeps its result. The job as it now is (None:
+    unreadable)."""
+    key = u64(job_id)
+    try:
+        job = get_job(tx, job_id)
+    except CorruptRecord:
+        job = None
+    for status in JobStatus:
+        if tx.delete("status", status.code + key):
+            tx.add(COUNT[status], -1)
+    _unready(tx, job_id, job)
+    for table in ("blocked", "open_runs"):
+        tx.delete(table, key)
+    if job is None:
+        return None
+    hold = hold_until(job)
+    if hold is not None:
+        tx.delete("waiting", waiting_key(hold, job_id))
+    if job.status is not COMPLETED:
+        job = finished(job, FAILED, now, ErrorType.INVALID_RESPONSE, f"quarantined: {reason}")
+    return transition(tx, None, job, now)
 
 
 def set_paused(tx: Tx, paused: bool) -> None:
@@ -341,10 +398,11 @@ def set_paused(tx: Tx, paused: bool) -> None:
 
 def retry(tx: Tx, job_id: int, now: float) -> Job | None:
     """Queue a failed or cancelled job again, its attempts starting over. Returns the job
-    as it now is (unchanged if it was not failed or cancelled), or None if unknown."""
+    as it now is (unchanged if it was not failed or cancelled), or None if unknown. A job
+    whose last run is still open keeps its lease: pending, it starts once that run closes."""
     job = get_job(tx, job_id)
     if job is None or job.status not in (FAILED, CANCELLED):
         return job
     again = job.evolve(status=PENDING, attempts=0, error=None, started_at=None, finished_at=None,
-                       retry_at=None, lease=None, host=None)
+                       retry_at=None, host=None)
     return transition(tx, job, again, now)  # a failed dependency may have failed it again at once

@@ -21,6 +21,17 @@ What holds for every operation of every engine:
   report them. A record whose stored bytes cannot be decoded raises CorruptRecord where one job
   is asked for, and is handed back apart where many are.
 - **Records are values**: a `Job` returned is a snapshot; reading again gives the new state.
+- **One run of a job at a time.** A claim opens a run under a new lease; the run stays open
+  until its daemon settles it or `reclaim` finds that daemon dead, whatever happens to the
+  job meanwhile (cancel, retry). While a job's run is open the job holds that run's lease
+  (`Job.lease`), whatever its status, and no claim can take it: so no job is ever sent to a
+  backend by two runs at once, even across `cancel ID && retry ID`.
+- **One job never stops an operation.** A job the engine cannot handle (handling it raises:
+  a record of an older version, or not whole) is quarantined: taken out of every index and
+  failed (`invalid_response`, "quarantined: ..." saying why; its dependents fail with it), or,
+  when its record cannot even be read, left for `get_job` to report as CorruptRecord; the
+  operation goes on without it. Times outside 1970..9999 in old records are no such fault:
+  they order as the nearest bound.
 - **Failures of the store itself** are errors of `errors.py`, never an engine's own: a write the
   disk refused is StoreWriteFailed (nothing landed; the same call may succeed later), and an
   engine that can no longer trust its handle on the store refuses every write with
@@ -132,16 +143,19 @@ class Engine(Protocol):
     # ------------------------------------------------------------------ changes
 
     def cancel(self, ids: Sequence[int], now: float) -> list[Changed]:
-        """Cancel each pending or running job (`error` cancelled; a running job's lease ends, so
-        its daemon's late settle is refused and it stops the request). Jobs that depend on a
-        cancelled job fail. One transaction; one entry per id, in order. Idempotent: a finished
-        job is left as it is (`changed` False)."""
+        """Cancel each pending or running job (`error` cancelled). A running job is cancelled at
+        once, but its run stays open, the job keeping its lease, until its daemon (which sees the
+        job is no longer its own, stops the request and settles it) or `reclaim` closes it; that
+        settle records nothing. Jobs that depend on a cancelled job fail. One transaction; one
+        entry per id, in order. Idempotent: a finished job is left as it is (`changed` False)."""
         ...
 
     def retry(self, ids: Sequence[int] | None, now: float) -> list[Changed]:
         """Queue each failed or cancelled job again, its attempts, error, times and host cleared
-        (a job whose dependency failed is failed again at once). `ids` None: every failed job.
-        One transaction; one entry per id, in order; other jobs are left as they are."""
+        (a job whose dependency failed is failed again at once). A job whose last run is still
+        open (cancelled while it ran) is pending but not ready, and has no position, until that
+        run closes; then it is claimed like any other. `ids` None: every failed job. One
+        transaction; one entry per id, in order; other jobs are left as they are."""
         ...
 
     def pause(self) -> None:
@@ -221,11 +235,14 @@ class Engine(Protocol):
                          planner: Planner | None = None, lookahead: int | None = None) -> Tick:
         """One transaction: record each settle, then (with a planner) claim what it chooses.
 
-        A settle is recorded only while the job still runs under that lease token; otherwise
-        (cancelled, reclaimed, settled before) it changes nothing and gives None. COMPLETE
-        stores the result (and in the cache, if the job may use it) and completes the job; FAIL
-        with `retry_after` and attempts left makes it wait that long, else fails it; RELEASE
-        makes it pending again without counting the attempt.
+        A settle is recorded only while the job still runs under that lease token; otherwise it
+        gives None, and records nothing of its kind: if the job keeps that token for a run
+        still open (it was cancelled while it ran, perhaps retried since), the settle, of any
+        kind, closes the run (the job's lease goes; a job retried meanwhile becomes ready);
+        if not (reclaimed, cleaned, settled before), it changes nothing. COMPLETE stores the
+        result (and in the cache, if the job may use it) and completes the job; FAIL with
+        `retry_after` and attempts left makes it wait that long, else fails it; RELEASE makes
+        it pending again without counting the attempt.
 
         Then, unless the queue is paused, held jobs whose time has come become ready and the
         planner gets the ready jobs (`records.ReadyJobs`): iterated, in the order they start,
@@ -236,13 +253,14 @@ class Engine(Protocol):
         placement it returns is claimed: running under a new lease (owner, a token never used
         before), its attempts counted, its `host` set. The planner must be a pure function of
         its arguments: it may be called more than once, and only the last call's plan is
-        claimed (and its `state` returned)."""
+        claimed (and its `state` returned). Jobs quarantined on the way are in `quarantined`."""
         ...
 
     def reclaim(self, now: float) -> list[Job]:
         """Running jobs whose owner is not alive go back to pending (the attempt counts, `error`
-        abandoned) or, attempts used up, fail as abandoned; dead daemons' records are removed.
-        The jobs changed. Never touches the jobs of a daemon alive in this process."""
+        abandoned) or, attempts used up, fail as abandoned; the runs such an owner kept open
+        (for jobs cancelled while they ran) close; dead daemons' records are removed. The jobs
+        taken back. Never touches the jobs of a daemon alive in this process."""
         ...
 
     # ------------------------------------------------------------------- health

@@ -10,14 +10,15 @@ and `status` need neither."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ollama_cli import cache, queue
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+from ollama_cli.queue.faults import JobFault, blame
 from ollama_cli.queue.transitions import CLAIM_SCAN_LIMIT
 from ollama_cli.store.lmdb import Store
 
@@ -25,6 +26,9 @@ if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
     from ollama_cli.store.flock import FlockLiveness, FlockLock
     from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
+
+
+T = TypeVar("T")
 
 
 class PollingNotifier:
@@ -131,34 +135,39 @@ class LmdbEngine:
 
         ids = list(ids)
 
-        def write(tx: Tx) -> list[Changed]:
+        def write(tx: Tx, quarantined: Mapping[int, Job | None]) -> list[Changed]:
             out = []
-            for job_id in ids:
-                job = queue.get_job(tx, job_id)
-                if job is None or job.status.finished:
-                    out.append(Changed(job_id, job, False))
-                else:
-                    out.append(Changed(job_id, queue.cancel(tx, job_id, now), True))
+            for job_id in ids:  # a job quarantined is failed now: cancel leaves it as it is
+                with blame(job_id):
+                    job = queue.get_job(tx, job_id)
+                    if job is None or job.status.finished:
+                        out.append(Changed(job_id, job, False))
+                    else:
+                        out.append(Changed(job_id, queue.cancel(tx, job_id, now), True))
             return out
 
-        return self.kv.write(write)
+        return self._isolated(write, now)[0]
 
     def retry(self, ids: Sequence[int] | None, now: float) -> list[Changed]:
         from ollama_cli.store.records import Changed
 
         given = None if ids is None else list(ids)
 
-        def write(tx: Tx) -> list[Changed]:
+        def write(tx: Tx, quarantined: Mapping[int, Job | None]) -> list[Changed]:
             out = []
             for job_id in queue.ids_with_status(tx, JobStatus.FAILED) if given is None else given:
-                job = queue.get_job(tx, job_id)
-                if job is None or job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
-                    out.append(Changed(job_id, job, False))
-                else:
-                    out.append(Changed(job_id, queue.retry(tx, job_id, now), True))
+                if job_id in quarantined:  # what retrying it came to: failed again
+                    out.append(Changed(job_id, quarantined[job_id], True))
+                    continue
+                with blame(job_id):
+                    job = queue.get_job(tx, job_id)
+                    if job is None or job.status not in (JobStatus.FAILED, JobStatus.CANCELLED):
+                        out.append(Changed(job_id, job, False))
+                    else:
+                        out.append(Changed(job_id, queue.retry(tx, job_id, now), True))
             return out
 
-        return self.kv.write(write)
+        return self._isolated(write, now)[0]
 
     def pause(self) -> None:
         self.kv.write(lambda tx: queue.set_paused(tx, True))
@@ -237,8 +246,11 @@ class LmdbEngine:
         settles = list(settles)
         limit = CLAIM_SCAN_LIMIT if lookahead is None else min(lookahead, CLAIM_SCAN_LIMIT)
 
-        def write(tx: Tx) -> Tick:
-            settled = [queue.settle(tx, s, now) for s in settles]
+        def write(tx: Tx, quarantined: Mapping[int, Job | None]) -> Tick:
+            settled = []  # a settle of a job quarantined finds it failed: None, as for a lost lease
+            for s in settles:
+                with blame(s.job_id):
+                    settled.append(queue.settle(tx, s, now))
             if planner is None:
                 return Tick(settled, [], None)
             plan = planner(queue.ready_candidates(tx, now, limit=limit),
@@ -246,25 +258,47 @@ class LmdbEngine:
             claimed = [(p, queue.claim(tx, p.jobs, owner, now, host=p.host)) for p in plan.placements]
             return Tick(settled, claimed, plan.state)
 
-        return self.kv.write(write)
+        tick, quarantined = self._isolated(write, now)
+        return tick._replace(quarantined=tuple(quarantined))
 
     def reclaim(self, now: float) -> list[Job]:
         with self.kv.read() as tx:
-            owners = {j.lease.owner for j in queue.running(tx) if j.lease}
+            owners = {j.lease.owner for j in queue.running(tx) + queue.open_runs(tx) if j.lease}
             known = {d.id for d in _daemons(tx)}
         suspects = owners | known | self._liveness.ids()
         dead = {o for o in suspects if not self._liveness.is_alive(o)}
         if not dead:
             return []
 
-        def write(tx: Tx) -> list[Job]:
+        def write(tx: Tx, quarantined: Mapping[int, Job | None]) -> list[Job]:
             for daemon_id in dead:
                 tx.delete("daemons", daemon_id.encode())
             return queue.reclaim(tx, dead, now)
 
-        jobs = self.kv.write(write)
+        jobs, _ = self._isolated(write, now)
         self._liveness.forget(sorted(dead))
         return jobs
+
+    def _isolated(self, write: Callable[[Tx, Mapping[int, Job | None]], T], now: float) -> tuple[T, list[Job]]:
+        """Run a write that handles jobs one by one, so that one job never stops it: a job
+        whose handling raises (`queue/faults.py`) is quarantined, and the write runs again with
+        each such job quarantined first, in the same transaction, and handed to it (id -> the
+        job as quarantined, None if unreadable) to leave alone. Each run adds a job, so this
+        ends; a job whose quarantine itself raises stops it. What the write returned, and the
+        jobs quarantined (readable ones)."""
+        faults: dict[int, str] = {}
+
+        def isolated(tx: Tx) -> tuple[T, list[Job]]:
+            done = {job_id: queue.quarantine(tx, job_id, reason, now) for job_id, reason in faults.items()}
+            return write(tx, done), [job for job in done.values() if job is not None]
+
+        while True:
+            try:
+                return self.kv.write(isolated)
+            except JobFault as fault:
+                if fault.job_id in faults:
+                    raise
+                faults[fault.job_id] = fault.reason
 
     # ------------------------------------------------------------------- health
 

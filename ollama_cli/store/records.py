@@ -22,6 +22,11 @@ class Claim(NamedTuple):
     job: Job
     request: dict[str, Any]
 
+    @property
+    def token(self) -> str:
+        """The lease token of the claim: what its settle must name."""
+        return self.job.lease.token if self.job.lease else ""
+
     def __repr__(self) -> str:  # never the prompt: reprs end up in logs
         return f"Claim(job={self.job.id})"
 
@@ -90,6 +95,7 @@ class Tick(NamedTuple):
     settled: list[Job | None]  # per Settle, in order: the job as it now is; None if the lease was lost
     claimed: list[tuple[Placement, list[Claim]]]  # per placement the claims (a job lost meanwhile is left out)
     plan_state: object  # Plan.state of the plan that was claimed (None without a planner)
+    quarantined: tuple[Job, ...] = ()  # jobs this step could not handle, failed as quarantined
 
 
 class Changed(NamedTuple):

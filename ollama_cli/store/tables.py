@@ -8,6 +8,7 @@ DATABASES = (
     "ready",  # priority rank + id -> b"" : pending jobs that may start now
     "waiting",  # time + id -> priority rank : pending jobs held until a time (delay, retry backoff)
     "blocked",  # id -> b"" : pending jobs whose dependencies have not all completed
+    "open_runs",  # id -> b"" : jobs no longer running whose last run has not closed yet
     "dependents",  # dependency id + job id -> b"" : who waits on whom
     "status",  # status code + id -> b"" : jobs by status
     "meta",  # counters and flags

@@ -1,6 +1,6 @@
 """Issue 10 (g): the daemon's claim cost per job with N pending (default 1,000,000)
 against 100 pending, in process and without a backend: what is measured is the tick's
-write transaction (`Daemon._commit`), as a busy daemon runs it: the jobs of the last
+write transaction (`Step.commit`), as a busy daemon runs it: the jobs of the last
 claim finished, their completions and the next claims in one transaction, durable.
 
 One backend with --concurrency slots and m1 loaded (models m1 m2 m3 interleaved in the
@@ -38,19 +38,20 @@ async def claim_round(store: Engine, commits: int, concurrency: int) -> tuple[fl
     """Wall and CPU seconds of `commits` ticks' transactions, and the jobs they claimed."""
     daemon = Daemon(store, [Backend(NO_BACKEND)], DaemonSettings(concurrency=concurrency))
     daemon.start()
-    slot = daemon.slots[0]
+    slot, step = daemon.pool.slots[0], daemon.step
     slot.answered, slot.loaded = True, {full_name("m1")}  # what /api/tags and /api/ps would say
     wall = cpu = 0.0
     claimed = 0
     try:
-        started = await daemon._commit(time.time(), claim=True)
+        started = await step.commit(time.time(), daemon.pool.views(time.time()))
         for _ in range(commits):
             for run in started:
-                daemon._outcomes += [Outcome(c, "complete", result={"response": "hi", "done": True}, took=0.01)
+                step.outcomes += [Outcome(c, "complete", result={"response": "hi", "done": True}, took=0.01)
                                      for c in run.claims]
-                daemon._finish(run)
+                step.ended(run)
             wall_at, cpu_at = time.perf_counter(), time.process_time()
-            started = await daemon._commit(time.time(), claim=True)
+            now = time.time()
+            started = await step.commit(now, daemon.pool.views(now))
             wall += time.perf_counter() - wall_at
             cpu += time.process_time() - cpu_at
             claimed += sum(len(run.claims) for run in started)

@@ -24,13 +24,13 @@ from common import data_dir, emulator, enqueue
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.daemon.loop import Daemon
 from ollama_cli.settings import DaemonSettings
-from ollama_cli.store.lmdb import Store
+from ollama_cli.store import open_store
 
 
 def daemon_drain(url: str, jobs: list[dict], *, concurrency: int, coalesce: int = 16) -> float:
     with data_dir() as path:
         enqueue(path, jobs)
-        with Store(path) as store:
+        with open_store(path) as store:
             daemon = Daemon(store, [Backend(url)],
                             DaemonSettings(concurrency=concurrency, drain=True, poll=0.05, coalesce=coalesce))
             start = time.perf_counter()

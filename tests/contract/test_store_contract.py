@@ -251,6 +251,63 @@ def test_retry_queues_failed_and_cancelled_jobs_with_a_fresh_start(engine: Engin
     assert [c.id for c in engine.retry(None, T + 2)] == [1]  # every failed job, not the cancelled one
 
 
+@pytest.mark.parametrize("kind", list(SettleKind), ids=lambda k: k.value)
+def test_a_job_cancelled_while_it_runs_starts_again_only_once_that_run_closes(
+        engine: Engine, kind: SettleKind) -> None:
+    job = engine.submit(make_spec(), T)
+    [run] = claim(engine)
+    [cancelled] = engine.cancel([job.id], T + 1)
+    assert (cancelled.job.status, cancelled.job.lease) == (CANCELLED, run.lease)  # the run is still open
+    [again] = engine.retry([job.id], T + 2)
+    assert (again.changed, again.job.status, again.job.attempts, again.job.lease) == (True, PENDING, 0, run.lease)
+    assert claim(engine, T + 3) == []  # not while the run goes on
+    assert engine.positions([again.job], T + 3) == {}
+    assert engine.counts()["pending"] == 1
+    # Its daemon stops the request and settles it, whatever the settle: the run closes and
+    # nothing of it is recorded.
+    assert settle(engine, run, kind, T + 4, result=ANSWER, error=JobError(ErrorType.BACKEND_ERROR, "x"),
+                  retry_after=0.0) is None
+    closed = engine.get_job(job.id)
+    assert (closed.status, closed.lease, closed.attempts, closed.error) == (PENDING, None, 0, None)
+    assert engine.get_result(job.id) is None and engine.positions([closed], T + 4) == {job.id: 1}
+    [second] = claim(engine, T + 5)
+    assert second.id == job.id and second.lease.token != run.lease.token and second.attempts == 1
+    assert settle(engine, run, kind, T + 6, result=ANSWER, error=JobError(ErrorType.BACKEND_ERROR, "x"),
+                  retry_after=0.0) is None  # the old token again: nothing, the new run goes on
+    assert engine.get_job(job.id) == second
+    assert complete(engine, second, T + 7).status is COMPLETED
+
+
+def test_a_run_still_open_keeps_its_job_through_cancel_retry_cancel_and_clean(engine: Engine) -> None:
+    first, second = engine.submit(make_spec(), T), engine.submit(make_spec(), T)
+    run, other = claim(engine, limit=2)
+    engine.cancel([first.id, second.id], T)
+    engine.retry([first.id], T)
+    engine.cancel([first.id], T)  # pending, run still open: cancelled again, the run still open
+    assert engine.get_job(first.id).lease == run.lease
+    engine.retry([first.id], T)
+    assert claim(engine, T) == []
+    assert engine.clean([CANCELLED], T) == 1  # the second job: its daemon's settle finds nothing
+    assert complete(engine, other) is None and engine.get_job(second.id) is None
+    assert complete(engine, run) is None
+    assert [j.id for j in claim(engine, T + 1)] == [first.id]
+
+
+def test_the_runs_a_dead_daemon_kept_open_close_at_reclaim(engine: Engine) -> None:
+    alive = engine.daemon_lock()
+    ids = [engine.submit(make_spec(), T).id for _ in range(3)]
+    mine = claim(engine, owner=alive.id)[0]
+    claim(engine, owner="dead", limit=2)
+    engine.cancel(ids, T + 1)
+    engine.retry([ids[0], ids[1]], T + 2)
+    assert engine.reclaim(T + 3) == []  # nothing was running: nothing taken back
+    retried, cancelled = engine.get_job(ids[1]), engine.get_job(ids[2])
+    assert (retried.status, retried.lease, cancelled.status, cancelled.lease) == (PENDING, None, CANCELLED, None)
+    assert engine.get_job(mine.id).lease == mine.lease  # a living daemon's run stays open
+    assert [j.id for j in claim(engine, T + 4)] == [ids[1]]
+    alive.release()
+
+
 def test_pause_stops_claims_until_resume(engine: Engine) -> None:
     engine.submit(make_spec(), T)
     engine.pause()
@@ -386,7 +443,7 @@ def test_the_planner_reads_a_candidates_request(engine: Engine) -> None:
         asked.extend(request_of(j) for j in candidates)
         return Plan([])
 
-    assert engine.settle_and_claim([], T, owner="d1", planner=planner) == ([], [], None)
+    assert engine.settle_and_claim([], T, owner="d1", planner=planner) == ([], [], None, ())
     assert asked[-1] == {"input": ["a"], "truncate": True}
 
 

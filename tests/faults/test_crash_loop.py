@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from ollama_cli import follow
 from ollama_cli.jobs import Job, JobStatus
 from ollama_cli.store import open_store
 from tests.emulator import Emulator
@@ -70,10 +71,12 @@ class FaultLog(QuietEmulator):
 # ----------------------------------------------------------------------------- helpers
 
 
-def submit_all(data_dir: Path, prompts: list[str], *, max_attempts: int) -> None:
+def submit_all(data_dir: Path, prompts: list[str], *, max_attempts: int,
+               options: dict[str, Any] | None = None) -> None:
     """Queue one generate job per prompt in one transaction, then close the store: the
     daemons are other processes, and LMDB allows one open of an env per process."""
-    specs = [make_spec(p, model=MODEL, max_attempts=max_attempts) for p in prompts]
+    extra = {"options": options} if options else {}
+    specs = [make_spec(p, model=MODEL, max_attempts=max_attempts, request={"prompt": p, **extra}) for p in prompts]
     with open_store(data_dir) as store:
         store.submit_many(specs, time.time())
 
@@ -242,6 +245,58 @@ def test_crash_loop_loses_nothing_and_never_runs_a_job_twice_at_once(data_dir: P
     # Every attempt beyond a job's first follows a take-back (no backend faults here);
     # a killed daemon may not have logged the last take-back it committed.
     assert logged <= retaken
+    check_invariants(data_dir)
+
+
+# ------------------------------------------------- cancel and retry of running jobs
+
+# Fewer jobs than the daemons have slots, so that a job retried finds a free slot in either
+# daemon at once; answers long enough (10 s) that none ends before the trials do.
+CHURN_JOBS = 8
+CHURN_TRIALS = 30
+CHURN_ARGS = ("-c", "8")
+LONG = {"num_predict": 200}  # at the emulator's 50 ms a token
+
+
+@pytest.mark.timeout(240)
+def test_cancel_then_retry_of_running_jobs_never_runs_one_twice_at_once(data_dir: Path, start_daemon) -> None:
+    """`cancel ID && retry ID` on a job being answered, again and again, while two daemons take
+    jobs: the job runs again, but never while its previous run is still open, in the daemon
+    that ran it or the other one (issue 9, item 1). The emulator tells: a request that arrives
+    while one of the same body is still being answered is an overlap."""
+    rng = random.Random(0x5EED)
+    prompts = [f"churn {i}" for i in range(CHURN_JOBS)]
+    submit_all(data_dir, prompts, max_attempts=1, options=LONG)
+    ids = {p: i for i, p in enumerate(prompts, start=1)}
+    emu = QuietEmulator(token_delay=0.05).start()
+    try:
+        daemons = [start_daemon(emu.url, *CHURN_ARGS) for _ in range(2)]
+        with open_store(data_dir) as store:
+            for trial in range(CHURN_TRIALS):
+                assert emu.wait_for(lambda: bool(emu.answering())), f"trial {trial}: nothing being answered"
+                prompt = rng.choice(sorted(body["prompt"] for body in emu.answering()))
+                before = prompts_sent(emu)[prompt]
+                store.cancel([ids[prompt]], time.time())
+                store.retry([ids[prompt]], time.time())
+                # Until its next run has begun: the retry ran it again.
+                assert emu.wait_for(lambda: prompts_sent(emu)[prompt] > before), \
+                    f"trial {trial}: job {ids[prompt]} did not run again\n" + "".join(d.log() for d in daemons)
+            emu.token_delay = 0.0  # the trials are over: let the answers end
+            jobs, done = follow.wait_for(store, ids.values(), timeout=120)
+            assert done, [j for j in jobs if not j.status.finished]
+        for d in daemons:
+            d.signal(signal.SIGTERM)
+            assert d.wait() == 0, d.log()
+    finally:
+        emu.stop()
+    sent = prompts_sent(emu)
+    print(f"\ncancel-retry: trials={CHURN_TRIALS} daemons=2 requests={sum(sent.values())} "
+          f"overlaps={len(emu.overlaps)}")
+    assert emu.overlaps == []
+    clean = clean_answers(prompts, options=LONG)
+    for job, prompt, result in read_jobs(data_dir).values():
+        assert job.status is JobStatus.COMPLETED, job
+        assert result is not None and result["response"] == clean[prompt], (job.id, result)
     check_invariants(data_dir)
 
 

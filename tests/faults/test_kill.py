@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -120,21 +121,34 @@ def test_a_writer_killed_inside_a_transaction_leaves_the_store_whole(data_dir: P
     check_invariants(data_dir)
 
 
+def wait_heartbeats(data_dir: Path, pid: int, n: int, timeout: float = 60) -> None:
+    """Until the daemon of process `pid` has recorded `n` heartbeats more than when first seen,
+    read as often as the store's notifier wakes."""
+    seen: set[float] = set()
+    deadline = time.monotonic() + timeout
+    with open_store(data_dir, readonly=True) as store:
+        while len(seen) <= n:
+            assert time.monotonic() < deadline, f"{len(seen)} heartbeats of daemon {pid} in {timeout:g}s"
+            seen |= {d.last_heartbeat for d in store.daemons() if d.pid == pid}
+            store.notifier.wait(0.1)
+
+
 def test_a_second_daemon_does_not_steal_a_living_daemons_long_job(
-        data_dir: Path, start_daemon) -> None:
-    # A 20-second answer (200 tokens, 0.1 s apart) while a second daemon reclaims every 2 s.
-    emu = Emulator(token_delay=0.1).start()
-    try:
-        job_id = submit_id(data_dir, "llama3.2", "a long one", "-o", "num_predict=200")
-        first = start_daemon(emu.url)
-        assert emu.wait_in_flight(1)
-        second = start_daemon(emu.url)
-        out = run_cli(data_dir, "result", str(job_id), "--wait", "--timeout", "120s")
-        assert out.returncode == 0, out.stderr
-        job = status_json(data_dir, job_id)
-        assert job["attempts"] == 1 and job["status"] == "completed"
-        assert "taken back" not in second.log() and "taken back" not in first.log()
-        assert len([r for r in emu.requests if r[1] == "/api/generate"]) == 1
-    finally:
-        emu.stop()
+        data_dir: Path, emulator: Emulator, start_daemon) -> None:
+    # The first daemon's answer is held while the second daemon looks for jobs of dead daemons
+    # on each heartbeat (both every 2 s): four heartbeats more are at least three such looks.
+    job_id = submit_id(data_dir, "llama3.2", "a long one")
+    emulator.hold()
+    first = start_daemon(emulator.url)
+    assert emulator.wait_in_flight(1)
+    second = start_daemon(emulator.url)
+    wait_heartbeats(data_dir, second.pid, 4)
+    assert status_json(data_dir, job_id)["status"] == "running"
+    emulator.release()
+    out = run_cli(data_dir, "result", str(job_id), "--wait", "--timeout", "60s")
+    assert out.returncode == 0, out.stderr
+    job = status_json(data_dir, job_id)
+    assert job["attempts"] == 1 and job["status"] == "completed"
+    assert "taken back" not in second.log() and "taken back" not in first.log()
+    assert len([r for r in emulator.requests if r[1] == "/api/generate"]) == 1
     assert ErrorType.ABANDONED.value not in json.dumps(job)

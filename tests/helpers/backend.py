@@ -20,8 +20,10 @@ def generation_requests(emu: Emulator, *paths: str) -> list[Any]:
     return [body for _, path, body in list(emu.requests) if path in wanted]
 
 
-def clean_answers(prompts: Iterable[str], model: str = "llama3.2") -> dict[str, str]:
-    """What a fresh emulator, with no faults, answers to each generate prompt."""
+def clean_answers(prompts: Iterable[str], model: str = "llama3.2",
+                  options: dict[str, Any] | None = None) -> dict[str, str]:
+    """What a fresh emulator, with no faults, answers to each generate prompt (with `options`)."""
+    extra = {"options": options} if options else {}
     with Emulator() as clean, httpx.Client(base_url=clean.url, timeout=30) as http:
-        return {p: http.post("/api/generate", json={"model": model, "prompt": p, "stream": False})
+        return {p: http.post("/api/generate", json={"model": model, "prompt": p, "stream": False, **extra})
                 .json()["response"] for p in prompts}

@@ -8,7 +8,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from ollama_cli.daemon import events
-from ollama_cli.daemon.loop import Daemon, TickReport
+from ollama_cli.daemon.loop import Daemon
+from ollama_cli.daemon.scheduler import BackendView
+from ollama_cli.daemon.tick import TickReport
 from ollama_cli.settings import DaemonSettings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.store.base import Engine
@@ -26,12 +28,13 @@ def drain(store: Engine, *urls: str, cpu: Any = None, subscribers: Sequence[even
     return daemon
 
 
-def tick_once(daemon: Daemon, now: float) -> TickReport:
-    """One `tick(now)`, between taking the daemon's liveness lock and giving it back. The
-    pool has not been refreshed (only `run` does that): no backend has a free slot."""
+def tick_once(daemon: Daemon, now: float, *, free: int = 1) -> TickReport:
+    """One step of a daemon that is not running, its backends each taking `free` jobs (what
+    they can take is the step's input: no pool refresh, no request sent), between taking its
+    liveness lock and giving it back. What the step starts is claimed, not dispatched."""
     daemon.start()
     try:
-        return asyncio.run(daemon.tick(now))
+        return asyncio.run(daemon.step.tick(now, [BackendView(free=free) for _ in daemon.pool.slots]))
     finally:
         assert daemon.liveness is not None
         daemon.liveness.release()
