@@ -26,6 +26,7 @@ from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
 from ollama_cli.store.lmdb import Store, Tx
 from tests.emulator import Emulator
+from tests.helpers.cli import run_cli
 from tests.helpers.daemon import drain
 
 T0 = 1_000_000.0  # when the jobs were queued
@@ -237,3 +238,15 @@ def test_listing_the_pending_jobs_of_a_model_reads_its_index_not_the_queue(kv: S
     with counted(kv) as (tx, reads):
         assert queue.list_jobs(tx, statuses=[JobStatus.PENDING], model=model, limit=20)[0] == expected[:20]
         assert reads() <= POSITION_READS  # the held jobs (a few hundred), then 20 of the model's
+
+
+@pytest.mark.parametrize(("flags", "loads"), [((), 3), (("--max-overtake", "0"), 6)])
+def test_max_overtake_trades_loads_for_order(data_dir: Path, flags: tuple[str, ...], loads: int) -> None:
+    # m1 m2 m3 m1 m2 m3 on a backend holding one model: reordering loads each model once;
+    # --max-overtake 0 keeps queue order, a load per job.
+    with open_store(data_dir) as store:
+        store.submit_many([spec(i, f"m{i % 3 + 1}") for i in range(6)], T0)
+    with Emulator(models=["m1", "m2", "m3"], max_loaded=1) as emu:
+        done = run_cli(data_dir, "daemon", "--drain", "--host", emu.url, *flags)
+        assert done.returncode == 0, done.stderr
+        assert emu.loads == loads, emu.load_log
