@@ -119,7 +119,7 @@ def plan(
             if head is None:
                 break  # none of this priority left: the next one's turn
             head_where, head_hot = placement(full_name(head.model))
-            pick: Job | None = None
+            pick: Job
             if head_where and (skips.get(head.id, 0) >= max_skip or head_hot):
                 pick = head
             else:
