@@ -11,6 +11,7 @@ from ollama_cli import queue
 from ollama_cli.codec import encode_job
 from ollama_cli.jobs import ErrorType, JobError, JobStatus, Lease, Priority
 from ollama_cli.queue import doctor
+from ollama_cli.queue.indexes import block_count_names, model_count_name, model_digest
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store, Tx
 from tests.helpers.jobs import make_spec
@@ -133,6 +134,17 @@ DRIFTS: dict[str, tuple[Callable[[Tx], object], str]] = {
     "record under another id": (lambda tx: tx.put("jobs", u64(1), tx.get("jobs", u64(7))),
                                 "job 1: its record says it is job 7"),
     "id counter behind": (lambda tx: tx.add("next_id", -3), "counter next_id is 6, below job 9"),
+    "per-model entry missing": (lambda tx: tx.delete("ready_model", bytes([MEDIUM]) + model_digest("m") + u64(1)),
+                                "job 1: ready, but not in the per-model index"),
+    "per-model entry extra": (lambda tx: tx.put("ready_model", bytes([MEDIUM]) + model_digest("m") + u64(3)),
+                              "per-model index: job 3 is not ready under that model and priority"),
+    "per-model entry of another type": (lambda tx: tx.put("ready_model", bytes([MEDIUM]) + model_digest("m") + u64(1),
+                                                          b"e"), "per-model index: job 1 holds type"),
+    "model count off": (lambda tx: tx.add(model_count_name(MEDIUM, model_digest("m")), 1),
+                        f"counter rm/{MEDIUM}/{model_digest('m').hex()} is 3, the ready index holds 2"),
+    "block count off": (lambda tx: tx.add(block_count_names(MEDIUM, 1)[0], -1), f"counter rb/{MEDIUM}/"),
+    "model name missing": (lambda tx: tx.delete("ready_models", model_digest("m")),
+                           "job 1: its model 'm' is not in ready_models"),
 }
 
 

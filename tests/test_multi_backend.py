@@ -110,13 +110,15 @@ def test_a_failing_backend_rests_while_the_other_takes_the_work(store: Engine) -
         for job_id in ids:
             j = read_job(store, job_id)
             assert j.status is JobStatus.COMPLETED and j.host == steady.url
-        # Three failures in a row, then a rest (2 s) while the other backend takes the
-        # work. However long the 20 jobs take, no request reaches the flaky backend during
-        # a rest: each one after the third comes once a rest is over, fails, and starts a
-        # rest twice as long.
-        sent = len(generation_requests(flaky))
-        assert [r.failures for r in rests] == list(range(3, sent + 1))
-        assert [r.seconds for r in rests] == [2.0 * 2 ** i for i in range(len(rests))]
+        # Failures of three different jobs in a row, then a rest (2 s) while the other
+        # backend takes the work. However long the 20 jobs take, no request reaches the flaky
+        # backend during a rest: each one from the third different job on fails and starts a
+        # rest (a request during one would start none), as long as the number of different
+        # jobs that failed there says (a job that fails there again counts once).
+        prompts = [body["prompt"] for body in generation_requests(flaky)]
+        third = next(i for i in range(len(prompts)) if len(set(prompts[:i + 1])) == 3)
+        assert [r.failures for r in rests] == [len(set(prompts[:i + 1])) for i in range(third, len(prompts))]
+        assert [r.seconds for r in rests] == [min(60.0, 2.0 ** (r.failures - 2)) for r in rests]
 
 
 # ------------------------------------------------------------------ silent backends, and Retry-After

@@ -62,7 +62,7 @@ def test_a_waiter_wakes_when_its_job_finishes_elsewhere(pg_store_url: str, monke
         thread.start()
         assert read.wait(30)  # it has read the job, unfinished
         tick = daemon.settle_and_claim([], daemon.now(), owner="d", planner=lambda jobs, _: Plan(
-            [Placement(0, "h", (next(jobs),))]))
+            [Placement(0, "h", (next(iter(jobs)),))]))
         [(_, [claim])] = tick.claimed
         daemon.settle_and_claim([Settle(SettleKind.COMPLETE, job.id, claim.job.lease.token, result={})],
                                 daemon.now(), owner="d")

@@ -3,9 +3,9 @@ placement, caps and coalescing."""
 
 from __future__ import annotations
 
-from ollama_cli.jobs import JobType, Priority
+from ollama_cli.jobs import Job, JobType, Priority
 from ollama_cli.jobs import full_name
-from ollama_cli.daemon.scheduler import BackendView, plan
+from ollama_cli.daemon.scheduler import BackendView, Listed, plan
 from tests.helpers.jobs import make_job
 
 
@@ -98,29 +98,32 @@ def test_embeds_of_one_model_and_options_share_a_request() -> None:
     assert [tuple(j.id for j in a.jobs) for a in out] == [(1, 2, 4), (3,)]
 
 
-def test_reads_the_queue_only_as_far_as_its_decisions_need() -> None:
-    # Each candidate read costs the daemon a lookup and a decode inside its write
-    # transaction: with the head's model loaded, two picks must not read the whole queue.
-    read: list[int] = []
+class Asked(Listed):
+    """Counts the questions the scheduler asks: each is a seek in the store."""
 
-    def queue_order():
-        for i in range(1, 101):
-            read.append(i)
-            yield make_job(i, "a")
+    def __init__(self, jobs: list[Job]) -> None:
+        super().__init__(jobs)
+        self.asked = 0
 
-    out = plan(queue_order(), [BackendView(free=2, loaded={"a:latest"})])
+    def oldest(self, rank: int, model: str | None = None, after: int = 0) -> Job | None:
+        self.asked += 1
+        return super().oldest(rank, model, after)
+
+    def models(self, rank: int) -> list[str]:
+        self.asked += 1
+        return super().models(rank)
+
+
+def test_a_job_of_the_loaded_model_is_found_at_any_depth_in_a_few_questions() -> None:
+    # The store answers each question with one seek: a tick costs the same at any depth.
+    ready = Asked([make_job(i, "b") for i in range(1, 10_001)] + [make_job(10_001, "a")])
+    out = plan(ready, [BackendView(free=1, loaded={"a:latest"})])
+    assert picked(out) == [10_001]
+    assert ready.asked <= len(Priority) + 1  # the head of each priority, and the loaded model's oldest
+
+
+def test_with_the_head_loaded_two_picks_ask_about_the_head_only() -> None:
+    ready = Asked([make_job(i, "a") for i in range(1, 101)])
+    out = plan(ready, [BackendView(free=2, loaded={"a:latest"})])
     assert picked(out) == [1, 2]
-    assert len(read) <= 3
-
-
-def test_reads_on_to_find_a_loaded_model_and_stops_there() -> None:
-    read: list[int] = []
-
-    def queue_order():
-        for i, model in enumerate(["b", "b", "a", "b", "a", "b"], start=1):
-            read.append(i)
-            yield make_job(i, model)
-
-    out = plan(queue_order(), [BackendView(free=1, loaded={"a:latest"})])
-    assert picked(out) == [3]
-    assert read == [1, 2, 3, 4]  # 4 is the next one's peek, never considered
+    assert ready.asked <= len(Priority) + 1

@@ -338,6 +338,7 @@ def test_times_round_trip_to_the_millisecond() -> None:
     (["--grace", "soon"], {}, "invalid duration 'soon'"),
     (["--retry-backoff", "-1s"], {}, "invalid duration '-1s'"),
     (["--model-concurrency", "llama3.2"], {}, "malformed --model-concurrency 'llama3.2'"),
+    (["--max-overtake", "-1"], {}, "--max-overtake must be at least 0"),
 ])
 def test_bad_daemon_settings_are_usage_errors_that_write_nothing(
         data_dir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], env: dict[str, str], message: str) -> None:

@@ -117,6 +117,9 @@ def daemon(
         help="NAME=N: at most N requests for this model at once (repeatable).")] = None,
     keep_finished: Annotated[Optional[str], typer.Option(
         help="Delete finished jobs this long after they finish (checked every minute).")] = None,
+    max_overtake: Annotated[Optional[int], typer.Option(
+        help=f"Jobs of a loaded model that may start before the oldest waiting job of another model "
+             f"(default {_DEFAULTS.max_overtake}): higher, fewer model loads; lower, shorter waits.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Log JSON lines on stderr, one per event.")] = False,
     data_dir: DataDirOpt = None,
     store_: StoreOpt = None,
@@ -126,7 +129,7 @@ def daemon(
 
     settings = load_settings(json_, data_dir, store_, hosts=host, concurrency=concurrency, drain=drain, grace=grace,
                              retry_backoff=retry_backoff, model_concurrency=model_concurrency,
-                             keep_finished=keep_finished)
+                             keep_finished=keep_finished, max_overtake=max_overtake)
     backends = settings.backends  # parsed before the store opens: a bad host writes nothing
     raise typer.Exit(serve(open_store(settings), backends, settings))
 

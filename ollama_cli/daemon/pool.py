@@ -54,6 +54,7 @@ class Slot:
     answered: bool = False  # it answered a listing since it was last up: no job before
     loaded: set[str] = field(default_factory=set)
     listed: set[str] | None = None  # what /api/ps said last time; None: not asked yet
+    loads: int = 0  # loads we caused: an /api/ps reply asked before the latest one is stale
     next_loaded: float = 0.0
     next_tags: float = 0.0
     refreshing: bool = False
@@ -114,7 +115,13 @@ class Pool:
     def started(self, slot: Slot, model: str) -> None:
         slot.running += 1
         slot.running_models[full_name(model)] += 1
-        slot.loaded.add(full_name(model))  # until /api/ps says otherwise
+        name = full_name(model)
+        if name not in slot.loaded:
+            # A load. On a server holding fewer models than it serves, it evicts the others
+            # once their requests end: believing them still loaded would keep their jobs
+            # "hot" and swap at every pick. /api/ps corrects this belief when it can.
+            slot.loaded = {name}
+            slot.loads += 1
 
     def finished(self, slot: Slot, model: str, now: float) -> None:
         slot.running -= 1
@@ -226,11 +233,16 @@ class Pool:
             if now >= slot.next_loaded:
                 slot.next_loaded = now + LOADED_EVERY
                 try:
+                    loads = slot.loads
                     listed = {full_name(m) for m in await slot.client.loaded() if m}
                     self._note_loads(slot, listed)
-                    # A reply asked for before our latest dispatch may not show its model yet;
-                    # a model with requests in flight is loaded, whatever the reply says.
-                    slot.loaded = listed | {m for m, n in slot.running_models.items() if n > 0}
+                    # A reply asked for before our latest load does not show it; one asked
+                    # while requests of the models it evicts still run may show them too, and
+                    # believing them loaded would swap back and forth: the belief `started`
+                    # formed stands until those requests end.
+                    busy = {m for m, n in slot.running_models.items() if n > 0}
+                    if slot.loads == loads and busy <= slot.loaded:
+                        slot.loaded = listed | busy
                 except BackendError:
                     pass
         except Exception as exc:  # a refresh is advice: it must never stop the daemon

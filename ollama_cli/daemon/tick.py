@@ -10,7 +10,7 @@ operation is one short transaction; none spans an HTTP call."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,7 @@ from ollama_cli.daemon.scheduler import BackendView
 from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreUnavailable
 from ollama_cli.jobs import Job, JobStatus
 from ollama_cli.settings import DaemonSettings
-from ollama_cli.store.records import Claim, Placement, Plan
+from ollama_cli.store.records import Claim, Placement, Plan, ReadyJobs
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
@@ -31,10 +31,6 @@ log = logging.getLogger("ollama_q.daemon")
 # Runs a store operation on the daemon's writer thread (`Daemon.write`).
 Writer = Callable[..., Awaitable[Any]]
 
-# Ready jobs the scheduler sees per free slot (at most LOOKAHEAD): enough to find jobs of a
-# loaded model, few enough that a tick does not decode the whole queue.
-LOOKAHEAD_PER_SLOT = 8
-LOOKAHEAD = 64
 HEARTBEAT_EVERY = 2.0
 CANCEL_CHECK_EVERY = 0.25  # a cancelled job's stream closes within a second
 RECLAIM_EVERY = 2.0
@@ -107,15 +103,14 @@ class Step:
             return []
         settings = self.settings
         slots = self.pool.slots
-        planner, lookahead = None, None
+        planner = None
         if claim:
             assert views is not None and len(views) == len(slots), "one view per backend of the pool"
-            lookahead = min(LOOKAHEAD, max(settings.coalesce, LOOKAHEAD_PER_SLOT * sum(v.free for v in views)))
             running = self.pool.running_per_model()
             labels = [slot.backend.label for slot in slots]
             base_skips = self.skips
 
-            def planner(candidates: Iterator[Job], request_of: Callable[[Job], dict[str, Any]]) -> Plan:
+            def planner(ready: ReadyJobs, request_of: Callable[[Job], dict[str, Any]]) -> Plan:
                 skips = dict(base_skips)  # the store may call this more than once: keep the counts apart
                 keys: dict[int, object] = {}
 
@@ -125,13 +120,13 @@ class Step:
                     return keys[job.id]
 
                 plan = scheduler.plan(
-                    candidates, views, running_per_model=running, model_caps=settings.model_concurrency,
+                    ready, views, running_per_model=running, model_caps=settings.model_concurrency,
                     skips=skips, max_skip=settings.max_overtake, coalesce=settings.coalesce, request_key=request_key,
                 )
                 return Plan([Placement(a.backend, labels[a.backend], a.jobs) for a in plan], skips)
 
         tick = await self.write(self.store.settle_and_claim, [o.settle() for o in finished], now, owner=self.owner,
-                                planner=planner, lookahead=lookahead)
+                                planner=planner)
         if isinstance(tick.plan_state, dict):  # the counts of the plan that was claimed
             self.skips = tick.plan_state
         for outcome, value in zip(finished, tick.settled):

@@ -8,7 +8,7 @@ keeps), `reads.py` (questions, no writes), `retention.py` (clean), `doctor.py` (
 re-derived from the records), `faults.py` (one job's fault never stops an operation). Nothing
 here does I/O but through the transaction."""
 
-from ollama_cli.queue.indexes import get_job
+from ollama_cli.queue.indexes import get_job, migrate, needs_migration
 from ollama_cli.queue.reads import (
     batch_counts, batch_exists, batch_jobs, batch_names, counts, get_request, get_result, ids_with_status,
     is_paused, list_jobs, open_runs, positions, running,
@@ -22,6 +22,6 @@ from ollama_cli.queue.transitions import (
 __all__ = [
     "batch_counts", "batch_exists", "batch_jobs", "batch_names", "cancel", "claim", "clean", "complete",
     "counts", "fail_attempt", "get_job", "get_request", "get_result", "ids_with_status", "is_paused", "list_jobs",
-    "open_runs", "positions", "promote_due", "quarantine", "ready_candidates", "reclaim", "release", "retry",
-    "running", "set_paused", "settle", "submit", "submit_batch", "submit_many",
+    "migrate", "needs_migration", "open_runs", "positions", "promote_due", "quarantine", "ready_candidates",
+    "reclaim", "release", "retry", "running", "set_paused", "settle", "submit", "submit_batch", "submit_many",
 ]

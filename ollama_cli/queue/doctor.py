@@ -11,9 +11,10 @@ from typing import TYPE_CHECKING
 
 from ollama_cli.codec import decode_job
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import Job, JobStatus, Priority
+from ollama_cli.jobs import Job, JobStatus, JobType, Priority
 from ollama_cli.queue.indexes import (
-    COUNT, COMPLETED, PENDING, READY_COUNT, RUNNING, batch_prefix, hold_until, open_run, time_key,
+    COUNT, COMPLETED, DERIVED, EMBED, PENDING, READY_COUNT, RUNNING, batch_prefix, block_count_names,
+    hold_until, model_count_name, model_digest, open_run, time_key,
 )
 from ollama_cli.store.keys import read_u64, u64
 
@@ -31,6 +32,7 @@ def check(tx: Tx) -> list[str]:
     known = jobs.keys() | unreadable
     _check_status_index(tx, jobs, known, problems)
     _check_pending_indexes(tx, jobs, known, problems)
+    _check_ready_by_model(tx, jobs, problems)
     _check_links(tx, jobs, known, unreadable, problems)
     _check_records(tx, jobs, known, problems)
     return problems
@@ -144,6 +146,35 @@ def _check_pending_indexes(tx: Tx, jobs: dict[int, Job], known: set[int], proble
         if tx.counter(READY_COUNT[p]) != per_rank[p.rank]:
             problems.append(f"counter {READY_COUNT[p]} is {tx.counter(READY_COUNT[p])}, "
                             f"the ready index holds {per_rank[p.rank]}")
+
+
+def _check_ready_by_model(tx: Tx, jobs: dict[int, Job], problems: list[str]) -> None:
+    """`ready_model` holds what `ready` holds, by model, and the counts beside them (per
+    model, per block of ids) count it."""
+    wanted: dict[bytes, bytes] = {}
+    counts: Counter[str] = Counter()
+    for key, _ in tx.scan("ready"):
+        job = jobs.get(read_u64(key, 1))
+        if job is None:
+            continue
+        digest = model_digest(job.model)
+        wanted[key[:1] + digest + key[1:]] = EMBED if job.type is JobType.EMBED else b""
+        counts[model_count_name(key[0], digest)] += 1
+        counts.update(block_count_names(key[0], job.id))
+        if tx.get("ready_models", digest) is None:
+            problems.append(f"job {job.id}: its model {job.model!r} is not in ready_models")
+    held = dict(tx.scan("ready_model"))
+    for key in sorted(wanted.keys() - held.keys()):
+        problems.append(f"job {read_u64(key, 9)}: ready, but not in the per-model index")
+    for key in sorted(held.keys() - wanted.keys()):
+        problems.append(f"per-model index: job {read_u64(key, 9)} is not ready under that model and priority")
+    for key in sorted(wanted.keys() & held.keys()):
+        if held[key] != wanted[key]:
+            problems.append(f"per-model index: job {read_u64(key, 9)} holds type {held[key]!r}")
+    stored = {k.decode(): read_u64(v) for prefix in DERIVED for k, v in tx.scan("meta", prefix.encode())}
+    for name in sorted(stored.keys() | counts.keys()):
+        if stored.get(name, 0) != counts[name]:
+            problems.append(f"counter {name} is {stored.get(name, 0)}, the ready index holds {counts[name]}")
 
 
 def _check_links(tx: Tx, jobs: dict[int, Job], known: set[int], unreadable: set[int],

@@ -8,6 +8,12 @@ Invariants `_transition` keeps (`doctor.py` checks each of them):
   `ready` and `open_runs`; no other job is in any of the first three;
 - `ready` keys are (priority rank, id), so the first key is the next job to start, and
   `ready/<rank>` counts them for positions in O(1);
+- `ready_model` holds the same jobs keyed (rank, model digest, id), its value the job's
+  type code, so the oldest ready job of a model is one seek (`ready_models` names the
+  digests); `rm/<rank>/<digest>` counts them, and `rb/<rank>/<block>` and
+  `rB/<rank>/<block>` count ready jobs per block of 2^10 and 2^20 ids, so a position is
+  a few reads and a short walk (`reads.position`). The store's `meta` says `schema` 2
+  once they exist (`migrate` builds them in a store written before);
 - `dependents` holds (dependency, job) for each dependency of each job, while both exist;
   `batches` holds (batch name, NUL, id) for each job of a batch;
 - a running job holds the lease of its run. A job cancelled while it ran keeps that lease
@@ -19,11 +25,12 @@ Invariants `_transition` keeps (`doctor.py` checks each of them):
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from ollama_cli.codec import decode_job, encode_job
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority, full_name
 from ollama_cli.store.keys import read_u64, u64
 
 if TYPE_CHECKING:
@@ -37,6 +44,30 @@ COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.
 COUNT = {s: f"count/{s.value}" for s in JobStatus}
 READY_COUNT = {p: f"ready/{p.rank}" for p in Priority}
 RANK = {p: bytes([p.rank]) for p in Priority}
+
+SCHEMA = b"2"  # meta `schema`: absent in stores written before the per-model index
+SMALL, BIG = 10, 20  # log2 of the id blocks whose ready jobs are counted
+EMBED = JobType.EMBED.value.encode()[:1]  # `ready_model` value: what coalescing looks for
+
+
+@lru_cache(maxsize=4096)
+def model_digest(model: str) -> bytes:
+    """8 bytes naming a model's canonical name in keys: a name may be longer than an
+    LMDB key (511 bytes). Readers compare the decoded job's model, so a collision could
+    only cost a step, never a wrong answer."""
+    try:  # the built-in module: hashlib would initialise OpenSSL (11M instructions at start-up)
+        from _blake2 import blake2b
+    except ImportError:
+        from hashlib import blake2b
+    return blake2b(full_name(model).encode(), digest_size=8).digest()
+
+
+def model_count_name(rank: int, digest: bytes) -> str:
+    return f"rm/{rank}/{digest.hex()}"
+
+
+def block_count_names(rank: int, job_id: int) -> tuple[str, str]:
+    return f"rb/{rank}/{job_id >> SMALL:012x}", f"rB/{rank}/{job_id >> BIG:08x}"
 
 
 def get_job(tx: Tx, job_id: int) -> Job | None:
@@ -126,8 +157,7 @@ def transition(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
         elif hold is not None and hold > now:
             tx.put("waiting", waiting_key(hold, new.id), RANK[new.priority])
         else:
-            tx.put("ready", ready_key(new))
-            tx.add(READY_COUNT[new.priority], 1)
+            add_ready(tx, new)
     if new.status.finished and (old is None or not old.status.finished):
         settle_dependents(tx, new, now)
     return new
@@ -141,12 +171,35 @@ def unindex(tx: Tx, job: Job) -> None:
         tx.delete("open_runs", key)
     elif job.status is PENDING:
         if tx.delete("ready", ready_key(job)):
-            tx.add(READY_COUNT[job.priority], -1)
+            drop_ready(tx, job.priority, job.id, model_digest(job.model))
         hold = hold_until(job)
         if hold is not None:
             tx.delete("waiting", waiting_key(hold, job.id))
         if job.after:  # only a job with dependencies is ever blocked
             tx.delete("blocked", key)
+
+
+def add_ready(tx: Tx, job: Job) -> None:
+    """Put a pending job in `ready` and in everything counted beside it."""
+    rank, digest = job.priority.rank, model_digest(job.model)
+    tx.put("ready", ready_key(job))
+    tx.add(READY_COUNT[job.priority], 1)
+    tx.put("ready_model", RANK[job.priority] + digest + u64(job.id),
+           EMBED if job.type is JobType.EMBED else b"")
+    if tx.add(model_count_name(rank, digest), 1) == 1:
+        tx.put("ready_models", digest, full_name(job.model).encode())
+    for name in block_count_names(rank, job.id):
+        tx.add(name, 1)
+
+
+def drop_ready(tx: Tx, priority: Priority, job_id: int, digest: bytes) -> None:
+    """What `add_ready` counted, once its `ready` entry is deleted."""
+    rank = priority.rank
+    tx.add(READY_COUNT[priority], -1)
+    if tx.delete("ready_model", RANK[priority] + digest + u64(job_id)):
+        tx.add(model_count_name(rank, digest), -1)
+    for name in block_count_names(rank, job_id):
+        tx.add(name, -1)
 
 
 def settle_dependents(tx: Tx, job: Job, now: float) -> None:
@@ -163,3 +216,45 @@ def settle_dependents(tx: Tx, job: Job, now: float) -> None:
         if dependent is not None and dependent.status is PENDING:
             with blame(dep_id):
                 transition(tx, dependent, dependent, now)  # re-placed, or failed, by transition
+
+
+# ------------------------------------------------------------------------- migration
+
+DERIVED = ("rm/", "rb/", "rB/")  # counters `migrate` rebuilds
+
+
+def in_step(tx: Tx) -> bool:
+    """Whether the per-model index and the counts beside `ready` agree with it, as far as
+    a few counter reads can tell: every version keeps `ready/<rank>`, and in a store
+    written by one that does not keep the rest (before schema 2) the model counts do not
+    add up to it. Read-only commands fall back to walks of `ready` when they do not."""
+    for p in Priority:
+        held = sum(read_u64(v) for _, v in tx.scan("meta", f"rm/{p.rank}/".encode()))
+        if held != tx.counter(READY_COUNT[p]):
+            return False
+    return True
+
+
+def needs_migration(tx: Tx) -> bool:
+    return tx.get("meta", b"schema") != SCHEMA or not in_step(tx)
+
+
+def migrate(tx: Tx) -> None:
+    """Build the per-model index and the counts beside `ready` from `ready` (each ready job
+    decoded once), in this transaction, and mark the store `schema` 2."""
+    tx.clear("ready_model")
+    stale = [k for prefix in DERIVED for k, _ in tx.scan("meta", prefix.encode())]
+    for key in stale:
+        tx.add(key.decode(), -tx.counter(key.decode()))
+    for key, _ in tx.scan("ready"):
+        job_id, rank = read_u64(key, 1), key[0]
+        try:
+            job = get_job(tx, job_id)
+        except CorruptRecord:
+            job = None
+        priority = next(p for p in Priority if p.rank == rank)
+        if job is None or job.status is not PENDING or job.priority is not priority:
+            continue  # the doctor reports it; the queue quarantines it when it reaches it
+        tx.add(READY_COUNT[priority], -1)  # add_ready counts it again
+        add_ready(tx, job)
+    tx.put("meta", b"schema", SCHEMA)

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, Any
 from ollama_cli.codec import decode_job, unpack
 from ollama_cli.errors import CorruptRecord, NotFound
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority, full_name
-from ollama_cli.queue.indexes import COUNT, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, get_job, ready_key
+from ollama_cli.queue.indexes import (
+    BIG, COUNT, PENDING, RANK, READY_COUNT, RUNNING, SMALL, batch_prefix, block_count_names, get_job, in_step,
+    model_digest, ready_key,
+)
 from ollama_cli.store.keys import read_u64, u64
 
 if TYPE_CHECKING:
@@ -42,63 +45,75 @@ def positions(tx: Tx, jobs: Iterable[Job], now: float) -> dict[int, int]:
     """1-based places among ready jobs, in the order they start, of those of `jobs` that are
     ready. A delayed job whose time has come is ready, though no daemon has moved it yet.
 
-    A place is 1 + the ready keys below the job's: the counters give those of higher
-    priorities, and a walk of its own priority's keys gives the rest, from whichever end of
-    the run is nearer the jobs asked for (ids estimate the distance). `list` asks for the
-    newest jobs, at the far end: their places cost a few steps, not the whole queue."""
-    due = sorted(_due_keys(tx, now))
-    due_set = set(due)
-    by_rank: dict[bytes, list[tuple[bytes, int]]] = {}
-    for job in jobs:
-        if job.status is PENDING:
-            key = ready_key(job)
-            if key in due_set or tx.get("ready", key) is not None:
-                by_rank.setdefault(key[:1], []).append((key, job.id))
-    found: dict[int, int] = {}
-    if not by_rank:
-        return found
+    Ready jobs ahead of a job are counted from counters (those of more urgent priorities,
+    of the blocks of 2^20 and then 2^10 ids before its own) plus a walk of its block from
+    the nearer end: at most 1,023 steps at any depth, a few for the newest jobs (which
+    `list` and `submit` show); jobs in one block share a walk. Plus the due jobs not yet
+    moved to `ready`."""
     import bisect
 
-    ahead_of_rank = 0
-    for p in Priority:  # ranks in ascending order
-        rank, in_rank = RANK[p], tx.counter(READY_COUNT[p])
-        wanted = sorted(by_rank.get(rank, ()))
-        if wanted:
-            below = _ready_below(tx, rank, in_rank, [k for k, _ in wanted])
-            for (key, job_id), n in zip(wanted, below):
-                found[job_id] = ahead_of_rank + n + bisect.bisect_left(due, key) + 1
-        ahead_of_rank += in_rank
+    keys = sorted(ready_key(j) for j in jobs if j.status is PENDING)
+    if not keys:
+        return {}
+    due_set = _due_keys(tx, now)
+    due = sorted(due_set)
+    counted = in_step(tx)
+    found: dict[int, int] = {}
+    blocks: dict[tuple[int, int], list[bytes]] = {}
+    for key in keys:
+        blocks.setdefault((key[0], read_u64(key, 1) >> SMALL), []).append(key)
+    for (rank, block), wanted in blocks.items():
+        base = _ready_before(tx, rank, block, counted)
+        prefix, start, end = bytes([rank]), block << SMALL, ((block + 1) << SMALL) - 1
+        in_block = tx.counter(block_count_names(rank, start)[0]) if counted else 0
+        from_end = False
+        if in_block:  # ids of the block's first and last keys estimate the distances
+            low = next(tx.scan("ready", prefix, start=prefix + u64(start)), None)
+            high = next(tx.scan("ready", prefix, start=prefix + u64(end), reverse=True), None)
+            if low is not None and high is not None:
+                from_end = read_u64(high[0], 1) - read_u64(wanted[0], 1) < \
+                    read_u64(wanted[-1], 1) - read_u64(low[0], 1)
+        if from_end:  # walk down to the lowest key wanted; the block's count gives the rest
+            above = []
+            for k, _ in tx.scan("ready", prefix, start=prefix + u64(end), reverse=True):
+                if k < wanted[0]:
+                    break
+                above.append(k)
+            above.reverse()
+            ready_keys, below = set(above), [in_block - (len(above) - bisect.bisect_left(above, k)) for k in wanted]
+        else:
+            walked = []
+            for k, _ in tx.scan("ready", prefix, start=prefix + u64(start)):
+                if k > wanted[-1]:
+                    break
+                walked.append(k)
+            ready_keys, below = set(walked), [bisect.bisect_left(walked, k) for k in wanted]
+        for key, n in zip(wanted, below):
+            if key in ready_keys or key in due_set:
+                found[read_u64(key, 1)] = base + n + bisect.bisect_left(due, key) + 1
     return found
 
 
-def _ready_below(tx: Tx, rank: bytes, in_rank: int, keys: list[bytes]) -> list[int]:
-    """For each of `keys` (sorted, all of priority `rank`), how many `ready` keys of that rank
-    are below it; `in_rank` is their number."""
-    first = next(tx.scan("ready", rank), None)
-    last = next(tx.scan("ready", rank, reverse=True), None)
-    if first is None or last is None:
-        return [0] * len(keys)
-    # Walk from the start up to the highest key asked, or from the end down to the lowest.
-    if read_u64(keys[-1], 1) - read_u64(first[0], 1) <= read_u64(last[0], 1) - read_u64(keys[0], 1):
-        out, n, i = [], 0, 0
-        for k, _ in tx.scan("ready", rank):
-            while i < len(keys) and keys[i] <= k:
-                out.append(n)
-                i += 1
-            if i == len(keys):
-                break
-            n += 1
-        return out + [n] * (len(keys) - len(out))
-    out, n, i = [], 0, len(keys) - 1  # n: keys at or above keys[i]
-    for k, _ in tx.scan("ready", rank, reverse=True):
-        while i >= 0 and keys[i] > k:
-            out.append(in_rank - n)
-            i -= 1
-        if i < 0:
-            break
-        n += 1
-    out += [in_rank - n] * (i + 1)
-    return out[::-1]
+def _ready_before(tx: Tx, rank: int, block: int, counted: bool) -> int:
+    """Ready jobs ahead of the first id of this block of 2^10 ids of this rank."""
+    ahead = sum(tx.counter(READY_COUNT[p]) for p in Priority if p.rank < rank)
+    start = bytes([rank]) + u64(block << SMALL)
+    if not counted:  # a store written by a version that does not keep the block counts
+        return ahead + sum(1 for _ in _until(tx.scan("ready", start[:1]), start))
+    big = block << SMALL >> BIG
+    for name, first, last in ((f"rB/{rank}/", "", f"{big:08x}"),
+                              (f"rb/{rank}/", f"{big << (BIG - SMALL):012x}", f"{block:012x}")):
+        prefix = name.encode()
+        for _, value in _until(tx.scan("meta", prefix, start=prefix + first.encode()), prefix + last.encode()):
+            ahead += read_u64(value)
+    return ahead
+
+
+def _until(entries: Iterator[tuple[bytes, bytes]], stop: bytes) -> Iterator[tuple[bytes, bytes]]:
+    for key, value in entries:
+        if key >= stop:
+            return
+        yield key, value
 
 
 def _due_keys(tx: Tx, now: float) -> set[bytes]:
@@ -145,7 +160,7 @@ def list_jobs(
     wanted = set(statuses)
     model = full_name(model) if model else None
     skipped = 0
-    for job_id in _ids_newest_first(tx, tuple(wanted), batch, before):
+    for job_id in _ids_newest_first(tx, tuple(wanted), batch, before, model):
         raw = tx.get("jobs", u64(job_id))
         if raw is None:
             continue
@@ -170,16 +185,25 @@ def list_jobs(
 
 
 def _ids_newest_first(tx: Tx, statuses: tuple[JobStatus, ...], batch: str | None,
-                      before: int | None) -> Iterator[int]:
+                      before: int | None, model: str | None) -> Iterator[int]:
+    import heapq
+
     below = None if before is None else u64(before - 1)  # the highest id wanted, as a key
     if batch:
         prefix = batch_prefix(batch)
         for key, _ in tx.scan("batches", prefix, reverse=True, start=below and prefix + below):
             yield read_u64(key, len(prefix))
+    elif statuses == (PENDING,) and model and in_step(tx):
+        # The model's runs of the per-model index, and the held jobs (read whole: a daemon
+        # keeps them few), rather than every pending record decoded to find the model's.
+        prefixes = [RANK[p] + model_digest(model) for p in Priority]
+        runs = [(read_u64(k, 9) for k, _ in tx.scan("ready_model", prefix, reverse=True,
+                                                     start=below and prefix + below)) for prefix in prefixes]
+        held = [read_u64(k, 8) for k, _ in tx.scan("waiting")] + [read_u64(k) for k, _ in tx.scan("blocked")]
+        held = sorted((i for i in held if before is None or i < before), reverse=True)
+        yield from heapq.merge(*runs, held, reverse=True)
     elif statuses:
         # Merge the per-status index runs, each already in id order.
-        import heapq
-
         runs = [
             (read_u64(k, 1) for k, _ in tx.scan("status", s.code, reverse=True, start=below and s.code + below))
             for s in dict.fromkeys(statuses)

@@ -17,8 +17,8 @@ from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, Lease, Priority
 from ollama_cli.queue.faults import blame
 from ollama_cli.queue.indexes import (
-    CANCELLED, COMPLETED, COUNT, FAILED, PENDING, RANK, READY_COUNT, RUNNING, batch_prefix, finished, get_job,
-    hold_until, open_run, transition, waiting_key,
+    CANCELLED, COMPLETED, COUNT, EMBED, FAILED, PENDING, RANK, RUNNING, batch_prefix, drop_ready,
+    finished, get_job, hold_until, model_digest, open_run, transition, waiting_key,
 )
 from ollama_cli.queue.reads import batch_exists, get_request, is_paused, open_runs, running
 from ollama_cli.store.keys import read_u64, u64
@@ -101,14 +101,65 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
 # ------------------------------------------------------------------------ the daemon
 
 
-def ready_candidates(tx: Tx, now: float, *, limit: int = CLAIM_SCAN_LIMIT) -> Iterator[Job]:
-    """Ready jobs in the order they start (priority, then id), at most `limit`: the
-    scheduler's view of the head of the queue, read lazily so that a tick reads only
-    as far as its decisions need. Empty while the queue is paused. Use it within `tx`."""
-    if is_paused(tx):
-        return iter(())
-    promote_due(tx, now)
-    return _ready(tx, limit)
+def ready_candidates(tx: Tx, now: float, *, limit: int = CLAIM_SCAN_LIMIT) -> ReadyJobs:
+    """The ready jobs as the scheduler asks for them (`records.ReadyJobs`): iterated, in
+    the order they start (priority, then id), at most `limit`, read lazily; asked, the
+    oldest of a priority or of a model at any depth. None while the queue is paused.
+    Use it within `tx`."""
+    paused = is_paused(tx)
+    if not paused:
+        promote_due(tx, now)
+    return ReadyJobs(tx, limit, paused)
+
+
+class ReadyJobs:
+    """`records.ReadyJobs` over the `ready` and `ready_model` indexes: each question is
+    one seek (plus one per corrupt record it quarantines on the way)."""
+
+    def __init__(self, tx: Tx, limit: int, paused: bool) -> None:
+        self._tx, self._limit, self._paused = tx, limit, paused
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(()) if self._paused else _ready(self._tx, self._limit)
+
+    def oldest(self, rank: int, model: str | None = None, after: int = 0) -> Job | None:
+        if self._paused:
+            return None
+        prefix = bytes([rank]) if model is None else bytes([rank]) + model_digest(model)
+        table = "ready" if model is None else "ready_model"
+        for key, _ in self._tx.scan(table, prefix, start=prefix + u64(after + 1)):
+            job = _load_or_quarantine(self._tx, read_u64(key, len(prefix)))
+            if job is not None and (model is None or model_digest(job.model) == prefix[1:]):
+                return job
+        return None
+
+    def embeds(self, rank: int, model: str, after: int, limit: int) -> Iterator[Job]:
+        if self._paused:
+            return
+        prefix = bytes([rank]) + model_digest(model)
+        for read, (key, kind) in enumerate(self._tx.scan("ready_model", prefix, start=prefix + u64(after + 1))):
+            if read >= limit:
+                return
+            if kind == EMBED:
+                job = _load_or_quarantine(self._tx, read_u64(key, len(prefix)))
+                if job is not None:
+                    yield job
+
+    def models(self, rank: int) -> list[str]:
+        # One seek per model, past all its jobs: counters may be moved in memory by this
+        # transaction, where a scan of the stored ones would not see it.
+        out: list[str] = []
+        if self._paused:
+            return out
+        prefix, start = bytes([rank]), bytes([rank])
+        while True:
+            key = next((k for k, _ in self._tx.scan("ready_model", prefix, start=start)), None)
+            if key is None:
+                return out
+            name = self._tx.get("ready_models", key[1:9])
+            if name is not None:
+                out.append(name.decode())
+            start = key[:9] + b"\xff" * 8 + b"\x00"
 
 
 def _ready(tx: Tx, limit: int) -> Iterator[Job]:
@@ -163,10 +214,19 @@ def _load_or_quarantine(tx: Tx, job_id: int) -> Job | None:
         raw = tx.get("jobs", u64(job_id))
         return None if raw is None else _decode_ready(job_id, raw)
     except CorruptRecord:
-        for p in Priority:
-            if tx.delete("ready", RANK[p] + u64(job_id)):
-                tx.add(READY_COUNT[p], -1)
+        _unready(tx, job_id, None)
         return None
+
+
+def _unready(tx: Tx, job_id: int, job: Job | None) -> None:
+    """Take a job out of `ready` and what is kept beside it, its record unreadable (`job`
+    None: its model is looked for under each model with ready jobs, few, and rare) or not
+    to be trusted."""
+    for p in Priority:
+        if tx.delete("ready", RANK[p] + u64(job_id)):
+            digests = [model_digest(job.model)] if job is not None else [k for k, _ in tx.scan("ready_models")]
+            held = next((d for d in digests if tx.get("ready_model", RANK[p] + d + u64(job_id)) is not None), b"")
+            drop_ready(tx, p, job_id, held)
 
 
 def _running_under(tx: Tx, job_id: int, token: str, now: float) -> Job | None:
@@ -319,9 +379,7 @@ def quarantine(tx: Tx, job_id: int, reason: str, now: float) -> Job | None:
     for status in JobStatus:
         if tx.delete("status", status.code + key):
             tx.add(COUNT[status], -1)
-    for p in Priority:
-        if tx.delete("ready", RANK[p] + key):
-            tx.add(READY_COUNT[p], -1)
+    _unready(tx, job_id, job)
     for table in ("blocked", "open_runs"):
         tx.delete(table, key)
     if job is None:

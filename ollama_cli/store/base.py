@@ -257,8 +257,11 @@ class Engine(Protocol):
         it pending again without counting the attempt.
 
         Then, unless the queue is paused, held jobs whose time has come become ready and the
-        planner gets the ready jobs in the order they start, at most `lookahead` (None: the
-        engine's own bound, which keeps a tick short however long the queue). Each job of a
+        planner gets the ready jobs (`records.ReadyJobs`): iterated, in the order they start,
+        at most `lookahead` (None: the engine's own bound, which keeps a tick short however
+        long the queue); asked, the oldest ready job of a priority or of a model, the embeds
+        of a model and the models with ready jobs, each at a cost independent of the queue's
+        depth and of how many models it holds (paused: nothing). Each job of a
         placement it returns is claimed: running under a new lease (owner, a token never used
         before), its attempts counted, its `host` set. The planner must be a pure function of
         its arguments: it may be called more than once, and only the last call's plan is

@@ -81,7 +81,10 @@ class Tx:
     def _flush(self) -> None:
         meta = self._dbs["meta"]
         for name, value in self._counters.items():
-            self._txn.put(name.encode(), u64(value), db=meta)
+            if value:
+                self._txn.put(name.encode(), u64(value), db=meta)
+            else:  # absent reads as 0; counts per block and model would pile up
+                self._txn.delete(name.encode(), db=meta)
 
     def scan(self, db: str, prefix: bytes = b"", *, start: bytes | None = None,
              reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:

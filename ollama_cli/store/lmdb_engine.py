@@ -45,12 +45,27 @@ class LmdbEngine:
     def __init__(self, path: Path, *, readonly: bool = False,
                  on_wait: Callable[[int | None], None] | None = None, create: bool = True) -> None:
         self.kv = Store(path, readonly=readonly, on_wait=on_wait, create=create)  # LMDB's key-value layer
+        if not self.kv.env.flags()["readonly"]:
+            self._migrate()
         self.location = str(self.kv.path)
         self.notifier = PollingNotifier()
         self._flock: FlockLiveness | None = None
 
     def now(self) -> float:
         return time.time()  # one machine, one clock
+
+    def _migrate(self) -> None:
+        """Build what this version keeps beside `ready` in a store written without it (by an
+        earlier version, or since by one): one write transaction, once."""
+        with self.kv.read() as tx:
+            if not queue.needs_migration(tx):
+                return
+
+        def migrate(tx: Tx) -> None:
+            if queue.needs_migration(tx):
+                queue.migrate(tx)
+
+        self.kv.write(migrate)
 
     @property
     def _liveness(self) -> FlockLiveness:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from enum import Enum
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobError
@@ -62,9 +62,31 @@ class Plan(NamedTuple):
     state: object = None  # what the planner wants back from the call whose placements were claimed
 
 
-# The daemon's pure planning function: the ready candidates, in the order they start (read
-# lazily), and a reader of a candidate's stored request (it may raise CorruptRecord) -> a Plan.
-Planner = Callable[[Iterator[Job], Callable[[Job], dict[str, Any]]], Plan]
+class ReadyJobs(Protocol):
+    """The ready jobs as a planner sees them: iterated, in the order they start, at most the
+    lookahead; asked, at any depth, each question at a cost that does not grow with the
+    queue. Priority ranks are `Priority.rank`; models are canonical names (`full_name`)."""
+
+    def __iter__(self) -> Iterator[Job]: ...
+
+    def oldest(self, rank: int, model: str | None = None, after: int = 0) -> Job | None:
+        """The ready job of this rank (and model) with the smallest id above `after`."""
+        ...
+
+    def embeds(self, rank: int, model: str, after: int, limit: int) -> Iterator[Job]:
+        """Embed jobs of this rank and model with ids above `after`, oldest first, among
+        the next `limit` ready jobs of that model (so that a long run of other jobs of the
+        model bounds the walk)."""
+        ...
+
+    def models(self, rank: int) -> list[str]:
+        """The models with ready jobs of this rank."""
+        ...
+
+
+# The daemon's pure planning function: the ready jobs (read lazily, as asked), and a reader
+# of a candidate's stored request (it may raise CorruptRecord) -> a Plan.
+Planner = Callable[[ReadyJobs, Callable[[Job], dict[str, Any]]], Plan]
 
 
 class Tick(NamedTuple):

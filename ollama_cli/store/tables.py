@@ -15,4 +15,6 @@ DATABASES = (
     "cache",  # request digest -> result body
     "daemons",  # daemon id -> daemon record
     "batches",  # batch name + id -> b""
+    "ready_model",  # priority rank + model digest + id -> type code : `ready` by model
+    "ready_models",  # model digest -> canonical model name
 )

@@ -25,9 +25,9 @@ from ollama_cli.codec import pack
 from ollama_cli.store import open_store
 
 FILL = """
-INSERT INTO jobs (id, state, priority, model, type, created_at, attempts, max_attempts, started_at, finished_at,
-                  error_type, error_message)
-SELECT i, s.state, i %% 4, 'llama3.2', 'generate', 1.7e9 + i, CASE WHEN s.state = 'ready' THEN 0 ELSE 1 END, 4,
+INSERT INTO jobs (id, state, priority, model, model_key, type, created_at, attempts, max_attempts, started_at,
+                  finished_at, error_type, error_message)
+SELECT i, s.state, i %% 4, 'llama3.2', 'llama3.2:latest', 'generate', 1.7e9 + i, CASE WHEN s.state = 'ready' THEN 0 ELSE 1 END, 4,
        CASE WHEN s.state = 'ready' THEN NULL ELSE 1.7e9 + i + 1 END,
        CASE WHEN s.state = 'ready' THEN NULL ELSE 1.7e9 + i + 2 END,
        CASE s.state WHEN 'failed' THEN 'backend_error' WHEN 'cancelled' THEN 'cancelled' END,

@@ -22,7 +22,7 @@ committed when it began, and a row lock re-reads the row's newest version):
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from ollama_cli import cache
@@ -43,8 +43,6 @@ LOOKAHEAD = 256  # ready jobs a planner is shown at most: bounds a tick however 
 CLAIM_TRIES = 3  # plans per claim, at most, when other daemons take planned jobs first
 PROMOTE_BATCH = 1000  # due held jobs made ready per claim, at most: bounds a tick
 _COUNT = {s: f"count/{s.value}" for s in JobStatus}
-# jobs.full_name in SQL: a model's name in lower case, ":latest" added unless it has a tag.
-_FULL_NAME = "(lower(model) || CASE WHEN regexp_replace(lower(model), '^.*/', '') LIKE '%%:%%' THEN '' ELSE ':latest' END)"
 _READY = {p.rank: f"ready/{p.rank}" for p in Priority}
 
 
@@ -247,7 +245,7 @@ class PostgresEngine:
             where.append("state = ANY(%s)")
             params.append(states)
         if model:  # as jobs.full_name compares names: lower case, ":latest" unless a tag is given
-            where.append(f"{_FULL_NAME} = %s")
+            where.append("model_key = %s")
             params.append(full_name(model))
         for column, value in (("type", job_type.value if job_type else None), ("batch", batch)):
             if value:
@@ -570,10 +568,7 @@ class PostgresEngine:
             # another meanwhile plans again without them, rather than start nothing this tick.
             taken_by_others: list[int] = []
             for attempt in range(CLAIM_TRIES):
-                candidates = [] if paused else _readable(tx.all(  # paused: the planner is shown none
-                    f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' AND id <> ALL(%s) "
-                    f"ORDER BY priority, id LIMIT %s", (taken_by_others, limit)))
-                plan = planner(iter(candidates), lambda job: self._request(tx, job.id))
+                plan = planner(_Ready(tx, limit, paused, taken_by_others), lambda job: self._request(tx, job.id))
                 last = attempt == CLAIM_TRIES - 1
                 if not last:
                     tx.cur.execute("SAVEPOINT claim")
@@ -755,6 +750,46 @@ class PostgresEngine:
             return problems
 
         return self._db.snapshot(read)
+
+
+class _Ready:
+    """The ready jobs as the planner asks for them (`records.ReadyJobs`), each question one
+    index seek (`jobs_ready` by priority and id, `jobs_ready_by_model` by priority, model and
+    id), leaving out jobs another daemon took while this one planned. Paused: nothing."""
+
+    def __init__(self, tx: Tx, limit: int, paused: bool, taken: list[int]) -> None:
+        self._tx, self._limit, self._paused, self._taken = tx, limit, paused, taken
+
+    def _jobs(self, where: str, params: tuple[Any, ...], limit: int) -> list[Job]:
+        if self._paused:
+            return []
+        return _readable(self._tx.all(
+            f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' AND {where} AND id <> ALL(%s) "
+            f"ORDER BY priority, id LIMIT %s", (*params, self._taken, limit)))
+
+    def __iter__(self) -> Iterator[Job]:
+        return iter(self._jobs("true", (), self._limit))
+
+    def oldest(self, rank: int, model: str | None = None, after: int = 0) -> Job | None:
+        where = "priority = %s AND id > %s" + ("" if model is None else " AND model_key = %s")
+        found = self._jobs(where, (rank, after) if model is None else (rank, after, model), 8)
+        return found[0] if found else None
+
+    def embeds(self, rank: int, model: str, after: int, limit: int) -> Iterator[Job]:
+        return (j for j in self._jobs("priority = %s AND model_key = %s AND id > %s", (rank, model, after), limit)
+                if j.type is JobType.EMBED)
+
+    def models(self, rank: int) -> list[str]:
+        if self._paused:
+            return []
+        # One seek per model on jobs_ready_by_model, past all of its ready jobs.
+        return [r[0] for r in self._tx.all(
+            "WITH RECURSIVE m(k) AS ("
+            "  (SELECT model_key FROM jobs WHERE state = 'ready' AND priority = %(r)s AND id <> ALL(%(x)s) "
+            "   ORDER BY model_key LIMIT 1) "
+            "  UNION ALL SELECT (SELECT model_key FROM jobs WHERE state = 'ready' AND priority = %(r)s "
+            "   AND model_key > m.k AND id <> ALL(%(x)s) ORDER BY model_key LIMIT 1) FROM m WHERE m.k IS NOT NULL"
+            ") SELECT k FROM m WHERE k IS NOT NULL", {"r": rank, "x": self._taken})]
 
 
 def _readable(found: list[tuple[Any, ...]]) -> list[Job]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority, full_name
 
 COLUMNS = ("id, state, priority, model, type, created_at, name, batch, custom_id, attempts, max_attempts, "
            "run_at, retry_at, after, host, started_at, finished_at, error_type, error_message, cached, "
@@ -45,17 +45,19 @@ def to_job(row: tuple[Any, ...]) -> Job:
 
 
 def values(job: Job, state: str, available_at: float | None) -> tuple[Any, ...]:
-    """The row of a job, in COLUMNS order, then available_at."""
+    """The row of a job, in COLUMNS order, then available_at and model_key (the model's
+    canonical name, `full_name`, that the scheduler asks by)."""
     return (
         job.id, state, job.priority.rank, job.model, job.type.value, job.created_at, job.name, job.batch,
         job.custom_id, job.attempts, job.max_attempts, job.run_at, job.retry_at, list(job.after), job.host,
         job.started_at, job.finished_at, job.error.type.value if job.error else None,
         job.error.message if job.error else None, job.cached, job.timeout, job.keep_alive, job.cache_key,
         job.lease.owner if job.lease else None, job.lease.token if job.lease else None, available_at,
+        full_name(job.model),
     )
 
 
-INSERT = (f"INSERT INTO jobs ({COLUMNS}, available_at) VALUES "
-          f"({', '.join(['%s'] * (COLUMNS.count(',') + 2))})")
-UPDATE = (f"UPDATE jobs SET ({COLUMNS}, available_at) = "
-          f"({', '.join(['%s'] * (COLUMNS.count(',') + 2))}) WHERE id = %s")
+INSERT = (f"INSERT INTO jobs ({COLUMNS}, available_at, model_key) VALUES "
+          f"({', '.join(['%s'] * (COLUMNS.count(',') + 3))})")
+UPDATE = (f"UPDATE jobs SET ({COLUMNS}, available_at, model_key) = "
+          f"({', '.join(['%s'] * (COLUMNS.count(',') + 3))}) WHERE id = %s")

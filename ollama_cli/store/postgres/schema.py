@@ -54,6 +54,7 @@ CREATE TABLE jobs (
                       ('ready', 'waiting', 'blocked', 'open_run', 'running', 'completed', 'failed', 'cancelled')),
     priority      smallint NOT NULL CHECK (priority BETWEEN 0 AND 3),  -- rank: 0 = urgent
     model         text NOT NULL,
+    model_key     text NOT NULL,  -- the model's canonical name (jobs.full_name): what the scheduler asks by
     type          text NOT NULL,
     created_at    float8 NOT NULL,
     available_at  float8,  -- a waiting job starts then
@@ -93,7 +94,7 @@ CREATE TABLE serials (
 );
 INSERT INTO serials VALUES ('job', 0), ('batch', 0);
 CREATE INDEX jobs_ready ON jobs (priority, id) WHERE state = 'ready';
-CREATE INDEX jobs_ready_by_model ON jobs (model, priority, id) WHERE state = 'ready';
+CREATE INDEX jobs_ready_by_model ON jobs (priority, model_key, id) WHERE state = 'ready';
 CREATE INDEX jobs_waiting ON jobs (available_at, id) WHERE state = 'waiting';
 CREATE INDEX jobs_by_state ON jobs (state, id);
 CREATE INDEX jobs_by_lease_owner ON jobs (lease_owner) WHERE lease_owner IS NOT NULL;
