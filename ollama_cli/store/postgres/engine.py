@@ -757,27 +757,42 @@ class _Ready:
     index seek (`jobs_ready` by priority and id, `jobs_ready_by_model` by priority, model and
     id), leaving out jobs another daemon took while this one planned. Paused: nothing."""
 
+    WINDOW = 16  # jobs read per seek: the scheduler asks for the next after each it passes over
+
     def __init__(self, tx: Tx, limit: int, paused: bool, taken: list[int]) -> None:
         self._tx, self._limit, self._paused, self._taken = tx, limit, paused, taken
+        # (rank, model) -> (the `after` read from, the jobs read, whether they were all there
+        # were): the ready set does not change while a plan is made, so a later question
+        # inside what was read is answered without asking the server again.
+        self._windows: dict[tuple[int, str | None], tuple[int, list[Job], bool]] = {}
 
-    def _jobs(self, where: str, params: tuple[Any, ...], limit: int) -> list[Job]:
+    def _rows(self, where: str, params: tuple[Any, ...], limit: int) -> list[tuple[Any, ...]]:
         if self._paused:
             return []
-        return _readable(self._tx.all(
-            f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' AND {where} AND id <> ALL(%s) "
-            f"ORDER BY priority, id LIMIT %s", (*params, self._taken, limit)))
+        return self._tx.all(f"SELECT {COLUMNS} FROM jobs WHERE state = 'ready' AND {where} AND id <> ALL(%s) "
+                            f"ORDER BY priority, id LIMIT %s", (*params, self._taken, limit))
 
     def __iter__(self) -> Iterator[Job]:
-        return iter(self._jobs("true", (), self._limit))
+        return iter(_readable(self._rows("true", (), self._limit)))
 
     def oldest(self, rank: int, model: str | None = None, after: int = 0) -> Job | None:
+        start, read, complete = self._windows.get((rank, model), (-1, [], False))
+        if start <= after:
+            beyond = next((j for j in read if j.id > after), None)
+            if beyond is not None or complete:
+                return beyond
+            after = max([after, *(j.id for j in read)])
         where = "priority = %s AND id > %s" + ("" if model is None else " AND model_key = %s")
-        found = self._jobs(where, (rank, after) if model is None else (rank, after, model), 8)
-        return found[0] if found else None
+        found = self._rows(where, (rank, after) if model is None else (rank, after, model), self.WINDOW)
+        read = _readable(found)
+        self._windows[(rank, model)] = (after, read, len(found) < self.WINDOW)
+        if read or len(found) < self.WINDOW:
+            return read[0] if read else None
+        return self.oldest(rank, model, found[-1][0])  # a window of rows this version cannot read: past it
 
     def embeds(self, rank: int, model: str, after: int, limit: int) -> Iterator[Job]:
-        return (j for j in self._jobs("priority = %s AND model_key = %s AND id > %s", (rank, model, after), limit)
-                if j.type is JobType.EMBED)
+        found = self._rows("priority = %s AND model_key = %s AND id > %s", (rank, model, after), limit)
+        return (j for j in _readable(found) if j.type is JobType.EMBED)
 
     def models(self, rank: int) -> list[str]:
         if self._paused:
