@@ -27,14 +27,14 @@ COMMANDS = {
     "cancel": "jobs",
     "retry": "jobs",
     "rerun": "jobs",
-    "info": "admin",
-    "pause": "admin",
-    "resume": "admin",
-    "clean": "admin",
+    "info": "control",
+    "pause": "control",
+    "resume": "control",
+    "clean": "control",
     "batch": "batch",
-    "cache": "admin",
-    "models": "admin",
-    "daemon": "admin",
+    "cache": "cache",
+    "models": "models",
+    "daemon": "daemon",
     "completion": "completion",
 }
 
@@ -51,6 +51,10 @@ StoreOpt = Annotated[
     typer.Option("--store", metavar="URL|PATH", show_default=False,
                  help="The store: postgresql://user@host/db, shared by several hosts, or a folder "
                       "(LMDB; default the data dir) [env: OLLAMA_Q_STORE]."),
+]
+HostOpt = Annotated[
+    Optional[list[str]],
+    typer.Option("--host", help="Backend URL (repeatable); openai+URL for OpenAI-compatible servers [env: OLLAMA_HOST]."),
 ]
 
 
