@@ -124,3 +124,24 @@ def decode_job(key: int, data: bytes) -> Job:
         raise
     except Exception as exc:
         raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from None
+
+
+_SHA256: Any = None
+
+
+def sha256(data: bytes) -> bytes:
+    """SHA-256 of `data` (cache keys, model digests in index keys) by CPython's built-in
+    module, the one hashlib falls back to: importing hashlib initialises OpenSSL, 4 ms that
+    every `submit` would pay for one digest. Looked up once: a failing import is not
+    cached by Python, and batch submit hashes per line."""
+    global _SHA256
+    if _SHA256 is None:
+        try:
+            from _sha2 import sha256 as impl  # Python >= 3.12
+        except ImportError:
+            try:
+                from _sha256 import sha256 as impl  # Python 3.10, 3.11
+            except ImportError:  # a build without them
+                from hashlib import sha256 as impl
+        _SHA256 = impl
+    return _SHA256(data).digest()

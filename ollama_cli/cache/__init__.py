@@ -9,7 +9,7 @@ import json
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ollama_cli.codec import pack, unpack
+from ollama_cli.codec import pack, sha256, unpack
 from ollama_cli.jobs import full_name
 
 if TYPE_CHECKING:
@@ -45,27 +45,7 @@ def key_for(model: str, job_type: str, request: dict[str, Any]) -> bytes:
     """sha256 of model, type and the canonical request (keys sorted). The model's
     default tag is made explicit so that `m` and `m:latest` share entries."""
     canonical = _canonical([full_name(model), job_type, request])
-    return _sha256()(canonical.encode()).digest()
-
-
-_sha256_impl: Any = None
-
-
-def _sha256() -> Any:
-    """CPython's built-in SHA-256, the one hashlib falls back to: importing hashlib
-    initialises OpenSSL, 4 ms that every `submit` would pay for one digest. Looked up
-    once: a failing import is not cached by Python, and batch submit hashes per line."""
-    global _sha256_impl
-    if _sha256_impl is None:
-        try:
-            from _sha2 import sha256  # Python >= 3.12
-        except ImportError:
-            try:
-                from _sha256 import sha256  # Python 3.10, 3.11
-            except ImportError:  # a build without them
-                from hashlib import sha256
-        _sha256_impl = sha256
-    return _sha256_impl
+    return sha256(canonical.encode())
 
 
 def lookup(tx: Tx, key: bytes) -> dict[str, Any] | None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
-from ollama_cli.codec import decode_job, encode_job
+from ollama_cli.codec import decode_job, encode_job, sha256
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority, full_name
 from ollama_cli.store.keys import read_u64, u64
@@ -55,11 +55,7 @@ def model_digest(model: str) -> bytes:
     """8 bytes naming a model's canonical name in keys: a name may be longer than an
     LMDB key (511 bytes). Readers compare the decoded job's model, so a collision could
     only cost a step, never a wrong answer."""
-    try:  # the built-in module: hashlib would initialise OpenSSL (11M instructions at start-up)
-        from _blake2 import blake2b
-    except ImportError:
-        from hashlib import blake2b
-    return blake2b(full_name(model).encode(), digest_size=8).digest()
+    return sha256(full_name(model).encode())[:8]  # the module cache keys load already
 
 
 def model_count_name(rank: int, digest: bytes) -> str:

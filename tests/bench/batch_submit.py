@@ -21,8 +21,9 @@ from pathlib import Path
 
 import msgpack
 
-from ollama_cli import batch, cache, queue
+from ollama_cli import batch, queue
 from ollama_cli.batch.parse import bulk
+from ollama_cli.codec import sha256
 from ollama_cli.store import open_store
 from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store
@@ -72,7 +73,6 @@ def floor(data: bytes, folder: Path, *, hashing: bool = True) -> float:
     bookkeeping: parse the line, encode the request and a job record, hash the canonical
     request for the exact cache (unless `hashing` is off: a cache looked up later, by
     the daemon), and put the five records."""
-    sha256 = cache._sha256()
     canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
     with Store(folder) as store, bulk():
         env, dbs = store.env, store.dbs
@@ -82,7 +82,7 @@ def floor(data: bytes, folder: Path, *, hashing: bool = True) -> float:
             for i, line in enumerate(data.decode().split("\n")[:-1], start=1):
                 body = json.loads(line)["body"]
                 key = u64(i)
-                digest = sha256(canonical(body).encode()).digest() if hashing else None
+                digest = sha256(canonical(body).encode()) if hashing else None
                 record = msgpack.packb({"id": i, "model": body["model"], "status": "pending", "batch": "b",
                                         "custom_id": f"q{i}", "cache_key": digest}, use_bin_type=True)
                 txn.put(key, record, db=jobs)
