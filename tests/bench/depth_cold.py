@@ -37,6 +37,8 @@ def commands(jobs: int) -> list[tuple[str, list[str], list[str]]]:
         (f"status (middle: job {middle})", ["status", str(middle), "--json"], ["status", "1", "--json"]),
         (f"status (newest: job {jobs})", ["status", str(jobs), "--json"], ["status", "1", "--json"]),
         ("list --limit 20", listing, listing),
+        (f"list --limit 20 --offset {middle} (a page from the middle)", [*listing, "--offset", str(middle)],
+         [*listing, "--offset", str(middle)]),
         ("list --status pending --model m2 --limit 20", [*listing, "--status", "pending", "--model", "m2"],
          [*listing, "--status", "pending", "--model", "m2"]),
         ("  the same, --model m9 (no job of it)", [*listing, "--status", "pending", "--model", "m9"],
