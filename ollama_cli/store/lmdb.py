@@ -27,7 +27,7 @@ T = TypeVar("T")
 
 # Every process opens the environment with these same values: max_dbs is per handle and
 # max_readers is fixed by whichever process creates the lock file first.
-MAX_DBS = 16
+MAX_DBS = 32  # room for the tables of what comes next (statistics, hooks, partial output, vectors)
 MAX_READERS = 1024
 # Virtual address space only: data.mdb grows with the pages in use, and the store doubles
 # the map when it fills.
