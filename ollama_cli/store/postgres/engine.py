@@ -22,18 +22,18 @@ committed when it began, and a row lock re-reads the row's newest version):
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from ollama_cli import cache
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord, NotFound, UsageError
 from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority, full_name
-from ollama_cli.store.postgres import liveness, rows, schema
+from ollama_cli.store.postgres import activity, liveness, rows, schema
 from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
 from ollama_cli.store.postgres.transactions import Database, Tx
-from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner, Settle,
-                                      SettleKind, Tick)
+from ollama_cli.store.records import (BackendState, BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner,
+                                      RunProgress, Settle, SettleKind, Tick)
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
@@ -120,6 +120,8 @@ class PostgresEngine:
         self._count(tx, new, state, 1)
         if new.status.finished or state == "ready":
             tx.notify = True
+        if new.status.finished and old is not None and not old[0].status.finished:
+            activity.note_finished(tx, now)  # it was queued: throughput (jobs answered at submit are not)
         if hand_on and new.status.finished and (old is None or not old[0].status.finished):
             self._hand_on(tx, new, now)
         return new
@@ -129,6 +131,7 @@ class PostgresEngine:
         tx.add(_COUNT[job.status], delta)
         if state == "ready":
             tx.add(_READY[job.priority.rank], delta)
+            tx.add(activity.ready_model_counter(job.priority.rank, full_name(job.model)), delta)
 
     def _hand_on(self, tx: Tx, job: Job, now: float) -> None:
         """A job finished: its pending dependents become ready (it completed) or fail."""
@@ -544,12 +547,43 @@ class PostgresEngine:
 
     def unregister(self, daemon_id: str) -> None:
         self._registered.pop(daemon_id, None)
-        self._db.write(lambda tx: tx.cur.execute("DELETE FROM daemons WHERE id = %s", (daemon_id,)))
+
+        def write(tx: Tx) -> None:
+            tx.cur.execute("DELETE FROM daemons WHERE id = %s", (daemon_id,))
+            activity.forget(tx, [daemon_id])
+
+        self._db.write(write)
 
     def daemons(self) -> list[DaemonInfo]:
         found = self._db.read(lambda tx: tx.all(
             "SELECT id, pid, hosts, concurrency, started_at, last_heartbeat FROM daemons ORDER BY id"))
         return [DaemonInfo(i, pid, list(hosts), c, s, h) for i, pid, hosts, c, s, h in found]
+
+    # ------------------------------------- what living daemons know (top, info)
+
+    def _alive(self, tx: Tx) -> Callable[[str], bool]:
+        keys = self._live_keys(tx, self.now())
+        return lambda daemon_id: liveness.lock_key(daemon_id) in keys
+
+    def record_backends(self, daemon_id: str, states: Sequence[BackendState], now: float) -> None:
+        states = list(states)
+        self._db.write(lambda tx: activity.record_backends(tx, daemon_id, states, now))
+
+    def backends(self) -> list[BackendState]:
+        return self._db.snapshot(lambda tx: activity.backends(tx, self._alive(tx)))
+
+    def record_progress(self, daemon_id: str, runs: Sequence[RunProgress], now: float) -> None:
+        runs = list(runs)
+        self._db.write(lambda tx: activity.record_progress(tx, daemon_id, runs, now))
+
+    def progress(self) -> list[RunProgress]:
+        return self._db.snapshot(lambda tx: activity.progress(tx, self._alive(tx)))
+
+    def finished_per_minute(self, now: float) -> list[int]:
+        return self._db.read(lambda tx: activity.finished_per_minute(tx, now))
+
+    def ready_depth(self) -> list[tuple[int, str, int]]:
+        return self._db.read(activity.ready_depth)
 
     # ------------------------------------------------------------ the daemon's step
 
@@ -594,9 +628,10 @@ class PostgresEngine:
         promoted = tx.all(
             "UPDATE jobs SET state = 'ready', available_at = NULL WHERE id IN (SELECT id FROM jobs "
             "WHERE state = 'waiting' AND available_at <= %s ORDER BY available_at, id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED) RETURNING priority", (now, PROMOTE_BATCH))
-        for (rank,) in promoted:
+            "FOR UPDATE SKIP LOCKED) RETURNING priority, model_key", (now, PROMOTE_BATCH))
+        for rank, model_key in promoted:
             tx.add(_READY[rank], 1)
+            tx.add(activity.ready_model_counter(rank, model_key), 1)
 
     def _claim(self, tx: Tx, placements: Sequence[Placement], owner: str,
                now: float) -> tuple[list[tuple[Placement, list[Claim]]], list[int]]:
@@ -621,6 +656,7 @@ class PostgresEngine:
         started = {r[0]: to_job(r) for r in taken}
         for job in started.values():
             tx.add(_READY[job.priority.rank], -1)
+            tx.add(activity.ready_model_counter(job.priority.rank, full_name(job.model)), -1)
             tx.add(_COUNT[PENDING], -1)
             tx.add(_COUNT[RUNNING], 1)
         bodies = dict(tx.all("SELECT id, body FROM requests WHERE id = ANY(%s)", (list(started),)))
@@ -691,7 +727,10 @@ class PostgresEngine:
             alive = self._live_keys(tx, now)
             owners = {r[0] for r in tx.all("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL")}
             dead = sorted(o for o in owners if liveness.lock_key(o) not in alive)
-            tx.cur.execute("DELETE FROM daemons WHERE lock_key IS NULL OR NOT (lock_key = ANY(%s))", (sorted(alive),))
+            gone = tx.all("DELETE FROM daemons WHERE lock_key IS NULL OR NOT (lock_key = ANY(%s)) RETURNING id",
+                          (sorted(alive),))
+            if gone:
+                activity.forget(tx, [r[0] for r in gone])
             if not dead:
                 return []
             out = []
@@ -727,6 +766,7 @@ class PostgresEngine:
             for rank, name in _READY.items():
                 if counted.get(name, 0) != int(ready.get(rank, 0)):
                     problems.append(f"{name} is {counted.get(name, 0)}, the jobs say {ready.get(rank, 0)}")
+            problems += activity.check(tx, counted)
             entries, size = tx.one("SELECT count(*), coalesce(sum(length(body)), 0) FROM cache")
             for name, n in (("cache/entries", entries), ("cache/bytes", size)):
                 if counted.get(name, 0) != int(n):

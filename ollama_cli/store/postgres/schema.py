@@ -21,6 +21,8 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
 - `meta`: flags (paused).
+- `backend_states`, `run_progress`: what each living daemon reports of its backends and its
+  running attempts, replaced at its heartbeat (`activity.py`).
 - `counts`: counters (jobs per status, ready jobs per priority, cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
   transaction, and a reader sums the shards. One row per counter would be a hot row
@@ -146,8 +148,36 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+_V2 = """
+CREATE TABLE backend_states (
+    daemon_id  text NOT NULL,
+    position   integer NOT NULL,  -- the daemon's order of its backends
+    url        text NOT NULL,
+    up         boolean NOT NULL,
+    installed  text[],  -- NULL: not known yet
+    loaded     text[] NOT NULL,
+    slots      integer NOT NULL,
+    in_use     integer NOT NULL,
+    updated_at float8 NOT NULL,
+    PRIMARY KEY (daemon_id, position)
+);
+CREATE TABLE run_progress (
+    daemon_id  text NOT NULL,
+    job_id     bigint NOT NULL,
+    tokens     bigint NOT NULL,
+    started_at float8 NOT NULL,
+    updated_at float8 NOT NULL,
+    PRIMARY KEY (daemon_id, job_id)
+);
+INSERT INTO counts (name, shard, n)
+    SELECT 'ready_model/' || priority || '/' || model_key, 0, count(*) FROM jobs WHERE state = 'ready'
+    GROUP BY priority, model_key
+    ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
+    ("backend states, run progress, ready counters per model", _V2),
 )
 LATEST = len(MIGRATIONS)
 
