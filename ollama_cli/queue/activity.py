@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from ollama_cli.codec import pack, unpack
 from ollama_cli.jobs import Priority
-from ollama_cli.queue import indexes  # indexes imports this module: its names are read at call time
+from ollama_cli.queue import indexes
 from ollama_cli.store.keys import read_u64, u64
 
 if TYPE_CHECKING:

@@ -29,7 +29,6 @@ from functools import lru_cache
 from typing import TYPE_CHECKING
 
 from ollama_cli.codec import decode_job, encode_job, sha256
-from ollama_cli.queue import activity
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority, full_name
 from ollama_cli.store.keys import read_u64, u64
@@ -158,6 +157,8 @@ def transition(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
     if new.status.finished and (old is None or not old.status.finished):
         settle_dependents(tx, new, now)
         if old is not None:  # it was queued: throughput (jobs answered at submit are not)
+            from ollama_cli.queue import activity  # here: submit and status never load it
+
             activity.note_finished(tx, now)
     return new
 

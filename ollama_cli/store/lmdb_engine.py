@@ -18,7 +18,6 @@ from ollama_cli import cache, queue
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
-from ollama_cli.queue import activity
 from ollama_cli.queue.faults import JobFault, blame
 from ollama_cli.queue.transitions import CLAIM_SCAN_LIMIT
 from ollama_cli.store.lmdb import Store
@@ -238,6 +237,8 @@ class LmdbEngine:
         self.kv.write(write)
 
     def unregister(self, daemon_id: str) -> None:
+        from ollama_cli.queue import activity
+
         def write(tx: Tx) -> None:
             tx.delete("daemons", daemon_id.encode())
             activity.forget(tx, daemon_id)
@@ -250,27 +251,41 @@ class LmdbEngine:
 
     # ------------------------------------------- what living daemons know (top, info)
 
+    # queue/activity.py is imported where it is used: submit and status need none of it.
+
     def record_backends(self, daemon_id: str, states: Sequence[BackendState], now: float) -> None:
+        from ollama_cli.queue import activity
+
         rows = [s._replace(daemon_id=daemon_id, updated_at=now) for s in states]
         self.kv.write(lambda tx: activity.record(tx, "backend_states", daemon_id, rows))
 
     def backends(self) -> list[BackendState]:
+        from ollama_cli.queue import activity
+
         with self.kv.read() as tx:
             return activity.backends(tx, self._liveness.is_alive)
 
     def record_progress(self, daemon_id: str, runs: Sequence[RunProgress], now: float) -> None:
+        from ollama_cli.queue import activity
+
         rows = [r._replace(daemon_id=daemon_id, updated_at=now) for r in runs]
         self.kv.write(lambda tx: activity.record(tx, "run_progress", daemon_id, rows))
 
     def progress(self) -> list[RunProgress]:
+        from ollama_cli.queue import activity
+
         with self.kv.read() as tx:
             return activity.progress(tx, self._liveness.is_alive)
 
     def finished_per_minute(self, now: float) -> list[int]:
+        from ollama_cli.queue import activity
+
         with self.kv.read() as tx:
             return activity.finished_per_minute(tx, now)
 
     def ready_depth(self) -> list[tuple[int, str, int]]:
+        from ollama_cli.queue import activity
+
         with self.kv.read() as tx:
             return activity.ready_depth(tx)
 
@@ -306,6 +321,8 @@ class LmdbEngine:
         dead = {o for o in suspects if not self._liveness.is_alive(o)}
         if not dead:
             return []
+
+        from ollama_cli.queue import activity
 
         def write(tx: Tx, quarantined: Mapping[int, Job | None]) -> list[Job]:
             for daemon_id in dead:
