@@ -444,7 +444,7 @@ def top(frame: Frame, running_total: int) -> Any:
         "[yellow]no daemon[/]"
     counts = "  ".join(f"[{_STATUS_STYLE.get(k, '')}]{k} {v:,}[/]" for k, v in frame.counts.items() if k != "total")
     rate = "—" if frame.per_minute is None else f"{frame.per_minute:,.1f}/min"
-    eta = "—" if frame.eta is None else span(frame.eta)
+    eta = "none pending" if not frame.counts["pending"] else "—" if frame.eta is None else span(frame.eta)
     head = Text.from_markup(
         f"[bold]ollama-q top[/]  {local_time(frame.at)}  queue {state}  {daemons}\n"
         f"jobs  {counts}\n"
