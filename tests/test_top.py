@@ -95,16 +95,23 @@ def test_an_empty_paused_store_says_so_and_no_throughput_is_a_dash(store: Engine
     assert "queue paused  no daemon" in out
     assert "finished  — (last 5 min)  0 in the last hour  ETA of the queue —" in out
     assert "running 0  no job running" in out
+    store.cancel([1], store.now())
+    assert re.search(r"finished  [\d.]+/min \(last 5 min\)  1 in the last hour  ETA of the queue none pending$",
+                     top().stdout, re.MULTILINE)
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--json"], "no JSON form"),
+    (["--json"], "--json"),  # top has no JSON form: no such option
     (["--interval", "0"], "--interval"),
     (["--interval", "nan"], "--interval"),
     (["-d", "61"], "--interval"),
 ])
 def test_bad_options_are_one_error_line_and_exit_2(args: list[str], message: str) -> None:
     assert message in assert_one_error(run_main("top", *args), 2)
+
+
+def test_json_before_the_command_is_refused_too() -> None:
+    assert "no JSON form" in assert_one_error(run_main("--json", "top", "--once"), 2)
 
 
 def test_throughput_counts_from_the_first_recent_minute_with_finishes() -> None:

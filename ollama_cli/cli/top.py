@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import typer
 
-from ollama_cli.cli.app import DataDirOpt, JsonOpt, StoreOpt, load_settings, open_store
+from ollama_cli.cli.app import DataDirOpt, StoreOpt, load_settings, open_store
 from ollama_cli.errors import UsageError
 
 INTERVAL = 0.5  # seconds between frames: about twice a second
@@ -32,14 +32,13 @@ def top(
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit (also when stdout is not a terminal).")] = False,
     interval: Annotated[float, typer.Option(
         "--interval", "-d", metavar="SECONDS", help="Seconds between frames (0.1 to 60).")] = INTERVAL,
-    json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
     store_: StoreOpt = None,
 ) -> None:
     """The queue live: jobs per status, throughput and ETA, running jobs, the queue per model,
     backends. q or Ctrl-C quits."""
-    settings = load_settings(json_, data_dir, store_)
-    if settings.json:
+    settings = load_settings(False, data_dir, store_)
+    if settings.json:  # `ollama-q --json top`
         raise UsageError("top has no JSON form: `ollama-q info --json` and `list --json` have the same facts")
     low, high = INTERVAL_RANGE
     if not low <= interval <= high:  # also NaN

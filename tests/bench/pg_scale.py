@@ -39,7 +39,9 @@ INSERT INTO requests (id, body) SELECT id, %(request)s FROM jobs;
 INSERT INTO results (id, body) SELECT id, %(result)s FROM jobs WHERE state = 'completed';
 INSERT INTO counts (name, shard, n)
     SELECT 'count/' || CASE WHEN state = 'ready' THEN 'pending' ELSE state END, 0, count(*) FROM jobs GROUP BY 1
-    UNION ALL SELECT 'ready/' || priority, 0, count(*) FROM jobs WHERE state = 'ready' GROUP BY priority;
+    UNION ALL SELECT 'ready/' || priority, 0, count(*) FROM jobs WHERE state = 'ready' GROUP BY priority
+    UNION ALL SELECT 'ready_model/' || priority || '/' || model_key, 0, count(*) FROM jobs WHERE state = 'ready'
+        GROUP BY priority, model_key;
 UPDATE serials SET last = %(n)s WHERE name = 'job';
 """
 

@@ -5,15 +5,17 @@ jobs with their progress) and jobs finished in the last minutes, so every part o
 frame has something to show. Deep and small frames alternate, so that machine noise hits
 both alike.
 
-    python tests/bench/top_frame.py [--jobs 1000000] [--small 100] [--frames 200]
+    python tests/bench/top_frame.py [--jobs 1000000] [--small 100] [--frames 200] [--postgresql]
 
-The deep store is built once per size and code version (depth_common.pending_store) and
-copied, since the report and the claims write to it. Prints medians in ms and the ratio
+LMDB's deep store is built once per size and code version (depth_common.pending_store) and
+copied, since the report and the claims write to it; PostgreSQL's are filled by SQL on a
+private server (pg_scale.fill), every job pending. Prints medians in ms and the ratio
 deep / small. Target: about 1x (no part of a frame reads more as the queue grows)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import os
 import statistics
@@ -63,31 +65,46 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=1_000_000)
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--frames", type=int, default=200)
+    parser.add_argument("--postgresql", action="store_true", help="on a private PostgreSQL server")
     args = parser.parse_args()
-    pristine = pending_store(args.jobs)
+    with contextlib.ExitStack() as stack:
+        if args.postgresql:
+            from common import postgres
+            from pg_scale import fill
+
+            server = stack.enter_context(postgres())
+            deep_at: str | Path = fill(server, "deep", args.jobs, args.jobs)
+            small_at: str | Path = fill(server, "small", args.small, args.small)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            deep_at, small_at = working_copy(pending_store(args.jobs), tmp), small_store(tmp, args.small)
+        measure(deep_at, small_at, args)
+
+
+def measure(deep_at: str | Path, small_at: str | Path, args: argparse.Namespace) -> None:
     from rich.console import Console
 
-    with tempfile.TemporaryDirectory() as tmp:
-        with open_store(working_copy(pristine, Path(tmp))) as deep, \
-                open_store(small_store(Path(tmp), args.small)) as small:
-            locks = [furnish(deep), furnish(small)]
-            reads: dict[str, list[float]] = {"deep": [], "small": []}
-            draws: dict[str, list[float]] = {"deep": [], "small": []}
-            for i in range(args.frames + 10):
-                for label, store in (("deep", deep), ("small", small)):
-                    start = time.perf_counter()
-                    frame = live.frame(store, limit=20)
-                    read = time.perf_counter() - start
-                    console = Console(file=io.StringIO(), width=120, force_terminal=True)
-                    start = time.perf_counter()
-                    console.print(render.top(frame, frame.counts["running"]))
-                    drawn = time.perf_counter() - start
-                    if i >= 10:  # the first frames warm caches and imports
-                        reads[label].append(read)
-                        draws[label].append(drawn)
-            for lock in locks:
-                lock.release()  # type: ignore[attr-defined]
-    print(f"one frame of top, {args.jobs:,} pending against {args.small}; medians of {args.frames} alternating")
+    with open_store(deep_at) as deep, open_store(small_at) as small:
+        locks = [furnish(deep), furnish(small)]
+        reads: dict[str, list[float]] = {"deep": [], "small": []}
+        draws: dict[str, list[float]] = {"deep": [], "small": []}
+        for i in range(args.frames + 10):
+            for label, store in (("deep", deep), ("small", small)):
+                start = time.perf_counter()
+                frame = live.frame(store, limit=20)
+                read = time.perf_counter() - start
+                console = Console(file=io.StringIO(), width=120, force_terminal=True)
+                start = time.perf_counter()
+                console.print(render.top(frame, frame.counts["running"]))
+                drawn = time.perf_counter() - start
+                if i >= 10:  # the first frames warm caches and imports
+                    reads[label].append(read)
+                    draws[label].append(drawn)
+        for lock in locks:
+            lock.release()  # type: ignore[attr-defined]
+    engine = "PostgreSQL" if args.postgresql else "LMDB"
+    print(f"one frame of top on {engine}, {args.jobs:,} pending against {args.small}; "
+          f"medians of {args.frames} alternating")
     for name, figures in (("store reads (insight.live.frame)", reads), ("drawing (rich, 120 columns)", draws)):
         deep_ms, small_ms = (statistics.median(figures[k]) * 1000 for k in ("deep", "small"))
         print(f"{name:<36} deep {deep_ms:7.3f} ms   small {small_ms:7.3f} ms   ratio {deep_ms / small_ms:.2f}x")
