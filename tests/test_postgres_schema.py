@@ -150,3 +150,20 @@ def test_a_database_copied_from_the_template_is_up_to_date_and_empty(pg_store_ur
     assert schema.version(conn) == schema.LATEST
     conn.close()
     assert _rows(pg_store_url, "SELECT count(*) FROM jobs") == [(0,)]
+
+
+def test_migration_2_counts_the_ready_jobs_of_a_store_by_block(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ollama_cli.jobs import JobSpec, JobType, Priority
+    from ollama_cli.store.postgres.engine import PostgresEngine
+
+    with monkeypatch.context() as m:  # a store that version 1 wrote: no block counters
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        m.setattr(schema, "LATEST", 1)
+        with PostgresEngine(pg_url) as old:
+            old.submit_many([JobSpec(model="m", type=JobType.GENERATE, request={"prompt": str(i)},
+                                     priority=list(Priority)[i % 4]) for i in range(9)], 1.0)
+            old._db.write(lambda tx: tx.cur.execute("DELETE FROM counts WHERE name ~ '^r[0-9]+/'"))
+            assert any(" is 0, the jobs say " in p for p in old.check())
+    with PostgresEngine(pg_url) as new:
+        assert new.check() == []
+        assert _rows(pg_url, "SELECT max(version) FROM migrations") == [(schema.LATEST,)]
