@@ -51,7 +51,7 @@ def test_the_flag_wins_over_the_variable(data_dir: Path, pg_store_url: str, tmp_
     assert ok_json(run_cli(data_dir, "info", "--json", OLLAMA_Q_STORE=pg_store_url))["jobs"]["total"] == 0
 
 
-def test_an_unreachable_server_is_one_error_line_without_the_password(data_dir: Path) -> None:
+def test_an_unreachable_server_is_one_error_line_without_the_password(data_dir: Path, postgres_driver: None) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

@@ -108,7 +108,7 @@ def test_options_of_the_url_are_kept_beside_ours(pg_url: str) -> None:
     assert _rows(url, "SHOW search_path") == [("ollama_q",)]
 
 
-def test_an_unreachable_server_is_one_line_without_the_password() -> None:
+def test_an_unreachable_server_is_one_line_without_the_password(postgres_driver: None) -> None:
     import socket
 
     with socket.socket() as s:  # a port nobody listens on

@@ -24,10 +24,12 @@ SPEED = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 def find_bindir() -> Path | None:
     """The newest installed server's binaries: $OLLAMA_Q_PG_BINDIR, Debian's
-    /usr/lib/postgresql/<major>/bin, or wherever `initdb` is on the PATH."""
+    /usr/lib/postgresql/<major>/bin, or wherever `initdb` is on the PATH; None if none
+    (also if $OLLAMA_Q_PG_BINDIR holds no `initdb`: set to an empty folder, it makes a run
+    without the server)."""
     env = os.environ.get("OLLAMA_Q_PG_BINDIR")
     if env:
-        return Path(env)
+        return Path(env) if (Path(env) / "initdb").exists() else None
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
                     key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
     if debian:
