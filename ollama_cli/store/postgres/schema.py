@@ -152,11 +152,15 @@ CREATE TABLE counts (
 # the job is (LMDB keeps 2^10 and 2^20 blocks: a range of counters there is one cursor,
 # here a sum over shards, so a middle level keeps each range to 31 blocks). READY_BY_BLOCK:
 # those counters as the jobs give them (how migration 2 fills them, what `doctor` checks).
+# Counter names compare bytewise (COLLATE "C"): a range or a prefix (`count/%`) of them is
+# then a seek on the primary key in a database of any collation, and `info`, which reads
+# `count/` and `cache/`, never reads the block counters, however many there are.
 BLOCKS = (20, 15, 10)
 READY_BY_BLOCK = ("SELECT 'r' || b.bits || '/' || priority || '/' || lpad(to_hex(id >> b.bits), 16, '0'), "
                   f"count(*) FROM jobs, (VALUES {', '.join(f'({b})' for b in BLOCKS)}) AS b(bits) "
                   "WHERE state = 'ready' GROUP BY 1")
 _V2 = f"""
+ALTER TABLE counts ALTER COLUMN name TYPE text COLLATE "C";
 INSERT INTO counts (name, shard, n) SELECT name, 0, n FROM ({READY_BY_BLOCK}) AS r(name, n)
 ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
 """
