@@ -99,7 +99,7 @@ def test_every_connection_sets_keepalives_and_finds_our_tables(pg_url: str) -> N
                                   "('tcp_keepalives_idle', 'tcp_keepalives_interval', "
                                   "'tcp_keepalives_count', 'tcp_user_timeout', 'search_path')"))
     assert settings == {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
-                        "tcp_keepalives_count": "3", "tcp_user_timeout": "30000", "search_path": "ollama_q"}
+                        "tcp_keepalives_count": "3", "tcp_user_timeout": "25000", "search_path": "ollama_q"}
 
 
 def test_options_of_the_url_are_kept_beside_ours(pg_url: str) -> None:

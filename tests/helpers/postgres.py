@@ -61,9 +61,11 @@ class PostgresServer:
     of a server restart mid-run do), `close` stops it and removes the folder. `durable`
     keeps the server's default durability (benchmarks compare it with LMDB's fsync)."""
 
-    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False, listen: str = "127.0.0.1") -> None:
+        """`listen`: the server's listen_addresses (tests/netns/ serves other namespaces)."""
         self.bindir = bindir
         self.durable = durable
+        self.listen = listen
         self.user = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="ollama-q-pg-"))
         if self.user is not None:
@@ -88,7 +90,7 @@ class PostgresServer:
         if not self.data.exists():
             self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
                       "-E", "UTF8", "--locale=C")
-        settings = {**({} if self.durable else SPEED), "listen_addresses": "127.0.0.1",
+        settings = {**({} if self.durable else SPEED), "listen_addresses": f"'{self.listen}'",
                     "unix_socket_directories": str(self.root)}
         for attempt in range(3):
             # The same port across restarts: a client reconnecting must find the server again.
