@@ -28,8 +28,10 @@ from typing import Any
 from ollama_cli import cache
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord, NotFound, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority, full_name
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority, full_name, result_stats
+from ollama_cli.store.buckets import Bucket
 from ollama_cli.store.postgres import liveness, rows, schema
+from ollama_cli.store.postgres import stats as pg_stats
 from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
 from ollama_cli.store.postgres.transactions import Database, Tx
 from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner, Settle,
@@ -92,10 +94,11 @@ class PostgresEngine:
             return FAILED
         return PENDING if states - {"completed"} else None
 
-    def _save(self, tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: bool = True) -> Job:
+    def _save(self, tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: bool = True,
+              stats: dict[str, int] | None = None) -> Job:
         """Write `new` over `old` (a job and its state, as loaded) and keep the counters in
-        step; a job that finishes hands on to its dependents (`hand_on` False: the caller
-        knows it has none). The job as stored (a pending job whose dependency failed is
+        step; a job that finishes is counted in the statistics (`stats`: its result's
+        figures) and hands on to its dependents (`hand_on` False: the caller knows it has none). The job as stored (a pending job whose dependency failed is
         stored failed). A pending job that holds a lease waits for its open run to close."""
         state, hold = new.status.value, None
         if new.status is PENDING:
@@ -120,8 +123,10 @@ class PostgresEngine:
         self._count(tx, new, state, 1)
         if new.status.finished or state == "ready":
             tx.notify = True
-        if hand_on and new.status.finished and (old is None or not old[0].status.finished):
-            self._hand_on(tx, new, now)
+        if new.status.finished and (old is None or not old[0].status.finished):
+            pg_stats.apply(tx, None, new, stats)
+            if hand_on:
+                self._hand_on(tx, new, now)
         return new
 
     @staticmethod
@@ -191,7 +196,7 @@ class PostgresEngine:
             id=job_id, model=spec.model, type=spec.type, priority=spec.priority, status=PENDING,
             created_at=now, name=spec.name, batch=spec.batch, custom_id=spec.custom_id,
             max_attempts=spec.max_attempts, run_at=spec.run_at, after=spec.after, timeout=spec.timeout,
-            keep_alive=spec.keep_alive, cache_key=key,
+            keep_alive=spec.keep_alive, cache_key=key, category=spec.category,
         )
         # A delayed or dependent job asked to run later, not to be answered now.
         hit = self._cache_lookup(tx, key) if key is not None and not spec.after and spec.run_at is None else None
@@ -487,6 +492,15 @@ class PostgresEngine:
 
         return self._db.write(write)
 
+    # ------------------------------------------------------------ statistics
+
+    def feedback(self, job_id: int, score: float, reason: str | None, category: str | None,
+                 now: float) -> Job:
+        return self._db.write(lambda tx: pg_stats.feedback(tx, job_id, score, reason, category))
+
+    def stat_buckets(self, since_hour: int | None = None) -> list[Bucket]:
+        return self._db.read(lambda tx: pg_stats.read(tx, since_hour))
+
     # ------------------------------------------------------------ daemons
 
     def daemon_lock(self) -> liveness.DaemonLock:
@@ -683,7 +697,8 @@ class PostgresEngine:
                     new = _finished(job.evolve(host=host), FAILED, now, error.type, error.message)
             else:
                 new = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
-            out[id(s)] = self._save(tx, (job, "running"), new, now, hand_on=job.id in parents)
+            figures = result_stats(s.result or {}) if s.kind is SettleKind.COMPLETE else None
+            out[id(s)] = self._save(tx, (job, "running"), new, now, hand_on=job.id in parents, stats=figures)
         return [out.get(id(s)) for s in settles]
 
     def reclaim(self, now: float) -> list[Job]:
