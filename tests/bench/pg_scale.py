@@ -92,26 +92,30 @@ def cold(url: str, *args: str) -> float:
     return time.perf_counter() - start
 
 
-def warm(url: str, runs: int) -> dict[str, float]:
-    """In one process, median ms of what `info` and `list --limit 20` ask of the engine."""
+def warm(urls: dict[str, str], runs: int) -> dict[str, dict[str, float]]:
+    """In one process, per store, median ms of what `info`, `list --limit 20` and `status`
+    ask of the engine; the stores taken in turn, so noise hits every store alike."""
     from ollama_cli.insight import snapshot
 
-    out: dict[str, list[float]] = {"info": [], "list": [], "status": []}
-    with open_store(url) as store:
-        last = deepest(store)
-        for _ in range(runs):
+    out: dict[str, dict[str, list[float]]] = {s: {c: [] for c in COMMANDS} for s in urls}
+    stores = {s: open_store(url) for s, url in urls.items()}
+    last = {s: deepest(store) for s, store in stores.items()}
+    for _ in range(runs):
+        for name, store in stores.items():
             start = time.perf_counter()
             snapshot.info(store)
-            out["info"].append(time.perf_counter() - start)
+            out[name]["info"].append(time.perf_counter() - start)
             start = time.perf_counter()
             jobs, _ = store.list_jobs(limit=20)
             store.positions(jobs, store.now())
-            out["list"].append(time.perf_counter() - start)
+            out[name]["list"].append(time.perf_counter() - start)
             start = time.perf_counter()
-            job = store.get_job(last)
+            job = store.get_job(last[name])
             store.positions([job], store.now())
-            out["status"].append(time.perf_counter() - start)
-    return {k: statistics.median(v) * 1000 for k, v in out.items()}
+            out[name]["status"].append(time.perf_counter() - start)
+    for store in stores.values():
+        store.close()
+    return {s: {c: statistics.median(v) * 1000 for c, v in by.items()} for s, by in out.items()}
 
 
 def main() -> None:
@@ -129,7 +133,7 @@ def main() -> None:
             for store, url in stores.items():
                 for command, argv in argvs[store].items():
                     cold_ms[(store, command)].append(cold(url, *argv) * 1000)
-        warm_ms = {store: warm(url, args.runs * 4) for store, url in stores.items()}
+        warm_ms = warm(stores, args.runs * 10)
     print(f"{'store':<28} {'command':<8} {'cold ms':>8} {'ratio':>7} {'in-process ms':>14} {'ratio':>7}")
     for store in stores:
         for command in COMMANDS:
