@@ -1,4 +1,4 @@
-"""PostgreSQL's migration 2: a store written before it gets the ready counters per (priority,
+"""PostgreSQL's migration of `activity`: a store written before it gets the ready counters per (priority,
 model) of the jobs it holds, so `top` and metrics read queue depth per model from counters."""
 
 from __future__ import annotations
@@ -12,11 +12,12 @@ from ollama_cli.store.postgres.connection import connect
 from tests.helpers.jobs import make_spec
 
 
-def test_migration_2_counts_the_ready_jobs_already_queued_per_priority_and_model(
+def test_its_migration_counts_the_ready_jobs_already_queued_per_priority_and_model(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     with monkeypatch.context() as before:  # the store as the version before wrote it
-        before.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
-        before.setattr(schema, "LATEST", 1)
+        ours = [sql for _, sql in schema.MIGRATIONS].index(schema.ACTIVITY)
+        before.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:ours])
+        before.setattr(schema, "LATEST", ours)
         with open_store(pg_url) as old:
             for model, priority in (("a", Priority.LOW), ("a", Priority.LOW), ("b", Priority.HIGH)):
                 old.submit(make_spec(model=model, priority=priority), 1.0)

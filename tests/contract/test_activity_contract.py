@@ -4,27 +4,18 @@ each guarantee of `store/base.py` through the interface only, on every engine.""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from ollama_cli.jobs import Priority
 from ollama_cli.store.base import Engine
 from ollama_cli.store.records import BackendState, DaemonInfo, RunProgress
-from tests.helpers.contract import ENGINES, T, claim, complete, fail
+from tests.helpers.engines import T, claim, complete, fail
 from tests.helpers.jobs import make_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 
 MINUTE = 60.0
-
-
-@pytest.fixture(params=list(ENGINES))
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with ENGINES[request.param](request, tmp_path) as e:
-        yield e
-        assert e.check() == []
 
 
 def state(url: str, daemon_id: str = "", **kw: object) -> BackendState:

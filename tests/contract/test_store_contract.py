@@ -1,34 +1,37 @@
 """The store's contract (`ollama_cli/store/base.py`), tested through the Engine interface only,
 on every engine: each test is one documented guarantee, and every store is sound afterwards.
 
-A new engine joins by one entry in ENGINES (`tests/helpers/contract.py`; huey's StorageTests,
-BullMQ's one API over two engines)."""
+A new engine joins by one entry in ENGINES (`tests/helpers/engines.py`; huey's StorageTests,
+BullMQ's one API over two engines); the `engine` fixture is in conftest.py."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ollama_cli.errors import NotFound, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobType
+from ollama_cli.jobs import (
+    ErrorType,
+    Job,
+    JobError,
+    JobSpec,
+    JobStatus,
+    JobType,
+    Priority,
+)
 from ollama_cli.store.base import Engine
 from ollama_cli.store.records import DaemonInfo, Placement, Plan, Settle, SettleKind
-from tests.helpers.contract import (ANSWER, CANCELLED, COMPLETED, ENGINES, FAILED, HIGH, LOW, MEDIUM, PENDING,
-                                    RUNNING, URGENT, T, claim, complete, fail, settle, take_all)
+from tests.helpers.engines import ANSWER, T, claim, complete, fail, settle, take_all
 from tests.helpers.jobs import make_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 
-
-@pytest.fixture(params=list(ENGINES))
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with ENGINES[request.param](request, tmp_path) as e:
-        yield e
-        assert e.check() == []
+PENDING, RUNNING, COMPLETED = JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED
+FAILED, CANCELLED = JobStatus.FAILED, JobStatus.CANCELLED
+URGENT, HIGH, MEDIUM, LOW = Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW
 
 
 def statuses(engine: Engine, *ids: int) -> list[str]:

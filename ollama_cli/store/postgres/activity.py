@@ -11,7 +11,7 @@ PostgreSQL: functions of a transaction that `engine.py` delegates to (LMDB's are
   deleted when a daemon records its backends (every heartbeat), so at most 61 minutes of
   16 shards are ever kept: a read is one index range of at most that many rows.
 - Ready jobs per (priority, model): counters `ready_model/<rank>/<model>` kept where
-  `ready/<rank>` is (migration 2 in `schema.py` builds them for jobs queued before)."""
+  `ready/<rank>` is (their migration, `schema.ACTIVITY`, builds them for jobs queued before)."""
 
 from __future__ import annotations
 

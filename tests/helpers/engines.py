@@ -1,7 +1,5 @@
-"""What the contract tests of every engine share (`tests/contract/`): the engines they run on
-(a new engine joins by one entry in ENGINES: a function of the test's fixtures and its temp
-folder that opens a store; PostgreSQL's runs on a fresh database of the session's private
-server), a clock, and claims and settles in one call."""
+"""What the store's contract tests share (tests/contract/): the engines they run on, and the
+daemon's step driven by hand: claim, settle, complete, fail."""
 
 from __future__ import annotations
 
@@ -11,19 +9,18 @@ from typing import Any
 
 import pytest
 
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
 from ollama_cli.store.records import Placement, Plan, Settle, SettleKind
 
+# A new engine joins by one entry: a function of the test's fixtures (`request`) and its temp
+# folder that opens a store. PostgreSQL's runs on a fresh database of the session's private
+# server (`pg_store_url`).
 ENGINES: dict[str, Callable[[pytest.FixtureRequest, Path], Engine]] = {
     "lmdb": lambda request, tmp: open_store(tmp / "store"),
     "postgresql": lambda request, tmp: open_store(request.getfixturevalue("pg_store_url")),
 }
-
-PENDING, RUNNING, COMPLETED = JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED
-FAILED, CANCELLED = JobStatus.FAILED, JobStatus.CANCELLED
-URGENT, HIGH, MEDIUM, LOW = Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW
 T = 1_000_000.0
 ANSWER = {"response": "hi", "stats": {"eval_count": 1}}
 
