@@ -514,3 +514,23 @@ def stats(data: dict[str, Any]) -> None:
 
 def _secs(value: float | None) -> str:
     return "-" if value is None else f"~{span(value)}" if value >= 60 else f"~{value:.2f}s"
+
+
+def settings_table(data: dict[str, Any]) -> None:
+    """`config`: the file, then each setting with its value and where the value came from."""
+    from rich.table import Table
+
+    print(f"config file: {data['path']}" + ("" if data["exists"] else " (none)"))  # whole, never wrapped
+    console = _console()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("KEY", no_wrap=True, min_width=max(map(len, data["values"]), default=3))
+    table.add_column("VALUE", overflow="fold")
+    table.add_column("SOURCE", no_wrap=True, min_width=7)
+    for key, entry in data["values"].items():
+        value = entry["value"]
+        text = "-" if value is None else str(value).lower() if isinstance(value, bool) else \
+            ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else \
+            ", ".join(map(str, value)) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) \
+            else str(value)
+        table.add_row(key, _shown(text), entry["source"])
+    console.print(table)
