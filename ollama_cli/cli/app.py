@@ -26,6 +26,7 @@ COMMANDS = {
     "retry": "jobs",
     "rerun": "jobs",
     "info": "control",
+    "top": "top",
     "pause": "control",
     "resume": "control",
     "clean": "control",
