@@ -175,8 +175,8 @@ def test_a_category_another_model_serves_better(data_dir: Path) -> None:
             _finish(store, model="big", category="code", score=score)
     (rec,) = _advice(data_dir)
     assert (rec["kind"], rec["model"]) == ("category", "small:latest")
-    assert "category code: big:latest scores 0.90 (n=6" in rec["message"]
-    assert "small:latest, which ran most of its jobs (10), scores 0.10 (n=6)" in rec["message"]
+    assert "category code: big:latest scores 0.90 (n=6, 95% lower bound 0.85) where small:latest scores " \
+        "0.10 (n=6, 10 jobs)" in rec["message"]
 
 
 def test_too_few_ratings_compare_no_models(data_dir: Path) -> None:
