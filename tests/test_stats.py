@@ -68,9 +68,12 @@ def test_feedback_rates_and_rates_again(data_dir: Path) -> None:
     assert run_main("feedback", "1", "--score", "-1", "--category", "math").stdout == "job 1 rated -1 (math)\n"
     job = ok_json(run_main("status", "1", "--json"))
     assert (job["category"], job["feedback"]) == ("math", {"score": -1.0, "reason": None, "category": "math"})
+    run_main("feedback", "1", "--score", "0.25", "--reason", "so so")
+    shown = run_main("status", "1").stdout
+    assert "\ncategory      math " in shown and "\nfeedback      +0.25: so so " in shown
     (row,) = ok_json(run_main("stats", "--json"))["models"]
-    assert row["feedback"] == {"count": 1, "mean": -1.0}
-    assert row["categories"] == {"math": {"jobs": 1, "feedback_count": 1, "feedback_mean": -1.0}}
+    assert row["feedback"] == {"count": 1, "mean": 0.25}
+    assert row["categories"] == {"math": {"jobs": 1, "feedback_count": 1, "feedback_mean": 0.25}}
 
 
 def test_stats_refuses_bad_options(data_dir: Path) -> None:
@@ -205,3 +208,18 @@ def test_the_human_table_shows_the_figures_and_the_advice(data_dir: Path, monkey
     assert "code" in out and "* a:latest was loaded 10 times" in out
     assert run_main("stats", "--since", "1h").stdout.startswith("no finished jobs since ")
     assert JobStatus.COMPLETED.value in ok_json(run_main("stats", "--json"))["models"][0]
+
+
+def test_a_quarantined_job_is_counted_once(data_dir: Path) -> None:
+    # LMDB quarantines a job whose step raises: a finished one keeps its count, a pending
+    # one counts as failed (it was written as a new record before, and counted again).
+    from ollama_cli import queue
+
+    with open_store(data_dir) as store:
+        done = _finish(store)
+        pending = store.submit(make_spec(), T).id
+        for job_id in (done, pending, done):
+            store.kv.write(lambda tx: queue.quarantine(tx, job_id, "test", T + 50))
+        (bucket,) = store.stat_buckets()
+        assert (bucket.fields["jobs"], bucket.fields["completed"], bucket.fields["failed"]) == (2, 1, 1)
+        assert store.check() == []
