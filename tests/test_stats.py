@@ -14,6 +14,7 @@ from ollama_cli.insight import advice
 from ollama_cli.jobs import ErrorType, JobError, JobStatus
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
+from ollama_cli.store.lmdb_engine import LmdbEngine
 from ollama_cli.store.records import Settle, SettleKind
 from tests.emulator import Emulator
 from tests.helpers.cli import assert_one_error, ok_json, run_main
@@ -223,3 +224,21 @@ def test_a_quarantined_job_is_counted_once(data_dir: Path) -> None:
         (bucket,) = store.stat_buckets()
         assert (bucket.fields["jobs"], bucket.fields["completed"], bucket.fields["failed"]) == (2, 1, 1)
         assert store.check() == []
+
+
+def test_an_unreadable_bucket_starts_again_and_never_stops_a_job_s_end(data_dir: Path) -> None:
+    from ollama_cli.codec import pack
+
+    with open_store(data_dir) as store:
+        _finish(store)
+        (key, _), = list(_scan(store))
+        for junk in (b"\xc1", pack({"m": "m:latest", "g": "generate", "f": {"jobs": "many"}}), pack([1])):
+            store.kv.write(lambda tx: tx.put("stats", key, junk))
+            _finish(store)
+            (bucket,) = store.stat_buckets()
+            assert (bucket.fields["jobs"], bucket.fields["completed"]) == (1, 1)
+
+
+def _scan(store: LmdbEngine) -> list[tuple[bytes, bytes]]:
+    with store.kv.read() as tx:
+        return list(tx.scan("stats"))
