@@ -52,6 +52,8 @@ def encode_job(job: Job) -> bytes:
             rec[name] = value
     if job.after:
         rec["after"] = list(job.after)
+    if job.fallbacks:
+        rec["fallbacks"] = list(job.fallbacks)
     if job.error:
         rec["error"] = [job.error.type.value, job.error.message]
     if job.cached:
@@ -111,11 +113,15 @@ def decode_job(key: int, data: bytes) -> Job:
         error, lease, after = _pair(rec.get("error"), "error"), _pair(rec.get("lease"), "lease"), rec.get("after")
         if after is not None and not (type(after) is list and all(type(a) is int for a in after)):
             raise ValueError("after is not a list of ids")
+        fallbacks = rec.get("fallbacks")
+        if fallbacks is not None and not (type(fallbacks) is list and all(type(m) is str for m in fallbacks)):
+            raise ValueError("fallbacks is not a list of model names")
         return Job(
             type=_TYPES[rec["type"]],
             priority=_PRIORITIES[rec["priority"]],
             status=_STATUSES[rec["status"]],
             after=tuple(after) if after else (),
+            fallbacks=tuple(fallbacks) if fallbacks else (),
             error=JobError(_ERRORS[error[0]], error[1]) if error else None,
             lease=Lease(lease[0], lease[1]) if lease else None,
             **fields,

@@ -98,6 +98,7 @@ class Job(NamedTuple):
     finished_at: float | None = None
     error: JobError | None = None
     cached: bool = False
+    fallbacks: tuple[str, ...] = ()  # models to start again on, in order (`submit --fallback`)
     # Not in the JSON form: how the daemon runs it.
     timeout: float | None = None
     keep_alive: float | None = None
@@ -107,6 +108,14 @@ class Job(NamedTuple):
 
     def evolve(self, **changes: Any) -> "Job":
         return self._replace(**changes)
+
+    def on_next_model(self, error: JobError, cache_key: bytes | None) -> "Job":
+        """The job started again, pending, on the first of its fallback models, its attempts
+        starting over; `error` says why it left the model before, `cache_key` is its request's
+        key on the next one (None: it uses no cache)."""
+        return self.evolve(model=self.fallbacks[0], fallbacks=self.fallbacks[1:], status=JobStatus.PENDING,
+                           attempts=0, error=error, lease=None, retry_at=None, started_at=None, host=None,
+                           cache_key=cache_key)
 
     def to_json(self, position: int | None = None) -> dict[str, Any]:
         """The contract's JSON form of a job."""
@@ -132,6 +141,7 @@ class Job(NamedTuple):
             "finished_at": format_time(self.finished_at),
             "error": self.error.to_json() if self.error else None,
             "cached": self.cached,
+            "fallbacks": list(self.fallbacks),
         }
 
 
@@ -152,6 +162,7 @@ class JobSpec(NamedTuple):
     after: tuple[int, ...] = ()
     keep_alive: float | None = None
     use_cache: bool = True
+    fallbacks: tuple[str, ...] = ()
 
 
 def full_name(model: str) -> str:

@@ -269,7 +269,7 @@ def job_detail(job: dict[str, Any]) -> None:
             shown = f"[{_STATUS_STYLE.get(value, '')}]{value}[/]"
         elif key == "error" and value:
             shown = f"[red]{value['type']}[/]: {_shown(value['message'])}"
-        elif key == "after":
+        elif key in ("after", "fallbacks"):
             shown = ", ".join(map(str, value)) or "-"
         elif key in _TIMES:
             shown = _when(value)

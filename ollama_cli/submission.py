@@ -12,7 +12,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from ollama_cli.errors import UsageError
-from ollama_cli.jobs import JobType, Priority
+from ollama_cli.jobs import JobType, Priority, full_name
 from ollama_cli.timefmt import parse_duration
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -53,6 +53,25 @@ def model_name(value: str) -> str:
     if not _MODEL.fullmatch(value):
         raise UsageError(f"invalid model name {value!r}")
     return value
+
+
+MAX_FALLBACKS = 16
+
+
+def fallbacks(model: str, values: list[str]) -> tuple[str, ...]:
+    """The models a job starts again on, in order (`--fallback`, repeatable): each a valid
+    name, none twice and none the job's own model (that is what --retries is for)."""
+    seen, out = {full_name(model)}, []
+    for value in values:
+        name = full_name(model_name(value))
+        if name in seen:
+            why = "the job's own model" if name == full_name(model) else "given twice"
+            raise UsageError(f"--fallback {value!r}: {why}")
+        seen.add(name)
+        out.append(value)
+    if len(out) > MAX_FALLBACKS:
+        raise UsageError(f"at most {MAX_FALLBACKS} --fallback models, not {len(out)}")
+    return tuple(out)
 
 
 def check_text(value: str, what: str) -> str:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ollama_cli.codec import pack, sha256, unpack
-from ollama_cli.jobs import full_name
+from ollama_cli.jobs import Job, full_name
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
@@ -46,6 +46,12 @@ def key_for(model: str, job_type: str, request: dict[str, Any]) -> bytes:
     default tag is made explicit so that `m` and `m:latest` share entries."""
     canonical = _canonical([full_name(model), job_type, request])
     return sha256(canonical.encode())
+
+
+def key_on(model: str, job: Job, request: dict[str, Any]) -> bytes | None:
+    """The key of a job's request asked of another model (a fallback's); None for a job that
+    uses no cache."""
+    return None if job.cache_key is None else key_for(model, job.type.value, request)
 
 
 def lookup(tx: Tx, key: bytes) -> dict[str, Any] | None:

@@ -61,6 +61,8 @@ def submit(
         help="Start no sooner than this RFC 3339 time, or HH:MM (the next one, local time).")] = None,
     after: Annotated[Optional[list[str]], typer.Option(help="Start once job ID completed (repeatable).")] = None,
     keep_alive: Annotated[Optional[str], typer.Option(help="How long Ollama keeps the model loaded.")] = None,
+    fallback: Annotated[Optional[list[str]], typer.Option(
+        metavar="MODEL", help="If the model is missing or attempts run out, start again on this one (repeatable).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
     wait_timeout: Annotated[Optional[str], typer.Option(
@@ -105,6 +107,7 @@ def submit(
         after=tuple(dict.fromkeys(parse_ids(after or []))),
         keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
         use_cache=not no_cache,
+        fallbacks=submission.fallbacks(model, fallback) if fallback else (),
     )
     store = open_store(settings)
     now = store.now()
@@ -377,14 +380,15 @@ def rerun(
 ) -> None:
     """Queue each job's request again as a new job, whatever became of it; the job itself
     is left as it is. The new job has the same model, type, priority, name, retries,
-    timeout and keep-alive, starts as soon as a daemon takes it, and is never answered
+    timeout, keep-alive and fallbacks left, starts as soon as a daemon takes it, and is never answered
     from the cache (it is asked again)."""
     settings = load_settings(json_, data_dir, store_)
     ids = parse_ids(job_ids)
     store = open_store(settings)
     jobs, all_found = _known(store, ids)
     specs = [JobSpec(model=j.model, type=j.type, request=store.get_request(j.id), priority=j.priority, name=j.name,
-                     max_attempts=j.max_attempts, timeout=j.timeout, keep_alive=j.keep_alive, use_cache=False)
+                     max_attempts=j.max_attempts, timeout=j.timeout, keep_alive=j.keep_alive, use_cache=False,
+                     fallbacks=j.fallbacks)
              for j in jobs]
     new = store.submit_many(specs, store.now()) if specs else []
     where = store.positions(new, store.now())

@@ -61,12 +61,19 @@ def write(event: events.Event) -> None:
             _line(WARNING, "job_retrying", "job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id,
                   job.attempts, error.type.value, error.message, delay, job=job.id, attempt=job.attempts,
                   host=backend, error_type=error.type.value, delay_s=round(delay, 3))
+        case events.JobFellBack(job, error, model, backend):
+            _line(WARNING, "job_fell_back", "job %d failed on %s (%s: %s); starting again on fallback model %s",
+                  job.id, job.model, error.type.value, error.message, model, job=job.id, attempt=job.attempts,
+                  host=backend, error_type=error.type.value, model=job.model, fallback=model)
         case events.ResultDropped(job, backend):
             _line(INFO, "result_dropped", "job %d finished after it was cancelled or taken back: result dropped",
                   job.id, job=job.id, attempt=job.attempts, host=backend)
         case events.JobReclaimed(job) if event.abandoned:
             _line(WARNING, "job_abandoned", "job %d abandoned: its daemon died during each of %d attempts", job.id,
                   job.attempts, job=job.id, attempt=job.attempts, error_type="abandoned")
+        case events.JobReclaimed(job) if event.fell_back:
+            _line(WARNING, "job_fell_back", "job %d: its daemon died during each of its attempts; starting again on "
+                  "fallback model %s", job.id, job.model, job=job.id, error_type="abandoned", fallback=job.model)
         case events.JobReclaimed(job):
             _line(WARNING, "job_reclaimed", "job %d taken back from a dead daemon (attempt %d of %d)", job.id,
                   job.attempts, job.max_attempts, job=job.id, attempt=job.attempts)

@@ -29,7 +29,7 @@ from ollama_cli import cache
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord, NotFound, UsageError
 from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority, full_name
-from ollama_cli.store.postgres import liveness, rows, schema
+from ollama_cli.store.postgres import fallbacks, liveness, rows, schema
 from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
 from ollama_cli.store.postgres.transactions import Database, Tx
 from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner, Settle,
@@ -191,7 +191,7 @@ class PostgresEngine:
             id=job_id, model=spec.model, type=spec.type, priority=spec.priority, status=PENDING,
             created_at=now, name=spec.name, batch=spec.batch, custom_id=spec.custom_id,
             max_attempts=spec.max_attempts, run_at=spec.run_at, after=spec.after, timeout=spec.timeout,
-            keep_alive=spec.keep_alive, cache_key=key,
+            keep_alive=spec.keep_alive, cache_key=key, fallbacks=spec.fallbacks,
         )
         # A delayed or dependent job asked to run later, not to be answered now.
         hit = self._cache_lookup(tx, key) if key is not None and not spec.after and spec.run_at is None else None
@@ -681,6 +681,9 @@ class PostgresEngine:
                                      retry_at=now + s.retry_after)
                 else:
                     new = _finished(job.evolve(host=host), FAILED, now, error.type, error.message)
+            elif s.kind is SettleKind.FALLBACK:
+                error = s.error or JobError(ErrorType.BACKEND_ERROR, "failed")
+                new = fallbacks.next_model_or_failed(tx, job.evolve(host=host), error, now)
             else:
                 new = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
             out[id(s)] = self._save(tx, (job, "running"), new, now, hand_on=job.id in parents)
@@ -703,8 +706,8 @@ class PostgresEngine:
                     self._save(tx, (job, state), job.evolve(lease=None), now)
                     continue
                 if job.attempts >= job.max_attempts:
-                    new = _finished(job, FAILED, now, ErrorType.ABANDONED,
-                                    f"its daemon died during each of {job.attempts} attempts")
+                    new = fallbacks.next_model_or_failed(tx, job, JobError(
+                        ErrorType.ABANDONED, f"its daemon died during each of {job.attempts} attempts"), now)
                 else:
                     new = job.evolve(status=PENDING, lease=None, error=JobError(ErrorType.ABANDONED, "its daemon died"))
                 out.append(self._save(tx, (job, state), new, now))
