@@ -212,6 +212,12 @@ ERROR = JobError(ErrorType.BACKEND_ERROR, "model runner has unexpectedly stopped
     (events.DaemonStopping("SIGINT", True, 30.0, 3), "WARNING", "second SIGINT: stopping now, handing running jobs back"),
     (events.DaemonDrained(), "INFO", "nothing pending or running: exiting (--drain)"),
     (events.JobStarted((job7(), job7(id=8)), "http://a:1"), "INFO", "job 7, 8 started on http://a:1 (llama3.2, attempt 2 of 4)"),
+    (events.JobStarted((job7(attempts=1, route=("best", 0.6125, 12)),), "http://a:1"), "INFO",
+     "job 7 started on http://a:1 (llama3.2, attempt 1 of 4; chosen by routing: lower bound 0.61 of 12 rated jobs)"),
+    (events.JobStarted((job7(attempts=1, route=("default", None, 0)),), "http://a:1"), "INFO",
+     "job 7 started on http://a:1 (llama3.2, attempt 1 of 4; chosen by routing: default)"),
+    (events.JobStarted((job7(route=("default", None, 0)),), "http://a:1"), "INFO",
+     "job 7 started on http://a:1 (llama3.2, attempt 2 of 4)"),  # said once, at the first attempt
     (events.JobFinished(job7(), JobStatus.COMPLETED, "http://a:1", took=1.25), "INFO", "job 7 completed in 1.2s"),
     (events.JobFinished(job7(), JobStatus.FAILED, "http://a:1", error=ERROR), "WARNING",
      "job 7 failed (backend_error: model runner has unexpectedly stopped)"),

@@ -38,6 +38,7 @@ FULL = Job(
     error=JobError(ErrorType.BACKEND_ERROR, "boom: ünïcode"),
     cached=True,
     fallbacks=("qwen2.5", "mistral:7b"),
+    route=("best", 0.6125, 12),
     timeout=600.0,
     keep_alive=-1.0,
     cache_key=bytes(range(32)),
@@ -51,7 +52,7 @@ MINIMAL = Job(id=1, model="m", type=JobType.GENERATE, priority=Priority.MEDIUM,
 # The contract's job object, in its order.
 CONTRACT_KEYS = ["id", "name", "batch", "custom_id", "model", "type", "priority", "status",
                  "position", "attempts", "max_attempts", "run_at", "after", "host",
-                 "created_at", "started_at", "finished_at", "error", "cached", "fallbacks"]
+                 "created_at", "started_at", "finished_at", "error", "cached", "fallbacks", "route"]
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
@@ -150,6 +151,9 @@ CORRUPT: dict[str, bytes] = {
     "after an int": pack(record(after=5)),
     "fallbacks not names": pack(record(fallbacks=[1])),
     "fallbacks a name": pack(record(fallbacks="qwen2.5")),
+    "route too short": pack(record(route=["best", 0.5])),
+    "route rated a word": pack(record(route=["best", 0.5, "many"])),
+    "route a map": pack(record(route={"rule": "best"})),
     "error too short": pack(record(error=["backend_error"])),
     "unknown error type": pack(record(error=["oops", "m"])),
     "error a map": pack(record(error={"type": "timeout"})),
@@ -253,6 +257,7 @@ def test_to_json_is_the_contract_object() -> None:
         "error": {"type": "backend_error", "message": "boom: ünïcode"},
         "cached": True,
         "fallbacks": ["qwen2.5", "mistral:7b"],
+        "route": {"rule": "best", "lower_bound": 0.6125, "rated": 12},
     }
 
 
@@ -261,6 +266,7 @@ def test_to_json_of_a_new_job_has_nulls_and_the_position() -> None:
     assert list(out) == CONTRACT_KEYS
     assert out["position"] == 3
     assert out["after"] == [] and out["error"] is None and out["cached"] is False and out["fallbacks"] == []
+    assert out["route"] is None
     for key in ("run_at", "started_at", "finished_at", "name", "batch", "custom_id", "host"):
         assert out[key] is None, key
     assert out["created_at"] == "2026-11-23T08:40:00.123Z"

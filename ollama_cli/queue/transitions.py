@@ -85,6 +85,7 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
         keep_alive=spec.keep_alive,
         cache_key=key,
         fallbacks=spec.fallbacks,
+        route=spec.route,
     )
     tx.put("requests", u64(job_id), pack(spec.request))
     if spec.batch:

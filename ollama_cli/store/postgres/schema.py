@@ -148,8 +148,8 @@ CREATE TABLE counts (
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
-    ("jobs: the fallback models left (submit --fallback)",
-     "ALTER TABLE jobs ADD COLUMN fallbacks text[] NOT NULL DEFAULT '{}'"),
+    ("jobs: the fallback models left (submit --fallback), how submit auto chose the model",
+     "ALTER TABLE jobs ADD COLUMN fallbacks text[] NOT NULL DEFAULT '{}', ADD COLUMN route bytea"),
 )
 LATEST = len(MIGRATIONS)
 

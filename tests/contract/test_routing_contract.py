@@ -1,7 +1,8 @@
-"""Fallback models (`submit --fallback`) through the Engine interface, on every engine: a
-FALLBACK settle, and a reclaim of a job out of attempts, start the job again on its next
-model, in the one transaction, moved in every index as any other change (`check` after each
-test says the store is sound)."""
+"""Fallback models (`submit --fallback`) and routes (`submit auto`) through the Engine
+interface, on every engine: a job keeps how its model was chosen; a FALLBACK settle, and a
+reclaim of a job out of attempts, start the job again on its next model, in the one
+transaction, moved in every index as any other change (`check` after each test says the
+store is sound)."""
 
 from __future__ import annotations
 
@@ -56,6 +57,16 @@ def test_a_job_keeps_its_fallbacks_in_order(engine: Engine) -> None:
     assert job.fallbacks == ("b", "c") == engine.get_job(job.id).fallbacks
     assert job.to_json()["fallbacks"] == ["b", "c"]
     assert engine.submit(make_spec(model="a"), T).to_json()["fallbacks"] == []
+
+
+def test_a_job_keeps_how_its_model_was_chosen(engine: Engine) -> None:
+    # `submit auto` records its route; it says how the model was chosen, so it goes with it.
+    job = engine.submit(make_spec(model="a", fallbacks=("b",), route=("best", 0.625, 12)), T)
+    assert job.route == ("best", 0.625, 12) == engine.get_job(job.id).route
+    assert job.to_json()["route"] == {"rule": "best", "lower_bound": 0.625, "rated": 12}
+    assert engine.submit(make_spec(model="a", route=("default", None, 0)), T).route == ("default", None, 0)
+    settle(engine, claim(engine), SettleKind.FALLBACK, error=MISSING)
+    assert engine.get_job(job.id).route is None
 
 
 def test_a_fallback_settle_starts_the_job_again_on_the_next_model(engine: Engine) -> None:
