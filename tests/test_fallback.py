@@ -94,3 +94,25 @@ def test_status_shows_the_model_it_runs_on_and_the_fallbacks_left(data_dir: Path
         check_invariants(store)
     after = ok_json(run_main("status", str(submitted["id"]), "--json"))
     assert (after["status"], after["model"], after["fallbacks"]) == ("completed", "llama3.2", [])
+
+
+def test_a_job_stored_before_fallbacks_reads_with_none(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A database at the schema before fallbacks and routes, holding a job, brought up to date.
+    from ollama_cli.store.postgres import schema
+    from ollama_cli.store.postgres.connection import connect
+
+    with monkeypatch.context() as m:
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        m.setattr(schema, "LATEST", 1)
+        conn = connect(pg_url)
+        schema.migrate(conn, "db")
+        with conn.cursor() as cur:
+            cur.execute(f"SET search_path = {schema.SCHEMA}")
+            cur.execute("INSERT INTO jobs (id, state, priority, model, model_key, type, created_at, max_attempts) "
+                        "VALUES (1, 'ready', 2, 'llama3.2', 'llama3.2:latest', 'generate', 0, 4)")
+        conn.commit()
+        conn.close()
+    with open_store(pg_url) as store:
+        job = store.get_job(1)
+        assert (job.model, job.fallbacks, job.route) == ("llama3.2", (), None)
+        assert job.to_json()["fallbacks"] == [] and job.to_json()["route"] is None
