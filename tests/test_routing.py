@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pytest
 
 from ollama_cli.errors import UsageError
-from ollama_cli.insight.routing import NoRoute, Route, lower_bound, route, t975
+from ollama_cli.insight.routing import NoRoute, Route, installed_models, lower_bound, route, t975
 
 
 @dataclass(frozen=True)
@@ -170,6 +170,23 @@ def test_only_installed_models_are_chosen_when_the_list_is_known() -> None:
     assert pick(best, second, installed=["BEST:latest"]) == "best"  # canonical names compare
     assert pick(best, second, installed=[], default="d") == "d"
     assert pick(best, second, installed=None) == "best"  # not known: every model
+
+
+@dataclass(frozen=True)
+class Backend:
+    installed: tuple[str, ...] | None
+
+
+@pytest.mark.parametrize(("backends", "expected"), [
+    ([], None),  # no living daemon has looked
+    ([Backend(None)], None),
+    ([Backend(("a:latest",)), Backend(None)], None),  # the model may be on the one not known yet
+    ([Backend(())], set()),
+    ([Backend(("a:latest", "b:7b")), Backend(("b:7b", "c:latest"))], {"a:latest", "b:7b", "c:latest"}),
+])
+def test_installed_models_are_known_only_when_every_backend_listed_them(backends: list[Backend],
+                                                                       expected: set[str] | None) -> None:
+    assert installed_models(backends) == expected
 
 
 # ------------------------------------------------------------------------ exploration

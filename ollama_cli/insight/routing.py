@@ -60,6 +60,26 @@ class Route(NamedTuple):
                 "rated": self.rated}
 
 
+class Listed(Protocol):
+    """What the rule reads of a backend's state (`records.BackendState`)."""
+
+    installed: tuple[str, ...] | None  # canonical names; None: not known yet
+
+
+def installed_models(backends: Iterable[Listed]) -> set[str] | None:
+    """The models some backend has installed, as the living daemons last saw them; None (not
+    known: every model is a candidate) without a daemon, or while a backend's list is unknown,
+    since the model could be on that one."""
+    found: set[str] = set()
+    seen = False
+    for backend in backends:
+        if backend.installed is None:
+            return None
+        seen = True
+        found.update(backend.installed)
+    return found if seen else None
+
+
 class NoRoute(UsageError):
     """No model has enough rated jobs of the category, and no default model is configured."""
 
