@@ -98,6 +98,8 @@ class Job(NamedTuple):
     finished_at: float | None = None
     error: JobError | None = None
     cached: bool = False
+    category: str | None = None  # a task category (`submit --category`, `feedback --category`)
+    feedback: tuple[float, str | None, str | None] | None = None  # (score, reason, category)
     fallbacks: tuple[str, ...] = ()  # models to start again on, in order (`submit --fallback`)
     route: tuple[str, float | None, int] | None = None  # how `submit auto` chose the model: (rule, bound, rated)
     # Not in the JSON form: how the daemon runs it.
@@ -142,6 +144,9 @@ class Job(NamedTuple):
             "finished_at": format_time(self.finished_at),
             "error": self.error.to_json() if self.error else None,
             "cached": self.cached,
+            "category": self.category,
+            "feedback": None if self.feedback is None else
+            dict(zip(("score", "reason", "category"), self.feedback)),
             "fallbacks": list(self.fallbacks),
             "route": dict(zip(("rule", "lower_bound", "rated"), self.route)) if self.route else None,
         }
@@ -164,6 +169,7 @@ class JobSpec(NamedTuple):
     after: tuple[int, ...] = ()
     keep_alive: float | None = None
     use_cache: bool = True
+    category: str | None = None
     fallbacks: tuple[str, ...] = ()
     route: tuple[str, float | None, int] | None = None
 

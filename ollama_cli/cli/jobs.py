@@ -61,6 +61,8 @@ def submit(
         help="Start no sooner than this RFC 3339 time, or HH:MM (the next one, local time).")] = None,
     after: Annotated[Optional[list[str]], typer.Option(help="Start once job ID completed (repeatable).")] = None,
     keep_alive: Annotated[Optional[str], typer.Option(help="How long Ollama keeps the model loaded.")] = None,
+    category: Annotated[Optional[str], typer.Option(
+        help="A task category for statistics and routing (letters, digits, -, _, .).")] = None,
     fallback: Annotated[Optional[list[str]], typer.Option(
         metavar="MODEL", help="If the model is missing or attempts run out, start again on this one (repeatable).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
@@ -107,6 +109,7 @@ def submit(
         after=tuple(dict.fromkeys(parse_ids(after or []))),
         keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
         use_cache=not no_cache,
+        category=submission.category_name(category) if category is not None else None,
         fallbacks=submission.fallbacks(model, fallback) if fallback else (),
     )
     store = open_store(settings)

@@ -17,4 +17,5 @@ DATABASES = (
     "batches",  # batch name + id -> b""
     "ready_model",  # priority rank + model digest + id -> type code : `ready` by model
     "ready_models",  # model digest -> canonical model name
+    "stats",  # hour + kind + model digest + group -> {"m": model, "g": group, "f": sums} (store/buckets.py)
 )

@@ -13,30 +13,19 @@ import pytest
 
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority, full_name
 from ollama_cli.store.base import Engine
-from ollama_cli.store.records import DaemonInfo, Placement, Plan, ReadyJobs, Settle, SettleKind
+from ollama_cli.store.records import DaemonInfo, Plan, ReadyJobs, SettleKind
+from tests.helpers.engines import T, claim, settle
 from tests.helpers.jobs import make_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 
-T = 1_000_000.0
 MISSING = JobError(ErrorType.MODEL_NOT_FOUND, "model 'a' not found")
 RANK = Priority.MEDIUM.rank
 
 
-def claim(engine: Engine, *, owner: str = "d1", now: float = T) -> Job:
-    """Claim the one ready job."""
-    def plan(ready: ReadyJobs, request_of: Callable[[Job], dict[str, Any]]) -> Plan:
-        return Plan([Placement(0, "http://h:1", (job,)) for job in list(ready)[:1]])
-
-    tick = engine.settle_and_claim([], now, owner=owner, planner=plan)
-    [(_, [c])] = tick.claimed
-    return c.job
-
-
-def settle(engine: Engine, job: Job, kind: SettleKind, *, now: float = T, **kw: Any) -> Job | None:
-    assert job.lease is not None
-    return engine.settle_and_claim([Settle(kind, job.id, job.lease.token, host="http://h:1", **kw)], now,
-                                   owner="d1").settled[0]
+def claim_one(engine: Engine, *, owner: str = "d1") -> Job:
+    [job] = claim(engine, owner=owner)
+    return job
 
 
 def oldest_of(engine: Engine, model: str) -> int | None:
@@ -65,13 +54,13 @@ def test_a_job_keeps_how_its_model_was_chosen(engine: Engine) -> None:
     assert job.route == ("best", 0.625, 12) == engine.get_job(job.id).route
     assert job.to_json()["route"] == {"rule": "best", "lower_bound": 0.625, "rated": 12}
     assert engine.submit(make_spec(model="a", route=("default", None, 0)), T).route == ("default", None, 0)
-    settle(engine, claim(engine), SettleKind.FALLBACK, error=MISSING)
+    settle(engine, claim_one(engine), SettleKind.FALLBACK, error=MISSING)
     assert engine.get_job(job.id).route is None
 
 
 def test_a_fallback_settle_starts_the_job_again_on_the_next_model(engine: Engine) -> None:
     job = engine.submit(make_spec(model="a", fallbacks=("b", "c"), max_attempts=3), T)
-    running = claim(engine)
+    running = claim_one(engine)
     moved = settle(engine, running, SettleKind.FALLBACK, error=MISSING, now=T + 1)
     assert moved == engine.get_job(job.id)
     assert (moved.model, moved.fallbacks, moved.status, moved.attempts, moved.max_attempts) == \
@@ -86,8 +75,8 @@ def test_a_fallback_settle_starts_the_job_again_on_the_next_model(engine: Engine
 
 def test_the_last_model_that_fails_for_good_fails_the_job(engine: Engine) -> None:
     engine.submit(make_spec(model="a", fallbacks=("b",)), T)
-    settle(engine, claim(engine), SettleKind.FALLBACK, error=MISSING)
-    on_b = claim(engine)
+    settle(engine, claim_one(engine), SettleKind.FALLBACK, error=MISSING)
+    on_b = claim_one(engine)
     assert (on_b.model, on_b.attempts) == ("b", 1)
     error = JobError(ErrorType.BACKEND_ERROR, "HTTP 500")
     failed = settle(engine, on_b, SettleKind.FALLBACK, error=error, now=T + 2)
@@ -97,7 +86,7 @@ def test_the_last_model_that_fails_for_good_fails_the_job(engine: Engine) -> Non
 
 def test_a_lost_lease_refuses_the_fallback(engine: Engine) -> None:
     job = engine.submit(make_spec(model="a", fallbacks=("b",)), T)
-    running = claim(engine)
+    running = claim_one(engine)
     engine.cancel([job.id], T)
     assert settle(engine, running, SettleKind.FALLBACK, error=MISSING) is None  # closes the run it kept open
     after = engine.get_job(job.id)
@@ -107,8 +96,8 @@ def test_a_lost_lease_refuses_the_fallback(engine: Engine) -> None:
 def test_the_answer_on_a_fallback_is_cached_under_that_model(engine: Engine) -> None:
     request = {"prompt": "same words"}
     engine.submit(make_spec(model="a", request=request, fallbacks=("b",)), T)
-    settle(engine, claim(engine), SettleKind.FALLBACK, error=MISSING)
-    settle(engine, claim(engine), SettleKind.COMPLETE, result={"response": "from b"})
+    settle(engine, claim_one(engine), SettleKind.FALLBACK, error=MISSING)
+    settle(engine, claim_one(engine), SettleKind.COMPLETE, result={"response": "from b"})
     assert engine.submit(make_spec(model="b", request=request), T).cached
     assert not engine.submit(make_spec(model="a", request=request), T).cached
 
@@ -117,8 +106,8 @@ def test_a_job_out_of_attempts_with_a_dead_daemon_starts_again_on_its_next_model
     kept = engine.submit(make_spec(model="a", fallbacks=("b",), max_attempts=1), T)
     alone = engine.submit(make_spec(model="a", max_attempts=1), T)
     engine.register(DaemonInfo("dead", 1, [], 1, T, T))
-    claim(engine, owner="dead")
-    claim(engine, owner="dead")
+    claim_one(engine, owner="dead")
+    claim_one(engine, owner="dead")
     back = {j.id: j for j in engine.reclaim(T + 5)}
     moved = back[kept.id]
     assert (moved.model, moved.fallbacks, moved.status, moved.attempts) == ("b", (), JobStatus.PENDING, 0)
@@ -129,7 +118,7 @@ def test_a_job_out_of_attempts_with_a_dead_daemon_starts_again_on_its_next_model
 
 def test_fallbacks_left_are_listed_and_kept_when_a_job_is_retried(engine: Engine) -> None:
     job = engine.submit(make_spec(model="a", fallbacks=("b",)), T)
-    settle(engine, claim(engine), SettleKind.FAIL, error=JobError(ErrorType.BAD_REQUEST, "no"))
+    settle(engine, claim_one(engine), SettleKind.FAIL, error=JobError(ErrorType.BAD_REQUEST, "no"))
     [changed] = engine.retry([job.id], T)
     assert (changed.job.model, changed.job.fallbacks) == ("a", ("b",))
     assert [j.fallbacks for j in engine.list_jobs()[0]] == [("b",)]

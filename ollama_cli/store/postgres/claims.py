@@ -9,7 +9,7 @@ from typing import Any
 
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import ErrorType, Job, JobError
+from ollama_cli.jobs import ErrorType, Job, JobError, result_stats
 from ollama_cli.store.postgres import changes, fallbacks, liveness, result_cache
 from ollama_cli.store.postgres.ready import ReadyView
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
@@ -154,7 +154,8 @@ def _settle(tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
             new = fallbacks.next_model_or_failed(tx, job.evolve(host=host), error, now)
         else:
             new = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
-        out[id(s)] = save(tx, (job, "running"), new, now, hand_on=job.id in parents)
+        figures = result_stats(s.result or {}) if s.kind is SettleKind.COMPLETE else None
+        out[id(s)] = save(tx, (job, "running"), new, now, hand_on=job.id in parents, stats=figures)
     return [out.get(id(s)) for s in settles]
 
 

@@ -21,6 +21,7 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
 - `meta`: flags (paused).
+- `stats`: the statistics' hour buckets, a row per field and shard (stats.py).
 - `counts`: counters (jobs per status, ready jobs per priority, cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
   transaction, and a reader sums the shards. One row per counter would be a hot row
@@ -146,8 +147,25 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+# Categories and feedback on jobs; the statistics' hour buckets (stats.py), sharded as counts.
+_STATS = """
+ALTER TABLE jobs ADD COLUMN category text, ADD COLUMN feedback_score float8,
+    ADD COLUMN feedback_reason text, ADD COLUMN feedback_category text;
+CREATE TABLE stats (
+    hour  integer NOT NULL,  -- hours since the epoch
+    kind  text NOT NULL,     -- t: group is the job type; c: group is the category
+    model text NOT NULL,
+    grp   text NOT NULL,
+    field text NOT NULL,
+    shard smallint NOT NULL,
+    n     float8 NOT NULL,
+    PRIMARY KEY (hour, kind, model, grp, field, shard)
+) WITH (fillfactor = 50);
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
+    ("job categories and feedback; statistics in hour buckets", _STATS),
     ("jobs: the fallback models left (submit --fallback), how submit auto chose the model",
      "ALTER TABLE jobs ADD COLUMN fallbacks text[] NOT NULL DEFAULT '{}', ADD COLUMN route bytea"),
 )

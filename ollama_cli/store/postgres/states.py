@@ -37,10 +37,11 @@ def _dependency_state(tx: Tx, job: Job) -> JobStatus | None:
     return PENDING if states - {"completed"} else None
 
 
-def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: bool = True) -> Job:
+def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: bool = True,
+         stats: dict[str, int] | None = None) -> Job:
     """Write `new` over `old` (a job and its state, as loaded) and keep the counters in
-    step; a job that finishes hands on to its dependents (`hand_on` False: the caller
-    knows it has none). The job as stored (a pending job whose dependency failed is
+    step; a job that finishes is counted in the statistics (`stats`: its result's figures,
+    `stats.py`) and hands on to its dependents (`hand_on` False: the caller knows it has none). The job as stored (a pending job whose dependency failed is
     stored failed). A pending job that holds a lease waits for its open run to close."""
     state, hold = new.status.value, None
     if new.status is PENDING:
@@ -65,8 +66,12 @@ def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: 
     count(tx, new, state, 1)
     if new.status.finished or state == "ready":
         tx.notify = True
-    if hand_on and new.status.finished and (old is None or not old[0].status.finished):
-        _hand_on(tx, new, now)
+    if new.status.finished and (old is None or not old[0].status.finished):
+        from ollama_cli.store.postgres import stats as statistics
+
+        statistics.apply(tx, None, new, stats)
+        if hand_on:
+            _hand_on(tx, new, now)
     return new
 
 
