@@ -17,7 +17,11 @@ from ollama_cli.errors import ExitCode, NotFound, OllamaQError, OperationFailed,
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, result_to_json, result_text
 from ollama_cli.timefmt import local_time, parse_duration, parse_time
 
+# `submit auto --category C`: the model is chosen by the routing rule (`insight/routing.py`).
+AUTO = "auto"
+
 if TYPE_CHECKING:
+    from ollama_cli.settings import Settings
     from ollama_cli.store.base import Engine
     from ollama_cli.store.records import Changed
 
@@ -112,23 +116,43 @@ def submit(
         category=submission.category_name(category) if category is not None else None,
         fallbacks=submission.fallbacks(model, fallback) if fallback else (),
     )
+    auto = model == AUTO
+    if auto and spec.category is None:
+        raise UsageError("submit auto needs --category NAME: the model is chosen by how models served that category")
     store = open_store(settings)
     now = store.now()
+    if auto:
+        spec = _routed(store, spec, settings, now)
     job = store.submit(spec._replace(run_at=run_at(now) if run_at else None), now)
     if wait or wait_timeout is not None:
         _print_result(store, job.id, wait=True, timeout=wait_limit, json_=settings.json)
         return
     pos = store.positions([job], now).get(job.id)
     if settings.json:
-        emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
+        shown = {"id": job.id, "name": job.name, "status": job.status.value, "position": pos}
+        emit({**shown, "model": job.model} if auto else shown)
     elif quiet:
         print(job.id)
     elif job.cached:
-        print(f"job {job.id} completed from the cache")
+        print(f"job {job.id} completed from the cache{' by ' + job.model if auto else ''}")
     else:
         where = f", position {pos}" if pos else ""
         held = f", held until {local_time(job.run_at)}" if job.run_at is not None and job.run_at > now else ""
         print(f"job {job.id} queued ({job.model}, {job.priority.value}{where}{held})")
+
+
+def _routed(store: "Engine", spec: JobSpec, settings: "Settings", now: float) -> JobSpec:
+    """The spec on the model the routing rule chooses for its category, with how it chose; a
+    fallback that names the chosen model is dropped (it would only run the job again there)."""
+    from ollama_cli.insight import routing
+    from ollama_cli.jobs import full_name
+
+    assert spec.category is not None
+    chosen = routing.choose(store, spec.category, settings.routing, now)
+    name = full_name(chosen.model)
+    bound = None if chosen.lower_bound is None else round(chosen.lower_bound, 4)
+    return spec._replace(model=chosen.model, route=(chosen.rule, bound, chosen.rated),
+                         fallbacks=tuple(f for f in spec.fallbacks if full_name(f) != name))
 
 
 def _run_at(delay: Optional[str], at: Optional[str]) -> Optional[Callable[[float], float]]:

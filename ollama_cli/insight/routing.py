@@ -19,10 +19,14 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import Collection, Iterable
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
 
 from ollama_cli.errors import UsageError
 from ollama_cli.jobs import full_name
+
+if TYPE_CHECKING:
+    from ollama_cli.settings import RoutingSettings
+    from ollama_cli.store.base import Engine
 
 # Student's t, 97.5th percentile, by degrees of freedom 1..30; beyond, the Cornish-Fisher
 # expansion below (within 0.001 of the exact value from 30 on).
@@ -54,10 +58,6 @@ class Route(NamedTuple):
     rule: str
     lower_bound: float | None = None
     rated: int = 0
-
-    def to_json(self) -> dict[str, object]:
-        return {"rule": self.rule, "lower_bound": None if self.lower_bound is None else round(self.lower_bound, 4),
-                "rated": self.rated}
 
 
 class Listed(Protocol):
@@ -122,6 +122,15 @@ def route(scores: Iterable[Scored], category: str, *, min_samples: int, default_
         return Route(default_model, "default")
     raise NoRoute(f"no model has {min_samples} rated jobs of category {category!r} yet "
                   f"(`ollama-q feedback ID --score X` rates a job), and routing.default_model is not set")
+
+
+def choose(engine: Engine, category: str, settings: RoutingSettings, now: float) -> Route:
+    """The route of a `submit auto --category C` job, from what the store holds (the category's
+    figures, kept as jobs finish), with no network call."""
+    from ollama_cli.insight.stats import category_scores
+
+    return route(category_scores(engine, category, now), category, min_samples=settings.min_samples,
+                 default_model=settings.default_model, explore=settings.explore)
 
 
 def _bound(s: Scored) -> float | None:

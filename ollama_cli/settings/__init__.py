@@ -47,6 +47,14 @@ class DaemonSettings(NamedTuple):
     seed: int | None = None  # of the retry jitter, for runs that must repeat
 
 
+class RoutingSettings(NamedTuple):
+    """`submit auto --category C`: the config file's [routing] table."""
+
+    default_model: str | None = None  # when no model has enough rated jobs of the category
+    min_samples: int = 5  # rated jobs of the category a model needs to be chosen
+    explore: float = 0.0  # the share of jobs sent to another model than the best; 0: never
+
+
 class Settings(NamedTuple):
     """Everything a command or the daemon reads from outside, built once by `load`."""
 
@@ -55,6 +63,7 @@ class Settings(NamedTuple):
     hosts: tuple[str, ...] = (DEFAULT_HOST,)  # as given: `backends` parses them
     json: bool = False  # one JSON document on stdout; JSON lines for the daemon's log
     daemon: DaemonSettings = DaemonSettings()
+    routing: RoutingSettings = RoutingSettings()
     sources: Mapping[str, Source] = MappingProxyType({})
 
     @property
