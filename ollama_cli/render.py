@@ -52,17 +52,18 @@ def _when(stamp: str | None) -> str:
     return local_time(_epoch(stamp))
 
 
-def _seconds_since(stamp: str) -> float:
+def _seconds_since(stamp: str, now: float | None = None) -> float:
+    """Seconds from `stamp` to `now` (the store's clock; this host's when not given)."""
     import time
 
-    return time.time() - _epoch(stamp)
+    return (time.time() if now is None else now) - _epoch(stamp)
 
 
-def _age(stamp: str | None) -> str:
+def _age(stamp: str | None, now: float | None = None) -> str:
     """How long ago, in the largest whole unit: 12s, 5m, 3h, 2d."""
     if not stamp:
         return "-"
-    seconds = _seconds_since(stamp)
+    seconds = _seconds_since(stamp, now)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
@@ -345,9 +346,10 @@ def mapping(data: dict[str, Any]) -> None:
     _console().print(table)
 
 
-def info(data: dict[str, Any]) -> None:
+def info(data: dict[str, Any], now: float) -> None:
     """The queue at a glance, a section a line; a section too long for the terminal goes on
-    to the next line between two items, never inside one."""
+    to the next line between two items, never inside one. `now`: the store's clock, that
+    heartbeats were written with (on a shared store, not this host's)."""
     console = _console()
     jobs = data["jobs"]
     _section(console, "jobs", [(f"{k} {v}", f"[{_STATUS_STYLE.get(k, '')}]{k} {v}[/]")
@@ -357,7 +359,7 @@ def info(data: dict[str, Any]) -> None:
         more = len(data.get("daemons", [])) - 1
         _section(console, "daemon", [
             ("running", "[green]running[/]"), f"pid {d['pid']}", f"concurrency {d['concurrency']}",
-            *((h, _shown(h)) for h in d["hosts"]), f"heartbeat {_age(d['last_heartbeat'])} ago",
+            *((h, _shown(h)) for h in d["hosts"]), f"heartbeat {_age(d['last_heartbeat'], now)} ago",
             f"since {_when(d['started_at'])}", *([f"+{more} more"] if more > 0 else []),
         ])
     else:

@@ -101,9 +101,10 @@ def test_a_job_stored_before_fallbacks_reads_with_none(pg_url: str, monkeypatch:
     from ollama_cli.store.postgres import schema
     from ollama_cli.store.postgres.connection import connect
 
+    before = next(i for i, (name, _) in enumerate(schema.MIGRATIONS) if "submit --fallback" in name)
     with monkeypatch.context() as m:
-        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
-        m.setattr(schema, "LATEST", 1)
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:before])
+        m.setattr(schema, "LATEST", before)
         conn = connect(pg_url)
         schema.migrate(conn, "db")
         with conn.cursor() as cur:

@@ -85,9 +85,10 @@ class Engine(Protocol):
 
     def now(self) -> float:
         """The store's clock, in seconds since the epoch: the `now` to give every operation.
-        LMDB: this host's `time.time()`. PostgreSQL: the server's clock (read as this host's
-        plus the offset measured when it connected, not a round trip per call), so that
-        every host that shares the store agrees on when a held job is due."""
+        LMDB: this host's `time.time()`. PostgreSQL: the server's clock (read when it
+        connected, plus the time elapsed since on this host's monotonic clock, not a round
+        trip per call), so that every host that shares the store agrees on when a held job
+        is due and how old a heartbeat is."""
         ...
 
     # ------------------------------------------------------------------- jobs in

@@ -22,7 +22,8 @@ What lives where (the LMDB store's tables, as columns and indexes):
   while it lives, and a heartbeat written with the server's clock.
 - `meta`: flags (paused).
 - `stats`: the statistics' hour buckets, a row per field and shard (stats.py).
-- `counts`: counters (jobs per status, ready jobs per priority, cache figures) as
+- `counts`: counters (jobs per status, ready jobs per priority and per block of ids,
+  cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
   transaction, and a reader sums the shards. One row per counter would be a hot row
   that every state change locks until it commits: writers queue behind it, and two
@@ -163,11 +164,30 @@ CREATE TABLE stats (
 ) WITH (fillfactor = 50);
 """
 
+# Ready jobs are also counted per priority and block of 2^20, 2^15 and 2^10 ids, so that a
+# position adds a few dozen counters and counts at most 1,023 index entries, however deep
+# the job is (LMDB keeps 2^10 and 2^20 blocks: a range of counters there is one cursor,
+# here a sum over shards, so a middle level keeps each range to 31 blocks). READY_BY_BLOCK:
+# those counters as the jobs give them (how their migration fills them, what `doctor` checks).
+# Counter names compare bytewise (COLLATE "C"): a range or a prefix (`count/%`) of them is
+# then a seek on the primary key in a database of any collation, and `info`, which reads
+# `count/` and `cache/`, never reads the block counters, however many there are.
+BLOCKS = (20, 15, 10)
+READY_BY_BLOCK = ("SELECT 'r' || b.bits || '/' || priority || '/' || lpad(to_hex(id >> b.bits), 16, '0'), "
+                  f"count(*) FROM jobs, (VALUES {', '.join(f'({b})' for b in BLOCKS)}) AS b(bits) "
+                  "WHERE state = 'ready' GROUP BY 1")
+BLOCK_COUNTS = f"""
+ALTER TABLE counts ALTER COLUMN name TYPE text COLLATE "C";
+INSERT INTO counts (name, shard, n) SELECT name, 0, n FROM ({READY_BY_BLOCK}) AS r(name, n)
+ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
     ("job categories and feedback; statistics in hour buckets", _STATS),
     ("jobs: the fallback models left (submit --fallback), how submit auto chose the model",
      "ALTER TABLE jobs ADD COLUMN fallbacks text[] NOT NULL DEFAULT '{}', ADD COLUMN route bytea"),
+    ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
 )
 LATEST = len(MIGRATIONS)
 

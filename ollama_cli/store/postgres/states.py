@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority
 from ollama_cli.store.postgres import rows
+from ollama_cli.store.postgres.schema import BLOCKS
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
 from ollama_cli.store.postgres.transactions import Tx
 
@@ -17,6 +18,19 @@ FINISHED_STATES = ("completed", "failed", "cancelled")
 
 COUNT = {s: f"count/{s.value}" for s in JobStatus}
 READY = {p.rank: f"ready/{p.rank}" for p in Priority}
+
+
+def block_count_name(bits: int, rank: int, block: int) -> str:
+    """The counter of ready jobs of priority `rank` whose ids >> bits == block (see
+    schema.BLOCKS); names of one level and rank sort by block."""
+    return f"r{bits}/{rank}/{block:016x}"
+
+
+def add_ready(tx: Tx, rank: int, job_id: int, delta: int) -> None:
+    """Count a job in (1) or out of (-1) the ready counters of its priority and blocks."""
+    tx.add(READY[rank], delta)
+    for bits in BLOCKS:
+        tx.add(block_count_name(bits, rank, job_id >> bits), delta)
 
 
 def load(tx: Tx, ids: Sequence[int], *, lock: bool) -> dict[int, tuple[Job, str]]:
@@ -79,7 +93,7 @@ def count(tx: Tx, job: Job, state: str, delta: int) -> None:
     """Count a job in (delta 1) or out of (-1) the counters of `state`."""
     tx.add(COUNT[job.status], delta)
     if state == "ready":
-        tx.add(READY[job.priority.rank], delta)
+        add_ready(tx, job.priority.rank, job.id, delta)
 
 
 def _hand_on(tx: Tx, job: Job, now: float) -> None:
