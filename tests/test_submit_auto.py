@@ -82,7 +82,7 @@ def test_auto_for_people_and_a_fallback_equal_to_the_choice(data_dir: Path) -> N
     with open_store(data_dir) as store:
         rate(store, "qwen2.5:0.5b", GOOD)
     res = run_main("submit", "auto", "hi", "--category", "code", "--fallback", "qwen2.5:0.5b", "--fallback", "llama3.2")
-    assert res.returncode == 0 and res.stdout.startswith("job 7 queued (qwen2.5:0.5b, medium, position 1")
+    assert res.returncode == 0 and res.stdout.startswith("job 7 queued (qwen2.5:0.5b (routing: best), medium, position 1")
     job = ok_json(run_main("status", "7", "--json"))
     assert job["fallbacks"] == ["llama3.2"]  # the chosen model is no fallback of itself
     shown = run_main("status", "7").stdout

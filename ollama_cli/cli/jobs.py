@@ -138,7 +138,8 @@ def submit(
     else:
         where = f", position {pos}" if pos else ""
         held = f", held until {local_time(job.run_at)}" if job.run_at is not None and job.run_at > now else ""
-        print(f"job {job.id} queued ({job.model}, {job.priority.value}{where}{held})")
+        routed = f" (routing: {job.route[0]})" if job.route else ""
+        print(f"job {job.id} queued ({job.model}{routed}, {job.priority.value}{where}{held})")
 
 
 def _routed(store: "Engine", spec: JobSpec, settings: "Settings", now: float) -> JobSpec:
