@@ -5,6 +5,7 @@ line with nothing written."""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +14,9 @@ import pytest
 
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
+from ollama_cli.store.records import BackendState, DaemonInfo
 from tests.emulator import Emulator
-from tests.helpers.cli import assert_one_error, jobs_total, ok_json, run_main
+from tests.helpers.cli import assert_one_error, jobs_total, ok_json, run_cli, run_main
 from tests.helpers.daemon import drain
 from tests.helpers.engines import claim, complete
 from tests.helpers.jobs import make_spec
@@ -101,3 +103,67 @@ def test_the_daemon_says_the_model_was_chosen_when_it_starts_the_job(
         assert store.get_job(out["id"]).status.value == "completed"
     [line] = [r.getMessage() for r in caplog.records if f"job {out['id']} started" in r.getMessage()]
     assert "(qwen2.5:0.5b, attempt 1 of 4; chosen by routing: lower bound 0.8" in line
+
+
+def test_only_models_a_backend_has_are_chosen_while_a_daemon_says_what_they_have(data_dir: Path,
+                                                                                 where: list[str]) -> None:
+    with open_where(data_dir, where) as store:
+        rate(store, "qwen2.5:0.5b", GOOD)
+        rate(store, "llama3.2", POOR)
+        lock = store.daemon_lock()
+        store.register(DaemonInfo(lock.id, os.getpid(), ["http://gpu:11434"], 1, T, T))
+        store.record_backends(lock.id, [BackendState("http://gpu:11434", lock.id, True, ("llama3.2:latest",), (), 1, 0, T)],
+                              store.now())
+        # Another process, as a user's: LMDB opens a store once per process.
+        listed = ok_json(run_cli(data_dir, "submit", "auto", "hi", "--category", "code", "--json", *where))
+        assert listed["model"] == "llama3.2:latest"  # the better model is not installed there
+        store.record_backends(lock.id, [BackendState("http://gpu:11434", lock.id, True, ("llama3.2:latest",), (), 1, 0, T),
+                                        BackendState("http://cpu:11434", lock.id, False, None, (), 1, 0, T)],
+                              store.now())
+        unknown = ok_json(run_cli(data_dir, "submit", "auto", "hi", "--category", "code", "--json", *where))
+        assert unknown["model"] == "qwen2.5:0.5b"  # a backend whose list is not known yet may have it
+        lock.release()
+    gone = ok_json(run_main("submit", "auto", "hi", "--category", "code", "--json", *where))
+    assert gone["model"] == "qwen2.5:0.5b"  # no living daemon: nothing is known of the backends
+
+
+# -------------------------------------------------------- the config file's [routing]
+
+
+def config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    monkeypatch.setenv("OLLAMA_Q_CONFIG", str(path))
+
+
+def test_the_default_model_takes_a_category_no_model_qualified_for(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config(tmp_path, monkeypatch, '[routing]\ndefault_model = "llama3.2"\n')
+    with open_store(data_dir) as store:
+        rate(store, "qwen2.5:0.5b", GOOD[:4])
+    out = ok_json(run_main("submit", "auto", "hi", "--category", "code", "--json"))
+    assert out["model"] == "llama3.2"
+    assert ok_json(run_main("status", str(out["id"]), "--json"))["route"] == \
+        {"rule": "default", "lower_bound": None, "rated": 0}
+
+
+def test_min_samples_from_the_config(data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config(tmp_path, monkeypatch, "[routing]\nmin_samples = 4\n")
+    with open_store(data_dir) as store:
+        rate(store, "qwen2.5:0.5b", GOOD[:4])
+    assert ok_json(run_main("submit", "auto", "hi", "--category", "code", "--json"))["model"] == "qwen2.5:0.5b"
+
+
+def test_explore_sends_jobs_to_a_random_model_of_the_category(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config(tmp_path, monkeypatch, "[routing]\nexplore = 1.0\n")
+    with open_store(data_dir) as store:
+        rate(store, "qwen2.5:0.5b", GOOD)
+        rate(store, "llama3.2", POOR[:1])  # one rating: never the best, yet explored
+    seen = set()
+    for _ in range(40):
+        out = ok_json(run_main("submit", "auto", "hi", "--category", "code", "--json"))
+        job = ok_json(run_main("status", str(out["id"]), "--json"))
+        assert job["route"]["rule"] == "explore"
+        seen.add(out["model"])
+    assert seen == {"qwen2.5:0.5b", "llama3.2:latest"}  # 40 fair draws all alike: 2 in 10^12

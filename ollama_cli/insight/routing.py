@@ -126,11 +126,13 @@ def route(scores: Iterable[Scored], category: str, *, min_samples: int, default_
 
 def choose(engine: Engine, category: str, settings: RoutingSettings, now: float) -> Route:
     """The route of a `submit auto --category C` job, from what the store holds (the category's
-    figures, kept as jobs finish), with no network call."""
+    figures, kept as jobs finish, and the models the living daemons found on their backends),
+    with no network call."""
     from ollama_cli.insight.stats import category_scores
 
     return route(category_scores(engine, category, now), category, min_samples=settings.min_samples,
-                 default_model=settings.default_model, explore=settings.explore)
+                 default_model=settings.default_model, installed=installed_models(engine.backends()),
+                 explore=settings.explore)
 
 
 def _bound(s: Scored) -> float | None:
