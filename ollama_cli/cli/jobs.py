@@ -14,7 +14,7 @@ from ollama_cli.cli.app import (
     warn_if_stalled,
 )
 from ollama_cli.errors import ExitCode, NotFound, OllamaQError, OperationFailed, UsageError
-from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, result_to_json, result_text
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, full_name, result_to_json, result_text
 from ollama_cli.timefmt import local_time, parse_duration, parse_time
 
 # `submit auto --category C`: the model is chosen by the routing rule (`insight/routing.py`).
@@ -150,7 +150,6 @@ def _routed(store: "Engine", spec: JobSpec, settings: "Settings", now: float) ->
     """The spec on the model the routing rule chooses for its category, with how it chose; a
     fallback that names the chosen model is dropped (it would only run the job again there)."""
     from ollama_cli.insight import routing
-    from ollama_cli.jobs import full_name
 
     assert spec.category is not None
     chosen = routing.choose(store, spec.category, settings.routing, now)
@@ -405,8 +404,8 @@ def rerun(
 ) -> None:
     """Queue each job's request again as a new job, whatever became of it; the job itself
     is left as it is. The new job has the same model, type, priority, name, retries,
-    timeout, keep-alive and fallbacks left, starts as soon as a daemon takes it, and is never answered
-    from the cache (it is asked again)."""
+    timeout, keep-alive and fallbacks left, starts as soon as a daemon takes it, and is never
+    answered from the cache (it is asked again)."""
     settings = load_settings(json_, data_dir, store_)
     ids = parse_ids(job_ids)
     store = open_store(settings)
