@@ -312,7 +312,10 @@ class Engine(Protocol):
         if not (reclaimed, cleaned, settled before), it changes nothing. COMPLETE stores the
         result (and in the cache, if the job may use it) and completes the job; FAIL with
         `retry_after` and attempts left makes it wait that long, else fails it; RELEASE makes
-        it pending again without counting the attempt.
+        it pending again without counting the attempt; FALLBACK starts it again on the first of
+        its `fallbacks` (taken off the list), pending and ready at once, attempts at 0, `error`
+        the settle's, its cache key made for that model (it fails, as FAIL without attempts
+        left, when it has no fallback left).
 
         Then, unless the queue is paused, held jobs whose time has come become ready and the
         planner gets the ready jobs (`records.ReadyJobs`): iterated, in the order they start,
@@ -328,7 +331,8 @@ class Engine(Protocol):
 
     def reclaim(self, now: float) -> list[Job]:
         """Running jobs whose owner is not alive go back to pending (the attempt counts, `error`
-        abandoned) or, attempts used up, fail as abandoned; the runs such an owner kept open
+        abandoned) or, attempts used up, start again on their next fallback model (as a FALLBACK
+        settle, `error` abandoned) or fail as abandoned; the runs such an owner kept open
         (for jobs cancelled while they ran) close; dead daemons' records are removed. The jobs
         taken back. Never touches the jobs of a daemon alive in this process."""
         ...

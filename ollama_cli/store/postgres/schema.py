@@ -216,6 +216,8 @@ ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
     ("job categories and feedback; statistics in hour buckets", _STATS),
+    ("jobs: the fallback models left (submit --fallback), how submit auto chose the model",
+     "ALTER TABLE jobs ADD COLUMN fallbacks text[] NOT NULL DEFAULT '{}', ADD COLUMN route bytea"),
     ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
     ("backend states, run progress, ready counters per model", ACTIVITY),
 )
