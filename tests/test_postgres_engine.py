@@ -50,7 +50,8 @@ def complete(engine: PostgresEngine, c: Any, result: dict[str, Any], now: float 
                                    now, owner=c.job.lease.owner).settled[0]
 
 
-def test_a_dead_daemons_jobs_come_back_and_a_live_ones_stay(pg_store_url: str, engine: PostgresEngine) -> None:
+def test_a_dead_daemons_jobs_come_back_once_its_heartbeat_is_stale_and_a_live_ones_stay(
+        pg_store_url: str, engine: PostgresEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     other = PostgresEngine(pg_store_url)
     live, doomed = engine.daemon_lock(), other.daemon_lock()
     t = engine.now()
@@ -62,6 +63,12 @@ def test_a_dead_daemons_jobs_come_back_and_a_live_ones_stay(pg_store_url: str, e
     assert engine.reclaim(t) == []
     other.close()  # its lock is released, and its record stays, as a killed daemon's does
     assert not engine.is_alive(doomed.id) and engine.is_alive(live.id)
+    # Its lock is gone, but it beat (registered) less than RECLAIM_AFTER ago on the server's
+    # clock, whatever the caller's `now` says: it may be cut off and still running its job
+    # until it fences itself. Its record stays too.
+    assert engine.reclaim(t + 3600) == []
+    assert {d.id for d in engine.daemons()} == {live.id, doomed.id}
+    monkeypatch.setattr(liveness, "RECLAIM_AFTER", 0.0)  # now its heartbeat is stale
     (back,) = engine.reclaim(t + 1)
     assert back.id == theirs.job.id and back.status is JobStatus.PENDING
     assert back.error.type is ErrorType.ABANDONED and back.attempts == 1
@@ -70,7 +77,7 @@ def test_a_dead_daemons_jobs_come_back_and_a_live_ones_stay(pg_store_url: str, e
 
 
 def test_after_a_server_restart_daemons_have_time_to_take_their_locks_back(
-        postgres_server: Any, pg_store_url: str, engine: PostgresEngine) -> None:
+        postgres_server: Any, pg_store_url: str, engine: PostgresEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     # A restart ends every session: every daemon's lock is free at once. The one that comes
     # back first must not take the others' jobs while they reconnect; one that does not come
     # back loses its jobs once the grace is over.
@@ -82,6 +89,7 @@ def test_after_a_server_restart_daemons_have_time_to_take_their_locks_back(
         e.register(DaemonInfo(lock.id, 1, ["h"], 1, t, t))
         claim(e, lock.id, now=t)
     postgres_server.restart()
+    monkeypatch.setattr(liveness, "RECLAIM_AFTER", 0.0)  # the grace alone keeps them, not their fresh heartbeats
     assert engine.reclaim(engine.now()) == []  # both within the grace
     returning.heartbeat(locks[returning].id, returning.now())  # reconnects, takes its lock back
     assert engine.is_alive(locks[returning].id) and engine.is_alive(locks[gone].id)

@@ -34,6 +34,7 @@ class StopReason(str, Enum):
 
     LOST = "lost"  # no job of it is this daemon's any more (cancelled, cleaned): the stream closes
     SHUTDOWN = "shutdown"  # the daemon stops: its jobs are handed back
+    FENCED = "fenced"  # the store has not confirmed the daemon alive for too long: handed back (fence.py)
 
 
 @dataclass(eq=False)

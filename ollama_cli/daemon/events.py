@@ -57,6 +57,20 @@ class DaemonStopping:
 
 
 @dataclass(frozen=True)
+class DaemonFenced:
+    """No heartbeat has committed for `after` seconds: the daemon stopped its `stopped` running
+    requests and claims nothing, for other daemons may take its jobs back (fence.py)."""
+
+    after: float
+    stopped: int
+
+
+@dataclass(frozen=True)
+class DaemonUnfenced:
+    """A heartbeat committed again after DaemonFenced: the daemon claims jobs again."""
+
+
+@dataclass(frozen=True)
 class DaemonDrained:
     """With --drain: nothing is pending or running, the daemon exits."""
 
@@ -168,8 +182,8 @@ class ModelLoaded:
     model: str
 
 
-Event = Union[DaemonStarted, DaemonStopping, DaemonDrained, JobStarted, JobFinished, JobRetrying, JobFellBack,
-              ResultDropped, JobReclaimed, JobsCleaned, BackendDown, BackendUp, BackendResting, ModelLoaded]
+Event = Union[DaemonStarted, DaemonStopping, DaemonFenced, DaemonUnfenced, DaemonDrained, JobStarted, JobFinished,
+              JobRetrying, JobFellBack, ResultDropped, JobReclaimed, JobsCleaned, BackendDown, BackendUp, BackendResting, ModelLoaded]
 Subscriber = Callable[[Event], None]
 
 

@@ -50,6 +50,12 @@ def write(event: events.Event) -> None:
         case events.DaemonStopping(signal, grace=grace, running=running):
             _line(INFO, "daemon_stopping", "%s: taking no more jobs; waiting up to %gs for %d running", signal, grace,
                   running, signal=signal, grace_s=grace, running=running)
+        case events.DaemonFenced(after, stopped):
+            _line(WARNING, "daemon_fenced", "the store has not confirmed this daemon alive for %gs: stopped %d running "
+                  "requests (other daemons may take their jobs back); claiming nothing until it answers", after,
+                  stopped, fence_s=after, stopped=stopped)
+        case events.DaemonUnfenced():
+            _line(INFO, "daemon_unfenced", "the store answers again: claiming jobs again")
         case events.DaemonDrained():
             _line(INFO, "daemon_drained", "nothing pending or running: exiting (--drain)")
         case events.JobStarted(jobs, backend):

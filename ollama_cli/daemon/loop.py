@@ -119,10 +119,10 @@ class Daemon:
         self.pool.slots = [Slot(b, client_for(b, transport=self.transport), self.settings.concurrency)
                            for b in self.backends]
         now = self.clock()
-        self.store.register(DaemonInfo(
+        self.step.fence.confirmed(self.step.fence.beat(self.store.register, DaemonInfo(
             id=self.id, pid=os.getpid(), hosts=[b.label for b in self.backends],
             concurrency=self.settings.concurrency, started_at=now, last_heartbeat=now,
-        ))
+        )))
 
     async def write(self, operation: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a store operation that writes on the store's writer thread: its fsync must
@@ -150,6 +150,7 @@ class Daemon:
             loop.add_signal_handler(sig, self._on_signal, sig)
         announce_by = time.monotonic() + STARTUP_LOOK
         stop_listening = wakeups.listen(self.store.notifier, self._wake)
+        fence = loop.create_task(step.fence.watch(step.runs))
         try:
             while not step.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
@@ -165,11 +166,14 @@ class Daemon:
                     self._announce()
                     self.events.publish(events.DaemonDrained())
                     break
-                await self._sleep(self.settings.poll)
+                # A fenced store's heartbeats must not wait for a long poll.
+                await self._sleep(self.settings.poll if self.store.fence_after is None
+                                  else min(self.settings.poll, max(0.0, step.next_heartbeat - self.clock())))
                 if step.inflight and self.cpu.busy():
                     await self._gather()
             await self._shutdown()
         finally:
+            fence.cancel()
             stop_listening()
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
@@ -238,7 +242,7 @@ class Daemon:
             await asyncio.wait([*tasks, waiter], timeout=min(self.settings.poll, max(0.0, deadline - self.clock())),
                                return_when=asyncio.FIRST_COMPLETED)
             waiter.cancel()
-            step.notice_lost()
+            await step.notice_lost()
             await step.commit(self.clock())
         for run in step.runs():
             run.stop(StopReason.SHUTDOWN)

@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 from ollama_cli.daemon import events, outcomes, scheduler
 from ollama_cli.daemon.attempt import InFlight, StopReason, embed_key
+from ollama_cli.daemon.fence import Fence
 from ollama_cli.daemon.outcomes import Outcome
 from ollama_cli.daemon.pool import Pool
 from ollama_cli.daemon.scheduler import BackendView
 from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreUnavailable
 from ollama_cli.jobs import Job, JobStatus
 from ollama_cli.settings import DaemonSettings
-from ollama_cli.store.records import Claim, Placement, Plan, ReadyJobs, RunProgress
+from ollama_cli.store.records import Claim, Placement, Plan, ReadyJobs, RunProgress, SettleKind
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
@@ -61,7 +62,8 @@ class Step:
         self.inflight: dict[str, InFlight] = {}  # lease token -> its request (shared by coalesced jobs)
         self.outcomes: list[Outcome] = []  # finished attempts not yet settled
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
-        self._next_heartbeat = 0.0
+        self.fence = Fence(lambda: store.fence_after, bus.publish)
+        self.next_heartbeat = 0.0
         self._next_reclaim = 0.0
         self._next_clean = 0.0
         self._next_cancel_check = 0.0
@@ -71,10 +73,10 @@ class Step:
         """One step at `now`; `views[i]` is what backend i of the pool can take now. The
         requests it starts are in the report, for the caller to dispatch."""
         report = TickReport()
-        if now >= self._next_heartbeat:
-            self._next_heartbeat = now + HEARTBEAT_EVERY
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + HEARTBEAT_EVERY
             try:
-                await self.write(self.store.heartbeat, self.owner, now)
+                self.fence.confirmed(await self.write(self.fence.beat, self.store.heartbeat, self.owner, now))
             except StoreLockLost as exc:
                 log.error("%s", exc.message)
                 raise
@@ -93,7 +95,7 @@ class Step:
                 self.events.publish(events.JobsCleaned(report.cleaned, keep))
         if now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_EVERY
-            report.lost = self.notice_lost()
+            report.lost = await self.notice_lost()
         report.started = await self.commit(now, views)
         return report
 
@@ -111,7 +113,7 @@ class Step:
         """One write transaction: settle the outcomes gathered since the last one, then (with
         views that have a free slot, unless stopping) claim what the free slots can take."""
         finished, self.outcomes = self.outcomes, []
-        claim = views is not None and not self.stopping and any(v.free > 0 for v in views)
+        claim = views is not None and not self.stopping and not self.fence.expired() and any(v.free > 0 for v in views)
         if not finished and not claim:
             return []
         settings = self.settings
@@ -148,8 +150,12 @@ class Step:
         for job in tick.quarantined:  # the step could not handle them: failed, and the step went on
             self.events.publish(events.JobFinished(job, JobStatus.FAILED, job.host or "", error=job.error))
         started = []
+        fenced = self.fence.expired()  # the write outlasted the fence: hand its claims back unsent
         for placement, claims in tick.claimed:
             if not claims:
+                continue
+            if fenced:
+                self.outcomes += [Outcome(c, SettleKind.RELEASE) for c in claims]
                 continue
             run = InFlight(claims, slots[placement.backend])
             self.pool.started(run.slot, run.model)
@@ -158,17 +164,17 @@ class Step:
             started.append(run)
         return started
 
-    def notice_lost(self) -> list[int]:
+    async def notice_lost(self) -> list[int]:
         """Jobs we run that are no longer ours (cancelled, cleaned). A request whose jobs are
         all lost is stopped, which closes its stream; its outcome, settled next, closes the
-        run the store kept open for it."""
+        run the store kept open for it. Read on the writer thread: a read on the loop that
+        hangs (a server cut off) would stop the loop, and the fence with it."""
         runs = self.runs()
         claims = [c for run in runs for c in run.claims]
         if not claims:
             return []
-        try:
-            found = self.store.get_jobs(c.job.id for c in claims)
-        except StoreUnavailable:  # a server restarting: look again at the next check
+        found = await self.write(self._jobs_or_none, [c.job.id for c in claims])
+        if found is None:  # a server restarting: look again at the next check
             return []
         lost = {c.token for c, job in zip(claims, found) if not _still_ours(job, c)}
         for run in runs:
@@ -178,6 +184,12 @@ class Step:
                 for c in run.claims:
                     self.events.publish(events.JobFinished(c.job, JobStatus.CANCELLED, run.slot.backend.label))
         return [c.job.id for c in claims if c.token in lost]
+
+    def _jobs_or_none(self, ids: list[int]) -> list[Job | CorruptRecord | None] | None:
+        try:
+            return self.store.get_jobs(ids)
+        except StoreUnavailable:
+            return None
 
     def ended(self, run: InFlight) -> None:
         """The request is over (answered, failed or stopped): its slot is free again."""

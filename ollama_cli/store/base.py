@@ -83,6 +83,11 @@ class Engine(Protocol):
     name: str  # which engine: "lmdb" or "postgresql", as `info` shows it
     location: str  # where the store is, as `info` shows it (a folder for LMDB; a URL, never its password)
     notifier: Notifier
+    # Seconds without a confirmed heartbeat after which a daemon on this store stops its
+    # running requests and claims nothing (it fences itself), because other daemons may
+    # soon take its jobs back; None where they cannot while it runs (LMDB: its lock is a
+    # local flock, which no network cut can take from it).
+    fence_after: float | None
 
     def now(self) -> float:
         """The store's clock, in seconds since the epoch: the `now` to give every operation.
@@ -255,7 +260,9 @@ class Engine(Protocol):
         ...
 
     def heartbeat(self, daemon_id: str, now: float) -> None:
-        """Set the daemon's `last_heartbeat`; nothing if it is not registered."""
+        """Set the daemon's `last_heartbeat`; nothing if it is not registered. PostgreSQL
+        writes the server's clock at the commit instead of `now` (as `register` does): its
+        reclaim compares a heartbeat with that clock (`fence_after`)."""
         ...
 
     def unregister(self, daemon_id: str) -> None:
@@ -334,7 +341,9 @@ class Engine(Protocol):
         abandoned) or, attempts used up, start again on their next fallback model (as a FALLBACK
         settle, `error` abandoned) or fail as abandoned; the runs such an owner kept open
         (for jobs cancelled while they ran) close; dead daemons' records are removed. The jobs
-        taken back. Never touches the jobs of a daemon alive in this process."""
+        taken back. Never touches the jobs of a daemon alive in this process. PostgreSQL: an
+        owner is dead once its lock is gone AND its heartbeat is older than RECLAIM_AFTER on
+        the server's clock (`store/postgres/liveness.py`), by when it has fenced itself."""
         ...
 
     # ------------------------------------------------------------------- health

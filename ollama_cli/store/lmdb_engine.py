@@ -43,6 +43,7 @@ class LmdbEngine:
     """The store in one folder on this machine (`store.open_store` says what the arguments do)."""
 
     name = "lmdb"
+    fence_after = None  # its daemons' locks are local flocks: nothing takes their jobs while they run
 
     def __init__(self, path: Path, *, readonly: bool = False,
                  on_wait: Callable[[int | None], None] | None = None, create: bool = True) -> None:

@@ -364,7 +364,12 @@ def test_daemon_records(engine: Engine) -> None:
     engine.register(info)
     engine.heartbeat("d1", T + 5)
     engine.heartbeat("unknown", T + 5)
-    assert engine.daemons() == [info._replace(last_heartbeat=T + 5)]
+    (found,) = engine.daemons()
+    if engine.name == "postgresql":  # the server's clock, which its reclaim compares heartbeats with
+        assert abs(found.last_heartbeat - engine.now()) < 60
+    else:
+        assert found.last_heartbeat == T + 5
+    assert found == info._replace(last_heartbeat=found.last_heartbeat)
     engine.register(info._replace(concurrency=3))
     assert [d.concurrency for d in engine.daemons()] == [3]
     engine.unregister("d1")

@@ -48,6 +48,10 @@ class PostgresEngine:
 
     name = "postgresql"
 
+    @property
+    def fence_after(self) -> float:
+        return liveness.FENCE_AFTER  # read at each use: a test may shorten it with RECLAIM_AFTER
+
     def __init__(self, url: str, *, create: bool = True) -> None:
         self.url = url
         self._db = Database(url, create=create)
@@ -202,7 +206,7 @@ class PostgresEngine:
         if lock is not None:
             lock.ensure()
         info = self._registered.get(daemon_id)
-        if not self._db.write(lambda tx: daemons.heartbeat(tx, daemon_id, now)) and info is not None:
+        if not self._db.write(lambda tx: daemons.heartbeat(tx, daemon_id)) and info is not None:
             self.register(info._replace(last_heartbeat=now))
 
     def unregister(self, daemon_id: str) -> None:
@@ -246,7 +250,8 @@ class PostgresEngine:
             tx, settles, now, owner=owner, planner=planner, lookahead=lookahead))
 
     def reclaim(self, now: float) -> list[Job]:
-        return self._db.write(lambda tx: claims.reclaim(tx, now, self._live_keys(tx, now)))
+        own = {lock.key for lock in self._locks.values()}
+        return self._db.write(lambda tx: claims.reclaim(tx, now, daemons.unreclaimable_keys(tx, now, own)))
 
     # ------------------------------------------------------------ health
 

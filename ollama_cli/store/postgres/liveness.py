@@ -2,7 +2,8 @@
 
 A daemon lives while its own connection holds a session advisory lock (LOCK_SPACE, key):
 the server drops it when the session ends, however it ends (measured 2.3 ms after a
-kill -9; a host that vanished, after the keepalive time of `connection.py`). Keys come
+kill -9; a host that vanished, after the keepalive time of `connection.py`); its jobs are
+taken back once its heartbeat is stale too (RECLAIM_AFTER, below). Keys come
 from a sequence and are never reused, and the daemon's id carries its key, so "is it
 alive?" is one look at `pg_locks`, which also sees locks this process holds.
 
@@ -28,6 +29,19 @@ CHANNEL = "ollama_q"
 # up to 30 s) and take its lock back, so that a restart does not hand every running job to
 # whichever daemon reconnects first. A daemon killed at any other time is dead at once.
 RESTART_GRACE = 60.0
+# A daemon whose lock is gone is dead only once its heartbeat (written with the server's
+# clock) is also older than RECLAIM_AFTER. The lock can go while the daemon still runs jobs:
+# a host cut off from the server (the server ends its session after the keepalive bound of
+# connection.py) but not from its own Ollama, or a server restart. Such a daemon fences
+# itself first: FENCE_AFTER seconds after the start of its last heartbeat that committed
+# (its own monotonic clock, never later than the server's `now()` of that transaction), it
+# stops its running requests and claims nothing until a heartbeat commits again. So no
+# job runs twice at once; the price is that a daemon killed outright is reclaimed
+# RECLAIM_AFTER after its last heartbeat rather than at once. The margin between the two
+# (5 s) covers the fence's check and the requests' closing. Both are read at each use: a
+# test may shorten them, together.
+FENCE_AFTER = 10.0
+RECLAIM_AFTER = 15.0
 
 # Locks held now, by key, in this database. pg_locks lists every session's locks, ours too.
 LIVE_KEYS = ("SELECT objid::bigint FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 2 "
