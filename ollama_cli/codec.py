@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority
+from ollama_cli.jobs import CacheHit, ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority
 
 SCHEMA = 1
 
@@ -58,6 +58,10 @@ def encode_job(job: Job) -> bytes:
         rec["cached"] = True
     if job.lease:
         rec["lease"] = [job.lease.owner, job.lease.token]
+    if job.cache_hit:
+        rec["cache_hit"] = list(job.cache_hit)
+    if job.semantic:
+        rec["semantic"] = True
     return pack(rec)
 
 
@@ -69,9 +73,9 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "id": (int,), "model": _STR, "created_at": _NUM, "name": _STR, "batch": _STR, "custom_id": _STR,
     "attempts": (int,), "max_attempts": (int,), "run_at": _NUM, "host": _STR, "started_at": _NUM,
     "finished_at": _NUM, "cached": (bool,), "timeout": _NUM, "keep_alive": _NUM, "cache_key": (bytes,),
-    "retry_at": _NUM,
+    "retry_at": _NUM, "semantic": (bool,),
 }
-_NOT_NULL = frozenset({"attempts", "max_attempts", "cached"})  # fields with a non-null default
+_NOT_NULL = frozenset({"attempts", "max_attempts", "cached", "semantic"})  # fields with a non-null default
 _REQUIRED = ("id", "model", "type", "priority", "status", "created_at")
 # Enum members by stored value: a dict lookup, where calling the Enum costs ten times more.
 _TYPES = {m.value: m for m in JobType}
@@ -85,6 +89,15 @@ def _pair(value: Any, what: str) -> Any:
                                   and type(value[0]) is str and type(value[1]) is str):
         raise ValueError(f"{what} is not a pair of strings")
     return value
+
+
+def _cache_hit(value: Any) -> CacheHit | None:
+    if value is None:
+        return None
+    if not (type(value) is list and len(value) == 3 and value[0] in ("exact", "semantic")
+            and (value[1] is None or type(value[1]) is int) and type(value[2]) in _NUM):
+        raise ValueError("cache_hit is not [kind, source, similarity]")
+    return CacheHit(value[0], value[1], float(value[2]))
 
 
 def decode_job(key: int, data: bytes) -> Job:
@@ -112,6 +125,7 @@ def decode_job(key: int, data: bytes) -> Job:
         if after is not None and not (type(after) is list and all(type(a) is int for a in after)):
             raise ValueError("after is not a list of ids")
         return Job(
+            cache_hit=_cache_hit(rec.get("cache_hit")),
             type=_TYPES[rec["type"]],
             priority=_PRIORITIES[rec["priority"]],
             status=_STATUSES[rec["status"]],

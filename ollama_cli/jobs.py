@@ -79,6 +79,18 @@ class Lease(NamedTuple):
     token: str
 
 
+class CacheHit(NamedTuple):
+    """How a job was answered from the cache: `kind` "exact" or "semantic", `source` the job
+    whose answer was reused (None when it had been cleaned), `similarity` 1.0 for exact."""
+
+    kind: str
+    source: int | None
+    similarity: float
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "source": self.source, "similarity": self.similarity}
+
+
 class Job(NamedTuple):
     id: int
     model: str
@@ -98,12 +110,14 @@ class Job(NamedTuple):
     finished_at: float | None = None
     error: JobError | None = None
     cached: bool = False
+    cache_hit: CacheHit | None = None  # the JSON form's "cache"
     # Not in the JSON form: how the daemon runs it.
     timeout: float | None = None
     keep_alive: float | None = None
     cache_key: bytes | None = None
     lease: Lease | None = None
     retry_at: float | None = None
+    semantic: bool = False  # submitted with --semantic-cache
 
     def evolve(self, **changes: Any) -> "Job":
         return self._replace(**changes)
@@ -132,6 +146,7 @@ class Job(NamedTuple):
             "finished_at": format_time(self.finished_at),
             "error": self.error.to_json() if self.error else None,
             "cached": self.cached,
+            "cache": self.cache_hit.to_json() if self.cache_hit else None,
         }
 
 
@@ -152,6 +167,7 @@ class JobSpec(NamedTuple):
     after: tuple[int, ...] = ()
     keep_alive: float | None = None
     use_cache: bool = True
+    semantic_cache: bool = False  # also look for a semantically similar answer (the daemon does)
 
 
 def full_name(model: str) -> str:
@@ -189,6 +205,7 @@ def result_to_json(job: Job, result: dict[str, Any] | None) -> dict[str, Any]:
     out[answer] = None if result is None else result.get(answer)
     out["stats"] = {} if result is None else result_stats(result)
     out["cached"] = job.cached
+    out["cache"] = job.cache_hit.to_json() if job.cache_hit else None
     out["error"] = job.error.to_json() if job.error else None
     return out
 

@@ -415,3 +415,22 @@ def models_table(rows: list[dict[str, Any]]) -> None:
                       *(_shown(r.get(k) or "") for k in ("family", "parameter_size", "quantization_level")),
                       "[green]yes[/]" if r["loaded"] else "")
     _console().print(table)
+
+
+def cache_table(rows: list[dict[str, Any]]) -> None:
+    """Cache entries (their `cache list --json` form), newest first; the key shortened as git
+    shortens commits."""
+    from rich.table import Table
+
+    if not rows:
+        _console().print("no cache entries")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("KEY", "MODEL", "TYPE", "CREATED", "LAST HIT", "HITS", "SIZE", "SOURCE"):
+        table.add_column(col, justify="right" if col in ("HITS", "SIZE", "SOURCE") else "left", no_wrap=True,
+                         overflow="ellipsis")
+    for r in rows:
+        table.add_row(r["key"][:12], _shown(r["model"]), _shown(r["type"]), _age(r["created_at"]),
+                      _age(r["last_hit_at"]) if r["hits"] else "-", str(r["hits"]), human_bytes(r["bytes"]),
+                      "-" if r["source"] is None else str(r["source"]))
+    _console().print(table)

@@ -710,8 +710,17 @@ class Emulator:
         return tokens, reason
 
     def _embedding(self, spec: ModelSpec, text: str) -> list[float]:
-        rng = random.Random(_h("embed", self.seed, spec.key, text))
-        return [rng.uniform(-1.0, 1.0) for _ in range(spec.embedding_length)]
+        """A bag of hashed words: each word (lower case) has a fixed random vector, and a text's
+        vector is their sum, so texts that differ by a word are close by design (the semantic
+        cache's tests need near-duplicates) and texts with few words in common are not. A text
+        with no words gets a vector of its own."""
+        words = re.findall(r"\w+", text.lower()) or [text]
+        vec = [0.0] * spec.embedding_length
+        for word in words:
+            rng = random.Random(_h("embed", self.seed, spec.key, word))
+            for i in range(spec.embedding_length):
+                vec[i] += rng.uniform(-1.0, 1.0)
+        return vec
 
 
 # --------------------------------------------------------------------------- HTTP layer

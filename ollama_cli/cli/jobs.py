@@ -62,6 +62,8 @@ def submit(
     after: Annotated[Optional[list[str]], typer.Option(help="Start once job ID completed (repeatable).")] = None,
     keep_alive: Annotated[Optional[str], typer.Option(help="How long Ollama keeps the model loaded.")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
+    semantic_cache: Annotated[bool, typer.Option(
+        "--semantic-cache", help="Also answer from a semantically similar completed request.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
     wait_timeout: Annotated[Optional[str], typer.Option(
         help="Wait for the result at most this long (implies --wait; exit 1 on expiry).")] = None,
@@ -105,7 +107,10 @@ def submit(
         after=tuple(dict.fromkeys(parse_ids(after or []))),
         keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
         use_cache=not no_cache,
+        semantic_cache=semantic_cache,
     )
+    if semantic_cache and no_cache:
+        raise UsageError("give --semantic-cache or --no-cache, not both")
     store = open_store(settings)
     now = store.now()
     job = store.submit(spec._replace(run_at=run_at(now) if run_at else None), now)

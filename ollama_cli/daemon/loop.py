@@ -23,6 +23,7 @@ from ollama_cli.clients import client_for
 from ollama_cli.daemon import attempt, events, logs, wakeups
 from ollama_cli.daemon.attempt import InFlight, StopReason
 from ollama_cli.daemon.pool import Backoff, Pool, Slot
+from ollama_cli.daemon.semantic import SemanticCache
 from ollama_cli.daemon.tick import Step
 from ollama_cli.errors import StoreUnavailable, StoreWriteFailed
 from ollama_cli.settings import DaemonSettings, Settings
@@ -99,6 +100,7 @@ class Daemon:
         self.events.subscribe(logs.write)
         self.pool = Pool([], self.clock, self.events.publish, probe_backoff=probe_backoff)
         self.step = Step(store, settings, self.pool, self.events, self.write)
+        self.semantic = SemanticCache(store, settings, self.clock)
         self.liveness: DaemonLock | None = None
         self.force = False  # a second signal: hand everything back now
         self._announced = False  # DaemonStarted published
@@ -178,6 +180,7 @@ class Daemon:
                 await slot.client.aclose()
             await self.write(self.store.unregister, self.id)
             self._writer.shutdown()
+            self.semantic.close()
             if self.liveness:
                 self.liveness.release()
         return 0
@@ -254,8 +257,8 @@ class Daemon:
 
     async def _attempt(self, run: InFlight) -> None:
         try:
-            outcomes = await attempt.attempt(run, self.pool, clock=self.clock,
-                                             retry_backoff=self.settings.retry_backoff, rng=self.rng)
+            outcomes = await attempt.attempt(run, self.pool, clock=self.clock, retry_backoff=self.settings.retry_backoff,
+                                             rng=self.rng, cached=self.semantic.answer)
         finally:
             self.step.ended(run)
             if self._wake:

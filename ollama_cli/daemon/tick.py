@@ -125,8 +125,13 @@ class Step:
                 )
                 return Plan([Placement(a.backend, labels[a.backend], a.jobs) for a in plan], skips)
 
-        tick = await self.write(self.store.settle_and_claim, [o.settle() for o in finished], now, owner=self.owner,
-                                planner=planner)
+        policy = None
+        if settings.cache_ttl is not None or settings.cache_max_bytes is not None:
+            from ollama_cli.store.records import CacheWrite
+
+            policy = CacheWrite(settings.cache_ttl, settings.cache_max_bytes)
+        tick = await self.write(self.store.settle_and_claim, [o.settle(policy) for o in finished], now,
+                                owner=self.owner, planner=planner)
         if isinstance(tick.plan_state, dict):  # the counts of the plan that was claimed
             self.skips = tick.plan_state
         for outcome, value in zip(finished, tick.settled):

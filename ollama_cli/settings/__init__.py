@@ -45,6 +45,12 @@ class DaemonSettings(NamedTuple):
     coalesce: int = 16  # embed jobs in one request, at most
     poll: float = 0.2  # seconds between ticks when nothing wakes the loop
     seed: int | None = None  # of the retry jitter, for runs that must repeat
+    # The result cache (the file's `cache.*` keys): the daemon stores entries, so it applies them.
+    cache_ttl: float | None = None  # seconds an entry answers after it is stored; None: until evicted
+    cache_max_bytes: int | None = None  # the cache's bound; least recently hit entries go first
+    cache_semantic: bool = False  # the semantic cache for every generate and chat job, not only --semantic-cache
+    cache_embedding_model: str = "nomic-embed-text"  # embeds the last user text, on the job's backend
+    cache_similarity: float = 0.95  # cosine similarity at which a semantic entry answers
 
 
 class Settings(NamedTuple):
@@ -125,6 +131,40 @@ def _duration(value: Any, where: str) -> float:
     return float(value)  # a number in the file: seconds
 
 
+_SIZE_UNITS = {"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
+
+
+def _size(value: Any, where: str) -> int:
+    """Bytes: a whole number, or a string like 512MB or 2GiB."""
+    import re
+
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    found = re.fullmatch(r"\s*(\d{1,15})\s*([a-zA-Z]*)\s*", value) if isinstance(value, str) else None
+    if found is None or found.group(2).lower() not in _SIZE_UNITS:
+        raise UsageError(f"{where} must be a size in bytes (examples: 1000000, 512MB, 2GiB)")
+    return int(found.group(1)) * _SIZE_UNITS[found.group(2).lower()]
+
+
+def _similarity(value: Any, where: str) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise UsageError(f"{where} must be a number above 0 and at most 1")
+    return float(value)
+
+
+def _model(value: Any, where: str) -> str:
+    from ollama_cli.submission import model_name
+
+    if not isinstance(value, str):
+        raise UsageError(f"{where} must be a model name")
+    return model_name(value)
+
+
 def _model_caps(value: Any, where: str) -> Mapping[str, int]:
     """NAME=N strings (the flags), or a table of names and counts (the file)."""
     from ollama_cli.submission import model_name
@@ -147,6 +187,8 @@ _PARSE: dict[str, Callable[[Any, str], Any]] = {
     "concurrency": _at_least(1), "drain": _switch, "grace": _duration, "retry_backoff": _duration,
     "keep_finished": _duration, "model_concurrency": _model_caps, "max_overtake": _at_least(0),
     "coalesce": _at_least(1), "poll": _duration, "seed": _at_least(0),
+    "cache_ttl": _duration, "cache_max_bytes": _size, "cache_semantic": _switch,
+    "cache_embedding_model": _model, "cache_similarity": _similarity,
 }
 _VARIABLES = {"data_dir": "OLLAMA_Q_DATA_DIR", "store": "OLLAMA_Q_STORE", "hosts": "OLLAMA_HOST"}
 _FLAGS = {"hosts": "--host"}  # the others are --name-with-dashes

@@ -28,12 +28,12 @@ from typing import Any
 from ollama_cli import cache
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord, NotFound, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority, full_name
-from ollama_cli.store.postgres import liveness, rows, schema
+from ollama_cli.jobs import CacheHit, ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority, full_name
+from ollama_cli.store.postgres import cache as pg_cache, liveness, rows, schema
 from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
 from ollama_cli.store.postgres.transactions import Database, Tx
-from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner, Settle,
-                                      SettleKind, Tick)
+from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner,
+                                      SemanticMatch, Settle, SettleKind, Tick)
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
@@ -191,16 +191,17 @@ class PostgresEngine:
             id=job_id, model=spec.model, type=spec.type, priority=spec.priority, status=PENDING,
             created_at=now, name=spec.name, batch=spec.batch, custom_id=spec.custom_id,
             max_attempts=spec.max_attempts, run_at=spec.run_at, after=spec.after, timeout=spec.timeout,
-            keep_alive=spec.keep_alive, cache_key=key,
+            keep_alive=spec.keep_alive, cache_key=key, semantic=spec.semantic_cache and key is not None,
         )
         # A delayed or dependent job asked to run later, not to be answered now.
-        hit = self._cache_lookup(tx, key) if key is not None and not spec.after and spec.run_at is None else None
+        hit = pg_cache.lookup(tx, key, now) if key is not None and not spec.after and spec.run_at is None else None
         if hit is not None:
-            job = job.evolve(status=COMPLETED, cached=True, started_at=now, finished_at=now)
+            job = job.evolve(status=COMPLETED, cached=True, cache_hit=CacheHit("exact", hit[1], 1.0),
+                             started_at=now, finished_at=now)
         stored = self._save(tx, None, job, now)
         tx.cur.execute("INSERT INTO requests (id, body) VALUES (%s, %s)", (job_id, pack(spec.request)))
         if hit is not None:
-            tx.cur.execute("INSERT INTO results (id, body) VALUES (%s, %s)", (job_id, pack(hit)))
+            tx.cur.execute("INSERT INTO results (id, body) VALUES (%s, %s)", (job_id, pack(hit[0])))
         if spec.after:
             tx.cur.execute("INSERT INTO dependencies (parent, child) SELECT unnest(%s::bigint[]), %s "
                            "ON CONFLICT DO NOTHING", (list(spec.after), job_id))
@@ -449,43 +450,17 @@ class PostgresEngine:
 
     # ------------------------------------------------------------ cache
 
-    def _cache_lookup(self, tx: Tx, key: bytes) -> dict[str, Any] | None:
-        found = tx.one("SELECT body FROM cache WHERE key = %s", (key,))
-        try:
-            result = unpack(key, found[0]) if found is not None else None
-        except CorruptRecord:
-            result = None
-        tx.add("cache/hits" if result is not None else "cache/misses", 1)
-        return result
+    def cache_stats(self) -> dict[str, Any]:
+        return self._db.read(lambda tx: pg_cache.stats(tx, self._counters(tx, "cache/")))
 
-    def _cache_store(self, tx: Tx, key: bytes, result: dict[str, Any]) -> None:
-        body = pack(result)
-        while True:
-            old = tx.one("SELECT length(body) FROM cache WHERE key = %s FOR UPDATE", (key,))
-            if old is not None:
-                tx.cur.execute("UPDATE cache SET body = %s WHERE key = %s", (body, key))
-                tx.add("cache/bytes", len(body) - old[0])
-                return
-            if tx.one("INSERT INTO cache (key, body) VALUES (%s, %s) ON CONFLICT DO NOTHING RETURNING 1",
-                      (key, body)) is not None:
-                tx.add("cache/entries", 1)
-                tx.add("cache/bytes", len(body))
-                return  # else another transaction stored it first: replace theirs
+    def cache_list(self, *, limit: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        return self._db.read(lambda tx: pg_cache.entries(tx, limit=limit, model=model))
 
-    def cache_stats(self) -> dict[str, int]:
-        found = self._db.read(lambda tx: self._counters(tx, "cache/"))
-        return {k: found.get(f"cache/{k}", 0) for k in ("entries", "hits", "misses", "bytes")}
+    def cache_clear(self, now: float = 0.0, *, model: str | None = None, older_than: float | None = None) -> int:
+        return self._db.write(lambda tx: pg_cache.clear(tx, now, model=model, older_than=older_than))
 
-    def cache_clear(self) -> int:
-        def write(tx: Tx) -> int:
-            # No store may slip in between the delete and the reset of its counters.
-            tx.cur.execute("LOCK TABLE cache IN EXCLUSIVE MODE")
-            tx.cur.execute("DELETE FROM cache")
-            deleted = tx.cur.rowcount
-            tx.cur.execute("DELETE FROM counts WHERE name IN ('cache/entries', 'cache/bytes')")
-            return int(deleted)
-
-        return self._db.write(write)
+    def semantic_lookup(self, scope: bytes, vector: bytes, threshold: float, now: float) -> SemanticMatch | None:
+        return pg_cache.semantic_lookup(self._db, scope, vector, threshold, now)
 
     # ------------------------------------------------------------ daemons
 
@@ -671,9 +646,15 @@ class PostgresEngine:
         for s, job in held:
             host = s.host or job.host
             if s.kind is SettleKind.COMPLETE:
-                if job.cache_key is not None:
-                    self._cache_store(tx, job.cache_key, s.result or {})
-                new = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host)
+                hit = None
+                if s.reuse is not None:
+                    pg_cache.hit(tx, s.reuse.key, now, semantic=True)
+                    hit = CacheHit("semantic", s.reuse.source, s.reuse.similarity)
+                elif job.cache_key is not None:
+                    pg_cache.store(tx, job.cache_key, s.result or {}, model=job.model, job_type=job.type.value,
+                                   source=job.id, now=now, policy=s.cache)
+                new = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host,
+                                 cached=hit is not None, cache_hit=hit)
             elif s.kind is SettleKind.FAIL:
                 error = s.error or JobError(ErrorType.BACKEND_ERROR, "failed")
                 if s.retry_after is not None and job.attempts < job.max_attempts:
@@ -727,10 +708,7 @@ class PostgresEngine:
             for rank, name in _READY.items():
                 if counted.get(name, 0) != int(ready.get(rank, 0)):
                     problems.append(f"{name} is {counted.get(name, 0)}, the jobs say {ready.get(rank, 0)}")
-            entries, size = tx.one("SELECT count(*), coalesce(sum(length(body)), 0) FROM cache")
-            for name, n in (("cache/entries", entries), ("cache/bytes", size)):
-                if counted.get(name, 0) != int(n):
-                    problems.append(f"{name} is {counted.get(name, 0)}, the cache holds {n}")
+            problems += pg_cache.check(tx, counted)
             for (job_id,) in tx.all("SELECT id FROM jobs j WHERE state = 'completed' "
                                     "AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = j.id)"):
                 problems.append(f"job {job_id} completed without a result")

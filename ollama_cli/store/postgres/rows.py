@@ -8,11 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority, full_name
+from ollama_cli.jobs import CacheHit, ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority, full_name
 
 COLUMNS = ("id, state, priority, model, type, created_at, name, batch, custom_id, attempts, max_attempts, "
            "run_at, retry_at, after, host, started_at, finished_at, error_type, error_message, cached, "
-           "timeout, keep_alive, cache_key, lease_owner, lease_token")
+           "timeout, keep_alive, cache_key, lease_owner, lease_token, semantic, cache_kind, cache_source, "
+           "cache_similarity")
 
 PENDING_STATES = ("ready", "waiting", "blocked", "open_run")
 STATUS_OF = {**{s: JobStatus.PENDING for s in PENDING_STATES},
@@ -21,6 +22,7 @@ STATES_OF = {s: PENDING_STATES if s is JobStatus.PENDING else (s.value,) for s i
 BY_RANK = {p.rank: p for p in Priority}
 _TYPES = {t.value: t for t in JobType}
 _ERRORS = {e.value: e for e in ErrorType}
+_CACHE_KINDS = {"exact": "exact", "semantic": "semantic"}
 
 
 def to_job(row: tuple[Any, ...]) -> Job:
@@ -28,7 +30,7 @@ def to_job(row: tuple[Any, ...]) -> Job:
     not know (a newer version's error type, say)."""
     (job_id, state, rank, model, kind, created_at, name, batch, custom_id, attempts, max_attempts, run_at,
      retry_at, after, host, started_at, finished_at, error_type, error_message, cached, timeout, keep_alive,
-     cache_key, lease_owner, lease_token) = row
+     cache_key, lease_owner, lease_token, semantic, cache_kind, cache_source, cache_similarity) = row
     try:
         return Job(
             id=job_id, model=model, type=_TYPES[kind], priority=BY_RANK[rank], status=STATUS_OF[state],
@@ -39,6 +41,8 @@ def to_job(row: tuple[Any, ...]) -> Job:
             cached=cached, timeout=timeout, keep_alive=keep_alive,
             cache_key=bytes(cache_key) if cache_key is not None else None,
             lease=Lease(lease_owner, lease_token) if lease_token else None, retry_at=retry_at,
+            semantic=semantic, cache_hit=CacheHit(_CACHE_KINDS[cache_kind], cache_source, cache_similarity)
+            if cache_kind else None,
         )
     except KeyError as exc:
         raise CorruptRecord(job_id, f"unknown value {exc}") from None
@@ -52,7 +56,8 @@ def values(job: Job, state: str, available_at: float | None) -> tuple[Any, ...]:
         job.custom_id, job.attempts, job.max_attempts, job.run_at, job.retry_at, list(job.after), job.host,
         job.started_at, job.finished_at, job.error.type.value if job.error else None,
         job.error.message if job.error else None, job.cached, job.timeout, job.keep_alive, job.cache_key,
-        job.lease.owner if job.lease else None, job.lease.token if job.lease else None, available_at,
+        job.lease.owner if job.lease else None, job.lease.token if job.lease else None, job.semantic,
+        *(job.cache_hit if job.cache_hit else (None, None, None)), available_at,
         full_name(job.model),
     )
 

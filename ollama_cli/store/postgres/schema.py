@@ -146,8 +146,39 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+# The cache complete: what `cache list` shows, TTL and size bound (by indexes: eviction and
+# expiry never scan), the semantic cache's scope and vector per entry; jobs say how the cache
+# answered them. Entries stored before count as created now.
+_V2 = """
+ALTER TABLE cache
+    ADD COLUMN model       text NOT NULL DEFAULT '',
+    ADD COLUMN model_key   text NOT NULL DEFAULT '',
+    ADD COLUMN type        text NOT NULL DEFAULT '',
+    ADD COLUMN created_at  float8 NOT NULL DEFAULT extract(epoch FROM now()),
+    ADD COLUMN last_hit_at float8 NOT NULL DEFAULT extract(epoch FROM now()),
+    ADD COLUMN hits        bigint NOT NULL DEFAULT 0,
+    ADD COLUMN source      bigint,
+    ADD COLUMN expires_at  float8,
+    ADD COLUMN scope       bytea,
+    ADD COLUMN vector      bytea,
+    ADD COLUMN bytes       bigint;
+UPDATE cache SET bytes = length(body);
+ALTER TABLE cache ALTER COLUMN bytes SET NOT NULL;
+CREATE INDEX cache_by_last_hit ON cache (last_hit_at, key);
+CREATE INDEX cache_by_created ON cache (created_at, key);
+CREATE INDEX cache_by_model ON cache (model_key, created_at);
+CREATE INDEX cache_by_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX cache_by_scope ON cache (scope) WHERE scope IS NOT NULL;
+ALTER TABLE jobs
+    ADD COLUMN semantic         boolean NOT NULL DEFAULT false,
+    ADD COLUMN cache_kind       text,
+    ADD COLUMN cache_source     bigint,
+    ADD COLUMN cache_similarity float8;
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
+    ("the cache's entries: list, TTL, bound, semantic vectors; jobs' cache hits", _V2),
 )
 LATEST = len(MIGRATIONS)
 
