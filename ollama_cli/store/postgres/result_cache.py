@@ -1,4 +1,4 @@
-"""The result cache on PostgreSQL, as functions of a transaction (`transactions.Tx`): LMDB's
+"""The result cache on the server (exact and semantic), as functions of a transaction (`transactions.Tx`): LMDB's
 `cache/` is the reference model of what each does.
 
 One row per entry in `cache` (schema.py): the body, what `cache list` shows, the expiry, and
@@ -117,7 +117,8 @@ def evict(tx: Tx, max_bytes: int) -> int:
     return n
 
 
-def stats(tx: Tx, counters: dict[str, int]) -> dict[str, Any]:
+def stats(counters: dict[str, int]) -> dict[str, Any]:
+    """The figures of `cache stats` from the `cache/` counters."""
     return {"entries": counters.get("cache/entries", 0), "hits": counters.get("cache/hits", 0),
             "misses": counters.get("cache/misses", 0), "bytes": counters.get("cache/bytes", 0),
             "semantic": {"entries": counters.get("cache/semantic_entries", 0),
