@@ -271,6 +271,9 @@ def job_detail(job: dict[str, Any]) -> None:
             shown = f"[red]{value['type']}[/]: {_shown(value['message'])}"
         elif key == "after":
             shown = ", ".join(map(str, value)) or "-"
+        elif key == "cache" and value:
+            source = "a job since cleaned" if value["source"] is None else f"job {value['source']}"
+            shown = f"{value['kind']}, the answer of {source}, similarity {value['similarity']:.3f}"
         elif key in _TIMES:
             shown = _when(value)
         elif isinstance(value, bool):

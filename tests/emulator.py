@@ -78,6 +78,13 @@ _DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "all-minilm:latest": dict(capabilities=["embedding"], family="bert", parameter_size="23M",
                               quantization_level="F16", size=45960996, context_length=512),
 }
+# Models served only when named (`--models`): the semantic cache's default embedding model,
+# with its real dimension.
+_NAMED_MODELS: dict[str, dict[str, Any]] = {
+    "nomic-embed-text:latest": dict(capabilities=["embedding"], family="nomic-bert", parameter_size="137M",
+                                    quantization_level="F16", size=274302450, context_length=2048,
+                                    embedding_length=768),
+}
 _WORDS = (
     "the", "queue", "model", "answer", "is", "a", "small", "steady", "reply", "about", "jobs", "and",
     "tokens", "that", "arrive", "in", "order", "with", "care", "from", "local", "server", "light",
@@ -306,7 +313,7 @@ def _make_spec(entry: str | dict[str, Any], index: int) -> ModelSpec:
     if parts is None:
         raise ValueError(f"invalid model name in {entry!r}")
     name = _display(parts)
-    kwargs = {**_DEFAULT_MODELS.get(name.lower(), {}), **cfg}
+    kwargs = {**_DEFAULT_MODELS.get(name.lower(), _NAMED_MODELS.get(name.lower(), {})), **cfg}
     full = "/".join(parts[:3]) + ":" + parts[3]
     return ModelSpec(name=name, key=_key(parts), full=full, modified_at=_BASE_MTIME - 3600 * index,
                      digest=hashlib.sha256(f"ollama-emulator:{name}".encode()).hexdigest(), **kwargs)

@@ -5,8 +5,8 @@ Functions of a transaction, so that a lookup at submit and a store at completion
 same transaction as the job they belong to. An entry is
 - `cache`: key -> the result body (apart, so that listing never loads answers);
 - `cache_entries`: key -> model, type, created_at, last_hit_at, hits, bytes, source (the job
-  whose answer it is), expires_at (with a TTL), and for the semantic cache its scope and
-  vector block (`semantic.py`);
+  whose answer it is), expires_at (with a TTL), and for the semantic cache its scope and the
+  sealed block its vector is in (None: a row of its own; `semantic.py`);
 - one key in `cache_lru` (by last hit: eviction takes the first, never scans), in
   `cache_created` (listing newest first, `clear --older-than`) and, with a TTL, in
   `cache_expiry` (expired entries go, a few per store, and never answer).
@@ -126,12 +126,19 @@ def store(tx: Tx, key: bytes, result: dict[str, Any], *, model: str, job_type: s
     if policy is not None and policy.ttl is not None:
         entry["expires_at"] = now + policy.ttl
         tx.put("cache_expiry", _ms(entry["expires_at"]) + key)
+    sealed: list[tuple[bytes, int]] = []
     if policy is not None and policy.scope is not None and policy.vector is not None:
-        entry["scope"], entry["block"] = policy.scope, semantic.add(tx, policy.scope, key, policy.vector)
+        entry["scope"], entry["block"] = policy.scope, None
+        sealed = semantic.add(tx, policy.scope, key, policy.vector)
         entry["bytes"] += len(policy.vector)
         tx.add("cache/semantic_entries", 1)
     tx.put("cache", key, body)
     tx.put("cache_entries", key, pack(entry))
+    for moved, number in sealed:  # vectors now in a sealed block (this entry's among them)
+        moved_entry = meta(tx, moved)
+        if moved_entry is not None:
+            moved_entry["block"] = number
+            tx.put("cache_entries", moved, pack(moved_entry))
     tx.put("cache_lru", _ms(now) + key)
     tx.put("cache_created", _ms(now) + key)
     tx.add("cache/bytes", entry["bytes"])
@@ -158,7 +165,7 @@ def remove(tx: Tx, key: bytes) -> bool:
     if entry.get("expires_at") is not None:
         tx.delete("cache_expiry", _ms(entry["expires_at"]) + key)
     if entry.get("scope") is not None:
-        semantic.drop(tx, entry["scope"], entry["block"], key)
+        semantic.drop(tx, entry["scope"], entry.get("block"), key)
         tx.add("cache/semantic_entries", -1)
     tx.add("cache/bytes", -entry["bytes"])
     return True
@@ -266,7 +273,7 @@ def check(tx: Tx) -> list[str]:
                      ("cache_created", tx.entries("cache")), ("cache_expiry", expiring)):
         if tx.entries(table) != n:
             problems.append(f"{table} holds {tx.entries(table)} keys for {n} entries")
-    vectors = sum(semantic.entries_of(value) for _, value in tx.scan("cache_vectors"))
+    vectors = sum(semantic.entries_of(key, value) for key, value in tx.scan("cache_vectors"))
     for what, counted, actual in (("cache/bytes", tx.counter("cache/bytes"), size),
                                   ("cache/semantic_entries", tx.counter("cache/semantic_entries"), with_vector),
                                   ("vectors in cache_vectors", vectors, with_vector)):

@@ -5,18 +5,21 @@ everything but its last user text is equal: model, type, system prompt, earlier 
 options, format. `scope_of` gives that digest and the text to embed; the vectors of a scope
 are kept together, so a lookup reads one scope's vectors and no other.
 
-On LMDB, a scope's vectors are blocks of up to BLOCK entries in `cache_vectors` (scope +
-block number -> u32 dimension, the entries' keys, their vectors as little-endian float32,
-normalised): a lookup is one matrix-vector product per block over the map itself (a read
-transaction with buffers, nothing copied), so it costs what numpy's own product over the
-same vectors costs, plus a step per block. A store appends to the scope's last block;
-removing an entry rewrites its block without it.
+On LMDB, `cache_vectors` holds a scope's vectors (normalised, little-endian float32) in two
+forms: a new entry's vector is a row of its own (scope + TAIL + key), a small write; when a
+scope has BLOCK such rows they are sealed into one block (scope + SEALED + number -> u32
+dimension, the entries' keys, their vectors), written once. A lookup is one matrix-vector
+product per sealed block over the map itself (a read transaction with buffers, nothing
+copied), so it costs what numpy's own product over the same vectors costs plus a step per
+block, and one more over the rows not yet sealed. Removing an entry deletes its row, or
+rewrites its block without it (eviction and expiry: rare next to stores).
 
 numpy is imported only in the functions that compute: the daemon, with the semantic cache
 on, is the only caller."""
 
 from __future__ import annotations
 
+import os
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -25,15 +28,30 @@ from ollama_cli.jobs import JobType
 if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
 
-BLOCK = 256  # entries per block: bigger blocks cost more to append to, smaller ones more steps per lookup
+BLOCK = 1024  # entries per sealed block: a lookup's steps are blocks, so fewer is nearer numpy's own product
 KEY = 32  # bytes of a cache key (sha256)
+SEALED, TAIL = b"\x00", b"\x01"  # after the scope: a sealed block (+ its number), or one entry (+ its key)
 _HEAD = struct.Struct(">I")
 _BLOCK_NO = struct.Struct(">I")
 
 
-def scope_of(model: str, job_type: str, request: dict[str, Any]) -> tuple[bytes, str] | None:
+def numpy() -> Any:
+    """numpy, its BLAS on one thread. A lookup is one pass over the vectors in memory, which a
+    second thread barely speeds up, and on a machine whose cores a model server is using, each
+    product waits for that thread to be scheduled (measured: 12x numpy's own product at 100,000
+    vectors, against 1.3x on one thread). BLAS reads these when numpy is first imported, so a
+    process that imported numpy before keeps what it had."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+    import numpy as np
+
+    return np
+
+
+def scope_of(model: str, job_type: str, request: dict[str, Any], embedder: str = "") -> tuple[bytes, str] | None:
     """The request's scope (16 bytes) and its last user text; None for a request the semantic
-    cache does not take (not generate or chat, or no user text to compare)."""
+    cache does not take (not generate or chat, or no user text to compare). The embedding
+    model is part of the scope: vectors of two models are not comparable, even of one size."""
     from ollama_cli.cache import key_for
 
     rest = dict(request)
@@ -55,13 +73,13 @@ def scope_of(model: str, job_type: str, request: dict[str, Any]) -> tuple[bytes,
         return None
     if not isinstance(text, str) or not text.strip():
         return None
-    return key_for(model, "semantic/" + job_type, rest)[:16], text
+    return key_for(model, f"semantic/{job_type}/{embedder}", rest)[:16], text
 
 
 def normalised(vector: list[float]) -> bytes | None:
     """A vector as stored: little-endian float32 of unit length; None for one that cannot be
     (empty, zero, not finite)."""
-    import numpy as np
+    np = numpy()
 
     v = np.asarray(vector, dtype="<f4")
     norm = float(np.linalg.norm(v)) if v.ndim == 1 and v.size else 0.0
@@ -71,39 +89,51 @@ def normalised(vector: list[float]) -> bytes | None:
 
 
 def _split(value: Any) -> tuple[int, int]:
-    """(dimension, entries) of a block."""
+    """(dimension, entries) of a sealed block."""
     dim = _HEAD.unpack_from(value)[0]
     return dim, (len(value) - _HEAD.size) // (KEY + 4 * dim) if dim else 0
 
 
-def entries_of(block: Any) -> int:
-    """How many entries a stored block holds."""
-    return _split(block)[1]
+def entries_of(key: bytes, value: Any) -> int:
+    """How many entries a stored item of `cache_vectors` holds (a row: one)."""
+    return _split(value)[1] if key[16:17] == SEALED else 1
 
 
-def add(tx: Tx, scope: bytes, key: bytes, vector: bytes) -> int:
-    """Append an entry's vector to its scope's last block (a new one when full, or when the
-    embedding model's dimension changed); the block's number."""
-    dim = len(vector) // 4
-    last = next(iter(tx.scan("cache_vectors", scope, reverse=True)), None)
-    if last is not None:
-        number = _BLOCK_NO.unpack_from(last[0], len(scope))[0]
-        old = bytes(last[1])
-        old_dim, n = _split(old)
-        if old_dim == dim and n < BLOCK:
-            keys_end = _HEAD.size + KEY * n
-            tx.put("cache_vectors", last[0], old[:keys_end] + key + old[keys_end:] + vector)
-            return number
+def _tail_counter(scope: bytes) -> str:
+    return "cache/tail/" + scope.hex()
+
+
+def add(tx: Tx, scope: bytes, key: bytes, vector: bytes) -> list[tuple[bytes, int]]:
+    """Store an entry's vector as a row of its scope; when the scope has BLOCK rows, seal them
+    into blocks (one per dimension: an embedding model changed leaves its old vectors apart).
+    The entries sealed now, each with its block's number (the caller records it)."""
+    tx.put("cache_vectors", scope + TAIL + key, vector)
+    if tx.add(_tail_counter(scope), 1) < BLOCK:
+        return []
+    rows = [(k[len(scope) + 1:], bytes(v)) for k, v in tx.scan("cache_vectors", scope + TAIL)]
+    last = next(iter(tx.scan("cache_vectors", scope + SEALED, reverse=True)), None)
+    number = _BLOCK_NO.unpack_from(last[0], len(scope) + 1)[0] + 1 if last is not None else 0
+    sealed = []
+    for dim in sorted({len(v) // 4 for _, v in rows}):
+        group = [(k, v) for k, v in rows if len(v) == 4 * dim]
+        tx.put("cache_vectors", scope + SEALED + _BLOCK_NO.pack(number),
+               _HEAD.pack(dim) + b"".join(k for k, _ in group) + b"".join(v for _, v in group))
+        sealed += [(k, number) for k, _ in group]
         number += 1
-    else:
-        number = 0
-    tx.put("cache_vectors", scope + _BLOCK_NO.pack(number), _HEAD.pack(dim) + key + vector)
-    return number
+    for k, _ in rows:
+        tx.delete("cache_vectors", scope + TAIL + k)
+    tx.add(_tail_counter(scope), -len(rows))
+    return sealed
 
 
-def drop(tx: Tx, scope: bytes, number: int, key: bytes) -> None:
-    """Take an entry's vector out of its block (the block goes when it empties)."""
-    block_key = scope + _BLOCK_NO.pack(number)
+def drop(tx: Tx, scope: bytes, number: int | None, key: bytes) -> None:
+    """Take an entry's vector out: its row (`number` None), or out of its sealed block (the
+    block goes when it empties)."""
+    if number is None:
+        if tx.delete("cache_vectors", scope + TAIL + key):
+            tx.add(_tail_counter(scope), -1)
+        return
+    block_key = scope + SEALED + _BLOCK_NO.pack(number)
     raw = tx.get("cache_vectors", block_key)
     if raw is None:
         return
@@ -125,25 +155,29 @@ def drop(tx: Tx, scope: bytes, number: int, key: bytes) -> None:
 def nearest(tx: Tx, scope: bytes, query: bytes) -> tuple[bytes, float] | None:
     """The key of the scope's entry most similar to `query` (normalised, as stored) and its
     cosine similarity; None if the scope has no vector of that dimension."""
-    import numpy as np
+    np = numpy()
 
     q = np.frombuffer(query, dtype="<f4")
-    best, best_key = -2.0, None
-    for _, value in tx.scan("cache_vectors", scope):
+    best: tuple[bytes, float] | None = None
+    for _, value in tx.scan("cache_vectors", scope + SEALED):
         dim, n = _split(value)
         if dim != q.size or not n:
             continue
-        matrix = np.frombuffer(value, dtype="<f4", count=n * dim, offset=_HEAD.size + KEY * n).reshape(n, dim)
-        scores = matrix @ q
+        scores = np.frombuffer(value, dtype="<f4", count=n * dim, offset=_HEAD.size + KEY * n).reshape(n, dim) @ q
         i = int(scores.argmax())
-        if scores[i] > best:
-            best, best_key = float(scores[i]), bytes(value[_HEAD.size + KEY * i:_HEAD.size + KEY * (i + 1)])
-    return None if best_key is None else (best_key, min(1.0, best))
+        if best is None or scores[i] > best[1]:
+            best = bytes(value[_HEAD.size + KEY * i:_HEAD.size + KEY * (i + 1)]), float(scores[i])
+    rows = [(k[len(scope) + 1:], v) for k, v in tx.scan("cache_vectors", scope + TAIL)]
+    found = nearest_of_rows(rows, query)
+    if found is not None and (best is None or found[1] > best[1]):
+        best = found
+    return None if best is None else (best[0], min(1.0, best[1]))
 
 
-def nearest_of_rows(values: list[tuple[bytes, bytes]], query: bytes) -> tuple[bytes, float] | None:
-    """As `nearest`, over (key, vector) pairs read from a store that keeps one row per entry."""
-    import numpy as np
+def nearest_of_rows(values: list[tuple[bytes, Any]], query: bytes) -> tuple[bytes, float] | None:
+    """As `nearest`, over (key, vector) pairs: the rows not yet sealed, or a store that keeps
+    one row per entry (PostgreSQL)."""
+    np = numpy()
 
     q = np.frombuffer(query, dtype="<f4")
     same = [(k, v) for k, v in values if len(v) == len(query)]

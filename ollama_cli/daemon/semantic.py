@@ -50,11 +50,11 @@ class SemanticCache:
         job = claim.job
         if len(run.claims) != 1 or not self.wanted(job) or not self._has_numpy():
             return None
-        scoped = semantic.scope_of(job.model, job.type.value, claim.request)
+        model = self.settings.cache_embedding_model
+        scoped = semantic.scope_of(job.model, job.type.value, claim.request, model)
         if scoped is None:
             return None
         scope, text = scoped
-        model = self.settings.cache_embedding_model
         try:
             vectors = await asyncio.wait_for(run.slot.client.embed(model, [text]), EMBED_TIMEOUT)
             vector = semantic.normalised(vectors[0])
@@ -81,9 +81,11 @@ class SemanticCache:
                         reuse=match.reuse)]
 
     def _has_numpy(self) -> bool:
+        from ollama_cli.cache import semantic
+
         if self._numpy is None:
             try:
-                import numpy  # noqa: F401
+                semantic.numpy()
                 self._numpy = True
             except ImportError:
                 self._numpy = False

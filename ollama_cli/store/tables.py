@@ -17,7 +17,7 @@ DATABASES = (
     "cache_lru",  # last hit (ms) + digest -> b"" : eviction order, least recently hit first
     "cache_created",  # created (ms) + digest -> b"" : `cache list` newest first, `clear --older-than`
     "cache_expiry",  # expiry (ms) + digest -> b"" : entries stored with a TTL, soonest first
-    "cache_vectors",  # scope digest + block number -> up to 256 keys and vectors (cache/semantic.py)
+    "cache_vectors",  # scope digest + 0 + block number -> keys and vectors; + 1 + key -> one vector (cache/semantic.py)
     "daemons",  # daemon id -> daemon record
     "batches",  # batch name + id -> b""
     "ready_model",  # priority rank + model digest + id -> type code : `ready` by model

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 
 from ollama_cli.cache import key_for
-from ollama_cli.cache.semantic import BLOCK, normalised, scope_of
+from ollama_cli.cache import semantic
+from ollama_cli.cache.semantic import normalised, scope_of
 from ollama_cli.jobs import CacheHit, Job, JobStatus
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
@@ -197,13 +198,15 @@ def test_an_expired_or_removed_entry_never_answers_semantically(engine: Engine) 
     assert engine.cache_stats()["semantic"]["entries"] == 0
 
 
-def test_many_vectors_of_one_scope_and_removals_among_them(engine: Engine) -> None:
+def test_many_vectors_of_one_scope_and_removals_among_them(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Small blocks, so that some vectors are sealed in blocks (LMDB) and some are not yet.
+    monkeypatch.setattr(semantic, "BLOCK", 16)
     scope = scope_of("m", "generate", {"prompt": "x"})[0]
-    n = BLOCK + 3
+    n = 2 * semantic.BLOCK + 3
     angles = np.linspace(0, np.pi / 2, n)
     jobs = [run(engine, f"q{i}", T + i, cache=CacheWrite(scope=scope, vector=vector(np.cos(a), np.sin(a))))
             for i, a in enumerate(angles)]
-    for i in (0, BLOCK - 1, BLOCK, n - 1):
+    for i in (0, semantic.BLOCK - 1, semantic.BLOCK, n - 1):
         match = engine.semantic_lookup(scope, vector(np.cos(angles[i]), np.sin(angles[i])), 0.999999, T)
         assert match is not None and match.reuse.source == jobs[i].id
     assert engine.cache_clear(T + n, older_than=n - 5) == 6  # q0..q5 (created at T + 5 or before)
@@ -225,6 +228,8 @@ def test_scope_is_everything_but_the_last_user_text() -> None:
         assert scope_of("m", "chat", other)[0] != scope
     assert scope_of("m2", "chat", {"messages": reworded, "options": {"temperature": 0}})[0] != scope
     assert scope_of("m", "generate", {"prompt": "a", "system": "s"})[0] != scope_of("m", "generate", {"prompt": "a"})[0]
+    # Vectors of two embedding models are never compared, even of one dimension.
+    assert scope_of("m", "generate", {"prompt": "a"}, "e1")[0] != scope_of("m", "generate", {"prompt": "a"}, "e2")[0]
     assert scope_of("m", "embed", {"input": ["a"]}) is None
     assert scope_of("m", "generate", {"prompt": "  "}) is None
     assert scope_of("m", "chat", {"messages": [{"role": "assistant", "content": "a"}]}) is None
