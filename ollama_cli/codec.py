@@ -10,7 +10,7 @@ from typing import Any
 import msgpack
 
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import CacheHit, ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority
 
 SCHEMA = 1
 
@@ -31,7 +31,7 @@ def unpack(key: int | bytes, data: bytes) -> Any:
 # half are null (a third smaller, and quicker to write and read). `decode_job` reads a
 # missing key as its default, so records written with every key read the same.
 _OPTIONAL = ("name", "batch", "custom_id", "run_at", "host", "started_at", "finished_at", "timeout",
-             "keep_alive", "cache_key", "retry_at")
+             "keep_alive", "cache_key", "retry_at", "category")
 
 
 def encode_job(job: Job) -> bytes:
@@ -62,6 +62,8 @@ def encode_job(job: Job) -> bytes:
         rec["cache_hit"] = list(job.cache_hit)
     if job.semantic:
         rec["semantic"] = True
+    if job.feedback is not None:
+        rec["feedback"] = list(job.feedback)
     return pack(rec)
 
 
@@ -74,6 +76,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "attempts": (int,), "max_attempts": (int,), "run_at": _NUM, "host": _STR, "started_at": _NUM,
     "finished_at": _NUM, "cached": (bool,), "timeout": _NUM, "keep_alive": _NUM, "cache_key": (bytes,),
     "retry_at": _NUM, "semantic": (bool,),
+    "retry_at": _NUM, "category": _STR,
 }
 _NOT_NULL = frozenset({"attempts", "max_attempts", "cached", "semantic"})  # fields with a non-null default
 _REQUIRED = ("id", "model", "type", "priority", "status", "created_at")
@@ -91,13 +94,20 @@ def _pair(value: Any, what: str) -> Any:
     return value
 
 
-def _cache_hit(value: Any) -> CacheHit | None:
+def _cache_hit(value: Any) -> tuple[str, int | None, float] | None:
     if value is None:
         return None
     if not (type(value) is list and len(value) == 3 and value[0] in ("exact", "semantic")
             and (value[1] is None or type(value[1]) is int) and type(value[2]) in _NUM):
         raise ValueError("cache_hit is not [kind, source, similarity]")
-    return CacheHit(value[0], value[1], float(value[2]))
+    return (value[0], value[1], float(value[2]))
+def _feedback(value: Any) -> tuple[float, str | None, str | None] | None:
+    if value is None:
+        return None
+    if not (type(value) is list and len(value) == 3 and type(value[0]) in _NUM
+            and all(v is None or type(v) is str for v in value[1:])):
+        raise ValueError("feedback is not [score, reason, category]")
+    return (value[0], value[1], value[2])
 
 
 def decode_job(key: int, data: bytes) -> Job:
@@ -132,6 +142,7 @@ def decode_job(key: int, data: bytes) -> Job:
             after=tuple(after) if after else (),
             error=JobError(_ERRORS[error[0]], error[1]) if error else None,
             lease=Lease(lease[0], lease[1]) if lease else None,
+            feedback=_feedback(rec.get("feedback")),
             **fields,
         )
     except CorruptRecord:

@@ -79,18 +79,6 @@ class Lease(NamedTuple):
     token: str
 
 
-class CacheHit(NamedTuple):
-    """How a job was answered from the cache: `kind` "exact" or "semantic", `source` the job
-    whose answer was reused (None when it had been cleaned), `similarity` 1.0 for exact."""
-
-    kind: str
-    source: int | None
-    similarity: float
-
-    def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "source": self.source, "similarity": self.similarity}
-
-
 class Job(NamedTuple):
     id: int
     model: str
@@ -110,7 +98,12 @@ class Job(NamedTuple):
     finished_at: float | None = None
     error: JobError | None = None
     cached: bool = False
-    cache_hit: CacheHit | None = None  # the JSON form's "cache"
+    # The JSON form's "cache": (kind "exact" or "semantic", the job whose answer was reused or
+    # None once cleaned, similarity: 1.0 for exact). A tuple, not a class: submit and status
+    # would pay to define one.
+    cache_hit: tuple[str, int | None, float] | None = None
+    category: str | None = None  # a task category (`submit --category`, `feedback --category`)
+    feedback: tuple[float, str | None, str | None] | None = None  # (score, reason, category)
     # Not in the JSON form: how the daemon runs it.
     timeout: float | None = None
     keep_alive: float | None = None
@@ -146,7 +139,10 @@ class Job(NamedTuple):
             "finished_at": format_time(self.finished_at),
             "error": self.error.to_json() if self.error else None,
             "cached": self.cached,
-            "cache": self.cache_hit.to_json() if self.cache_hit else None,
+            "cache": cache_json(self.cache_hit),
+            "category": self.category,
+            "feedback": None if self.feedback is None else
+            dict(zip(("score", "reason", "category"), self.feedback)),
         }
 
 
@@ -168,6 +164,12 @@ class JobSpec(NamedTuple):
     keep_alive: float | None = None
     use_cache: bool = True
     semantic_cache: bool = False  # also look for a semantically similar answer (the daemon does)
+    category: str | None = None
+
+
+def cache_json(hit: tuple[str, int | None, float] | None) -> dict[str, Any] | None:
+    """A job's `cache_hit` in the contract's JSON form."""
+    return None if hit is None else {"kind": hit[0], "source": hit[1], "similarity": hit[2]}
 
 
 def full_name(model: str) -> str:
@@ -205,7 +207,7 @@ def result_to_json(job: Job, result: dict[str, Any] | None) -> dict[str, Any]:
     out[answer] = None if result is None else result.get(answer)
     out["stats"] = {} if result is None else result_stats(result)
     out["cached"] = job.cached
-    out["cache"] = job.cache_hit.to_json() if job.cache_hit else None
+    out["cache"] = cache_json(job.cache_hit)
     out["error"] = job.error.to_json() if job.error else None
     return out
 

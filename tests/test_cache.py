@@ -12,8 +12,8 @@ import pytest
 
 from ollama_cli.daemon import events
 from ollama_cli.daemon.loop import Daemon
-from ollama_cli.jobs import CacheHit, Job, JobSpec, JobStatus, JobType
-from ollama_cli.settings import DaemonSettings
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+from ollama_cli.settings import CacheSettings, DaemonSettings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.store.base import Engine
 from tests.emulator import Emulator
@@ -38,10 +38,11 @@ def spec(prompt: str, *, system: str | None = SYSTEM, semantic: bool = True, **f
     return JobSpec(model="llama3.2", type=JobType.GENERATE, request=request, semantic_cache=semantic, **fields)
 
 
-def drain(store: Engine, url: str, *, kind: str = "ollama", seen: list[Any] | None = None, **settings: Any) -> None:
-    options = {"drain": True, "retry_backoff": 0.01, "poll": 0.02, "cache_embedding_model": "all-minilm",
-               "cache_similarity": 0.9, **settings}
-    daemon = Daemon(store, [Backend(url, kind)], DaemonSettings(**options))
+def drain(store: Engine, url: str, *, kind: str = "ollama", seen: list[Any] | None = None, **cache: Any) -> None:
+    """A --drain daemon with the cache settings `cache` (CacheSettings' fields), embedding with
+    all-minilm at 0.9 unless told."""
+    daemon = Daemon(store, [Backend(url, kind)], DaemonSettings(drain=True, retry_backoff=0.01, poll=0.02),
+                    cache=CacheSettings(**{"embedding_model": "all-minilm", "similarity": 0.9, **cache}))
     if seen is not None:
         daemon.events.subscribe(seen.append)
     asyncio.run(daemon.run())
@@ -55,9 +56,9 @@ def embedded(emu: Emulator) -> list[Any]:
     return [body["input"] for _, path, body in emu.requests if path in ("/api/embed", "/v1/embeddings")]
 
 
-def run_one(store: Engine, emu: Emulator, job_spec: JobSpec, **settings: Any) -> Job:
+def run_one(store: Engine, emu: Emulator, job_spec: JobSpec, **cache: Any) -> Job:
     job = store.submit(job_spec, store.now())
-    drain(store, emu.url, **settings)
+    drain(store, emu.url, **cache)
     done = store.get_job(job.id)
     assert done is not None and done.status is JobStatus.COMPLETED, done
     return done
@@ -72,8 +73,8 @@ def test_a_reworded_question_is_answered_from_the_semantic_cache(store: Engine, 
     drain(store, emu.url, seen=seen)
     hit = store.get_job(second.id)
     assert hit.status is JobStatus.COMPLETED and hit.cached
-    assert hit.cache_hit.kind == "semantic" and hit.cache_hit.source == first.id
-    assert 0.9 <= hit.cache_hit.similarity < 1.0
+    assert hit.cache_hit[:2] == ("semantic", first.id)
+    assert 0.9 <= hit.cache_hit[2] < 1.0
     assert generated(emu) == [QUESTION]  # the backend generated nothing for it
     assert store.get_result(second.id)["response"] == store.get_result(first.id)["response"]
     assert [e.cache for e in seen if isinstance(e, events.JobFinished)] == ["semantic"]
@@ -82,7 +83,7 @@ def test_a_reworded_question_is_answered_from_the_semantic_cache(store: Engine, 
     assert store.cache_list()[0]["hits"] == 1
     # Visible where a hit is: status, result.
     status = ok_json(run_cli(data_dir, "status", str(second.id), "--json"))
-    assert status["cached"] is True and status["cache"] == hit.cache_hit.to_json()
+    assert status["cached"] is True and status["cache"] == dict(zip(("kind", "source", "similarity"), hit.cache_hit))
     result = ok_json(run_cli(data_dir, "result", str(second.id), "--json"))
     assert result["cached"] is True and result["cache"]["kind"] == "semantic"
 
@@ -103,27 +104,35 @@ def test_the_same_question_under_another_system_prompt_is_out_of_scope(store: En
 
 def test_below_the_threshold_the_job_runs(store: Engine, emu: Emulator) -> None:
     run_one(store, emu, spec(QUESTION))
-    strict = run_one(store, emu, spec(REWORDED), cache_similarity=0.999)
+    strict = run_one(store, emu, spec(REWORDED), similarity=0.999)
     assert strict.cache_hit is None and generated(emu) == [QUESTION, REWORDED]
 
 
-def test_without_the_flag_or_the_setting_nothing_is_embedded(store: Engine, emu: Emulator) -> None:
+def test_without_the_flag_or_the_setting_nothing_is_embedded(store: Engine, emu: Emulator, data_dir: Path,
+                                                             tmp_path: Path) -> None:
     run_one(store, emu, spec(QUESTION, semantic=False))
     assert embedded(emu) == [] and store.cache_stats()["semantic"]["entries"] == 0
-    on = run_one(store, emu, spec(REWORDED, semantic=False), cache_semantic=True)  # cache.semantic = true
-    assert on.cache_hit is None and embedded(emu) == [[REWORDED]]
-    again = run_one(store, emu, spec(QUESTION + " now", semantic=False), cache_semantic=True)
-    assert again.cache_hit is not None and again.cache_hit.source == on.id
+    # cache.semantic = true in the config file: submit marks the job as --semantic-cache does.
+    config = tmp_path / "config.toml"
+    config.write_text("[cache]\nsemantic = true\n")
+    submitted = ok_json(run_cli(data_dir, "submit", "llama3.2", REWORDED, "--system", SYSTEM, "--json",
+                                OLLAMA_Q_CONFIG=str(config)))
+    assert store.get_job(submitted["id"]).semantic
+    drain(store, emu.url)
+    assert embedded(emu) == [[REWORDED]] and store.get_job(submitted["id"]).cache_hit is None
+    no = ok_json(run_cli(data_dir, "submit", "llama3.2", QUESTION + " now", "--system", SYSTEM, "--no-cache", "--json",
+                         OLLAMA_Q_CONFIG=str(config)))
+    assert not store.get_job(no["id"]).semantic
 
 
 def test_no_cache_means_no_semantic_cache_either(store: Engine, emu: Emulator) -> None:
     run_one(store, emu, spec(QUESTION))
-    job = run_one(store, emu, spec(REWORDED, use_cache=False), cache_semantic=True)
+    job = run_one(store, emu, spec(REWORDED, use_cache=False))
     assert job.cache_hit is None and len(embedded(emu)) == 1
 
 
 def test_a_failing_embedding_model_never_fails_the_job(store: Engine, emu: Emulator) -> None:
-    job = run_one(store, emu, spec(QUESTION), cache_embedding_model="no-such-embedder")
+    job = run_one(store, emu, spec(QUESTION), embedding_model="no-such-embedder")
     assert job.error is None and job.attempts == 1 and generated(emu) == [QUESTION]
     stats = store.cache_stats()
     assert (stats["entries"], stats["semantic"]["entries"]) == (1, 0)  # stored, exact only
@@ -136,7 +145,7 @@ def test_chat_scope_is_the_conversation_before_the_last_user_text(store: Engine,
         return JobSpec(model="llama3.2", type=JobType.CHAT, request={"messages": messages}, semantic_cache=True)
 
     first = run_one(store, emu, chat(QUESTION))
-    assert run_one(store, emu, chat(REWORDED)).cache_hit.source == first.id
+    assert run_one(store, emu, chat(REWORDED)).cache_hit[1] == first.id
     assert run_one(store, emu, chat(REWORDED, earlier="good evening")).cache_hit is None
 
 
@@ -145,16 +154,16 @@ def test_an_openai_backend_embeds_through_v1_embeddings(store: Engine, emu: Emul
     drain(store, emu.url, kind="openai")
     second = store.submit(spec(REWORDED), store.now())
     drain(store, emu.url, kind="openai")
-    assert store.get_job(second.id).cache_hit.source == first.id
+    assert store.get_job(second.id).cache_hit[1] == first.id
     assert [p for _, p, _ in emu.requests if p.startswith("/v1/") and p != "/v1/models"].count("/v1/embeddings") == 2
 
 
 def test_the_daemons_ttl_and_bound_reach_the_store(store: Engine, emu: Emulator) -> None:
-    run_one(store, emu, spec(QUESTION, semantic=False), cache_ttl=3600.0)
+    run_one(store, emu, spec(QUESTION, semantic=False), ttl=3600.0)
     [entry] = store.cache_list()
     assert entry["source"] == 1
-    assert store.submit(spec(QUESTION, semantic=False), store.now()).cache_hit == CacheHit("exact", 1, 1.0)
-    run_one(store, emu, spec(OTHER, semantic=False), cache_max_bytes=1)
+    assert store.submit(spec(QUESTION, semantic=False), store.now()).cache_hit == ("exact", 1, 1.0)
+    run_one(store, emu, spec(OTHER, semantic=False), max_bytes=1)
     assert store.cache_stats()["entries"] == 0  # nothing fits one byte
 
 

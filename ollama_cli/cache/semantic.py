@@ -15,11 +15,10 @@ block, and one more over the rows not yet sealed. Removing an entry deletes its 
 rewrites its block without it (eviction and expiry: rare next to stores).
 
 numpy is imported only in the functions that compute: the daemon, with the semantic cache
-on, is the only caller."""
+on, is the only caller (it asks BLAS for one thread first: `settings.one_blas_thread`)."""
 
 from __future__ import annotations
 
-import os
 import struct
 from typing import TYPE_CHECKING, Any
 
@@ -33,19 +32,6 @@ KEY = 32  # bytes of a cache key (sha256)
 SEALED, TAIL = b"\x00", b"\x01"  # after the scope: a sealed block (+ its number), or one entry (+ its key)
 _HEAD = struct.Struct(">I")
 _BLOCK_NO = struct.Struct(">I")
-
-
-def numpy() -> Any:
-    """numpy, its BLAS on one thread. A lookup is one pass over the vectors in memory, which a
-    second thread barely speeds up, and on a machine whose cores a model server is using, each
-    product waits for that thread to be scheduled (measured: 12x numpy's own product at 100,000
-    vectors, against 1.3x on one thread). BLAS reads these when numpy is first imported, so a
-    process that imported numpy before keeps what it had."""
-    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ.setdefault(name, "1")
-    import numpy as np
-
-    return np
 
 
 def scope_of(model: str, job_type: str, request: dict[str, Any], embedder: str = "") -> tuple[bytes, str] | None:
@@ -79,7 +65,7 @@ def scope_of(model: str, job_type: str, request: dict[str, Any], embedder: str =
 def normalised(vector: list[float]) -> bytes | None:
     """A vector as stored: little-endian float32 of unit length; None for one that cannot be
     (empty, zero, not finite)."""
-    np = numpy()
+    import numpy as np
 
     v = np.asarray(vector, dtype="<f4")
     norm = float(np.linalg.norm(v)) if v.ndim == 1 and v.size else 0.0
@@ -155,7 +141,7 @@ def drop(tx: Tx, scope: bytes, number: int | None, key: bytes) -> None:
 def nearest(tx: Tx, scope: bytes, query: bytes) -> tuple[bytes, float] | None:
     """The key of the scope's entry most similar to `query` (normalised, as stored) and its
     cosine similarity; None if the scope has no vector of that dimension."""
-    np = numpy()
+    import numpy as np
 
     q = np.frombuffer(query, dtype="<f4")
     best: tuple[bytes, float] | None = None
@@ -177,7 +163,7 @@ def nearest(tx: Tx, scope: bytes, query: bytes) -> tuple[bytes, float] | None:
 def nearest_of_rows(values: list[tuple[bytes, Any]], query: bytes) -> tuple[bytes, float] | None:
     """As `nearest`, over (key, vector) pairs: the rows not yet sealed, or a store that keeps
     one row per entry (PostgreSQL)."""
-    np = numpy()
+    import numpy as np
 
     q = np.frombuffer(query, dtype="<f4")
     same = [(k, v) for k, v in values if len(v) == len(query)]

@@ -21,7 +21,7 @@ def cache_stats(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: Sto
     """Entries, hits, misses and bytes of the result cache, its semantic part, TTL and bound."""
     settings = load_settings(json_, data_dir, store_)
     data = open_store(settings, readonly=True).cache_stats()
-    data["ttl"], data["max_bytes"] = settings.daemon.cache_ttl, settings.daemon.cache_max_bytes
+    data["ttl"], data["max_bytes"] = settings.cache.ttl, settings.cache.max_bytes
     if settings.json:
         emit(data)
     else:

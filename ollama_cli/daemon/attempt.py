@@ -47,6 +47,10 @@ class InFlight:
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
     cache: CacheWrite | None = None  # the semantic scope and vector its answer is stored with
+    tokens: int = 0  # pieces of text streamed so far (one token each, as Ollama streams)
+
+    def streamed(self, piece: str) -> None:
+        self.tokens += 1
 
     @property
     def model(self) -> str:
@@ -76,7 +80,7 @@ async def attempt(run: InFlight, pool: Pool, *, clock: Callable[[], float], retr
         try:
             if cached is not None and (answered := await cached(run)) is not None:
                 return answered
-            result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims)), limit)
+            result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims), run.streamed), limit)
             results = _split(run.claims, result)
         except asyncio.TimeoutError:
             bound = "" if first.timeout else " (the bound of an attempt without --timeout)"

@@ -26,7 +26,7 @@ from ollama_cli.daemon.pool import Backoff, Pool, Slot
 from ollama_cli.daemon.semantic import SemanticCache
 from ollama_cli.daemon.tick import Step
 from ollama_cli.errors import StoreUnavailable, StoreWriteFailed
-from ollama_cli.settings import DaemonSettings, Settings
+from ollama_cli.settings import CacheSettings, DaemonSettings, Settings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.store.records import DaemonInfo
 
@@ -88,6 +88,7 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         cpu: CpuMeter | None = None,
         probe_backoff: Backoff = Backoff(),
+        cache: CacheSettings = CacheSettings(),
     ) -> None:
         self.store = store
         self.backends = backends
@@ -100,7 +101,8 @@ class Daemon:
         self.events.subscribe(logs.write)
         self.pool = Pool([], self.clock, self.events.publish, probe_backoff=probe_backoff)
         self.step = Step(store, settings, self.pool, self.events, self.write)
-        self.semantic = SemanticCache(store, settings, self.clock)
+        self.semantic = SemanticCache(store, cache, self.clock)
+        self.step.cache = cache
         self.liveness: DaemonLock | None = None
         self.force = False  # a second signal: hand everything back now
         self._announced = False  # DaemonStarted published
@@ -269,4 +271,4 @@ class Daemon:
 def serve(store: Engine, backends: list[Backend], settings: Settings) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
     logs.setup(json_lines=settings.json)
-    return asyncio.run(Daemon(store, backends, settings.daemon).run())
+    return asyncio.run(Daemon(store, backends, settings.daemon, cache=settings.cache).run())

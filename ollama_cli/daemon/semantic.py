@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from ollama_cli.daemon.outcomes import Outcome
 from ollama_cli.jobs import Job, JobType
-from ollama_cli.settings import DaemonSettings
+from ollama_cli.settings import CacheSettings
 from ollama_cli.store.records import CacheWrite, SettleKind
 
 if TYPE_CHECKING:
@@ -32,14 +32,14 @@ EMBED_TIMEOUT = 30.0  # seconds the embedding of a lookup may take before the jo
 
 
 class SemanticCache:
-    def __init__(self, store: Engine, settings: DaemonSettings, clock: Callable[[], float]) -> None:
+    def __init__(self, store: Engine, settings: CacheSettings, clock: Callable[[], float]) -> None:
         self.store, self.settings, self.clock = store, settings, clock
         self._reader: ThreadPoolExecutor | None = None  # one thread: PostgreSQL keeps a connection per thread
         self._numpy: bool | None = None  # installed? Asked once, when a job first wants the cache
 
     def wanted(self, job: Job) -> bool:
         return (job.type in (JobType.GENERATE, JobType.CHAT) and job.cache_key is not None
-                and (job.semantic or self.settings.cache_semantic))
+                and job.semantic)
 
     async def answer(self, run: InFlight) -> list[Outcome] | None:
         """The outcome of a job answered from the semantic cache; None to run it (then, when it
@@ -50,7 +50,7 @@ class SemanticCache:
         job = claim.job
         if len(run.claims) != 1 or not self.wanted(job) or not self._has_numpy():
             return None
-        model = self.settings.cache_embedding_model
+        model = self.settings.embedding_model
         scoped = semantic.scope_of(job.model, job.type.value, claim.request, model)
         if scoped is None:
             return None
@@ -66,12 +66,12 @@ class SemanticCache:
             return None
         if vector is None:
             return None
-        run.cache = CacheWrite(self.settings.cache_ttl, self.settings.cache_max_bytes, scope, vector)
+        run.cache = CacheWrite(self.settings.ttl, self.settings.max_bytes, scope, vector)
         if self._reader is None:
             self._reader = ThreadPoolExecutor(1, thread_name_prefix="ollama-q-lookup")
         try:
             match = await asyncio.get_running_loop().run_in_executor(
-                self._reader, self.store.semantic_lookup, scope, vector, self.settings.cache_similarity, self.clock())
+                self._reader, self.store.semantic_lookup, scope, vector, self.settings.similarity, self.clock())
         except Exception as exc:  # the store not answering: the job runs, its answer stored as usual
             log.warning("job %d: no semantic cache lookup: %s", job.id, getattr(exc, "message", None) or exc)
             return None
@@ -81,11 +81,13 @@ class SemanticCache:
                         reuse=match.reuse)]
 
     def _has_numpy(self) -> bool:
-        from ollama_cli.cache import semantic
+        from ollama_cli.settings import one_blas_thread
 
         if self._numpy is None:
+            one_blas_thread()
             try:
-                semantic.numpy()
+                import numpy  # noqa: F401
+
                 self._numpy = True
             except ImportError:
                 self._numpy = False

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ollama_cli import cache
 from ollama_cli.codec import decode_job, pack
 from ollama_cli.errors import CorruptRecord, UsageError
-from ollama_cli.jobs import CacheHit, ErrorType, Job, JobError, JobSpec, JobStatus, Lease, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, Lease, Priority, result_stats
 from ollama_cli.queue.faults import blame
 from ollama_cli.queue.indexes import (
     CANCELLED, COMPLETED, COUNT, EMBED, FAILED, PENDING, RANK, RUNNING, batch_prefix, drop_ready,
@@ -85,6 +85,7 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
         keep_alive=spec.keep_alive,
         cache_key=key,
         semantic=spec.semantic_cache and key is not None,
+        category=spec.category,
     )
     tx.put("requests", u64(job_id), pack(spec.request))
     if spec.batch:
@@ -93,7 +94,7 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
     hit = cache.lookup(tx, key, now) if key is not None and not spec.after and spec.run_at is None else None
     if hit is not None:
         tx.put("results", u64(job_id), pack(hit[0]))
-        job = job.evolve(status=COMPLETED, cached=True, cache_hit=CacheHit("exact", hit[1], 1.0),
+        job = job.evolve(status=COMPLETED, cached=True, cache_hit=("exact", hit[1], 1.0),
                          started_at=now, finished_at=now)
     for dep in spec.after:
         tx.put("dependents", u64(dep) + u64(job_id))
@@ -275,13 +276,13 @@ def complete(tx: Tx, job_id: int, token: str, result: dict[str, Any], now: float
     hit = None
     if reuse is not None:
         cache.hit(tx, reuse.key, now, semantic=True)
-        hit = CacheHit("semantic", reuse.source, reuse.similarity)
+        hit = ("semantic", reuse.source, reuse.similarity)
     elif job.cache_key is not None:
         cache.store(tx, job.cache_key, result, model=job.model, job_type=job.type.value, source=job.id, now=now,
                     policy=policy)
     done = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host or job.host,
                       cached=hit is not None, cache_hit=hit)
-    return transition(tx, job, done, now)
+    return transition(tx, job, done, now, stats=result_stats(result))
 
 
 def fail_attempt(
@@ -397,9 +398,10 @@ def quarantine(tx: Tx, job_id: int, reason: str, now: float) -> Job | None:
     hold = hold_until(job)
     if hold is not None:
         tx.delete("waiting", waiting_key(hold, job_id))
+    before = job  # out of every index above: given as `old`, so that a finished job is not counted twice
     if job.status is not COMPLETED:
         job = finished(job, FAILED, now, ErrorType.INVALID_RESPONSE, f"quarantined: {reason}")
-    return transition(tx, None, job, now)
+    return transition(tx, before, job, now)
 
 
 def set_paused(tx: Tx, paused: bool) -> None:

@@ -25,8 +25,10 @@ from ollama_cli.store.lmdb import Store
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
+    from ollama_cli.store.buckets import Bucket
     from ollama_cli.store.flock import FlockLiveness, FlockLock
-    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, SemanticMatch, Settle, Tick
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, Planner, RunProgress,
+                                          SemanticMatch, Settle, Tick)
 
 
 T = TypeVar("T")
@@ -241,6 +243,20 @@ class LmdbEngine:
             source = source if isinstance(source, int) and tx.get("jobs", u64(source)) is not None else None
             return SemanticMatch(CacheReuse(key, source, similarity), result)
 
+    # --------------------------------------------------------------- statistics
+
+    def feedback(self, job_id: int, score: float, reason: str | None, category: str | None,
+                 now: float) -> Job:
+        from ollama_cli.queue import stats
+
+        return self.kv.write(lambda tx: stats.feedback(tx, job_id, score, reason, category, now))
+
+    def stat_buckets(self, since_hour: int | None = None) -> list[Bucket]:
+        from ollama_cli.queue import stats
+
+        with self.kv.read() as tx:
+            return stats.read(tx, since_hour)
+
     # ------------------------------------------------------------------ daemons
 
     def daemon_lock(self) -> FlockLock:
@@ -265,11 +281,57 @@ class LmdbEngine:
         self.kv.write(write)
 
     def unregister(self, daemon_id: str) -> None:
-        self.kv.write(lambda tx: tx.delete("daemons", daemon_id.encode()))
+        from ollama_cli.queue import activity
+
+        def write(tx: Tx) -> None:
+            tx.delete("daemons", daemon_id.encode())
+            activity.forget(tx, daemon_id)
+
+        self.kv.write(write)
 
     def daemons(self) -> list[DaemonInfo]:
         with self.kv.read() as tx:
             return _daemons(tx)
+
+    # ------------------------------------------- what living daemons know (top, info)
+
+    # queue/activity.py is imported where it is used: submit and status need none of it.
+
+    def record_backends(self, daemon_id: str, states: Sequence[BackendState], now: float) -> None:
+        from ollama_cli.queue import activity
+
+        rows = [s._replace(daemon_id=daemon_id, updated_at=now) for s in states]
+        self.kv.write(lambda tx: activity.record(tx, "backend_states", daemon_id, rows))
+
+    def backends(self) -> list[BackendState]:
+        from ollama_cli.queue import activity
+
+        with self.kv.read() as tx:
+            return activity.backends(tx, self._liveness.is_alive)
+
+    def record_progress(self, daemon_id: str, runs: Sequence[RunProgress], now: float) -> None:
+        from ollama_cli.queue import activity
+
+        rows = [r._replace(daemon_id=daemon_id, updated_at=now) for r in runs]
+        self.kv.write(lambda tx: activity.record(tx, "run_progress", daemon_id, rows))
+
+    def progress(self) -> list[RunProgress]:
+        from ollama_cli.queue import activity
+
+        with self.kv.read() as tx:
+            return activity.progress(tx, self._liveness.is_alive)
+
+    def finished_per_minute(self, now: float) -> list[int]:
+        from ollama_cli.queue import activity
+
+        with self.kv.read() as tx:
+            return activity.finished_per_minute(tx, now)
+
+    def ready_depth(self) -> list[tuple[int, str, int]]:
+        from ollama_cli.queue import activity
+
+        with self.kv.read() as tx:
+            return activity.ready_depth(tx)
 
     # --------------------------------------------------------- the daemon's step
 
@@ -304,9 +366,12 @@ class LmdbEngine:
         if not dead:
             return []
 
+        from ollama_cli.queue import activity
+
         def write(tx: Tx, quarantined: Mapping[int, Job | None]) -> list[Job]:
             for daemon_id in dead:
                 tx.delete("daemons", daemon_id.encode())
+                activity.forget(tx, daemon_id)
             return queue.reclaim(tx, dead, now)
 
         jobs, _ = self._isolated(write, now)

@@ -6,7 +6,7 @@ embed request to the emulator (what the daemon pays before every lookup), in the
     python tests/bench/semantic_lookup.py [--entries 100000] [--dim 768] [--runs 21]
 
 Medians of interleaved runs; target: lookup at most 1.5x the floor. numpy is imported as the
-daemon imports it (`cache.semantic.numpy`: BLAS on one thread) for both. The store is written
+daemon imports it (`settings.one_blas_thread`: BLAS on one thread) for both. The store is written
 through the cache's own functions (`cache.store`, as a daemon's settle does), in transactions
 of a few thousand entries."""
 
@@ -24,7 +24,10 @@ from ollama_cli.cache import semantic
 from ollama_cli.store import open_store
 from ollama_cli.store.records import CacheWrite
 
-np = semantic.numpy()  # as the daemon imports it (BLAS on one thread), for the lookup and the floor alike
+from ollama_cli.settings import one_blas_thread  # noqa: E402
+
+one_blas_thread()  # as the daemon does before it imports numpy: for the lookup and the floor alike
+import numpy as np  # noqa: E402
 
 NOW = 1_000_000.0
 SCOPE_REQUEST = {"prompt": "x", "system": "You answer briefly."}

@@ -15,7 +15,7 @@ import pytest
 from ollama_cli.cache import key_for
 from ollama_cli.cache import semantic
 from ollama_cli.cache.semantic import normalised, scope_of
-from ollama_cli.jobs import CacheHit, Job, JobStatus
+from ollama_cli.jobs import Job, JobStatus
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
 from ollama_cli.store.records import CacheReuse, CacheWrite, Placement, Plan, Settle, SettleKind
@@ -68,7 +68,7 @@ def test_an_exact_hit_names_the_job_whose_answer_it_reuses(engine: Engine) -> No
     assert first.cache_hit is None and not first.cached
     again = engine.submit(make_spec("hello", model="m"), T + 1)
     assert again.status is JobStatus.COMPLETED and again.cached
-    assert again.cache_hit == CacheHit("exact", first.id, 1.0)
+    assert again.cache_hit == ("exact", first.id, 1.0)
     assert engine.get_job(again.id).to_json()["cache"] == {"kind": "exact", "source": first.id, "similarity": 1.0}
     assert engine.get_result(again.id) == {"response": "answer to hello"}
     listed = engine.cache_list()
@@ -79,7 +79,7 @@ def test_the_source_is_null_once_its_job_was_cleaned(engine: Engine) -> None:
     run(engine, "hello")
     engine.clean([JobStatus.COMPLETED], T + 1)
     again = engine.submit(make_spec("hello", model="m"), T + 2)
-    assert again.cache_hit == CacheHit("exact", None, 1.0)
+    assert again.cache_hit == ("exact", None, 1.0)
 
 
 def test_an_entry_answers_until_its_ttl_runs_out_then_goes(engine: Engine) -> None:
@@ -179,7 +179,7 @@ def test_a_settle_with_reuse_completes_the_job_as_a_semantic_hit(engine: Engine)
     match = engine.semantic_lookup(scope, vector(1, 0.12), 0.95, T)
     assert match is not None
     hit = run(engine, "what's a queue", T + 5, reuse=match.reuse, result=match.result)
-    assert hit.cached and hit.cache_hit == CacheHit("semantic", source.id, match.reuse.similarity)
+    assert hit.cached and hit.cache_hit == ("semantic", source.id, match.reuse.similarity)
     assert engine.get_job(hit.id).to_json()["cache"]["kind"] == "semantic"
     assert engine.get_result(hit.id) == {"response": "answer to what is a queue"}
     stats = engine.cache_stats()

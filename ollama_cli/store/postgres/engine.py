@@ -7,6 +7,7 @@ function of one transaction in the module that owns it:
 - submits.py: jobs in; reads.py: jobs, lists, counts, positions, batches out;
 - changes.py: cancel, retry, clean, pause; result_cache.py: the result cache, exact and semantic;
 - claims.py (with ready.py): the daemon's settle, claim and reclaim;
+- stats.py: the statistics' hour buckets and feedback;
 - daemons.py: daemon records and who is alive; health.py: `doctor`'s checks.
 
 Concurrency, operation by operation (READ COMMITTED: each statement sees what was
@@ -29,15 +30,17 @@ committed when it began, and a row lock re-reads the row's newest version):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
-from ollama_cli.store.postgres import (changes, claims, daemons, health, liveness, reads, result_cache,
-                                       submits)
+from ollama_cli.store.buckets import Bucket
+from ollama_cli.store.postgres import (activity, changes, claims, daemons, health, liveness, reads, result_cache,
+                                       stats, submits)
 from ollama_cli.store.postgres.transactions import Database, Tx
-from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, SemanticMatch, Settle, Tick
+from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, Planner, RunProgress,
+                                      SemanticMatch, Settle, Tick)
 
 
 class PostgresEngine:
@@ -166,6 +169,15 @@ class PostgresEngine:
     def semantic_lookup(self, scope: bytes, vector: bytes, threshold: float, now: float) -> SemanticMatch | None:
         return result_cache.semantic_lookup(self._db, scope, vector, threshold, now)
 
+    # ------------------------------------------------------------ statistics
+
+    def feedback(self, job_id: int, score: float, reason: str | None, category: str | None,
+                 now: float) -> Job:
+        return self._db.write(lambda tx: stats.feedback(tx, job_id, score, reason, category))
+
+    def stat_buckets(self, since_hour: int | None = None) -> list[Bucket]:
+        return self._db.read(lambda tx: stats.read(tx, since_hour))
+
     # ------------------------------------------------------------ daemons
 
     def daemon_lock(self) -> liveness.DaemonLock:
@@ -204,6 +216,32 @@ class PostgresEngine:
 
     def daemons(self) -> list[DaemonInfo]:
         return self._db.read(daemons.listed)
+
+    # ------------------------------------- what living daemons know (top, info)
+
+    def _alive(self, tx: Tx) -> Callable[[str], bool]:
+        keys = self._live_keys(tx, self.now())
+        return lambda daemon_id: liveness.lock_key(daemon_id) in keys
+
+    def record_backends(self, daemon_id: str, states: Sequence[BackendState], now: float) -> None:
+        states = list(states)
+        self._db.write(lambda tx: activity.record_backends(tx, daemon_id, states, now))
+
+    def backends(self) -> list[BackendState]:
+        return self._db.snapshot(lambda tx: activity.backends(tx, self._alive(tx)))
+
+    def record_progress(self, daemon_id: str, runs: Sequence[RunProgress], now: float) -> None:
+        runs = list(runs)
+        self._db.write(lambda tx: activity.record_progress(tx, daemon_id, runs, now))
+
+    def progress(self) -> list[RunProgress]:
+        return self._db.snapshot(lambda tx: activity.progress(tx, self._alive(tx)))
+
+    def finished_per_minute(self, now: float) -> list[int]:
+        return self._db.read(lambda tx: activity.finished_per_minute(tx, now))
+
+    def ready_depth(self) -> list[tuple[int, str, int]]:
+        return self._db.read(activity.ready_depth)
 
     # ------------------------------------------------------------ the daemon's step
 

@@ -8,12 +8,12 @@ from __future__ import annotations
 from typing import Any
 
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import CacheHit, ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority, full_name
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority, full_name
 
 COLUMNS = ("id, state, priority, model, type, created_at, name, batch, custom_id, attempts, max_attempts, "
            "run_at, retry_at, after, host, started_at, finished_at, error_type, error_message, cached, "
-           "timeout, keep_alive, cache_key, lease_owner, lease_token, semantic, cache_kind, cache_source, "
-           "cache_similarity")
+           "timeout, keep_alive, cache_key, lease_owner, lease_token, category, feedback_score, feedback_reason, "
+           "feedback_category, semantic, cache_kind, cache_source, cache_similarity")
 
 PENDING_STATES = ("ready", "waiting", "blocked", "open_run")
 STATUS_OF = {**{s: JobStatus.PENDING for s in PENDING_STATES},
@@ -30,7 +30,8 @@ def to_job(row: tuple[Any, ...]) -> Job:
     not know (a newer version's error type, say)."""
     (job_id, state, rank, model, kind, created_at, name, batch, custom_id, attempts, max_attempts, run_at,
      retry_at, after, host, started_at, finished_at, error_type, error_message, cached, timeout, keep_alive,
-     cache_key, lease_owner, lease_token, semantic, cache_kind, cache_source, cache_similarity) = row
+     cache_key, lease_owner, lease_token, category, feedback_score, feedback_reason, feedback_category, semantic,
+     cache_kind, cache_source, cache_similarity) = row
     try:
         return Job(
             id=job_id, model=model, type=_TYPES[kind], priority=BY_RANK[rank], status=STATUS_OF[state],
@@ -41,7 +42,9 @@ def to_job(row: tuple[Any, ...]) -> Job:
             cached=cached, timeout=timeout, keep_alive=keep_alive,
             cache_key=bytes(cache_key) if cache_key is not None else None,
             lease=Lease(lease_owner, lease_token) if lease_token else None, retry_at=retry_at,
-            semantic=semantic, cache_hit=CacheHit(_CACHE_KINDS[cache_kind], cache_source, cache_similarity)
+            category=category,
+            feedback=None if feedback_score is None else (feedback_score, feedback_reason, feedback_category),
+            semantic=semantic, cache_hit=(_CACHE_KINDS[cache_kind], cache_source, cache_similarity)
             if cache_kind else None,
         )
     except KeyError as exc:
@@ -56,7 +59,8 @@ def values(job: Job, state: str, available_at: float | None) -> tuple[Any, ...]:
         job.custom_id, job.attempts, job.max_attempts, job.run_at, job.retry_at, list(job.after), job.host,
         job.started_at, job.finished_at, job.error.type.value if job.error else None,
         job.error.message if job.error else None, job.cached, job.timeout, job.keep_alive, job.cache_key,
-        job.lease.owner if job.lease else None, job.lease.token if job.lease else None, job.semantic,
+        job.lease.owner if job.lease else None, job.lease.token if job.lease else None, job.category,
+        *(job.feedback if job.feedback is not None else (None, None, None)), job.semantic,
         *(job.cache_hit if job.cache_hit else (None, None, None)), available_at,
         full_name(job.model),
     )

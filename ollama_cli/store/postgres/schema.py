@@ -21,7 +21,11 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
 - `meta`: flags (paused).
-- `counts`: counters (jobs per status, ready jobs per priority, cache figures) as
+- `stats`: the statistics' hour buckets, a row per field and shard (stats.py).
+- `backend_states`, `run_progress`: what each living daemon reports of its backends and its
+  running attempts, replaced at its heartbeat (`activity.py`).
+- `counts`: counters (jobs per status, ready jobs per priority, per model and per block of
+  ids, jobs finished per minute, cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
   transaction, and a reader sums the shards. One row per counter would be a hot row
   that every state change locks until it commits: writers queue behind it, and two
@@ -146,10 +150,74 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+# What living daemons report (activity.py); ready jobs counted per priority and model, so that
+# `top` and metrics read queue depth per model from counters.
+ACTIVITY = """
+CREATE TABLE backend_states (
+    daemon_id  text NOT NULL,
+    position   integer NOT NULL,  -- the daemon's order of its backends
+    url        text NOT NULL,
+    up         boolean NOT NULL,
+    installed  text[],  -- NULL: not known yet
+    loaded     text[] NOT NULL,
+    slots      integer NOT NULL,
+    in_use     integer NOT NULL,
+    updated_at float8 NOT NULL,
+    PRIMARY KEY (daemon_id, position)
+);
+CREATE TABLE run_progress (
+    daemon_id  text NOT NULL,
+    job_id     bigint NOT NULL,
+    tokens     bigint NOT NULL,
+    started_at float8 NOT NULL,
+    updated_at float8 NOT NULL,
+    PRIMARY KEY (daemon_id, job_id)
+);
+-- Counted afresh: whatever such counters a store holds are replaced by what its jobs say.
+DELETE FROM counts WHERE name LIKE 'ready_model/%';
+INSERT INTO counts (name, shard, n)
+    SELECT 'ready_model/' || priority || '/' || model_key, 0, count(*) FROM jobs WHERE state = 'ready'
+    GROUP BY priority, model_key;
+"""
+
+# Categories and feedback on jobs; the statistics' hour buckets (stats.py), sharded as counts.
+_STATS = """
+ALTER TABLE jobs ADD COLUMN category text, ADD COLUMN feedback_score float8,
+    ADD COLUMN feedback_reason text, ADD COLUMN feedback_category text;
+CREATE TABLE stats (
+    hour  integer NOT NULL,  -- hours since the epoch
+    kind  text NOT NULL,     -- t: group is the job type; c: group is the category
+    model text NOT NULL,
+    grp   text NOT NULL,
+    field text NOT NULL,
+    shard smallint NOT NULL,
+    n     float8 NOT NULL,
+    PRIMARY KEY (hour, kind, model, grp, field, shard)
+) WITH (fillfactor = 50);
+"""
+
+# Ready jobs are also counted per priority and block of 2^20, 2^15 and 2^10 ids, so that a
+# position adds a few dozen counters and counts at most 1,023 index entries, however deep
+# the job is (LMDB keeps 2^10 and 2^20 blocks: a range of counters there is one cursor,
+# here a sum over shards, so a middle level keeps each range to 31 blocks). READY_BY_BLOCK:
+# those counters as the jobs give them (how their migration fills them, what `doctor` checks).
+# Counter names compare bytewise (COLLATE "C"): a range or a prefix (`count/%`) of them is
+# then a seek on the primary key in a database of any collation, and `info`, which reads
+# `count/` and `cache/`, never reads the block counters, however many there are.
+BLOCKS = (20, 15, 10)
+READY_BY_BLOCK = ("SELECT 'r' || b.bits || '/' || priority || '/' || lpad(to_hex(id >> b.bits), 16, '0'), "
+                  f"count(*) FROM jobs, (VALUES {', '.join(f'({b})' for b in BLOCKS)}) AS b(bits) "
+                  "WHERE state = 'ready' GROUP BY 1")
+BLOCK_COUNTS = f"""
+ALTER TABLE counts ALTER COLUMN name TYPE text COLLATE "C";
+INSERT INTO counts (name, shard, n) SELECT name, 0, n FROM ({READY_BY_BLOCK}) AS r(name, n)
+ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
+"""
+
 # The cache complete: what `cache list` shows, TTL and size bound (by indexes: eviction and
 # expiry never scan), the semantic cache's scope and vector per entry; jobs say how the cache
 # answered them. Entries stored before count as created now.
-_V2 = """
+RESULT_CACHE = """
 ALTER TABLE cache
     ADD COLUMN model       text NOT NULL DEFAULT '',
     ADD COLUMN model_key   text NOT NULL DEFAULT '',
@@ -178,7 +246,10 @@ ALTER TABLE jobs
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
-    ("the cache's entries: list, TTL, bound, semantic vectors; jobs' cache hits", _V2),
+    ("job categories and feedback; statistics in hour buckets", _STATS),
+    ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
+    ("backend states, run progress, ready counters per model", ACTIVITY),
+    ("the cache's entries: list, TTL, bound, semantic vectors; jobs' cache hits", RESULT_CACHE),
 )
 LATEST = len(MIGRATIONS)
 

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from ollama_cli import cache
 from ollama_cli.codec import pack
 from ollama_cli.errors import UsageError
-from ollama_cli.jobs import CacheHit, Job, JobSpec
+from ollama_cli.jobs import Job, JobSpec
 from ollama_cli.store.postgres import result_cache, schema
 from ollama_cli.store.postgres.states import COMPLETED, PENDING, save
 from ollama_cli.store.postgres.transactions import Tx
@@ -59,12 +59,13 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
         id=job_id, model=spec.model, type=spec.type, priority=spec.priority, status=PENDING,
         created_at=now, name=spec.name, batch=spec.batch, custom_id=spec.custom_id,
         max_attempts=spec.max_attempts, run_at=spec.run_at, after=spec.after, timeout=spec.timeout,
-        keep_alive=spec.keep_alive, cache_key=key, semantic=spec.semantic_cache and key is not None,
+        keep_alive=spec.keep_alive, cache_key=key, category=spec.category,
+        semantic=spec.semantic_cache and key is not None,
     )
     # A delayed or dependent job asked to run later, not to be answered now.
     hit = result_cache.lookup(tx, key, now) if key is not None and not spec.after and spec.run_at is None else None
     if hit is not None:
-        job = job.evolve(status=COMPLETED, cached=True, cache_hit=CacheHit("exact", hit[1], 1.0),
+        job = job.evolve(status=COMPLETED, cached=True, cache_hit=("exact", hit[1], 1.0),
                          started_at=now, finished_at=now)
     stored = save(tx, None, job, now)
     tx.cur.execute("INSERT INTO requests (id, body) VALUES (%s, %s)", (job_id, pack(spec.request)))
