@@ -78,7 +78,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "retry_at": _NUM, "semantic": (bool,),
     "retry_at": _NUM, "category": _STR,
 }
-_NOT_NULL = frozenset({"attempts", "max_attempts", "cached", "semantic"})  # fields with a non-null default
+_NOT_NULL = frozenset({"attempts", "max_attempts", "cached"})  # fields with a non-null default
 _REQUIRED = ("id", "model", "type", "priority", "status", "created_at")
 # Enum members by stored value: a dict lookup, where calling the Enum costs ten times more.
 _TYPES = {m.value: m for m in JobType}

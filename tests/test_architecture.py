@@ -131,7 +131,8 @@ def test_the_lmdb_engine_is_where_the_queue_meets_lmdb() -> None:
     assert {"ollama_cli.queue", "ollama_cli.store.lmdb", "ollama_cli.store.flock"} <= found
     queue = {n for n in found if n == "ollama_cli.queue" or n.startswith("ollama_cli.queue.")}
     assert {n for n in found if not store_module(n)} - queue <= BASE | {
-        "ollama_cli.cache", "ollama_cli.cache.semantic", "ollama_cli.codec", "ollama_cli.jobs"}
+        "ollama_cli.cache", "ollama_cli.cache.entries", "ollama_cli.cache.semantic", "ollama_cli.codec",
+        "ollama_cli.jobs"}
 
 
 def test_the_postgresql_engine_stands_beside_lmdb_not_on_it() -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
-from ollama_cli import cache
+from ollama_cli.cache import entries as cache_entries
 from ollama_cli.codec import decode_job
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority
@@ -36,7 +36,7 @@ def check(tx: Tx) -> list[str]:
     _check_ready_by_model(tx, jobs, problems)
     _check_links(tx, jobs, known, unreadable, problems)
     _check_records(tx, jobs, known, problems)
-    problems += cache.check(tx)
+    problems += cache_entries.check(tx)
     return problems
 
 

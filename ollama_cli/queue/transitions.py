@@ -278,7 +278,9 @@ def complete(tx: Tx, job_id: int, token: str, result: dict[str, Any], now: float
         cache.hit(tx, reuse.key, now, semantic=True)
         hit = ("semantic", reuse.source, reuse.similarity)
     elif job.cache_key is not None:
-        cache.store(tx, job.cache_key, result, model=job.model, job_type=job.type.value, source=job.id, now=now,
+        from ollama_cli.cache.entries import store
+
+        store(tx, job.cache_key, result, model=job.model, job_type=job.type.value, source=job.id, now=now,
                     policy=policy)
     done = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host or job.host,
                       cached=hit is not None, cache_hit=hit)

@@ -70,7 +70,9 @@ class LmdbEngine:
             if queue.needs_migration(tx):
                 queue.migrate(tx)
             if cache.needs_migration(tx):
-                cache.migrate(tx, now)
+                from ollama_cli.cache.entries import migrate
+
+                migrate(tx, now)
 
         self.kv.write(migrate)
 
@@ -214,14 +216,20 @@ class LmdbEngine:
 
     def cache_stats(self) -> dict[str, Any]:
         with self.kv.read() as tx:
-            return cache.stats(tx)
+            from ollama_cli.cache import entries
+
+            return entries.stats(tx)
 
     def cache_list(self, *, limit: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
         with self.kv.read() as tx:
-            return cache.entries(tx, limit=limit, model=model)
+            from ollama_cli.cache import entries
+
+            return entries.newest(tx, limit=limit, model=model)
 
     def cache_clear(self, now: float = 0.0, *, model: str | None = None, older_than: float | None = None) -> int:
-        return self.kv.write(lambda tx: cache.clear(tx, now, model=model, older_than=older_than))
+        from ollama_cli.cache import entries
+
+        return self.kv.write(lambda tx: entries.clear(tx, now, model=model, older_than=older_than))
 
     def semantic_lookup(self, scope: bytes, vector: bytes, threshold: float, now: float) -> SemanticMatch | None:
         from ollama_cli.cache import semantic

@@ -14,9 +14,7 @@ DATABASES = (
     "meta",  # counters and flags
     "cache",  # request digest -> result body
     "cache_entries",  # request digest -> what `cache list` shows of the entry (cache/__init__.py)
-    "cache_lru",  # last hit (ms) + digest -> b"" : eviction order, least recently hit first
-    "cache_created",  # created (ms) + digest -> b"" : `cache list` newest first, `clear --older-than`
-    "cache_expiry",  # expiry (ms) + digest -> b"" : entries stored with a TTL, soonest first
+    "cache_index",  # kind + time (ms) + digest -> b"" : by last hit (eviction), creation, expiry
     "cache_vectors",  # scope digest + 0 + block number -> keys and vectors; + 1 + key -> one vector (cache/semantic.py)
     "daemons",  # daemon id -> daemon record
     "batches",  # batch name + id -> b""

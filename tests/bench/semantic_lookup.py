@@ -7,7 +7,7 @@ embed request to the emulator (what the daemon pays before every lookup), in the
 
 Medians of interleaved runs; target: lookup at most 1.5x the floor. numpy is imported as the
 daemon imports it (`settings.one_blas_thread`: BLAS on one thread) for both. The store is written
-through the cache's own functions (`cache.store`, as a daemon's settle does), in transactions
+through the cache's own functions (`cache.entries.store`, as a daemon's settle does), in transactions
 of a few thousand entries."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import time
 from common import data_dir, emulator
 
 from ollama_cli import cache
-from ollama_cli.cache import semantic
+from ollama_cli.cache import entries, semantic
 from ollama_cli.store import open_store
 from ollama_cli.store.records import CacheWrite
 
@@ -38,7 +38,7 @@ def fill(store: object, vectors: "np.ndarray", scope: bytes, batch: int = 5000) 
     for start in range(0, len(vectors), batch):
         def write(tx: object, start: int = start) -> None:
             for i in range(start, min(start + batch, len(vectors))):
-                cache.store(tx, cache.key_for("bench", "generate", {"prompt": f"q{i}"}), {"response": f"a{i}"},
+                entries.store(tx, cache.key_for("bench", "generate", {"prompt": f"q{i}"}), {"response": f"a{i}"},
                             model="bench", job_type="generate", source=i + 1, now=NOW,
                             policy=CacheWrite(scope=scope, vector=vectors[i].astype("<f4").tobytes()))
         kv.write(write)

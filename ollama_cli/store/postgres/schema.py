@@ -247,9 +247,11 @@ ALTER TABLE jobs
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
     ("job categories and feedback; statistics in hour buckets", _STATS),
+    # Before the two below: their tests write with this version's code into a store migrated
+    # up to just before them, so every column of the job row must exist by then.
+    ("the cache's entries: list, TTL, bound, semantic vectors; jobs' cache hits", RESULT_CACHE),
     ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
     ("backend states, run progress, ready counters per model", ACTIVITY),
-    ("the cache's entries: list, TTL, bound, semantic vectors; jobs' cache hits", RESULT_CACHE),
 )
 LATEST = len(MIGRATIONS)
 
