@@ -45,6 +45,9 @@ class DaemonSettings(NamedTuple):
     coalesce: int = 16  # embed jobs in one request, at most
     poll: float = 0.2  # seconds between ticks when nothing wakes the loop
     seed: int | None = None  # of the retry jitter, for runs that must repeat
+    on_finish: str | None = None  # `sh -c` this once per finished job (its JSON on stdin)
+    hook_timeout: float = 60.0  # seconds a hook may run before it is killed
+    log_level: str = "info"  # debug, info, warning or error
 
 
 class Settings(NamedTuple):
@@ -125,6 +128,29 @@ def _duration(value: Any, where: str) -> float:
     return float(value)  # a number in the file: seconds
 
 
+def _positive_duration(value: Any, where: str) -> float:
+    seconds = _duration(value, where)
+    if not seconds > 0:
+        raise UsageError(f"{where} must be longer than 0s")
+    return seconds
+
+
+def _command(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise UsageError(f"{where} must be a shell command")
+    return value
+
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _log_level(value: Any, where: str) -> str:
+    level = value.strip().lower() if isinstance(value, str) else None
+    if level not in LOG_LEVELS:
+        raise UsageError(f"{where} must be one of {', '.join(LOG_LEVELS)}")
+    return level
+
+
 def _model_caps(value: Any, where: str) -> Mapping[str, int]:
     """NAME=N strings (the flags), or a table of names and counts (the file)."""
     from ollama_cli.submission import model_name
@@ -147,9 +173,32 @@ _PARSE: dict[str, Callable[[Any, str], Any]] = {
     "concurrency": _at_least(1), "drain": _switch, "grace": _duration, "retry_backoff": _duration,
     "keep_finished": _duration, "model_concurrency": _model_caps, "max_overtake": _at_least(0),
     "coalesce": _at_least(1), "poll": _duration, "seed": _at_least(0),
+    "on_finish": _command, "hook_timeout": _positive_duration, "log_level": _log_level,
 }
-_VARIABLES = {"data_dir": "OLLAMA_Q_DATA_DIR", "store": "OLLAMA_Q_STORE", "hosts": "OLLAMA_HOST"}
+_VARIABLES = {"data_dir": "OLLAMA_Q_DATA_DIR", "store": "OLLAMA_Q_STORE", "hosts": "OLLAMA_HOST",
+              "log_level": "OLLAMA_Q_LOG"}
 _FLAGS = {"hosts": "--host"}  # the others are --name-with-dashes
+
+
+class Service(NamedTuple):
+    """What the daemon learns of the service manager that runs it (systemd), and what a unit
+    written for it should carry."""
+
+    journal: bool  # JOURNAL_STREAM is set: stderr goes to journald, which stamps the time
+    notify_socket: str | None  # NOTIFY_SOCKET: where READY=1 and STOPPING=1 go
+    variables: Mapping[str, str]  # the settings' variables that are set, for a unit's Environment=
+
+
+def service(env: Mapping[str, str] | None = None) -> Service:
+    env = os.environ if env is None else env
+    names = (*_VARIABLES.values(), "OLLAMA_Q_CONFIG")
+    return Service(bool(env.get("JOURNAL_STREAM")), env.get("NOTIFY_SOCKET") or None,
+                   MappingProxyType({n: env[n] for n in names if env.get(n)}))
+
+
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `extra` over it: for a hook's command."""
+    return {**os.environ, **extra}
 
 
 def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,

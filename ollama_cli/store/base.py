@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ollama_cli.errors import CorruptRecord
     from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
-    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
+    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, HookEvent, Planner, Settle, Tick
 
 # ------------------------------------------------------------------------ protocols
 
@@ -273,6 +273,33 @@ class Engine(Protocol):
         abandoned) or, attempts used up, fail as abandoned; the runs such an owner kept open
         (for jobs cancelled while they ran) close; dead daemons' records are removed. The jobs
         taken back. Never touches the jobs of a daemon alive in this process."""
+        ...
+
+    # -------------------------------------------------------------------- hooks
+    # Hooks (`daemon --on-finish`) run at least once per finished job. The transaction that
+    # finishes a job (settle, cancel, a failed dependency, a cache hit at submit, reclaim,
+    # quarantine) records a hook event for it when `now` is before the time last given to
+    # `record_hooks_until`, and only then: processes that finish jobs cannot know whether a
+    # daemon runs hooks, so a daemon that does says so, and an outbox nobody empties stops
+    # growing once it stops saying so.
+
+    def record_hooks_until(self, until: float) -> None:
+        """Record hook events for jobs that finish before `until` (a later time than the one
+        set moves it; an earlier one changes nothing)."""
+        ...
+
+    def claim_hook_events(self, owner: str, limit: int) -> list[HookEvent]:
+        """Up to `limit` hook events, oldest first, that no living daemon holds (never held,
+        or held by a daemon that is not alive), now held by `owner` (a daemon of this process):
+        two daemons never hold one event at once. [] when there are none."""
+        ...
+
+    def hook_done(self, event_id: int) -> None:
+        """The event's hook ran (whatever its exit code): the event is deleted. Idempotent."""
+        ...
+
+    def hook_events_pending(self) -> int:
+        """Hook events left, held or not."""
         ...
 
     # ------------------------------------------------------------------- health

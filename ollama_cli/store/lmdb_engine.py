@@ -25,7 +25,7 @@ from ollama_cli.store.lmdb import Store
 if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
     from ollama_cli.store.flock import FlockLiveness, FlockLock
-    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
+    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, HookEvent, Planner, Settle, Tick
 
 
 T = TypeVar("T")
@@ -304,6 +304,35 @@ class LmdbEngine:
                 if fault.job_id in faults:
                     raise
                 faults[fault.job_id] = fault.reason
+
+    # -------------------------------------------------------------------- hooks
+    # queue/hooks.py is imported here, not at the top: submit and status never need it.
+
+    def record_hooks_until(self, until: float) -> None:
+        from ollama_cli.queue import hooks
+
+        self.kv.write(lambda tx: hooks.record_until(tx, until))
+
+    def claim_hook_events(self, owner: str, limit: int) -> list[HookEvent]:
+        from ollama_cli.queue import hooks
+
+        with self.kv.read() as tx:
+            holders = hooks.holders(tx)
+        dead = {o for o in holders if o is not None and o != owner and not self._liveness.is_alive(o)}
+        if None not in holders and not dead:
+            return []  # the daemon's poll, nothing to take: no write transaction, no fsync
+        return self.kv.write(lambda tx: hooks.claim(tx, owner, dead, limit))
+
+    def hook_done(self, event_id: int) -> None:
+        from ollama_cli.queue import hooks
+
+        self.kv.write(lambda tx: hooks.done(tx, event_id))
+
+    def hook_events_pending(self) -> int:
+        from ollama_cli.queue import hooks
+
+        with self.kv.read() as tx:
+            return hooks.pending(tx)
 
     # ------------------------------------------------------------------- health
 

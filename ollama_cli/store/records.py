@@ -120,3 +120,11 @@ class DaemonInfo(NamedTuple):
     concurrency: int
     started_at: float
     last_heartbeat: float
+
+
+class HookEvent(NamedTuple):
+    """A finished job whose hook (`daemon --on-finish`) has not run yet: `job` is its record
+    as it finished."""
+
+    id: int  # the event's, in the order events were recorded
+    job: Job

@@ -17,4 +17,5 @@ DATABASES = (
     "batches",  # batch name + id -> b""
     "ready_model",  # priority rank + model digest + id -> type code : `ready` by model
     "ready_models",  # model digest -> canonical model name
+    "hook_events",  # event id -> {job record as it finished, owner}: hooks to run (queue/hooks.py)
 )

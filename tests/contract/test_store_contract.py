@@ -1,45 +1,28 @@
 """The store's contract (`ollama_cli/store/base.py`), tested through the Engine interface only,
-on every engine: each test is one documented guarantee, and every store is sound afterwards.
-
-A new engine joins by one entry in ENGINES (huey's StorageTests, BullMQ's one API over two
-engines): a function of the test's fixtures (`request`) and its temp folder that opens a store.
-PostgreSQL's runs on a fresh database of the session's private server (`pg_store_url`)."""
+on every engine (the `engine` fixture, in conftest.py): each test is one documented guarantee,
+and every store is sound afterwards."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ollama_cli.errors import NotFound, UsageError
 from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
-from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
 from ollama_cli.store.records import DaemonInfo, Placement, Plan, Settle, SettleKind
 from tests.helpers.jobs import make_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 
-ENGINES: dict[str, Callable[[pytest.FixtureRequest, Path], Engine]] = {
-    "lmdb": lambda request, tmp: open_store(tmp / "store"),
-    "postgresql": lambda request, tmp: open_store(request.getfixturevalue("pg_store_url")),
-}
-
 PENDING, RUNNING, COMPLETED = JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED
 FAILED, CANCELLED = JobStatus.FAILED, JobStatus.CANCELLED
 URGENT, HIGH, MEDIUM, LOW = Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW
 T = 1_000_000.0
 ANSWER = {"response": "hi", "stats": {"eval_count": 1}}
-
-
-@pytest.fixture(params=list(ENGINES))
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with ENGINES[request.param](request, tmp_path) as e:
-        yield e
-        assert e.check() == []
 
 
 def take_all(placement_of: Callable[[list[Job]], list[Placement]] | None = None,

@@ -29,11 +29,11 @@ from ollama_cli import cache
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord, NotFound, UsageError
 from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority, full_name
-from ollama_cli.store.postgres import liveness, rows, schema
+from ollama_cli.store.postgres import hooks, liveness, rows, schema
 from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
 from ollama_cli.store.postgres.transactions import Database, Tx
-from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner, Settle,
-                                      SettleKind, Tick)
+from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, HookEvent, Placement, Planner,
+                                      Settle, SettleKind, Tick)
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
@@ -120,8 +120,10 @@ class PostgresEngine:
         self._count(tx, new, state, 1)
         if new.status.finished or state == "ready":
             tx.notify = True
-        if hand_on and new.status.finished and (old is None or not old[0].status.finished):
-            self._hand_on(tx, new, now)
+        if new.status.finished and (old is None or not old[0].status.finished):
+            hooks.record(tx, new, now)  # before its dependents': events in the order jobs ended
+            if hand_on:
+                self._hand_on(tx, new, now)
         return new
 
     @staticmethod
@@ -713,6 +715,21 @@ class PostgresEngine:
         return self._db.write(write)
 
     # ------------------------------------------------------------ health
+
+    # ------------------------------------------------------------------ hooks
+
+    def record_hooks_until(self, until: float) -> None:
+        self._db.write(lambda tx: hooks.record_until(tx, until))
+
+    def claim_hook_events(self, owner: str, limit: int) -> list[HookEvent]:
+        return self._db.write(lambda tx: hooks.claim(tx, owner, liveness.lock_key(owner),
+                                                     self._live_keys(tx, self.now()), limit))
+
+    def hook_done(self, event_id: int) -> None:
+        self._db.write(lambda tx: hooks.done(tx, event_id))
+
+    def hook_events_pending(self) -> int:
+        return self._db.read(hooks.pending)
 
     def check(self) -> list[str]:
         def read(tx: Tx) -> list[str]:

@@ -20,7 +20,8 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `cache`: request digest -> result body.
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
-- `meta`: flags (paused).
+- `meta`: flags (paused; hooks_until, the time until which hook events are recorded).
+- `hook_events`: finished jobs whose hook has not run (`hooks.py`).
 - `counts`: counters (jobs per status, ready jobs per priority, cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
   transaction, and a reader sums the shards. One row per counter would be a hot row
@@ -146,8 +147,21 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+# Hook events (`hooks.py`): finished jobs whose `--on-finish` hook has not run; `job` is the
+# record as it finished (the codec's bytes, as LMDB keeps it); `owner` the daemon that holds
+# the event and `owner_key` its liveness lock, NULL while no daemon holds it.
+_HOOKS = """
+CREATE TABLE hook_events (
+    id        bigserial PRIMARY KEY,
+    job       bytea NOT NULL,
+    owner     text,
+    owner_key integer
+);
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
+    ("hook events", _HOOKS),
 )
 LATEST = len(MIGRATIONS)
 
