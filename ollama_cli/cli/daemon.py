@@ -64,11 +64,11 @@ def _print_unit(settings: Settings) -> None:
 
     from ollama_cli.cli.app import ARGV
     from ollama_cli.daemon import systemd
-    from ollama_cli.settings import service
+    from ollama_cli.settings import service_variables
 
     command = systemd.this_command(sys.argv[0], sys.executable)
     args = [a for a in ARGV if a != "--print-systemd-unit"]
-    print(systemd.unit(command + args, environment=service().variables, directory=os.getcwd(),
+    print(systemd.unit(command + args, environment=service_variables(), directory=os.getcwd(),
                        grace=settings.daemon.grace, hooks=settings.daemon.on_finish is not None), end="")
 
 

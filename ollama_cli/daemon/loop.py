@@ -276,12 +276,12 @@ class Daemon:
 def serve(store: Engine, backends: list[Backend], settings: Settings) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty); under
     systemd, logging to the journal and telling it when it is ready and when it stops."""
+    from ollama_cli import settings as environment
     from ollama_cli.daemon import systemd
-    from ollama_cli.settings import service
 
-    manager = service()
-    logs.setup(json_lines=settings.json, level=settings.daemon.log_level, journal=manager.journal)
+    logs.setup(json_lines=settings.json, level=settings.daemon.log_level, journal=environment.journal())
     daemon = Daemon(store, backends, settings.daemon)
-    if manager.notify_socket:
-        daemon.events.subscribe(systemd.Notifier(manager.notify_socket).on_event)
+    address = environment.notify_socket()
+    if address:
+        daemon.events.subscribe(systemd.Notifier(address).on_event)
     return asyncio.run(daemon.run())

@@ -180,20 +180,23 @@ _VARIABLES = {"data_dir": "OLLAMA_Q_DATA_DIR", "store": "OLLAMA_Q_STORE", "hosts
 _FLAGS = {"hosts": "--host"}  # the others are --name-with-dashes
 
 
-class Service(NamedTuple):
-    """What the daemon learns of the service manager that runs it (systemd), and what a unit
-    written for it should carry."""
-
-    journal: bool  # JOURNAL_STREAM is set: stderr goes to journald, which stamps the time
-    notify_socket: str | None  # NOTIFY_SOCKET: where READY=1 and STOPPING=1 go
-    variables: Mapping[str, str]  # the settings' variables that are set, for a unit's Environment=
+# What the daemon learns of the service manager that runs it (systemd). Functions, not a
+# NamedTuple: this module is on every command's path, and a class costs its start-up.
 
 
-def service(env: Mapping[str, str] | None = None) -> Service:
-    env = os.environ if env is None else env
-    names = (*_VARIABLES.values(), "OLLAMA_Q_CONFIG")
-    return Service(bool(env.get("JOURNAL_STREAM")), env.get("NOTIFY_SOCKET") or None,
-                   MappingProxyType({n: env[n] for n in names if env.get(n)}))
+def journal() -> bool:
+    """JOURNAL_STREAM is set: stderr goes to journald, which stamps the time itself."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def notify_socket() -> str | None:
+    """NOTIFY_SOCKET: where READY=1 and STOPPING=1 go."""
+    return os.environ.get("NOTIFY_SOCKET") or None
+
+
+def service_variables() -> dict[str, str]:
+    """The settings' variables that are set, for a systemd unit's Environment=."""
+    return {n: os.environ[n] for n in (*_VARIABLES.values(), "OLLAMA_Q_CONFIG") if os.environ.get(n)}
 
 
 def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
