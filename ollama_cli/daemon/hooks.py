@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from ollama_cli.daemon import events
+from ollama_cli.errors import StoreUnavailable
 from ollama_cli.settings import child_environment
 
 if TYPE_CHECKING:
@@ -64,7 +65,12 @@ class Hooks:
 
     def idle(self) -> bool:
         """No hook running here, and none left in the store (a dead daemon's included)."""
-        return not self.running and self.store.hook_events_pending() == 0
+        if self.running:
+            return False
+        try:
+            return self.store.hook_events_pending() == 0
+        except StoreUnavailable:  # a server restarting: not known to be done
+            return False
 
     async def _run(self) -> None:
         renew_at = self.clock() + RENEW

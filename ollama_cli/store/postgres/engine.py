@@ -216,6 +216,8 @@ class PostgresEngine:
         self._db.write(lambda tx: hooks.record_until(tx, until))
 
     def claim_hook_events(self, owner: str, limit: int) -> list[HookEvent]:
+        if not self._db.read(hooks.pending):
+            return []  # the daemon's poll, nothing there: no write transaction
         return self._db.write(lambda tx: hooks.claim(tx, owner, liveness.lock_key(owner),
                                                      self._live_keys(tx, self.now()), limit))
 
