@@ -1,33 +1,30 @@
 """Hook events on PostgreSQL (`daemon --on-finish`), as LMDB's `queue/hooks.py` keeps them:
 recorded by the transaction that finishes a job while `meta` `hooks_until` is ahead of its
-`now`, claimed by a daemon as jobs are (a conditional UPDATE over `FOR UPDATE SKIP LOCKED`:
-two daemons never take one event), deleted once the hook ran. Functions of a transaction."""
+`now` (a trigger does: schema.py), claimed by a daemon as jobs are (a conditional UPDATE over
+`FOR UPDATE SKIP LOCKED`: two daemons never take one event), deleted once the hook ran.
+Functions of a transaction."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from ollama_cli.codec import decode_job, encode_job
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job
+from ollama_cli.store.postgres.rows import COLUMNS, to_job
 
 if TYPE_CHECKING:
     from ollama_cli.store.postgres.transactions import Tx
     from ollama_cli.store.records import HookEvent
 
+_NAMES = [name.strip() for name in COLUMNS.split(",")]
+# Times and limits are float8 columns; JSON writes 5.0 as 5.
+_FLOATS = {"created_at", "run_at", "retry_at", "started_at", "finished_at", "timeout", "keep_alive"}
+
 
 def record_until(tx: Tx, until: float) -> None:
     tx.cur.execute("INSERT INTO meta (key, value) VALUES ('hooks_until', %s) ON CONFLICT (key) DO UPDATE "
                    "SET value = greatest(meta.value::float8, EXCLUDED.value::float8)::text", (repr(float(until)),))
-
-
-def record(tx: Tx, job: Job, now: float) -> None:
-    """The job has just finished: an event for its hook, if hooks are being run. One
-    statement, the flag read by the server."""
-    tx.cur.execute("INSERT INTO hook_events (job) SELECT %s WHERE EXISTS "
-                   "(SELECT 1 FROM meta WHERE key = 'hooks_until' AND value::float8 > %s)",
-                   (encode_job(job), now))
 
 
 def claim(tx: Tx, owner: str, owner_key: int | None, live_keys: Collection[int], limit: int) -> list[HookEvent]:
@@ -40,14 +37,23 @@ def claim(tx: Tx, owner: str, owner_key: int | None, live_keys: Collection[int],
                    "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, job",
                    (owner, owner_key, sorted(live_keys), limit))
     out, unreadable = [], []
-    for event_id, raw in sorted(found):
+    for event_id, row in sorted(found):
         try:
-            out.append(HookEvent(event_id, decode_job(0, bytes(raw))))
-        except CorruptRecord:
+            out.append(HookEvent(event_id, _job(row)))
+        except (CorruptRecord, KeyError, TypeError, ValueError):
             unreadable.append(event_id)
     if unreadable:
         tx.cur.execute("DELETE FROM hook_events WHERE id = ANY(%s)", (unreadable,))
     return out
+
+
+def _job(row: dict[str, Any]) -> Job:
+    """The job in a row as `to_jsonb` wrote it."""
+    values = {name: row[name] for name in _NAMES}
+    values.update({k: float(values[k]) for k in _FLOATS if values[k] is not None})
+    if values["cache_key"] is not None:  # bytea: "\\x" and hex digits
+        values["cache_key"] = bytes.fromhex(values["cache_key"][2:])
+    return to_job(tuple(values[name] for name in _NAMES))
 
 
 def done(tx: Tx, event_id: int) -> None:

@@ -147,16 +147,32 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
-# Hook events (`hooks.py`): finished jobs whose `--on-finish` hook has not run; `job` is the
-# record as it finished (the codec's bytes, as LMDB keeps it); `owner` the daemon that holds
-# the event and `owner_key` its liveness lock, NULL while no daemon holds it.
+# Hook events (`hooks.py`): finished jobs whose `--on-finish` hook has not run. A trigger
+# records them, so that every statement that finishes a job (now and in any later module)
+# does, at no round trip: a row that becomes completed, failed or cancelled while `meta`
+# `hooks_until` is after its `finished_at` (the `now` of the transaction that finished it)
+# gets an event holding the row as it finished (`job`). `owner` is the daemon that holds the
+# event, `owner_key` its liveness lock: NULL while no daemon holds it.
 _HOOKS = """
 CREATE TABLE hook_events (
     id        bigserial PRIMARY KEY,
-    job       bytea NOT NULL,
+    job       jsonb NOT NULL,
     owner     text,
     owner_key integer
 );
+CREATE FUNCTION record_hook_event() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM meta WHERE key = 'hooks_until' AND value::float8 > NEW.finished_at) THEN
+        INSERT INTO hook_events (job) VALUES (to_jsonb(NEW));
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER job_inserted_finished AFTER INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.state IN ('completed', 'failed', 'cancelled')) EXECUTE FUNCTION record_hook_event();
+CREATE TRIGGER job_finished AFTER UPDATE OF state ON jobs FOR EACH ROW
+    WHEN (NEW.state IN ('completed', 'failed', 'cancelled') AND OLD.state NOT IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION record_hook_event();
 """
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (

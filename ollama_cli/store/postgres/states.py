@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority
-from ollama_cli.store.postgres import hooks, rows
+from ollama_cli.store.postgres import rows
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
 from ollama_cli.store.postgres.transactions import Tx
 
@@ -65,10 +65,8 @@ def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: 
     count(tx, new, state, 1)
     if new.status.finished or state == "ready":
         tx.notify = True
-    if new.status.finished and (old is None or not old[0].status.finished):
-        hooks.record(tx, new, now)  # before its dependents': events in the order jobs ended
-        if hand_on:
-            _hand_on(tx, new, now)
+    if hand_on and new.status.finished and (old is None or not old[0].status.finished):
+        _hand_on(tx, new, now)
     return new
 
 
