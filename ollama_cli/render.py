@@ -52,17 +52,18 @@ def _when(stamp: str | None) -> str:
     return local_time(_epoch(stamp))
 
 
-def _seconds_since(stamp: str) -> float:
+def _seconds_since(stamp: str, now: float | None = None) -> float:
+    """Seconds from `stamp` to `now` (the store's clock; this host's when not given)."""
     import time
 
-    return time.time() - _epoch(stamp)
+    return (time.time() if now is None else now) - _epoch(stamp)
 
 
-def _age(stamp: str | None) -> str:
+def _age(stamp: str | None, now: float | None = None) -> str:
     """How long ago, in the largest whole unit: 12s, 5m, 3h, 2d."""
     if not stamp:
         return "-"
-    seconds = _seconds_since(stamp)
+    seconds = _seconds_since(stamp, now)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
@@ -335,9 +336,10 @@ def mapping(data: dict[str, Any]) -> None:
     _console().print(table)
 
 
-def info(data: dict[str, Any]) -> None:
+def info(data: dict[str, Any], now: float) -> None:
     """The queue at a glance, a section a line; a section too long for the terminal goes on
-    to the next line between two items, never inside one."""
+    to the next line between two items, never inside one. `now`: the store's clock, that
+    heartbeats were written with (on a shared store, not this host's)."""
     console = _console()
     jobs = data["jobs"]
     _section(console, "jobs", [(f"{k} {v}", f"[{_STATUS_STYLE.get(k, '')}]{k} {v}[/]")
@@ -347,7 +349,7 @@ def info(data: dict[str, Any]) -> None:
         more = len(data.get("daemons", [])) - 1
         _section(console, "daemon", [
             ("running", "[green]running[/]"), f"pid {d['pid']}", f"concurrency {d['concurrency']}",
-            *((h, _shown(h)) for h in d["hosts"]), f"heartbeat {_age(d['last_heartbeat'])} ago",
+            *((h, _shown(h)) for h in d["hosts"]), f"heartbeat {_age(d['last_heartbeat'], now)} ago",
             f"since {_when(d['started_at'])}", *([f"+{more} more"] if more > 0 else []),
         ])
     else:
@@ -415,3 +417,43 @@ def models_table(rows: list[dict[str, Any]]) -> None:
                       *(_shown(r.get(k) or "") for k in ("family", "parameter_size", "quantization_level")),
                       "[green]yes[/]" if r["loaded"] else "")
     _console().print(table)
+
+
+def stats(data: dict[str, Any]) -> None:
+    """`stats`: one row per model and type, then the advice. Percentiles are estimates from
+    the histogram buckets (`~`)."""
+    from rich.table import Table
+
+    console = _console()
+    if not data["models"]:
+        console.print("no finished jobs" + (" since " + _when(data["since"]) if data["since"] else ""))
+    else:
+        # P50, P95: latency; WAIT: median queue wait; HITS: answered from the cache.
+        table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+        for col in ("MODEL", "TYPE", "JOBS", "OK%", "P50", "P95", "WAIT", "LOADS", "TOK/S", "HITS", "SCORE"):
+            table.add_column(col, justify="left" if col in ("MODEL", "TYPE") else "right",
+                             no_wrap=col != "MODEL", overflow="fold")
+        for r in data["models"]:
+            rate, fb = r["success_rate"], r["feedback"]
+            table.add_row(
+                _shown(r["model"]), r["type"], str(r["jobs"]), "-" if rate is None else f"{rate:.0%}",
+                *(_secs(r[k][p]) for k, p in (("latency_s", "p50"), ("latency_s", "p95"), ("queue_wait_s", "p50"))),
+                str(r["loads"]), "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.1f}",
+                str(r["cache_hits"]), "-" if fb["mean"] is None else f"{fb['mean']:+.2f} ({fb['count']})")
+        console.print(table)
+        categories = [(r["model"], name, c) for r in data["models"] for name, c in r["categories"].items()]
+        if categories:
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            for col in ("CATEGORY", "MODEL", "JOBS", "SCORE"):
+                table.add_column(col, justify="right" if col in ("JOBS", "SCORE") else "left", no_wrap=True)
+            for model, name, c in sorted(categories, key=lambda x: (x[1], x[0])):
+                score = "-" if c["feedback_mean"] is None else f"{c['feedback_mean']:+.2f} ({c['feedback_count']})"
+                table.add_row(_shown(name), _shown(model), str(c["jobs"]), score)
+            console.print()
+            console.print(table)
+    for rec in data["recommendations"]:
+        console.print(f"* {_shown(rec['message'])}", soft_wrap=True)
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"~{span(value)}" if value >= 60 else f"~{value:.2f}s"

@@ -113,17 +113,15 @@ def start_daemon(data_dir: Path) -> Iterator[object]:
 # ------------------------------------------------------------------------- PostgreSQL
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[object]:
-    """One private PostgreSQL server for the whole session (see tests/helpers/postgres.py).
-    Without the server binaries or the driver a developer's run skips these tests; CI's
-    run fails instead, so that they cannot go missing there unnoticed."""
-    from tests.helpers.postgres import PostgresServer, find_bindir
+def _require_postgres(*, server: bool) -> None:
+    """Without the driver (or, if `server`, the server binaries) a developer's run skips the
+    test; CI's run (CI set) fails instead, so that PostgreSQL tests cannot go missing there
+    unnoticed."""
+    from tests.helpers.postgres import find_bindir
 
-    bindir = find_bindir()
     missing = []
-    if bindir is None:
-        missing.append("the PostgreSQL server (apt-get install postgresql)")
+    if server and find_bindir() is None:
+        missing.append("the PostgreSQL server (apt-get install postgresql, or OLLAMA_Q_PG_BINDIR)")
     try:
         import psycopg2  # noqa: F401
     except ImportError:
@@ -133,7 +131,23 @@ def postgres_server() -> Iterator[object]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    server = PostgresServer(bindir)
+
+
+@pytest.fixture
+def postgres_driver() -> None:
+    """For a test that uses the PostgreSQL driver without a server: skipped without it,
+    as `postgres_server` says."""
+    _require_postgres(server=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One private PostgreSQL server for the whole session (see tests/helpers/postgres.py);
+    skipped without it or the driver, unless CI is set (`_require_postgres`)."""
+    from tests.helpers.postgres import PostgresServer, find_bindir
+
+    _require_postgres(server=True)
+    server = PostgresServer(find_bindir())
     server.start()
     yield server
     server.close()

@@ -4,34 +4,14 @@ recorded, and claims that two daemons never share. The `engine` fixture is in co
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
-
 import pytest
 
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus
+from ollama_cli.jobs import ErrorType, JobError, JobStatus
 from ollama_cli.store.base import Engine
-from ollama_cli.store.records import Placement, Plan, Settle, SettleKind
+from tests.helpers.engines import T, claim, complete, fail
 from tests.helpers.jobs import make_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
-
-T = 1_000_000.0
-ANSWER = {"response": "hi", "stats": {"eval_count": 1}}
-
-
-def run(engine: Engine, owner: str) -> Job:
-    """Claim the next ready job for `owner`."""
-    def plan(candidates: Iterator[Job], request_of: Callable[[Job], dict[str, Any]]) -> Plan:
-        return Plan([Placement(0, "http://h:1", (j,)) for j in list(candidates)[:1]], state=None)
-
-    tick = engine.settle_and_claim([], T, owner=owner, planner=plan)
-    return tick.claimed[0][1][0].job
-
-
-def settle(engine: Engine, job: Job, kind: SettleKind, owner: str, **kw: Any) -> None:
-    assert job.lease is not None
-    engine.settle_and_claim([Settle(kind, job.id, job.lease.token, **kw)], T, owner=owner)
 
 
 def events_of(engine: Engine, owner: str) -> list[tuple[int, str]]:
@@ -42,18 +22,17 @@ def test_every_way_a_job_ends_records_one_event_while_hooks_are_recorded(engine:
     lock = engine.daemon_lock()
     engine.record_hooks_until(T + 60)
     done = engine.submit(make_spec("same"), T)
-    settle(engine, run(engine, lock.id), SettleKind.COMPLETE, lock.id, result=ANSWER, host="http://h:1")
+    complete(engine, claim(engine, owner=lock.id)[0])
     cached = engine.submit(make_spec("same"), T)  # a cache hit at submit
     failed = engine.submit(make_spec(), T)
     child = engine.submit(make_spec(after=(failed.id,)), T)
-    settle(engine, run(engine, lock.id), SettleKind.FAIL, lock.id,
-           error=JobError(ErrorType.BACKEND_ERROR, "no"), retry_after=None)
+    fail(engine, claim(engine, owner=lock.id)[0])
     cancelled = engine.submit(make_spec(), T)
     running = engine.submit(make_spec(), T)
-    job = run(engine, lock.id)
+    (job,) = claim(engine, owner=lock.id)
     assert job.id == cancelled.id
     engine.cancel([cancelled.id], T)  # cancelled while it runs: the settle that closes its run adds none
-    settle(engine, job, SettleKind.COMPLETE, lock.id, result=ANSWER)
+    complete(engine, job)
     engine.cancel([running.id, running.id], T)  # cancelled pending, twice: one event
     assert engine.hook_events_pending() == 6
     assert events_of(engine, lock.id) == [

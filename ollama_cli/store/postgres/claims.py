@@ -9,12 +9,12 @@ from typing import Any
 
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
-from ollama_cli.jobs import ErrorType, Job, JobError
+from ollama_cli.jobs import ErrorType, Job, JobError, result_stats
 from ollama_cli.store.postgres import changes, liveness, result_cache
 from ollama_cli.store.postgres.ready import ReadyView
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
-from ollama_cli.store.postgres.states import (COMPLETED, COUNT, FAILED, PENDING, READY, RUNNING, finished, load,
-                                              save)
+from ollama_cli.store.postgres.states import (COMPLETED, COUNT, FAILED, PENDING, RUNNING, add_ready, finished,
+                                              load, save)
 from ollama_cli.store.postgres.transactions import Tx
 from ollama_cli.store.records import Claim, Placement, Planner, Settle, SettleKind, Tick
 
@@ -61,9 +61,9 @@ def _promote_due(tx: Tx, now: float) -> None:
     promoted = tx.all(
         "UPDATE jobs SET state = 'ready', available_at = NULL WHERE id IN (SELECT id FROM jobs "
         "WHERE state = 'waiting' AND available_at <= %s ORDER BY available_at, id LIMIT %s "
-        "FOR UPDATE SKIP LOCKED) RETURNING priority", (now, PROMOTE_BATCH))
-    for (rank,) in promoted:
-        tx.add(READY[rank], 1)
+        "FOR UPDATE SKIP LOCKED) RETURNING priority, id", (now, PROMOTE_BATCH))
+    for rank, job_id in promoted:
+        add_ready(tx, rank, job_id, 1)
 
 
 def _claim(tx: Tx, placements: Sequence[Placement], owner: str,
@@ -88,7 +88,7 @@ def _claim(tx: Tx, placements: Sequence[Placement], owner: str,
         {"now": now, "owner": owner, "ids": ids, "tokens": tokens, "hosts": hosts})
     started = {r[0]: to_job(r) for r in taken}
     for job in started.values():
-        tx.add(READY[job.priority.rank], -1)
+        add_ready(tx, job.priority.rank, job.id, -1)
         tx.add(COUNT[PENDING], -1)
         tx.add(COUNT[RUNNING], 1)
     bodies = dict(tx.all("SELECT id, body FROM requests WHERE id = ANY(%s)", (list(started),)))
@@ -151,7 +151,8 @@ def _settle(tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
                 new = finished(job.evolve(host=host), FAILED, now, error.type, error.message)
         else:
             new = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
-        out[id(s)] = save(tx, (job, "running"), new, now, hand_on=job.id in parents)
+        figures = result_stats(s.result or {}) if s.kind is SettleKind.COMPLETE else None
+        out[id(s)] = save(tx, (job, "running"), new, now, hand_on=job.id in parents, stats=figures)
     return [out.get(id(s)) for s in settles]
 
 

@@ -7,6 +7,7 @@ function of one transaction in the module that owns it:
 - submits.py: jobs in; reads.py: jobs, lists, counts, positions, batches out;
 - changes.py: cancel, retry, clean, pause; result_cache.py: the exact cache;
 - claims.py (with ready.py): the daemon's settle, claim and reclaim;
+- stats.py: the statistics' hour buckets and feedback;
 - daemons.py: daemon records and who is alive; health.py: `doctor`'s checks.
 
 Concurrency, operation by operation (READ COMMITTED: each statement sees what was
@@ -34,8 +35,9 @@ from typing import Any
 
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
-from ollama_cli.store.postgres import (changes, claims, daemons, health, hooks, liveness, reads,
-                                       result_cache, submits)
+from ollama_cli.store.buckets import Bucket
+from ollama_cli.store.postgres import (changes, claims, daemons, health, hooks, liveness, reads, result_cache,
+                                       stats, submits)
 from ollama_cli.store.postgres.transactions import Database, Tx
 from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, HookEvent, Planner, Settle, Tick
 
@@ -160,6 +162,15 @@ class PostgresEngine:
 
     def cache_clear(self) -> int:
         return self._db.write(result_cache.clear)
+
+    # ------------------------------------------------------------ statistics
+
+    def feedback(self, job_id: int, score: float, reason: str | None, category: str | None,
+                 now: float) -> Job:
+        return self._db.write(lambda tx: stats.feedback(tx, job_id, score, reason, category))
+
+    def stat_buckets(self, since_hour: int | None = None) -> list[Bucket]:
+        return self._db.read(lambda tx: stats.read(tx, since_hour))
 
     # ------------------------------------------------------------ daemons
 

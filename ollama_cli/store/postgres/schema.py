@@ -22,7 +22,9 @@ What lives where (the LMDB store's tables, as columns and indexes):
   while it lives, and a heartbeat written with the server's clock.
 - `meta`: flags (paused; hooks_until, the time until which hook events are recorded).
 - `hook_events`: finished jobs whose hook has not run (`hooks.py`).
-- `counts`: counters (jobs per status, ready jobs per priority, cache figures) as
+- `stats`: the statistics' hour buckets, a row per field and shard (stats.py).
+- `counts`: counters (jobs per status, ready jobs per priority and per block of ids,
+  cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
   transaction, and a reader sums the shards. One row per counter would be a hot row
   that every state change locks until it commits: writers queue behind it, and two
@@ -147,6 +149,40 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+# Categories and feedback on jobs; the statistics' hour buckets (stats.py), sharded as counts.
+_STATS = """
+ALTER TABLE jobs ADD COLUMN category text, ADD COLUMN feedback_score float8,
+    ADD COLUMN feedback_reason text, ADD COLUMN feedback_category text;
+CREATE TABLE stats (
+    hour  integer NOT NULL,  -- hours since the epoch
+    kind  text NOT NULL,     -- t: group is the job type; c: group is the category
+    model text NOT NULL,
+    grp   text NOT NULL,
+    field text NOT NULL,
+    shard smallint NOT NULL,
+    n     float8 NOT NULL,
+    PRIMARY KEY (hour, kind, model, grp, field, shard)
+) WITH (fillfactor = 50);
+"""
+
+# Ready jobs are also counted per priority and block of 2^20, 2^15 and 2^10 ids, so that a
+# position adds a few dozen counters and counts at most 1,023 index entries, however deep
+# the job is (LMDB keeps 2^10 and 2^20 blocks: a range of counters there is one cursor,
+# here a sum over shards, so a middle level keeps each range to 31 blocks). READY_BY_BLOCK:
+# those counters as the jobs give them (how their migration fills them, what `doctor` checks).
+# Counter names compare bytewise (COLLATE "C"): a range or a prefix (`count/%`) of them is
+# then a seek on the primary key in a database of any collation, and `info`, which reads
+# `count/` and `cache/`, never reads the block counters, however many there are.
+BLOCKS = (20, 15, 10)
+READY_BY_BLOCK = ("SELECT 'r' || b.bits || '/' || priority || '/' || lpad(to_hex(id >> b.bits), 16, '0'), "
+                  f"count(*) FROM jobs, (VALUES {', '.join(f'({b})' for b in BLOCKS)}) AS b(bits) "
+                  "WHERE state = 'ready' GROUP BY 1")
+BLOCK_COUNTS = f"""
+ALTER TABLE counts ALTER COLUMN name TYPE text COLLATE "C";
+INSERT INTO counts (name, shard, n) SELECT name, 0, n FROM ({READY_BY_BLOCK}) AS r(name, n)
+ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
+"""
+
 # Hook events (`hooks.py`): finished jobs whose `--on-finish` hook has not run. A trigger
 # records them, so that every statement that finishes a job (now and in any later module)
 # does, at no round trip: a row that becomes completed, failed or cancelled while `meta`
@@ -177,6 +213,8 @@ CREATE TRIGGER job_finished AFTER UPDATE OF state ON jobs FOR EACH ROW
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
+    ("job categories and feedback; statistics in hour buckets", _STATS),
+    ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
     ("hook events", _HOOKS),
 )
 LATEST = len(MIGRATIONS)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority
 from ollama_cli.store.postgres import rows
+from ollama_cli.store.postgres.schema import BLOCKS
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
 from ollama_cli.store.postgres.transactions import Tx
 
@@ -17,6 +18,19 @@ FINISHED_STATES = ("completed", "failed", "cancelled")
 
 COUNT = {s: f"count/{s.value}" for s in JobStatus}
 READY = {p.rank: f"ready/{p.rank}" for p in Priority}
+
+
+def block_count_name(bits: int, rank: int, block: int) -> str:
+    """The counter of ready jobs of priority `rank` whose ids >> bits == block (see
+    schema.BLOCKS); names of one level and rank sort by block."""
+    return f"r{bits}/{rank}/{block:016x}"
+
+
+def add_ready(tx: Tx, rank: int, job_id: int, delta: int) -> None:
+    """Count a job in (1) or out of (-1) the ready counters of its priority and blocks."""
+    tx.add(READY[rank], delta)
+    for bits in BLOCKS:
+        tx.add(block_count_name(bits, rank, job_id >> bits), delta)
 
 
 def load(tx: Tx, ids: Sequence[int], *, lock: bool) -> dict[int, tuple[Job, str]]:
@@ -37,10 +51,11 @@ def _dependency_state(tx: Tx, job: Job) -> JobStatus | None:
     return PENDING if states - {"completed"} else None
 
 
-def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: bool = True) -> Job:
+def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: bool = True,
+         stats: dict[str, int] | None = None) -> Job:
     """Write `new` over `old` (a job and its state, as loaded) and keep the counters in
-    step; a job that finishes hands on to its dependents (`hand_on` False: the caller
-    knows it has none). The job as stored (a pending job whose dependency failed is
+    step; a job that finishes is counted in the statistics (`stats`: its result's figures,
+    `stats.py`) and hands on to its dependents (`hand_on` False: the caller knows it has none). The job as stored (a pending job whose dependency failed is
     stored failed). A pending job that holds a lease waits for its open run to close."""
     state, hold = new.status.value, None
     if new.status is PENDING:
@@ -65,8 +80,12 @@ def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: 
     count(tx, new, state, 1)
     if new.status.finished or state == "ready":
         tx.notify = True
-    if hand_on and new.status.finished and (old is None or not old[0].status.finished):
-        _hand_on(tx, new, now)
+    if new.status.finished and (old is None or not old[0].status.finished):
+        from ollama_cli.store.postgres import stats as statistics
+
+        statistics.apply(tx, None, new, stats)
+        if hand_on:
+            _hand_on(tx, new, now)
     return new
 
 
@@ -74,7 +93,7 @@ def count(tx: Tx, job: Job, state: str, delta: int) -> None:
     """Count a job in (delta 1) or out of (-1) the counters of `state`."""
     tx.add(COUNT[job.status], delta)
     if state == "ready":
-        tx.add(READY[job.priority.rank], delta)
+        add_ready(tx, job.priority.rank, job.id, delta)
 
 
 def _hand_on(tx: Tx, job: Job, now: float) -> None:
