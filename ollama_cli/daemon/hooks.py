@@ -6,7 +6,7 @@ records one while some daemon says it runs hooks). This daemon says so as long a
 as it claims jobs, runs at most CONCURRENCY commands at once, each with the job's JSON on
 stdin and its id, status, model, name and batch in OLLAMA_Q_JOB_* variables, kills one that
 runs longer than `--hook-timeout` (its whole process group), and deletes the event once the
-command has ended, whatever its exit code: a hook's failure is logged and changes nothing of
+command has ended, whatever its exit code (with its next claim, in one transaction): a hook's failure is logged and changes nothing of
 the job. A daemon that dies leaves the events it held to the next daemon; one that stops
 lets running hooks finish within its grace period, and leaves the rest the same way."""
 
@@ -47,6 +47,7 @@ class Hooks:
         self.store, self.write, self.command, self.timeout, self.clock = store, write, command, timeout, clock
         self.owner = ""
         self.running: dict[int, asyncio.Task[None]] = {}
+        self._done: list[int] = []  # events whose hook ended, deleted with the next claim
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -65,7 +66,7 @@ class Hooks:
 
     def idle(self) -> bool:
         """No hook running here, and none left in the store (a dead daemon's included)."""
-        if self.running:
+        if self.running or self._done:
             return False
         try:
             return self.store.hook_events_pending() == 0
@@ -80,26 +81,33 @@ class Hooks:
                 if self.clock() >= renew_at:
                     await self.write(self.store.record_hooks_until, self.clock() + RECORD_FOR)
                     renew_at = self.clock() + RENEW
-                free = CONCURRENCY - len(self.running)
-                if free > 0:
-                    for event in await self.write(self.store.claim_hook_events, self.owner, free):
-                        self.running[event.id] = asyncio.get_running_loop().create_task(self._hook(event))
+                await self._claim(CONCURRENCY - len(self.running))
             except Exception as exc:  # the store unreachable for a while: try again at the next poll
                 log.warning("hooks: cannot reach the store (%s)", type(exc).__name__)
             timer = asyncio.get_running_loop().call_later(POLL, self._wake.set)
             await self._wake.wait()
             timer.cancel()
 
-    async def _hook(self, event: HookEvent) -> None:
-        job = event.job
+    async def _claim(self, free: int) -> None:
+        """One transaction: the events of hooks that ended go, and up to `free` new ones start
+        (hooks that end together cost one commit)."""
+        done, self._done = self._done, []
         try:
-            ended = await self._execute(event)
-            if ended:
-                await self.write(self.store.hook_done, event.id)
+            claimed = await self.write(self.store.claim_hook_events, self.owner, max(0, free), done=done)
+        except BaseException:
+            self._done[:0] = done  # not deleted: again with the next claim
+            raise
+        for event in claimed:
+            self.running[event.id] = asyncio.get_running_loop().create_task(self._hook(event))
+
+    async def _hook(self, event: HookEvent) -> None:
+        try:
+            if await self._execute(event):
+                self._done.append(event.id)
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("hook for job %d: could not be run", job.id)
+            log.exception("hook for job %d: could not be run", event.job.id)
         finally:
             self.running.pop(event.id, None)
             self._wake.set()
@@ -172,6 +180,11 @@ class Hooks:
             for task in late:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self._done:
+            try:
+                await self._claim(0)
+            except Exception as exc:  # left held by this daemon: the next one runs them again
+                log.warning("hooks: cannot record %d hooks as run (%s)", len(self._done), type(exc).__name__)
 
 
 def _kill(proc: asyncio.subprocess.Process) -> None:

@@ -65,7 +65,7 @@ def claim(tx: Tx, owner: str, dead: Collection[str], limit: int) -> list[HookEve
     out: list[HookEvent] = []
     unreadable = []
     for key, raw in tx.scan(TABLE):
-        if len(out) >= limit:
+        if len(out) >= limit:  # limit 0: nothing claimed
             break
         try:
             record = unpack(key, raw)

@@ -312,14 +312,11 @@ class Engine(Protocol):
         set moves it; an earlier one changes nothing)."""
         ...
 
-    def claim_hook_events(self, owner: str, limit: int) -> list[HookEvent]:
-        """Up to `limit` hook events, oldest first, that no living daemon holds (never held,
-        or held by a daemon that is not alive), now held by `owner` (a daemon of this process):
-        two daemons never hold one event at once. [] when there are none."""
-        ...
-
-    def hook_done(self, event_id: int) -> None:
-        """The event's hook ran (whatever its exit code): the event is deleted. Idempotent."""
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
+        """One transaction: delete the events in `done` (their hooks ran, whatever their exit
+        code; unknown ids are ignored), then hold up to `limit` events, oldest first, that no
+        living daemon holds (never held, or held by a daemon that is not alive) for `owner` (a
+        daemon of this process): two daemons never hold one event at once. [] when none."""
         ...
 
     def hook_events_pending(self) -> int:

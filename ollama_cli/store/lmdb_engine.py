@@ -328,20 +328,22 @@ class LmdbEngine:
 
         self.kv.write(lambda tx: hooks.record_until(tx, until))
 
-    def claim_hook_events(self, owner: str, limit: int) -> list[HookEvent]:
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
         from ollama_cli.queue import hooks
 
+        done = list(done)
         with self.kv.read() as tx:
             holders = hooks.holders(tx)
         dead = {o for o in holders if o is not None and o != owner and not self._liveness.is_alive(o)}
-        if None not in holders and not dead:
-            return []  # the daemon's poll, nothing to take: no write transaction, no fsync
-        return self.kv.write(lambda tx: hooks.claim(tx, owner, dead, limit))
+        if not done and (None not in holders and not dead or limit <= 0):
+            return []  # the daemon's poll, nothing to do: no write transaction, no fsync
 
-    def hook_done(self, event_id: int) -> None:
-        from ollama_cli.queue import hooks
+        def write(tx: Tx) -> list[HookEvent]:
+            for event_id in done:
+                hooks.done(tx, event_id)
+            return hooks.claim(tx, owner, dead, limit)
 
-        self.kv.write(lambda tx: hooks.done(tx, event_id))
+        return self.kv.write(write)
 
     def hook_events_pending(self) -> int:
         from ollama_cli.queue import hooks

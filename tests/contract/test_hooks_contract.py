@@ -60,12 +60,14 @@ def test_an_event_is_held_by_one_living_daemon_until_done_then_is_gone(engine: E
     assert [e.job.id for e in taken] == [1, 2] and taken[0].id < taken[1].id
     assert [e.job.id for e in engine.claim_hook_events(second.id, 10)] == [3]
     assert engine.claim_hook_events(second.id, 10) == [] and engine.claim_hook_events(first.id, 10) == []
-    engine.hook_done(taken[0].id)
-    engine.hook_done(taken[0].id)  # idempotent
+    assert engine.claim_hook_events(first.id, 0, done=[taken[0].id]) == []  # done: gone, nothing more taken
+    assert engine.claim_hook_events(first.id, 10, done=[taken[0].id, 99]) == []  # idempotent; unknown ids ignored
     assert engine.hook_events_pending() == 2
     first.release()  # dead: what it held goes to the next daemon that asks
     assert [e.job.id for e in engine.claim_hook_events(second.id, 10)] == [2]
     assert engine.hook_events_pending() == 2
+    assert [e.job.id for e in engine.claim_hook_events(second.id, 10, done=[e.id for e in taken])] == []
+    assert engine.hook_events_pending() == 1  # job 3's, held by `second`
     second.release()
 
 

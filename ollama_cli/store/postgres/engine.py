@@ -226,14 +226,16 @@ class PostgresEngine:
     def record_hooks_until(self, until: float) -> None:
         self._db.write(lambda tx: hooks.record_until(tx, until))
 
-    def claim_hook_events(self, owner: str, limit: int) -> list[HookEvent]:
-        if not self._db.read(hooks.pending):
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
+        done = list(done)
+        if not done and not self._db.read(hooks.pending):
             return []  # the daemon's poll, nothing there: no write transaction
-        return self._db.write(lambda tx: hooks.claim(tx, owner, liveness.lock_key(owner),
-                                                     self._live_keys(tx, self.now()), limit))
 
-    def hook_done(self, event_id: int) -> None:
-        self._db.write(lambda tx: hooks.done(tx, event_id))
+        def write(tx: Tx) -> list[HookEvent]:
+            hooks.done(tx, done)
+            return hooks.claim(tx, owner, liveness.lock_key(owner), self._live_keys(tx, self.now()), limit)
+
+        return self._db.write(write)
 
     def hook_events_pending(self) -> int:
         return self._db.read(hooks.pending)

@@ -32,6 +32,8 @@ def claim(tx: Tx, owner: str, owner_key: int | None, live_keys: Collection[int],
     now held by `owner`. One that cannot be decoded is deleted: no hook could be given it."""
     from ollama_cli.store.records import HookEvent
 
+    if limit <= 0:
+        return []
     found = tx.all("UPDATE hook_events SET owner = %s, owner_key = %s WHERE id IN ("
                    "SELECT id FROM hook_events WHERE owner_key IS NULL OR owner_key <> ALL(%s) "
                    "ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED) RETURNING id, job",
@@ -56,8 +58,10 @@ def _job(row: dict[str, Any]) -> Job:
     return to_job(tuple(values[name] for name in _NAMES))
 
 
-def done(tx: Tx, event_id: int) -> None:
-    tx.cur.execute("DELETE FROM hook_events WHERE id = %s", (event_id,))
+def done(tx: Tx, event_ids: list[int]) -> None:
+    """The hooks of these events ran: the events go."""
+    if event_ids:
+        tx.cur.execute("DELETE FROM hook_events WHERE id = ANY(%s)", (event_ids,))
 
 
 def pending(tx: Tx) -> int:
