@@ -106,8 +106,9 @@ class Hooks:
                 self._done.append(event.id)
         except asyncio.CancelledError:
             raise
-        except Exception:
+        except Exception:  # ours, not the hook's: counted as run all the same, or --drain would wait for ever
             log.exception("hook for job %d: could not be run", event.job.id)
+            self._done.append(event.id)
         finally:
             self.running.pop(event.id, None)
             self._wake.set()
