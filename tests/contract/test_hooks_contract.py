@@ -49,7 +49,9 @@ def test_no_event_is_recorded_unless_hooks_are_recorded_then(engine: Engine) -> 
     engine.cancel([engine.submit(make_spec(), T + 30).id], T + 30)
     engine.cancel([engine.submit(make_spec(), T + 60).id], T + 60)  # past it
     assert engine.hook_events_pending() == 1
-    assert [e.job.id for e in engine.claim_hook_events("nobody-1", 10)] == [2]
+    lock = engine.daemon_lock()
+    assert [e.job.id for e in engine.claim_hook_events(lock.id, 10)] == [2]
+    lock.release()
 
 
 def test_an_event_is_held_by_one_living_daemon_until_done_then_is_gone(engine: Engine) -> None:
@@ -76,6 +78,10 @@ def test_the_event_holds_the_job_as_it_finished(engine: Engine) -> None:
     job = engine.submit(make_spec(name="nightly", batch=None), T)
     engine.cancel([job.id], T + 1)
     engine.retry([job.id], T + 2)  # pending again: the event still says cancelled
-    (event,) = engine.claim_hook_events("nobody-1", 10)
+    lock = engine.daemon_lock()
+    (event,) = engine.claim_hook_events(lock.id, 10)
+    engine.cancel([job.id], T + 3)  # it ends again: another event
+    assert [e.job.finished_at for e in engine.claim_hook_events(lock.id, 10)] == [T + 3]
+    lock.release()
     assert event.job == engine.get_job(job.id)._replace(status=JobStatus.CANCELLED, finished_at=T + 1,
                                                         error=JobError(ErrorType.CANCELLED, "cancelled by the user"))
