@@ -23,11 +23,16 @@ from tests.helpers.processes import DaemonProcess, free_port
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test's own data dir (not created), in OLLAMA_Q_DATA_DIR for this process and the
     CLI processes it starts. Autouse, so that no test writes into the user's data dir, nor
-    (on Linux, where the default is under XDG_DATA_HOME) one that unsets the variable."""
+    (on Linux, where the default is under XDG_DATA_HOME) one that unsets the variable; and
+    no config file unless the test writes one (XDG_CONFIG_HOME/ollama-q/config.toml)."""
     path = tmp_path / "store"
     monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(path))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    # Nor reads the user's config file, nor writes its parse into the user's cache.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    for name in ("OLLAMA_HOST", "OLLAMA_Q_CONFIG", "OLLAMA_Q_LOG"):
+        monkeypatch.delenv(name, raising=False)
     return path
 
 

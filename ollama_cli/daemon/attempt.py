@@ -46,6 +46,10 @@ class InFlight:
     slot: Slot  # the backend it went to
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
+    tokens: int = 0  # pieces of text streamed so far (one token each, as Ollama streams)
+
+    def streamed(self, piece: str) -> None:
+        self.tokens += 1
 
     @property
     def model(self) -> str:
@@ -72,7 +76,7 @@ async def attempt(run: InFlight, pool: Pool, *, clock: Callable[[], float], retr
     limit = first.timeout or DEFAULT_ATTEMPT_TIMEOUT
     try:
         try:
-            result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims)), limit)
+            result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims), run.streamed), limit)
             results = _split(run.claims, result)
         except asyncio.TimeoutError:
             bound = "" if first.timeout else " (the bound of an attempt without --timeout)"

@@ -1,4 +1,5 @@
-"""The daemon's one bounded step, `Step.tick(now, views)`: heartbeat, take back the jobs of
+"""The daemon's one bounded step, `Step.tick(now, views)`: heartbeat (with what the daemon knows
+of its backends and running requests, for `top`), take back the jobs of
 dead daemons, notice the jobs it runs that are no longer its own, then one write transaction
 that settles what finished since the last step and claims what the free slots can take, as
 `scheduler.plan` decides.
@@ -22,7 +23,7 @@ from ollama_cli.daemon.scheduler import BackendView
 from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreUnavailable
 from ollama_cli.jobs import Job, JobStatus
 from ollama_cli.settings import DaemonSettings
-from ollama_cli.store.records import Claim, Placement, Plan, ReadyJobs
+from ollama_cli.store.records import Claim, Placement, Plan, ReadyJobs, RunProgress
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
@@ -64,6 +65,7 @@ class Step:
         self._next_reclaim = 0.0
         self._next_clean = 0.0
         self._next_cancel_check = 0.0
+        self._runs_reported = False  # the store holds progress of runs of ours
 
     async def tick(self, now: float, views: list[BackendView]) -> TickReport:
         """One step at `now`; `views[i]` is what backend i of the pool can take now. The
@@ -76,6 +78,7 @@ class Step:
             except StoreLockLost as exc:
                 log.error("%s", exc.message)
                 raise
+            await self.report(now)
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
             report.reclaimed = await self.write(self.store.reclaim, now)
@@ -93,6 +96,16 @@ class Step:
             report.lost = self.notice_lost()
         report.started = await self.commit(now, views)
         return report
+
+    async def report(self, now: float) -> None:
+        """Record what only this daemon knows (its backends, how far its requests have
+        streamed) for `top`, `info` and metrics: read here on the loop, written on the writer."""
+        await self.write(self.store.record_backends, self.owner, self.pool.states(self.owner, now), now)
+        runs = [RunProgress(c.job.id, self.owner, run.tokens, c.job.started_at or now, now)
+                for run in self.runs() for c in run.claims]
+        if runs or self._runs_reported:  # an idle daemon writes nothing new
+            await self.write(self.store.record_progress, self.owner, runs, now)
+        self._runs_reported = bool(runs)
 
     async def commit(self, now: float, views: list[BackendView] | None = None) -> list[InFlight]:
         """One write transaction: settle the outcomes gathered since the last one, then (with

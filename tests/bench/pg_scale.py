@@ -42,6 +42,8 @@ INSERT INTO results (id, body) SELECT id, %(result)s FROM jobs WHERE state = 'co
 INSERT INTO counts (name, shard, n)
     SELECT 'count/' || CASE WHEN state = 'ready' THEN 'pending' ELSE state END, 0, count(*) FROM jobs GROUP BY 1
     UNION ALL SELECT 'ready/' || priority, 0, count(*) FROM jobs WHERE state = 'ready' GROUP BY priority
+    UNION ALL SELECT 'ready_model/' || priority || '/' || model_key, 0, count(*) FROM jobs WHERE state = 'ready'
+        GROUP BY priority, model_key
     UNION ALL SELECT name, 0, n FROM ({ready_by_block}) AS r(name, n);
 UPDATE serials SET last = %(n)s WHERE name = 'job';
 """

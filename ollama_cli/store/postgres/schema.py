@@ -23,8 +23,10 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `meta`: flags (paused; hooks_until, the time until which hook events are recorded).
 - `hook_events`: finished jobs whose hook has not run (`hooks.py`).
 - `stats`: the statistics' hour buckets, a row per field and shard (stats.py).
-- `counts`: counters (jobs per status, ready jobs per priority and per block of ids,
-  cache figures) as
+- `backend_states`, `run_progress`: what each living daemon reports of its backends and its
+  running attempts, replaced at its heartbeat (`activity.py`).
+- `counts`: counters (jobs per status, ready jobs per priority, per model and per block of
+  ids, jobs finished per minute, cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
   transaction, and a reader sums the shards. One row per counter would be a hot row
   that every state change locks until it commits: writers queue behind it, and two
@@ -149,6 +151,36 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+# What living daemons report (activity.py); ready jobs counted per priority and model, so that
+# `top` and metrics read queue depth per model from counters.
+ACTIVITY = """
+CREATE TABLE backend_states (
+    daemon_id  text NOT NULL,
+    position   integer NOT NULL,  -- the daemon's order of its backends
+    url        text NOT NULL,
+    up         boolean NOT NULL,
+    installed  text[],  -- NULL: not known yet
+    loaded     text[] NOT NULL,
+    slots      integer NOT NULL,
+    in_use     integer NOT NULL,
+    updated_at float8 NOT NULL,
+    PRIMARY KEY (daemon_id, position)
+);
+CREATE TABLE run_progress (
+    daemon_id  text NOT NULL,
+    job_id     bigint NOT NULL,
+    tokens     bigint NOT NULL,
+    started_at float8 NOT NULL,
+    updated_at float8 NOT NULL,
+    PRIMARY KEY (daemon_id, job_id)
+);
+-- Counted afresh: whatever such counters a store holds are replaced by what its jobs say.
+DELETE FROM counts WHERE name LIKE 'ready_model/%';
+INSERT INTO counts (name, shard, n)
+    SELECT 'ready_model/' || priority || '/' || model_key, 0, count(*) FROM jobs WHERE state = 'ready'
+    GROUP BY priority, model_key;
+"""
+
 # Categories and feedback on jobs; the statistics' hour buckets (stats.py), sharded as counts.
 _STATS = """
 ALTER TABLE jobs ADD COLUMN category text, ADD COLUMN feedback_score float8,
@@ -215,6 +247,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
     ("job categories and feedback; statistics in hour buckets", _STATS),
     ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
+    ("backend states, run progress, ready counters per model", ACTIVITY),
     ("hook events", _HOOKS),
 )
 LATEST = len(MIGRATIONS)

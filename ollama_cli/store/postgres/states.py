@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority
-from ollama_cli.store.postgres import rows
+from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority, full_name
+from ollama_cli.store.postgres import activity, rows
 from ollama_cli.store.postgres.schema import BLOCKS
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
 from ollama_cli.store.postgres.transactions import Tx
@@ -26,9 +26,11 @@ def block_count_name(bits: int, rank: int, block: int) -> str:
     return f"r{bits}/{rank}/{block:016x}"
 
 
-def add_ready(tx: Tx, rank: int, job_id: int, delta: int) -> None:
-    """Count a job in (1) or out of (-1) the ready counters of its priority and blocks."""
+def add_ready(tx: Tx, rank: int, model_key: str, job_id: int, delta: int) -> None:
+    """Count a job in (1) or out of (-1) the ready counters of its priority, its model and
+    its blocks."""
     tx.add(READY[rank], delta)
+    tx.add(activity.ready_model_counter(rank, model_key), delta)
     for bits in BLOCKS:
         tx.add(block_count_name(bits, rank, job_id >> bits), delta)
 
@@ -84,6 +86,8 @@ def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: 
         from ollama_cli.store.postgres import stats as statistics
 
         statistics.apply(tx, None, new, stats)
+        if old is not None:  # it was queued: throughput (jobs answered at submit are not)
+            activity.note_finished(tx, now)
         if hand_on:
             _hand_on(tx, new, now)
     return new
@@ -93,7 +97,7 @@ def count(tx: Tx, job: Job, state: str, delta: int) -> None:
     """Count a job in (delta 1) or out of (-1) the counters of `state`."""
     tx.add(COUNT[job.status], delta)
     if state == "ready":
-        add_ready(tx, job.priority.rank, job.id, delta)
+        add_ready(tx, job.priority.rank, full_name(job.model), job.id, delta)
 
 
 def _hand_on(tx: Tx, job: Job, now: float) -> None:
