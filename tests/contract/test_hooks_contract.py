@@ -75,7 +75,7 @@ def test_an_event_is_held_by_one_living_daemon_until_done_then_is_gone(engine: E
 
 def test_the_event_holds_the_job_as_it_finished(engine: Engine) -> None:
     engine.record_hooks_until(T + 60)
-    job = engine.submit(make_spec(name="nightly", batch=None), T)
+    job = engine.submit(make_spec(name="nightly", category="sql", fallbacks=("b",), route=("best", 0.5, 7)), T)
     engine.cancel([job.id], T + 1)
     engine.retry([job.id], T + 2)  # pending again: the event still says cancelled
     lock = engine.daemon_lock()

@@ -18,8 +18,12 @@ if TYPE_CHECKING:
     from ollama_cli.store.records import HookEvent
 
 _NAMES = [name.strip() for name in COLUMNS.split(",")]
-# Times and limits are float8 columns; JSON writes 5.0 as 5.
-_FLOATS = {"created_at", "run_at", "retry_at", "started_at", "finished_at", "timeout", "keep_alive"}
+# float8 columns (JSON writes 5.0 as 5), and bytea columns (JSON writes "\\x" and hex digits):
+# a new column of jobs of either type joins here (the contract test of hooks compares the
+# whole job, so give it a value there).
+_FLOATS = {"created_at", "run_at", "retry_at", "started_at", "finished_at", "timeout", "keep_alive",
+           "feedback_score"}
+_BYTEA = {"cache_key", "route"}
 
 
 def record_until(tx: Tx, until: float) -> None:
@@ -53,8 +57,7 @@ def _job(row: dict[str, Any]) -> Job:
     """The job in a row as `to_jsonb` wrote it."""
     values = {name: row[name] for name in _NAMES}
     values.update({k: float(values[k]) for k in _FLOATS if values[k] is not None})
-    if values["cache_key"] is not None:  # bytea: "\\x" and hex digits
-        values["cache_key"] = bytes.fromhex(values["cache_key"][2:])
+    values.update({k: bytes.fromhex(values[k][2:]) for k in _BYTEA if values[k] is not None})
     return to_job(tuple(values[name] for name in _NAMES))
 
 
