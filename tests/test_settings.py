@@ -582,3 +582,11 @@ def test_the_users_folders_are_platformdirs_own(monkeypatch: pytest.MonkeyPatch,
         monkeypatch.setenv(name, value)
     for kind in ("data", "config", "cache"):
         assert file.user_dir(kind) == getattr(platformdirs, f"user_{kind}_dir")("ollama-q")
+
+
+def test_the_file_is_read_for_a_command_named_after_options_with_values(tmp_path: Path) -> None:
+    # command_word once took --store's value for the command: submit then read no defaults.
+    write_config(tmp_path, 'priority = "urgent"\n')
+    store = str(tmp_path / "q")
+    job = ok_json(run_main("--store", store, "submit", "m", "x", "--json"))
+    assert ok_json(run_main("--store", store, "status", str(job["id"]), "--json"))["priority"] == "urgent"
