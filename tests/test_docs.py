@@ -61,7 +61,8 @@ def test_each_completion_script_is_what_the_cli_generates(data_dir: Path, shell:
 
 @pytest.mark.parametrize(("words", "expected"), [
     ("ollama-q sub", ["submit"]),
-    ("ollama-q batch submit --pri", ["--priority"]),  # a subcommand's options, despite lazy registration
+    ("ollama-q batch submit --pri", ["--priority"]),
+    ("ollama-q submit m --fall", ["--fallback"]),  # a subcommand's options, despite lazy registration
 ])
 def test_bash_completion_protocol(data_dir: Path, words: str, expected: list[str]) -> None:
     out = cli(data_dir, COMP_WORDS=words, COMP_CWORD=str(len(words.split()) - 1), _OLLAMA_Q_COMPLETE="complete_bash")

@@ -232,9 +232,9 @@ class Engine(Protocol):
         """The statistics' hour buckets from `since_hour` (hours since the epoch) on, all if
         None (`store/buckets.py` says what they hold). Each job that finishes (completed, failed
         or cancelled, by any path: a settle, a cancel, a cache hit at submit, a failed
-        dependency, a quarantine) is counted once, in the transaction that records its end, in
-        the bucket of (its finish hour, its model's canonical name, its type) and, with a
-        category, of (hour, model, category). `clean` leaves them. Costs the buckets read,
+        dependency, a quarantine) is counted once per end (a job retried and finished again counts
+        again), in the transaction that records that end, in the bucket of (its finish hour, its
+        model's canonical name, its type) and, with a category, of (hour, model, `type:category`). `clean` leaves them. Costs the buckets read,
         never the jobs."""
         ...
 
@@ -312,7 +312,10 @@ class Engine(Protocol):
         if not (reclaimed, cleaned, settled before), it changes nothing. COMPLETE stores the
         result (and in the cache, if the job may use it) and completes the job; FAIL with
         `retry_after` and attempts left makes it wait that long, else fails it; RELEASE makes
-        it pending again without counting the attempt.
+        it pending again without counting the attempt; FALLBACK starts it again on the first of
+        its `fallbacks` (taken off the list), pending and ready at once, attempts at 0, `error`
+        the settle's, its cache key made for that model (it fails, as FAIL without attempts
+        left, when it has no fallback left).
 
         Then, unless the queue is paused, held jobs whose time has come become ready and the
         planner gets the ready jobs (`records.ReadyJobs`): iterated, in the order they start,
@@ -328,7 +331,8 @@ class Engine(Protocol):
 
     def reclaim(self, now: float) -> list[Job]:
         """Running jobs whose owner is not alive go back to pending (the attempt counts, `error`
-        abandoned) or, attempts used up, fail as abandoned; the runs such an owner kept open
+        abandoned) or, attempts used up, start again on their next fallback model (as a FALLBACK
+        settle, `error` abandoned) or fail as abandoned; the runs such an owner kept open
         (for jobs cancelled while they ran) close; dead daemons' records are removed. The jobs
         taken back. Never touches the jobs of a daemon alive in this process."""
         ...
