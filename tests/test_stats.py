@@ -179,7 +179,7 @@ def test_a_category_another_model_serves_better(data_dir: Path) -> None:
             _finish(store, model="big", category="code", score=score)
     (rec,) = _advice(data_dir)
     assert (rec["kind"], rec["model"]) == ("category", "small:latest")
-    assert "category code: big:latest scores 0.90 (n=6, 95% lower bound 0.85) where small:latest scores " \
+    assert "category code: big:latest scores 0.90 (n=6, 95% lower bound 0.83) where small:latest scores " \
         "0.10 (n=6, 10 jobs)" in rec["message"]
 
 
