@@ -15,7 +15,7 @@ import pytest
 
 from ollama_cli.errors import UsageError
 from ollama_cli.jobs import Priority
-from ollama_cli.settings import DaemonSettings, file, hosts, load, shown
+from ollama_cli.settings import DaemonSettings, file, hosts, load, shown, user_dir
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.settings.schema import KEYS, plain
 from ollama_cli.store import open_store
@@ -551,7 +551,7 @@ def test_a_parse_is_kept_until_the_file_changes(monkeypatch: pytest.MonkeyPatch,
     assert load({}, command="submit").retries == 5 and kept.exists()
     parses: list[Path] = []
     with monkeypatch.context() as patched:
-        patched.setattr(file, "_parse", lambda p: parses.append(p) or {})
+        patched.setattr(file, "parse", lambda p: parses.append(p) or {})
         assert load({}, command="submit").retries == 5 and parses == []  # from the cache
     path.write_text("retries = 6\n")  # same size: the mtime and ctime tell
     assert load({}, command="submit").retries == 6
@@ -582,4 +582,12 @@ def test_the_users_folders_are_platformdirs_own(monkeypatch: pytest.MonkeyPatch,
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     for kind in ("data", "config", "cache"):
-        assert file.user_dir(kind) == getattr(platformdirs, f"user_{kind}_dir")("ollama-q")
+        assert user_dir(kind) == getattr(platformdirs, f"user_{kind}_dir")("ollama-q")
+
+
+def test_the_file_is_read_for_a_command_named_after_options_with_values(tmp_path: Path) -> None:
+    # command_word once took --store's value for the command: submit then read no defaults.
+    write_config(tmp_path, 'priority = "urgent"\n')
+    store = str(tmp_path / "q")
+    job = ok_json(run_main("--store", store, "submit", "m", "x", "--json"))
+    assert ok_json(run_main("--store", store, "status", str(job["id"]), "--json"))["priority"] == "urgent"
