@@ -276,6 +276,8 @@ def job_detail(job: dict[str, Any]) -> None:
             shown = f"[red]{value['type']}[/]: {_shown(value['message'])}"
         elif key in ("after", "fallbacks"):
             shown = ", ".join(map(str, value)) or "-"
+        elif key == "feedback" and value:
+            shown = f"{value['score']:+g}" + (f": {_shown(value['reason'])}" if value["reason"] else "")
         elif key == "route" and value:
             shown = _route(value)
         elif key in _TIMES:

@@ -232,9 +232,9 @@ class Engine(Protocol):
         """The statistics' hour buckets from `since_hour` (hours since the epoch) on, all if
         None (`store/buckets.py` says what they hold). Each job that finishes (completed, failed
         or cancelled, by any path: a settle, a cancel, a cache hit at submit, a failed
-        dependency, a quarantine) is counted once, in the transaction that records its end, in
-        the bucket of (its finish hour, its model's canonical name, its type) and, with a
-        category, of (hour, model, category). `clean` leaves them. Costs the buckets read,
+        dependency, a quarantine) is counted once per end (a job retried and finished again counts
+        again), in the transaction that records that end, in the bucket of (its finish hour, its
+        model's canonical name, its type) and, with a category, of (hour, model, `type:category`). `clean` leaves them. Costs the buckets read,
         never the jobs."""
         ...
 

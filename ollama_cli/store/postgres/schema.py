@@ -21,7 +21,7 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
 - `meta`: flags (paused).
-- `stats`: the statistics' hour buckets, a row per field and shard (stats.py).
+- `stats`: the statistics' hour buckets, a row per bucket and shard, its sums in jsonb (stats.py).
 - `backend_states`, `run_progress`: what each living daemon reports of its backends and its
   running attempts, replaced at its heartbeat (`activity.py`).
 - `counts`: counters (jobs per status, ready jobs per priority, per model and per block of
@@ -186,13 +186,12 @@ ALTER TABLE jobs ADD COLUMN category text, ADD COLUMN feedback_score float8,
     ADD COLUMN feedback_reason text, ADD COLUMN feedback_category text;
 CREATE TABLE stats (
     hour  integer NOT NULL,  -- hours since the epoch
-    kind  text NOT NULL,     -- t: group is the job type; c: group is the category
+    kind  text NOT NULL,     -- t: group is the job type; c: group is type:category
     model text NOT NULL,
     grp   text NOT NULL,
-    field text NOT NULL,
     shard smallint NOT NULL,
-    n     float8 NOT NULL,
-    PRIMARY KEY (hour, kind, model, grp, field, shard)
+    f     jsonb NOT NULL,    -- field -> sum (store/buckets.py)
+    PRIMARY KEY (hour, kind, model, grp, shard)
 ) WITH (fillfactor = 50);
 """
 
