@@ -20,7 +20,8 @@ Invariants `_transition` keeps (`doctor.py` checks each of them):
   until the run closes (its daemon settles it, or is found dead): such a job is in
   `open_runs`, and, retried meanwhile, pending there and in no other pending index, so that
   it cannot start again while the run it had goes on. Other jobs hold no lease;
-- a job has `finished_at` exactly when finished; a completed job has a result.
+- a job has `finished_at` exactly when finished; a completed job has a result;
+- `partials` holds text only for running jobs, under the lease they run under.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ def transition(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
                            "a job it depends on failed or was cancelled").evolve(lease=new.lease)
     if old is not None:
         unindex(tx, old)
+        if old.status is RUNNING and new.status is not RUNNING:
+            tx.delete("partials", u64(new.id))  # what the run streamed so far (`partials.py`)
     key = u64(new.id)
     tx.put("jobs", key, encode_job(new))
     tx.put("status", new.status.code + key)

@@ -25,7 +25,7 @@ from ollama_cli.store.lmdb import Store
 if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
     from ollama_cli.store.flock import FlockLiveness, FlockLock
-    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, Planner, Settle, Tick
+    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, PartialText, Planner, Settle, Tick
 
 
 T = TypeVar("T")
@@ -132,6 +132,16 @@ class LmdbEngine:
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         with self.kv.read() as tx:
             return queue.ids_with_status(tx, *statuses)
+
+    def queue_depth(self) -> dict[tuple[int, str], int]:
+        with self.kv.read() as tx:
+            return queue.queue_depth(tx)
+
+    def partial_output(self, job_id: int) -> PartialText | None:
+        from ollama_cli.queue import partials
+
+        with self.kv.read() as tx:
+            return partials.read(tx, job_id)
 
     # ------------------------------------------------------------------ changes
 
@@ -265,6 +275,12 @@ class LmdbEngine:
 
         tick, quarantined = self._isolated(write, now)
         return tick._replace(quarantined=tuple(quarantined))
+
+    def write_partials(self, parts: Sequence[PartialText]) -> None:
+        from ollama_cli.queue import partials
+
+        parts = list(parts)
+        self.kv.write(lambda tx: partials.write(tx, parts))
 
     def reclaim(self, now: float) -> list[Job]:
         with self.kv.read() as tx:

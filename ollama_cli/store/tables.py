@@ -17,4 +17,5 @@ DATABASES = (
     "batches",  # batch name + id -> b""
     "ready_model",  # priority rank + model digest + id -> type code : `ready` by model
     "ready_models",  # model digest -> canonical model name
+    "partials",  # id -> {token, attempt, text}: what a running job's run has streamed so far
 )

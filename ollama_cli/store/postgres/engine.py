@@ -29,11 +29,11 @@ from ollama_cli import cache
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord, NotFound, UsageError
 from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority, full_name
-from ollama_cli.store.postgres import liveness, rows, schema
+from ollama_cli.store.postgres import depth, liveness, partials, rows, schema
 from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
 from ollama_cli.store.postgres.transactions import Database, Tx
-from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, Placement, Planner, Settle,
-                                      SettleKind, Tick)
+from ollama_cli.store.records import (BatchEntry, Changed, Claim, DaemonInfo, PartialText, Placement, Planner,
+                                      Settle, SettleKind, Tick)
 
 PENDING, RUNNING = JobStatus.PENDING, JobStatus.RUNNING
 COMPLETED, FAILED, CANCELLED = JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED
@@ -117,6 +117,8 @@ class PostgresEngine:
         else:
             tx.cur.execute(rows.UPDATE, (*rows.values(new, state, hold), new.id))
             self._count(tx, old[0], old[1], -1)
+            if old[1] == "running" and state != "running":
+                partials.forget(tx, new.id)
         self._count(tx, new, state, 1)
         if new.status.finished or state == "ready":
             tx.notify = True
@@ -129,6 +131,7 @@ class PostgresEngine:
         tx.add(_COUNT[job.status], delta)
         if state == "ready":
             tx.add(_READY[job.priority.rank], delta)
+            tx.add(depth.name(job.priority.rank, full_name(job.model)), delta)
 
     def _hand_on(self, tx: Tx, job: Job, now: float) -> None:
         """A job finished: its pending dependents become ready (it completed) or fail."""
@@ -325,6 +328,12 @@ class PostgresEngine:
                 "SELECT id FROM jobs WHERE state = ANY(%s) ORDER BY id", (list(STATES_OF[s]),))]
 
         return self._db.snapshot(read)
+
+    def queue_depth(self) -> dict[tuple[int, str], int]:
+        return self._db.read(depth.read)
+
+    def partial_output(self, job_id: int) -> PartialText | None:
+        return self._db.read(lambda tx: partials.read(tx, job_id))
 
     # ------------------------------------------------------------ changes
 
@@ -594,9 +603,10 @@ class PostgresEngine:
         promoted = tx.all(
             "UPDATE jobs SET state = 'ready', available_at = NULL WHERE id IN (SELECT id FROM jobs "
             "WHERE state = 'waiting' AND available_at <= %s ORDER BY available_at, id LIMIT %s "
-            "FOR UPDATE SKIP LOCKED) RETURNING priority", (now, PROMOTE_BATCH))
-        for (rank,) in promoted:
+            "FOR UPDATE SKIP LOCKED) RETURNING priority, model_key", (now, PROMOTE_BATCH))
+        for rank, model_key in promoted:
             tx.add(_READY[rank], 1)
+            tx.add(depth.name(rank, model_key), 1)
 
     def _claim(self, tx: Tx, placements: Sequence[Placement], owner: str,
                now: float) -> tuple[list[tuple[Placement, list[Claim]]], list[int]]:
@@ -621,6 +631,7 @@ class PostgresEngine:
         started = {r[0]: to_job(r) for r in taken}
         for job in started.values():
             tx.add(_READY[job.priority.rank], -1)
+            tx.add(depth.name(job.priority.rank, full_name(job.model)), -1)
             tx.add(_COUNT[PENDING], -1)
             tx.add(_COUNT[RUNNING], 1)
         bodies = dict(tx.all("SELECT id, body FROM requests WHERE id = ANY(%s)", (list(started),)))
@@ -686,6 +697,9 @@ class PostgresEngine:
             out[id(s)] = self._save(tx, (job, "running"), new, now, hand_on=job.id in parents)
         return [out.get(id(s)) for s in settles]
 
+    def write_partials(self, parts: Sequence[PartialText]) -> None:
+        self._db.write(lambda tx: partials.write(tx, parts))
+
     def reclaim(self, now: float) -> list[Job]:
         def write(tx: Tx) -> list[Job]:
             alive = self._live_keys(tx, now)
@@ -727,6 +741,8 @@ class PostgresEngine:
             for rank, name in _READY.items():
                 if counted.get(name, 0) != int(ready.get(rank, 0)):
                     problems.append(f"{name} is {counted.get(name, 0)}, the jobs say {ready.get(rank, 0)}")
+            problems += depth.check(tx, counted)
+            problems += partials.check(tx)
             entries, size = tx.one("SELECT count(*), coalesce(sum(length(body)), 0) FROM cache")
             for name, n in (("cache/entries", entries), ("cache/bytes", size)):
                 if counted.get(name, 0) != int(n):

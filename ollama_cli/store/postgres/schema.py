@@ -21,7 +21,8 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
 - `meta`: flags (paused).
-- `counts`: counters (jobs per status, ready jobs per priority, cache figures) as
+- `partials`: what each running job's run has streamed so far (`result --follow`).
+- `counts`: counters (jobs per status, ready jobs per priority and per (priority, model), cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
   transaction, and a reader sums the shards. One row per counter would be a hot row
   that every state change locks until it commits: writers queue behind it, and two
@@ -146,8 +147,29 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+# Ready jobs per (priority, model), counted from here on as `rm/<rank>/<model_key>`
+# (`depth.py`): counted once here for the jobs ready already.
+_READY_PER_MODEL = """
+INSERT INTO counts (name, shard, n)
+SELECT 'rm/' || priority || '/' || model_key, 0, count(*) FROM jobs WHERE state = 'ready'
+GROUP BY priority, model_key;
+"""
+
+# What running jobs have streamed so far (`partials.py`), deleted as each stops running.
+_PARTIALS = """
+CREATE TABLE partials (
+    id      bigint PRIMARY KEY REFERENCES jobs ON DELETE CASCADE,
+    token   text NOT NULL,  -- the lease token of the run that wrote it
+    attempt integer NOT NULL,
+    chars   integer NOT NULL,  -- characters of text in body
+    body    bytea NOT NULL  -- UTF-8
+);
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
+    ("ready jobs counted per priority and model", _READY_PER_MODEL),
+    ("partial output of running jobs", _PARTIALS),
 )
 LATEST = len(MIGRATIONS)
 
