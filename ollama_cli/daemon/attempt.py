@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ollama_cli.clients.base import BackendError
+from ollama_cli.clients.base import BackendError, OnText
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
 from ollama_cli.jobs import ErrorType, Job, JobError
@@ -46,6 +46,7 @@ class InFlight:
     slot: Slot  # the backend it went to
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
+    on_text: OnText | None = None  # gets each piece of the answer as it streams in (`partial.py`)
 
     @property
     def model(self) -> str:
@@ -72,7 +73,7 @@ async def attempt(run: InFlight, pool: Pool, *, clock: Callable[[], float], retr
     limit = first.timeout or DEFAULT_ATTEMPT_TIMEOUT
     try:
         try:
-            result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims)), limit)
+            result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims), run.on_text), limit)
             results = _split(run.claims, result)
         except asyncio.TimeoutError:
             bound = "" if first.timeout else " (the bound of an attempt without --timeout)"
