@@ -188,6 +188,13 @@ def test_only_the_network_rooms_import_httpx_at_module_level() -> None:
     assert {u for u in users if not u.startswith(("ollama_cli.clients", "ollama_cli.daemon"))} == set()
 
 
+def test_only_the_daemons_metrics_import_prometheus_client() -> None:
+    # The daemon imports daemon/metrics.py only when --metrics-addr is given.
+    users = {module_name(p) for p in sources() if any(n.split(".")[0] == "prometheus_client" for n in imports(p))}
+    assert users == {"ollama_cli.daemon.metrics"}
+    assert "ollama_cli.daemon.metrics" not in imports(PACKAGE / "daemon" / "loop.py", module_level_only=True)
+
+
 def test_only_the_settings_read_the_environment() -> None:
     # Click, under Typer, reads its own completion variables: not ours to route.
     def reads_environment(path: Path) -> bool:
@@ -218,7 +225,7 @@ WRAPPER = """
     main(sys.argv[2:])
 """
 # The PostgreSQL driver too: a store in LMDB must not pay for the other engine.
-HEAVY = ("httpx", "rich", "asyncio", "pydantic", "psycopg2", "psycopg")
+HEAVY = ("httpx", "rich", "asyncio", "pydantic", "psycopg2", "psycopg", "prometheus_client")
 
 
 def loaded_modules(data_dir: Path, tmp_path: Path, *args: str) -> tuple[dict, list[str]]:

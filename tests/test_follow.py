@@ -20,18 +20,6 @@ from tests.helpers.cli import assert_one_error, cli_env, ok_json, run_cli, run_m
 from tests.helpers.processes import DaemonProcess, Output
 
 
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "engine" in metafunc.fixturenames:
-        metafunc.parametrize("engine", ["lmdb", "postgresql"], indirect=True)
-
-
-@pytest.fixture
-def engine(request: pytest.FixtureRequest, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    if request.param == "postgresql":
-        monkeypatch.setenv("OLLAMA_Q_STORE", request.getfixturevalue("pg_store_url"))
-    return request.param
-
-
 class Follower:
     """`ollama-q result ID --follow ...` in its own process, its stdout and stderr read as they come."""
 
@@ -99,7 +87,7 @@ def first_piece(follower: Follower) -> str:
     return follower.out.text()
 
 
-@pytest.mark.usefixtures("engine")
+@pytest.mark.usefixtures("each_engine")
 def test_follow_waits_while_pending_prints_the_answer_as_it_streams_and_exits_0(
         data_dir: Path, held: Emulator, spawned: list) -> None:
     job = a_job(data_dir)
@@ -114,7 +102,7 @@ def test_follow_waits_while_pending_prints_the_answer_as_it_streams_and_exits_0(
     assert "attempt" not in follower.err.text() and "error" not in follower.err.text()
 
 
-@pytest.mark.usefixtures("engine")
+@pytest.mark.usefixtures("each_engine")
 def test_a_new_attempt_starts_the_text_over_and_says_so_on_stderr(
         data_dir: Path, held: Emulator, spawned: list) -> None:
     job = a_job(data_dir)
@@ -133,7 +121,7 @@ def test_a_new_attempt_starts_the_text_over_and_says_so_on_stderr(
         and follower.err.text().count("\n") == 1
 
 
-@pytest.mark.usefixtures("engine")
+@pytest.mark.usefixtures("each_engine")
 def test_a_cancel_ends_the_follow_with_exit_1(data_dir: Path, held: Emulator, spawned: list) -> None:
     job = a_job(data_dir)
     started(spawned, data_dir, held)
@@ -145,7 +133,7 @@ def test_a_cancel_ends_the_follow_with_exit_1(data_dir: Path, held: Emulator, sp
     assert follower.err.text() == f"error: job {job} was cancelled\n"
 
 
-@pytest.mark.usefixtures("engine")
+@pytest.mark.usefixtures("each_engine")
 def test_follow_json_prints_only_the_final_result_object(data_dir: Path, held: Emulator, spawned: list) -> None:
     job = a_job(data_dir)
     follower = following(spawned, data_dir, job, "--json")
@@ -156,7 +144,7 @@ def test_follow_json_prints_only_the_final_result_object(data_dir: Path, held: E
     assert json.loads(follower.out.text()) == ok_json(run_cli(data_dir, "result", str(job), "--json"))
 
 
-@pytest.mark.usefixtures("engine")
+@pytest.mark.usefixtures("each_engine")
 def test_an_embed_job_is_waited_for_and_printed_as_result_prints_it(
         data_dir: Path, emulator: Emulator, spawned: list) -> None:
     job = submit_id(data_dir, "all-minilm", "--type", "embed", "--input", "a")

@@ -29,6 +29,8 @@ def daemon(
     max_overtake: Annotated[Optional[int], typer.Option(
         help=f"Jobs of a loaded model that may start before the oldest waiting job of another model "
              f"(default {_DEFAULTS.max_overtake}): higher, fewer model loads; lower, shorter waits.")] = None,
+    metrics_addr: Annotated[Optional[str], typer.Option(
+        metavar="[HOST:]PORT", help="Serve Prometheus metrics at /metrics there (host 127.0.0.1 unless given).")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Log JSON lines on stderr, one per event.")] = False,
     data_dir: DataDirOpt = None,
     store_: StoreOpt = None,
@@ -38,7 +40,7 @@ def daemon(
 
     settings = load_settings(json_, data_dir, store_, hosts=host, concurrency=concurrency, drain=drain, grace=grace,
                              retry_backoff=retry_backoff, model_concurrency=model_concurrency,
-                             keep_finished=keep_finished, max_overtake=max_overtake)
+                             keep_finished=keep_finished, max_overtake=max_overtake, metrics_addr=metrics_addr)
     backends = settings.backends  # parsed before the store opens: a bad host writes nothing
     raise typer.Exit(serve(open_store(settings), backends, settings))
 

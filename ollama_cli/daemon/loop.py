@@ -266,4 +266,9 @@ class Daemon:
 def serve(store: Engine, backends: list[Backend], settings: Settings) -> int:
     """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
     logs.setup(json_lines=settings.json)
-    return asyncio.run(Daemon(store, backends, settings.daemon).run())
+    daemon = Daemon(store, backends, settings.daemon)
+    if settings.daemon.metrics_addr is not None:
+        from ollama_cli.daemon import metrics  # prometheus-client: only when asked for
+
+        metrics.attach(daemon, settings.daemon.metrics_addr)
+    return asyncio.run(daemon.run())

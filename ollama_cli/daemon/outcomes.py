@@ -47,7 +47,8 @@ def event(o: Outcome, value: object) -> events.Event | None:
     job, backend = o.claim.job, o.host or ""
     if o.kind is SettleKind.COMPLETE:
         if value:
-            return events.JobFinished(job, JobStatus.COMPLETED, backend, took=o.took)
+            return events.JobFinished(job, JobStatus.COMPLETED, backend, took=o.took,
+                                      stats=(o.result or {}).get("stats"))
         return events.ResultDropped(job, backend)
     if o.kind is SettleKind.FAIL and isinstance(value, Job) and o.error is not None:
         if value.status is JobStatus.PENDING:

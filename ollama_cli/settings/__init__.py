@@ -45,6 +45,7 @@ class DaemonSettings(NamedTuple):
     coalesce: int = 16  # embed jobs in one request, at most
     poll: float = 0.2  # seconds between ticks when nothing wakes the loop
     seed: int | None = None  # of the retry jitter, for runs that must repeat
+    metrics_addr: tuple[str, int] | None = None  # (host, port) of Prometheus' /metrics; None: not served
 
 
 class Settings(NamedTuple):
@@ -140,13 +141,27 @@ def _model_caps(value: Any, where: str) -> Mapping[str, int]:
     return MappingProxyType(caps)
 
 
+def _listen_address(value: Any, where: str) -> tuple[str, int]:
+    """[HOST:]PORT (an IPv6 host in brackets), on 127.0.0.1 unless a host is given: metrics
+    are not shown to the network unless asked."""
+    text = value.strip() if isinstance(value, str) else ""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536 or (sep and not host) \
+            or any(c in host for c in "[]/ ") or (":" in host and not text.startswith("[")):
+        raise UsageError(f"{where} must be [HOST:]PORT, PORT from 1 to 65535 (examples: 9464, 0.0.0.0:9464), "
+                         f"not {text!r}")
+    return host or "127.0.0.1", int(port)
+
+
 # Every setting, by the name it has as a field, a flag and a key of the file: how a given
 # value becomes the typed one. Settings not named in _VARIABLES have no variable.
 _PARSE: dict[str, Callable[[Any, str], Any]] = {
     "data_dir": _path, "store": _store, "hosts": _hosts, "json": _switch,
     "concurrency": _at_least(1), "drain": _switch, "grace": _duration, "retry_backoff": _duration,
     "keep_finished": _duration, "model_concurrency": _model_caps, "max_overtake": _at_least(0),
-    "coalesce": _at_least(1), "poll": _duration, "seed": _at_least(0),
+    "coalesce": _at_least(1), "poll": _duration, "seed": _at_least(0), "metrics_addr": _listen_address,
 }
 _VARIABLES = {"data_dir": "OLLAMA_Q_DATA_DIR", "store": "OLLAMA_Q_STORE", "hosts": "OLLAMA_HOST"}
 _FLAGS = {"hosts": "--host"}  # the others are --name-with-dashes
