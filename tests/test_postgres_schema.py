@@ -150,3 +150,25 @@ def test_a_database_copied_from_the_template_is_up_to_date_and_empty(pg_store_ur
     assert schema.version(conn) == schema.LATEST
     conn.close()
     assert _rows(pg_store_url, "SELECT count(*) FROM jobs") == [(0,)]
+
+
+def test_a_store_from_before_the_per_model_counts_gets_them_counted_once(
+        pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ollama_cli.jobs import Priority
+    from ollama_cli.store import open_store
+    from tests.helpers.jobs import make_spec
+
+    with monkeypatch.context() as old:  # the schema, and counters, as the version before kept them
+        old.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
+        old.setattr(schema, "LATEST", 1)
+        with open_store(pg_url) as store:
+            store.submit_many([make_spec(model="a"), make_spec(model="a"), make_spec(model="b", priority=Priority.LOW),
+                               make_spec(model="c", run_at=2e9)], 1.0)
+        conn = connect(pg_url)
+        with conn.cursor() as cur:
+            cur.execute("DELETE FROM ollama_q.counts WHERE name LIKE 'rm/%'")
+        conn.commit()
+        conn.close()
+    with open_store(pg_url) as store:
+        assert store.queue_depth() == {(Priority.MEDIUM.rank, "a:latest"): 2, (Priority.LOW.rank, "b:latest"): 1}
+        assert store.check() == []
