@@ -31,7 +31,7 @@ def unpack(key: int | bytes, data: bytes) -> Any:
 # half are null (a third smaller, and quicker to write and read). `decode_job` reads a
 # missing key as its default, so records written with every key read the same.
 _OPTIONAL = ("name", "batch", "custom_id", "run_at", "host", "started_at", "finished_at", "timeout",
-             "keep_alive", "cache_key", "retry_at")
+             "keep_alive", "cache_key", "retry_at", "category")
 
 
 def encode_job(job: Job) -> bytes:
@@ -58,6 +58,8 @@ def encode_job(job: Job) -> bytes:
         rec["cached"] = True
     if job.lease:
         rec["lease"] = [job.lease.owner, job.lease.token]
+    if job.feedback is not None:
+        rec["feedback"] = list(job.feedback)
     return pack(rec)
 
 
@@ -69,7 +71,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "id": (int,), "model": _STR, "created_at": _NUM, "name": _STR, "batch": _STR, "custom_id": _STR,
     "attempts": (int,), "max_attempts": (int,), "run_at": _NUM, "host": _STR, "started_at": _NUM,
     "finished_at": _NUM, "cached": (bool,), "timeout": _NUM, "keep_alive": _NUM, "cache_key": (bytes,),
-    "retry_at": _NUM,
+    "retry_at": _NUM, "category": _STR,
 }
 _NOT_NULL = frozenset({"attempts", "max_attempts", "cached"})  # fields with a non-null default
 _REQUIRED = ("id", "model", "type", "priority", "status", "created_at")
@@ -85,6 +87,15 @@ def _pair(value: Any, what: str) -> Any:
                                   and type(value[0]) is str and type(value[1]) is str):
         raise ValueError(f"{what} is not a pair of strings")
     return value
+
+
+def _feedback(value: Any) -> tuple[float, str | None, str | None] | None:
+    if value is None:
+        return None
+    if not (type(value) is list and len(value) == 3 and type(value[0]) in _NUM
+            and all(v is None or type(v) is str for v in value[1:])):
+        raise ValueError("feedback is not [score, reason, category]")
+    return (value[0], value[1], value[2])
 
 
 def decode_job(key: int, data: bytes) -> Job:
@@ -118,6 +129,7 @@ def decode_job(key: int, data: bytes) -> Job:
             after=tuple(after) if after else (),
             error=JobError(_ERRORS[error[0]], error[1]) if error else None,
             lease=Lease(lease[0], lease[1]) if lease else None,
+            feedback=_feedback(rec.get("feedback")),
             **fields,
         )
     except CorruptRecord:

@@ -98,6 +98,8 @@ class Job(NamedTuple):
     finished_at: float | None = None
     error: JobError | None = None
     cached: bool = False
+    category: str | None = None  # a task category (`submit --category`, `feedback --category`)
+    feedback: tuple[float, str | None, str | None] | None = None  # (score, reason, category)
     # Not in the JSON form: how the daemon runs it.
     timeout: float | None = None
     keep_alive: float | None = None
@@ -132,6 +134,9 @@ class Job(NamedTuple):
             "finished_at": format_time(self.finished_at),
             "error": self.error.to_json() if self.error else None,
             "cached": self.cached,
+            "category": self.category,
+            "feedback": None if self.feedback is None else
+            dict(zip(("score", "reason", "category"), self.feedback)),
         }
 
 
@@ -152,6 +157,7 @@ class JobSpec(NamedTuple):
     after: tuple[int, ...] = ()
     keep_alive: float | None = None
     use_cache: bool = True
+    category: str | None = None
 
 
 def full_name(model: str) -> str:

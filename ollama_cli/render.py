@@ -415,3 +415,43 @@ def models_table(rows: list[dict[str, Any]]) -> None:
                       *(_shown(r.get(k) or "") for k in ("family", "parameter_size", "quantization_level")),
                       "[green]yes[/]" if r["loaded"] else "")
     _console().print(table)
+
+
+def stats(data: dict[str, Any]) -> None:
+    """`stats`: one row per model and type, then the advice. Percentiles are estimates from
+    the histogram buckets (`~`)."""
+    from rich.table import Table
+
+    console = _console()
+    if not data["models"]:
+        console.print("no finished jobs" + (" since " + _when(data["since"]) if data["since"] else ""))
+    else:
+        # P50, P95: latency; WAIT: median queue wait; HITS: answered from the cache.
+        table = Table(box=None, header_style="bold", pad_edge=False, padding=(0, 1, 0, 0))
+        for col in ("MODEL", "TYPE", "JOBS", "OK%", "P50", "P95", "WAIT", "LOADS", "TOK/S", "HITS", "SCORE"):
+            table.add_column(col, justify="left" if col in ("MODEL", "TYPE") else "right",
+                             no_wrap=col != "MODEL", overflow="fold")
+        for r in data["models"]:
+            rate, fb = r["success_rate"], r["feedback"]
+            table.add_row(
+                _shown(r["model"]), r["type"], str(r["jobs"]), "-" if rate is None else f"{rate:.0%}",
+                *(_secs(r[k][p]) for k, p in (("latency_s", "p50"), ("latency_s", "p95"), ("queue_wait_s", "p50"))),
+                str(r["loads"]), "-" if r["tokens_per_s"] is None else f"{r['tokens_per_s']:.1f}",
+                str(r["cache_hits"]), "-" if fb["mean"] is None else f"{fb['mean']:+.2f} ({fb['count']})")
+        console.print(table)
+        categories = [(r["model"], name, c) for r in data["models"] for name, c in r["categories"].items()]
+        if categories:
+            table = Table(box=None, header_style="bold", pad_edge=False)
+            for col in ("CATEGORY", "MODEL", "JOBS", "SCORE"):
+                table.add_column(col, justify="right" if col in ("JOBS", "SCORE") else "left", no_wrap=True)
+            for model, name, c in sorted(categories, key=lambda x: (x[1], x[0])):
+                score = "-" if c["feedback_mean"] is None else f"{c['feedback_mean']:+.2f} ({c['feedback_count']})"
+                table.add_row(_shown(name), _shown(model), str(c["jobs"]), score)
+            console.print()
+            console.print(table)
+    for rec in data["recommendations"]:
+        console.print(f"* {_shown(rec['message'])}", soft_wrap=True)
+
+
+def _secs(value: float | None) -> str:
+    return "-" if value is None else f"~{span(value)}" if value >= 60 else f"~{value:.2f}s"

@@ -55,6 +55,14 @@ def model_name(value: str) -> str:
     return value
 
 
+def category_name(value: str, what: str = "--category") -> str:
+    """A task category: ASCII letters, digits, `-`, `_` and `.`, 1 to 64 of them (a key of
+    the statistics, shown in tables). The pattern is compiled only when a category is given."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
+        raise UsageError(f"{what}: invalid category {value[:80]!r} (letters, digits, -, _ and ., at most 64)")
+    return value
+
+
 def check_text(value: str, what: str) -> str:
     """`value`, if UTF-8 can carry it. Python hands over argv bytes that are not UTF-8 as
     lone surrogates (PEP 383), and json.loads makes them of "\\ud800" escapes: neither can

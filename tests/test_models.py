@@ -42,6 +42,8 @@ FULL = Job(
     cache_key=bytes(range(32)),
     lease=Lease("1234-abcd", "00ff00ff00ff00ff"),
     retry_at=T0 + 70,
+    category="code",
+    feedback=(0.5, "fine", "code"),
 )
 
 MINIMAL = Job(id=1, model="m", type=JobType.GENERATE, priority=Priority.MEDIUM,
@@ -50,7 +52,7 @@ MINIMAL = Job(id=1, model="m", type=JobType.GENERATE, priority=Priority.MEDIUM,
 # The contract's job object, in its order.
 CONTRACT_KEYS = ["id", "name", "batch", "custom_id", "model", "type", "priority", "status",
                  "position", "attempts", "max_attempts", "run_at", "after", "host",
-                 "created_at", "started_at", "finished_at", "error", "cached"]
+                 "created_at", "started_at", "finished_at", "error", "cached", "category", "feedback"]
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
@@ -214,6 +216,10 @@ WRONG_TYPES: dict[str, dict[str, Any]] = {
     "cache_key an int": {"cache_key": 5},
     "lease a string": {"lease": "ab"},
     "cached a string": {"cached": "no"},
+    "category an int": {"category": 5},
+    "feedback a number": {"feedback": 0.5},
+    "feedback's score a word": {"feedback": ["good", None, None]},
+    "feedback's reason a number": {"feedback": [0.5, 1, None]},
 }
 
 
@@ -249,6 +255,8 @@ def test_to_json_is_the_contract_object() -> None:
         "finished_at": "2026-11-23T08:41:30.373Z",
         "error": {"type": "backend_error", "message": "boom: ünïcode"},
         "cached": True,
+        "category": "code",
+        "feedback": {"score": 0.5, "reason": "fine", "category": "code"},
     }
 
 
@@ -257,7 +265,7 @@ def test_to_json_of_a_new_job_has_nulls_and_the_position() -> None:
     assert list(out) == CONTRACT_KEYS
     assert out["position"] == 3
     assert out["after"] == [] and out["error"] is None and out["cached"] is False
-    for key in ("run_at", "started_at", "finished_at", "name", "batch", "custom_id", "host"):
+    for key in ("run_at", "started_at", "finished_at", "name", "batch", "custom_id", "host", "category", "feedback"):
         assert out[key] is None, key
     assert out["created_at"] == "2026-11-23T08:40:00.123Z"
 

@@ -36,7 +36,7 @@ def test_a_new_database_gets_every_table_and_a_second_open_changes_nothing(pg_ur
     assert schema.migrate(conn, redact(pg_url)) == schema.LATEST
     conn.close()
     assert _tables(pg_url) == {"migrations", "jobs", "requests", "results", "dependencies", "cache",
-                               "daemons", "meta", "serials", "counts", "partials"}
+                               "daemons", "meta", "serials", "counts", "stats", "partials"}
     assert _rows(pg_url, "SELECT version FROM migrations ORDER BY version") == \
         [(n,) for n in range(1, schema.LATEST + 1)]
 
@@ -158,9 +158,10 @@ def test_a_store_from_before_the_per_model_counts_gets_them_counted_once(
     from ollama_cli.store import open_store
     from tests.helpers.jobs import make_spec
 
+    before = [name for name, _ in schema.MIGRATIONS].index("ready jobs counted per priority and model")
     with monkeypatch.context() as old:  # the schema, and counters, as the version before kept them
-        old.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:1])
-        old.setattr(schema, "LATEST", 1)
+        old.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:before])
+        old.setattr(schema, "LATEST", before)
         with open_store(pg_url) as store:
             store.submit_many([make_spec(model="a"), make_spec(model="a"), make_spec(model="b", priority=Priority.LOW),
                                make_spec(model="c", run_at=2e9)], 1.0)

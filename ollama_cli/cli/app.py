@@ -32,6 +32,8 @@ COMMANDS = {
     "resume": "control",
     "clean": "control",
     "batch": "batch",
+    "feedback": "stats",
+    "stats": "stats",
     "cache": "cache",
     "models": "models",
     "daemon": "daemon",

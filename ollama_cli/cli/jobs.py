@@ -61,6 +61,8 @@ def submit(
         help="Start no sooner than this RFC 3339 time, or HH:MM (the next one, local time).")] = None,
     after: Annotated[Optional[list[str]], typer.Option(help="Start once job ID completed (repeatable).")] = None,
     keep_alive: Annotated[Optional[str], typer.Option(help="How long Ollama keeps the model loaded.")] = None,
+    category: Annotated[Optional[str], typer.Option(
+        help="A task category for statistics and routing (letters, digits, -, _, .).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
     wait_timeout: Annotated[Optional[str], typer.Option(
@@ -105,6 +107,7 @@ def submit(
         after=tuple(dict.fromkeys(parse_ids(after or []))),
         keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
         use_cache=not no_cache,
+        category=submission.category_name(category) if category is not None else None,
     )
     store = open_store(settings)
     now = store.now()

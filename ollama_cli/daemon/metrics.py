@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from functools import lru_cache
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as ReadTimedOut  # not the builtin before Python 3.11
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -74,7 +76,7 @@ class StoreCollector(Collector):
         yield inflight
         try:
             counts, depth, cache = self._reader.submit(self._store_figures).result(STORE_READ_TIMEOUT)
-        except (OllamaQError, TimeoutError) as exc:  # a server restarting: the rest of the scrape stands
+        except (OllamaQError, ReadTimedOut) as exc:  # a server restarting: the rest of the scrape stands
             log.warning("metrics: the store's figures are left out of this scrape: %s",
                         getattr(exc, "message", None) or type(exc).__name__)
             return
@@ -94,9 +96,6 @@ class StoreCollector(Collector):
                           ("miss", cache.get("misses", 0))):
             lookups.add_metric([result], n)
         yield lookups
-
-    def close(self) -> None:
-        self._reader.shutdown(wait=False)
 
 
 class Metrics:
@@ -119,38 +118,50 @@ class Metrics:
                                 ["model", "error_type"], registry=r)
         self.collector = StoreCollector(store, pool)
         r.register(self.collector)
+        # Each labelled series, once found: prometheus-client's labels() takes a lock and
+        # checks its arguments each time, which was a third of what a job cost here.
+        self._series: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+    def _of(self, metric: Counter | Histogram, *labels: str) -> Any:
+        series = self._series.get((metric, labels))
+        if series is None:
+            series = self._series[(metric, labels)] = metric.labels(*labels)
+        return series
 
     def on_event(self, event: events.Event) -> None:
         if isinstance(event, events.JobFinished):
             self._finished(event)
         elif isinstance(event, events.JobRetrying):
-            self.failures.labels(full_name(event.job.model), event.error.type.value).inc()
+            self._of(self.failures, _model(event.job.model), event.error.type.value).inc()
         elif isinstance(event, events.JobStarted):
             for job in event.jobs:
                 if job.attempts == 1 and job.started_at is not None:
                     due = max(job.created_at, job.run_at or job.created_at)
-                    self.wait.labels(full_name(job.model)).observe(max(0.0, job.started_at - due))
+                    self._of(self.wait, _model(job.model)).observe(max(0.0, job.started_at - due))
 
     def _finished(self, event: events.JobFinished) -> None:
-        job, model = event.job, full_name(event.job.model)
-        self.finished.labels(model, job.type.value, event.status.value).inc()
+        job, model = event.job, _model(event.job.model)
+        self._of(self.finished, model, job.type.value, event.status.value).inc()
         if event.error is not None:
-            self.failures.labels(model, event.error.type.value).inc()
+            self._of(self.failures, model, event.error.type.value).inc()
         if event.took is not None:
-            self.duration.labels(model, job.type.value).observe(event.took)
-        stats: dict[str, Any] = dict(event.stats or {})
+            self._of(self.duration, model, job.type.value).observe(event.took)
+        stats = event.stats or {}
         for kind, key in (("prompt", "prompt_eval_count"), ("generated", "eval_count")):
             if stats.get(key):
-                self.tokens.labels(model, kind).inc(stats[key])
+                self._of(self.tokens, model, kind).inc(stats[key])
         load = stats.get("load_duration", 0) / 1e9
         if load >= LOAD_SEEN:
-            self.loads.labels(model, event.backend).observe(load)
+            self._of(self.loads, model, event.backend).observe(load)
 
 
-def attach(daemon: Daemon, address: tuple[str, int]) -> tuple[str, int]:
+_model = lru_cache(maxsize=1024)(full_name)  # the label of a model as jobs name it
+
+
+def attach(daemon: Daemon, address: tuple[str, int]) -> None:
     """Serve the daemon's metrics at http://HOST:PORT/metrics from now on, until the process
-    ends; the address it listens on (port 0: one the kernel chose). OperationFailed if it
-    cannot listen there."""
+    ends (port 0: one the kernel chooses, which the log says). OperationFailed if it cannot
+    listen there."""
     metrics = Metrics(daemon.store, daemon.pool)
     host, port = address
     try:
@@ -159,9 +170,7 @@ def attach(daemon: Daemon, address: tuple[str, int]) -> tuple[str, int]:
         raise OperationFailed(f"--metrics-addr: cannot listen on {_shown(host, port)}: {exc.strerror or exc}") \
             from None
     daemon.events.subscribe(metrics.on_event)
-    bound = server.server_address[1]
-    log.info("metrics at http://%s/metrics", _shown(host, bound))
-    return host, bound
+    log.info("metrics at http://%s/metrics", _shown(host, server.server_address[1]))
 
 
 def _shown(host: str, port: int) -> str:

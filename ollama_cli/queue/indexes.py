@@ -130,10 +130,11 @@ def dependency_state(tx: Tx, job: Job) -> JobStatus | None:
     return state
 
 
-def transition(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
+def transition(tx: Tx, old: Job | None, new: Job, now: float, *, stats: dict[str, int] | None = None) -> Job:
     """Write `new` over `old` and keep every index and counter in step, in this
-    transaction. A finished job settles the jobs that depend on it. Returns the job as
-    stored (a pending job whose dependency failed is stored failed)."""
+    transaction. A finished job is counted in the statistics (`stats`: its result's
+    figures) and settles the jobs that depend on it. Returns the job as stored (a pending
+    job whose dependency failed is stored failed)."""
     if new.status is PENDING and new.after:
         state = dependency_state(tx, new)
         if state is FAILED:
@@ -158,6 +159,9 @@ def transition(tx: Tx, old: Job | None, new: Job, now: float) -> Job:
         else:
             add_ready(tx, new)
     if new.status.finished and (old is None or not old.status.finished):
+        from ollama_cli.queue import stats as statistics
+
+        statistics.job_finished(tx, new, stats)
         settle_dependents(tx, new, now)
     return new
 

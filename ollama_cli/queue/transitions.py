@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ollama_cli import cache
 from ollama_cli.codec import decode_job, pack
 from ollama_cli.errors import CorruptRecord, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, Lease, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, Lease, Priority, result_stats
 from ollama_cli.queue.faults import blame
 from ollama_cli.queue.indexes import (
     CANCELLED, COMPLETED, COUNT, EMBED, FAILED, PENDING, RANK, RUNNING, batch_prefix, drop_ready,
@@ -84,6 +84,7 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
         timeout=spec.timeout,
         keep_alive=spec.keep_alive,
         cache_key=key,
+        category=spec.category,
     )
     tx.put("requests", u64(job_id), pack(spec.request))
     if spec.batch:
@@ -271,7 +272,7 @@ def complete(tx: Tx, job_id: int, token: str, result: dict[str, Any], now: float
     if job.cache_key is not None:
         cache.store(tx, job.cache_key, result)
     done = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host or job.host)
-    return transition(tx, job, done, now)
+    return transition(tx, job, done, now, stats=result_stats(result))
 
 
 def fail_attempt(
@@ -387,9 +388,10 @@ def quarantine(tx: Tx, job_id: int, reason: str, now: float) -> Job | None:
     hold = hold_until(job)
     if hold is not None:
         tx.delete("waiting", waiting_key(hold, job_id))
+    before = job  # out of every index above: given as `old`, so that a finished job is not counted twice
     if job.status is not COMPLETED:
         job = finished(job, FAILED, now, ErrorType.INVALID_RESPONSE, f"quarantined: {reason}")
-    return transition(tx, None, job, now)
+    return transition(tx, before, job, now)
 
 
 def set_paused(tx: Tx, paused: bool) -> None:

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 if TYPE_CHECKING:
     from ollama_cli.errors import CorruptRecord
     from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
+    from ollama_cli.store.buckets import Bucket
     from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, PartialText, Planner, Settle, Tick
 
 # ------------------------------------------------------------------------ protocols
@@ -221,6 +222,28 @@ class Engine(Protocol):
 
     def cache_clear(self) -> int:
         """Empty the result cache; how many entries it held. Stored results of jobs stay."""
+        ...
+
+    # --------------------------------------------------------------- statistics
+
+    def feedback(self, job_id: int, score: float, reason: str | None, category: str | None,
+                 now: float) -> Job:
+        """Rate a completed job: its `feedback` becomes (score, reason, category), replacing any
+        earlier rating, and with `category` the job's category becomes it (else the feedback
+        names the category the job has). The statistics of the job's finish hour follow in the
+        same transaction: the old rating and category are taken away, the new ones added. The
+        job as it now is. NotFound for an unknown id, OperationFailed for a job that did not
+        complete; nothing is written then. The score and texts are the caller's to check."""
+        ...
+
+    def stat_buckets(self, since_hour: int | None = None) -> list[Bucket]:
+        """The statistics' hour buckets from `since_hour` (hours since the epoch) on, all if
+        None (`store/buckets.py` says what they hold). Each job that finishes (completed, failed
+        or cancelled, by any path: a settle, a cancel, a cache hit at submit, a failed
+        dependency, a quarantine) is counted once, in the transaction that records its end, in
+        the bucket of (its finish hour, its model's canonical name, its type) and, with a
+        category, of (hour, model, category). `clean` leaves them. Costs the buckets read,
+        never the jobs."""
         ...
 
     # ------------------------------------------------------------------ daemons

@@ -24,6 +24,7 @@ from ollama_cli.store.lmdb import Store
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
+    from ollama_cli.store.buckets import Bucket
     from ollama_cli.store.flock import FlockLiveness, FlockLock
     from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, PartialText, Planner, Settle, Tick
 
@@ -221,6 +222,20 @@ class LmdbEngine:
 
     def cache_clear(self) -> int:
         return self.kv.write(cache.clear)
+
+    # --------------------------------------------------------------- statistics
+
+    def feedback(self, job_id: int, score: float, reason: str | None, category: str | None,
+                 now: float) -> Job:
+        from ollama_cli.queue import stats
+
+        return self.kv.write(lambda tx: stats.feedback(tx, job_id, score, reason, category, now))
+
+    def stat_buckets(self, since_hour: int | None = None) -> list[Bucket]:
+        from ollama_cli.queue import stats
+
+        with self.kv.read() as tx:
+            return stats.read(tx, since_hour)
 
     # ------------------------------------------------------------------ daemons
 

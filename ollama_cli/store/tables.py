@@ -17,5 +17,6 @@ DATABASES = (
     "batches",  # batch name + id -> b""
     "ready_model",  # priority rank + model digest + id -> type code : `ready` by model
     "ready_models",  # model digest -> canonical model name
+    "stats",  # hour + kind + model digest + group -> {"m": model, "g": group, "f": sums} (store/buckets.py)
     "partials",  # id -> {token, attempt, text}: what a running job's run has streamed so far
 )

@@ -4,40 +4,19 @@ every engine; every store is sound afterwards (partial text only for running job
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
-
 import pytest
 
 from ollama_cli.jobs import ErrorType, Job, JobError, Priority
-from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
-from ollama_cli.store.records import PartialText, Placement, Plan, Settle, SettleKind
+from ollama_cli.store.records import PartialText, Plan, Settle, SettleKind
+from tests.helpers.engines import T, claim
 from tests.helpers.jobs import make_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 
-ENGINES: dict[str, Callable[[pytest.FixtureRequest, Path], Engine]] = {
-    "lmdb": lambda request, tmp: open_store(tmp / "store"),
-    "postgresql": lambda request, tmp: open_store(request.getfixturevalue("pg_store_url")),
-}
-T = 1_000_000.0
-
-
-@pytest.fixture(params=list(ENGINES))
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with ENGINES[request.param](request, tmp_path) as e:
-        yield e
-        assert e.check() == []
-
 
 def claim_one(engine: Engine, owner: str = "d1") -> Job:
-    def plan(ready, request_of) -> Plan:  # noqa: ANN001 - the planner's shape
-        first = next(iter(ready))
-        return Plan([Placement(0, "http://h:1", (first,))])
-
-    tick = engine.settle_and_claim([], T, owner=owner, planner=plan)
-    return tick.claimed[0][1][0].job
+    return claim(engine, owner=owner)[0]
 
 
 def piece(job: Job, start: int, text: str) -> PartialText:

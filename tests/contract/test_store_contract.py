@@ -1,79 +1,37 @@
 """The store's contract (`ollama_cli/store/base.py`), tested through the Engine interface only,
 on every engine: each test is one documented guarantee, and every store is sound afterwards.
 
-A new engine joins by one entry in ENGINES (huey's StorageTests, BullMQ's one API over two
-engines): a function of the test's fixtures (`request`) and its temp folder that opens a store.
-PostgreSQL's runs on a fresh database of the session's private server (`pg_store_url`)."""
+A new engine joins by one entry in ENGINES (`tests/helpers/engines.py`; huey's StorageTests,
+BullMQ's one API over two engines); the `engine` fixture is in conftest.py."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from ollama_cli.errors import NotFound, UsageError
-from ollama_cli.jobs import ErrorType, Job, JobError, JobSpec, JobStatus, JobType, Priority
-from ollama_cli.store import open_store
+from ollama_cli.jobs import (
+    ErrorType,
+    Job,
+    JobError,
+    JobSpec,
+    JobStatus,
+    JobType,
+    Priority,
+)
 from ollama_cli.store.base import Engine
 from ollama_cli.store.records import DaemonInfo, Placement, Plan, Settle, SettleKind
+from tests.helpers.engines import ANSWER, T, claim, complete, fail, settle, take_all
 from tests.helpers.jobs import make_spec
 
 pytestmark = pytest.mark.usefixtures("rerun_writes")
 
-ENGINES: dict[str, Callable[[pytest.FixtureRequest, Path], Engine]] = {
-    "lmdb": lambda request, tmp: open_store(tmp / "store"),
-    "postgresql": lambda request, tmp: open_store(request.getfixturevalue("pg_store_url")),
-}
-
 PENDING, RUNNING, COMPLETED = JobStatus.PENDING, JobStatus.RUNNING, JobStatus.COMPLETED
 FAILED, CANCELLED = JobStatus.FAILED, JobStatus.CANCELLED
 URGENT, HIGH, MEDIUM, LOW = Priority.URGENT, Priority.HIGH, Priority.MEDIUM, Priority.LOW
-T = 1_000_000.0
-ANSWER = {"response": "hi", "stats": {"eval_count": 1}}
-
-
-@pytest.fixture(params=list(ENGINES))
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    with ENGINES[request.param](request, tmp_path) as e:
-        yield e
-        assert e.check() == []
-
-
-def take_all(placement_of: Callable[[list[Job]], list[Placement]] | None = None,
-             seen: list[list[Job]] | None = None) -> Callable[..., Plan]:
-    """A planner that starts every candidate on backend 0 (or as `placement_of` says), and
-    tells what it was shown."""
-    def plan(candidates: Iterator[Job], request_of: Callable[[Job], dict[str, Any]]) -> Plan:
-        jobs = list(candidates)
-        if seen is not None:
-            seen.append(jobs)
-        placements = placement_of(jobs) if placement_of else [Placement(0, "http://h:1", (j,)) for j in jobs]
-        return Plan(placements, state=len(jobs))
-    return plan
-
-
-def claim(engine: Engine, now: float = T, *, owner: str = "d1", limit: int = 1, host: str = "http://h:1") -> list[Job]:
-    """Claim up to `limit` ready jobs in queue order, each as its own request."""
-    tick = engine.settle_and_claim([], now, owner=owner, planner=take_all(
-        lambda jobs: [Placement(0, host, (j,)) for j in jobs[:limit]]))
-    return [c.job for _, claims in tick.claimed for c in claims]
-
-
-def settle(engine: Engine, job: Job, kind: SettleKind, now: float = T, **kw: Any) -> Job | None:
-    assert job.lease is not None
-    return engine.settle_and_claim([Settle(kind, job.id, job.lease.token, **kw)], now, owner="d1").settled[0]
-
-
-def complete(engine: Engine, job: Job, now: float = T, result: dict[str, Any] = ANSWER) -> Job | None:
-    return settle(engine, job, SettleKind.COMPLETE, now, result=result, host="http://h:1")
-
-
-def fail(engine: Engine, job: Job, now: float = T, *, retry_after: float | None = None) -> Job | None:
-    return settle(engine, job, SettleKind.FAIL, now, error=JobError(ErrorType.BACKEND_ERROR, "no"),
-                  retry_after=retry_after, host="http://h:1")
 
 
 def statuses(engine: Engine, *ids: int) -> list[str]:

@@ -12,7 +12,8 @@ from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease,
 
 COLUMNS = ("id, state, priority, model, type, created_at, name, batch, custom_id, attempts, max_attempts, "
            "run_at, retry_at, after, host, started_at, finished_at, error_type, error_message, cached, "
-           "timeout, keep_alive, cache_key, lease_owner, lease_token")
+           "timeout, keep_alive, cache_key, lease_owner, lease_token, category, feedback_score, feedback_reason, "
+           "feedback_category")
 
 PENDING_STATES = ("ready", "waiting", "blocked", "open_run")
 STATUS_OF = {**{s: JobStatus.PENDING for s in PENDING_STATES},
@@ -28,7 +29,7 @@ def to_job(row: tuple[Any, ...]) -> Job:
     not know (a newer version's error type, say)."""
     (job_id, state, rank, model, kind, created_at, name, batch, custom_id, attempts, max_attempts, run_at,
      retry_at, after, host, started_at, finished_at, error_type, error_message, cached, timeout, keep_alive,
-     cache_key, lease_owner, lease_token) = row
+     cache_key, lease_owner, lease_token, category, feedback_score, feedback_reason, feedback_category) = row
     try:
         return Job(
             id=job_id, model=model, type=_TYPES[kind], priority=BY_RANK[rank], status=STATUS_OF[state],
@@ -39,6 +40,8 @@ def to_job(row: tuple[Any, ...]) -> Job:
             cached=cached, timeout=timeout, keep_alive=keep_alive,
             cache_key=bytes(cache_key) if cache_key is not None else None,
             lease=Lease(lease_owner, lease_token) if lease_token else None, retry_at=retry_at,
+            category=category,
+            feedback=None if feedback_score is None else (feedback_score, feedback_reason, feedback_category),
         )
     except KeyError as exc:
         raise CorruptRecord(job_id, f"unknown value {exc}") from None
@@ -52,7 +55,8 @@ def values(job: Job, state: str, available_at: float | None) -> tuple[Any, ...]:
         job.custom_id, job.attempts, job.max_attempts, job.run_at, job.retry_at, list(job.after), job.host,
         job.started_at, job.finished_at, job.error.type.value if job.error else None,
         job.error.message if job.error else None, job.cached, job.timeout, job.keep_alive, job.cache_key,
-        job.lease.owner if job.lease else None, job.lease.token if job.lease else None, available_at,
+        job.lease.owner if job.lease else None, job.lease.token if job.lease else None, job.category,
+        *(job.feedback if job.feedback is not None else (None, None, None)), available_at,
         full_name(job.model),
     )
 

@@ -21,6 +21,7 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
 - `meta`: flags (paused).
+- `stats`: the statistics' hour buckets, a row per field and shard (stats.py).
 - `partials`: what each running job's run has streamed so far (`result --follow`).
 - `counts`: counters (jobs per status, ready jobs per priority and per (priority, model), cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
@@ -147,6 +148,22 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+# Categories and feedback on jobs; the statistics' hour buckets (stats.py), sharded as counts.
+_STATS = """
+ALTER TABLE jobs ADD COLUMN category text, ADD COLUMN feedback_score float8,
+    ADD COLUMN feedback_reason text, ADD COLUMN feedback_category text;
+CREATE TABLE stats (
+    hour  integer NOT NULL,  -- hours since the epoch
+    kind  text NOT NULL,     -- t: group is the job type; c: group is the category
+    model text NOT NULL,
+    grp   text NOT NULL,
+    field text NOT NULL,
+    shard smallint NOT NULL,
+    n     float8 NOT NULL,
+    PRIMARY KEY (hour, kind, model, grp, field, shard)
+) WITH (fillfactor = 50);
+"""
+
 # Ready jobs per (priority, model), counted from here on as `rm/<rank>/<model_key>`
 # (`depth.py`): counted once here for the jobs ready already.
 _READY_PER_MODEL = """
@@ -168,6 +185,7 @@ CREATE TABLE partials (
 
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
+    ("job categories and feedback; statistics in hour buckets", _STATS),
     ("ready jobs counted per priority and model", _READY_PER_MODEL),
     ("partial output of running jobs", _PARTIALS),
 )
