@@ -1,7 +1,8 @@
 """The partial output of running jobs on PostgreSQL (`Engine.write_partials`,
 `partial_output`): a row per running job that has streamed text, with its run's lease
 token and attempt. Written only by the run that holds the job's lease; deleted by the
-engine in the transaction in which the job stops running (`forget`)."""
+engine in the transaction in which the job stops running (`forget`: the settles of
+`claims.py`, a cancel in `changes.py`, a reclaim)."""
 
 from __future__ import annotations
 
@@ -42,9 +43,12 @@ def read(tx: Tx, job_id: int) -> PartialText | None:
     return PartialText(job_id, token, attempt, 0, bytes(body).decode("utf-8", "replace"))
 
 
-def forget(tx: Tx, job_id: int) -> None:
-    """The job stops running: what its run streamed goes, in the same transaction."""
-    tx.cur.execute("DELETE FROM partials WHERE id = %s", (job_id,))
+def forget(tx: Tx, ids: Sequence[int]) -> None:
+    """These jobs stop running: what their runs streamed goes, in the same transaction. One
+    statement for all the jobs a settle ends, not a round trip per job; called wherever a
+    running job stops (a settle, a cancel, a reclaim)."""
+    if ids:
+        tx.cur.execute("DELETE FROM partials WHERE id = ANY(%s)", (list(ids),))
 
 
 def check(tx: Tx) -> list[str]:

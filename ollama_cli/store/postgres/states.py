@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority, full_name
-from ollama_cli.store.postgres import depth, partials, rows
+from ollama_cli.store.postgres import depth, rows
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
 from ollama_cli.store.postgres.transactions import Tx
 
@@ -63,8 +63,6 @@ def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: 
     else:
         tx.cur.execute(rows.UPDATE, (*rows.values(new, state, hold), new.id))
         count(tx, old[0], old[1], -1)
-        if old[1] == "running" and state != "running":
-            partials.forget(tx, new.id)
     count(tx, new, state, 1)
     if new.status.finished or state == "ready":
         tx.notify = True
