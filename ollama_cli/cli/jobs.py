@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ollama_cli import follow, submission
+from ollama_cli import submission
 from ollama_cli.cli.app import (
     DataDirOpt, JsonOpt, StoreOpt, emit, error_line, load_settings, open_store, parse_ids, quiet_or_json, warn,
     warn_if_stalled,
@@ -245,6 +245,8 @@ def _print_result(store: "Engine", jid: int, *, wait: bool, timeout: float | Non
     """The result of a completed job; else, exit 1 saying why (with --json, the result
     object too, its `status` and `error` saying the same)."""
     if wait:
+        from ollama_cli import follow  # only waits import it: a plain submit or status does not pay for it
+
         jobs, done = follow.wait_for(store, [jid], timeout=timeout, on_wait=lambda: warn_if_stalled(store))
         if not done:
             if json_:
@@ -276,6 +278,8 @@ def _follow(store: "Engine", jid: int, *, timeout: float | None, json_: bool) ->
         sys.stdout.write("\n")
         sys.stdout.flush()
         warn(f"job {jid}: attempt {attempt} started, its answer starts over")
+
+    from ollama_cli import follow
 
     if job.status is JobStatus.PENDING:
         warn_if_stalled(store)
@@ -315,6 +319,8 @@ def _print_results(store: "Engine", ids: list[int], *, wait: bool, timeout: floa
     heads several files); an `error:` line for each that did not complete, then exit 1.
     With --json, an array of result objects: one that did not complete says why, as for one."""
     if wait:
+        from ollama_cli import follow
+
         follow.wait_for(store, [j.id for j in store.get_jobs(ids) if isinstance(j, Job)], timeout=timeout,
                         on_wait=lambda: warn_if_stalled(store))
     objects, answers, all_completed = [], [], True
@@ -375,6 +381,8 @@ def wait(
     store = open_store(settings, readonly=True)
     if all_:
         ids = sorted(store.ids_with_status(JobStatus.PENDING, JobStatus.RUNNING))
+    from ollama_cli import follow
+
     if sys.stderr.isatty() and not settings.json and ids:
         from ollama_cli import render
 
