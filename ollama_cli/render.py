@@ -8,9 +8,12 @@ reaches the terminal, a stored 10 MB error is not printed whole."""
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ollama_cli.sanitize import one_line
+
+if TYPE_CHECKING:
+    from ollama_cli.insight.live import Frame
 
 SHOWN_MAX = 500  # characters of one value in a table
 
@@ -52,17 +55,18 @@ def _when(stamp: str | None) -> str:
     return local_time(_epoch(stamp))
 
 
-def _seconds_since(stamp: str) -> float:
+def _seconds_since(stamp: str, now: float | None = None) -> float:
+    """Seconds from `stamp` to `now` (the store's clock; this host's when not given)."""
     import time
 
-    return time.time() - _epoch(stamp)
+    return (time.time() if now is None else now) - _epoch(stamp)
 
 
-def _age(stamp: str | None) -> str:
+def _age(stamp: str | None, now: float | None = None) -> str:
     """How long ago, in the largest whole unit: 12s, 5m, 3h, 2d."""
     if not stamp:
         return "-"
-    seconds = _seconds_since(stamp)
+    seconds = _seconds_since(stamp, now)
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= size:
             return f"{int(seconds // size)}{unit}"
@@ -103,6 +107,7 @@ _HEADERS = ("ID", "STATUS", "PRIORITY", "TYPE", "MODEL", "NAME", "POS", "TRIES",
 _RIGHT = frozenset({"ID", "POS", "TRIES", "AGE"})
 _WIDEST = {"STATUS": 9, "PRIORITY": 6, "TYPE": 8}  # the longest value each can take
 GAP = 2
+_TOP_RIGHT = frozenset({"ID", "ELAPSED", "TOKENS", "TOK/S", "READY", "IN USE", "INSTALLED"})
 # Rows read before the columns are sized; later rows are fit to those widths, so the first
 # lines are printed before the last rows are read.
 TABLE_BLOCK = 200
@@ -335,9 +340,10 @@ def mapping(data: dict[str, Any]) -> None:
     _console().print(table)
 
 
-def info(data: dict[str, Any]) -> None:
+def info(data: dict[str, Any], now: float) -> None:
     """The queue at a glance, a section a line; a section too long for the terminal goes on
-    to the next line between two items, never inside one."""
+    to the next line between two items, never inside one. `now`: the store's clock, that
+    heartbeats were written with (on a shared store, not this host's)."""
     console = _console()
     jobs = data["jobs"]
     _section(console, "jobs", [(f"{k} {v}", f"[{_STATUS_STYLE.get(k, '')}]{k} {v}[/]")
@@ -347,7 +353,7 @@ def info(data: dict[str, Any]) -> None:
         more = len(data.get("daemons", [])) - 1
         _section(console, "daemon", [
             ("running", "[green]running[/]"), f"pid {d['pid']}", f"concurrency {d['concurrency']}",
-            *((h, _shown(h)) for h in d["hosts"]), f"heartbeat {_age(d['last_heartbeat'])} ago",
+            *((h, _shown(h)) for h in d["hosts"]), f"heartbeat {_age(d['last_heartbeat'], now)} ago",
             f"since {_when(d['started_at'])}", *([f"+{more} more"] if more > 0 else []),
         ])
     else:
@@ -417,6 +423,59 @@ def models_table(rows: list[dict[str, Any]]) -> None:
     _console().print(table)
 
 
+def top(frame: Frame, running_total: int) -> Any:
+    """One frame of `top`: a header of counts and rates, then tables of the running jobs (the
+    first of `running_total`), the ready queue per priority and model, and the backends."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from ollama_cli.insight.live import RATE_MINUTES
+    from ollama_cli.timefmt import local_time
+
+    def table(title: str, *columns: str) -> Any:
+        t = Table(title=title, title_justify="left", title_style="bold", box=None, pad_edge=False,
+                  show_edge=False, header_style="dim")
+        for column in columns:
+            t.add_column(column, justify="right" if column in _TOP_RIGHT else "left",
+                         overflow="ellipsis", no_wrap=True)
+        return t
+
+    state = "[yellow]paused[/]" if frame.paused else "[green]taking jobs[/]"
+    daemons = f"{frame.daemons} daemon{'s' if frame.daemons != 1 else ''}" if frame.daemons else \
+        "[yellow]no daemon[/]"
+    counts = "  ".join(f"[{_STATUS_STYLE.get(k, '')}]{k} {v:,}[/]" for k, v in frame.counts.items() if k != "total")
+    rate = "—" if frame.per_minute is None else f"{frame.per_minute:,.1f}/min"
+    eta = "none pending" if not frame.counts["pending"] else "—" if frame.eta is None else span(frame.eta)
+    head = Text.from_markup(
+        f"[bold]ollama-q top[/]  {local_time(frame.at)}  queue {state}  {daemons}\n"
+        f"jobs  {counts}\n"
+        f"finished  {rate} (last {RATE_MINUTES} min)  {frame.finished_last_hour:,} in the last hour  "
+        f"ETA of the queue {eta}")
+
+    running = table(f"running {running_total:,}" + (f" (first {len(frame.running)})"
+                                                     if running_total > len(frame.running) else ""),
+                    "ID", "MODEL", "BACKEND", "ELAPSED", "TOKENS", "TOK/S")
+    for r in frame.running:
+        running.add_row(str(r.id), _shown(r.model), _shown(r.backend), span(r.elapsed),
+                        "—" if r.tokens is None else f"{r.tokens:,}",
+                        "—" if r.tokens_per_second is None else f"{r.tokens_per_second:,.1f}")
+    depth = table("ready per priority and model", "PRIORITY", "MODEL", "READY")
+    for priority, model, n in frame.depth:
+        depth.add_row(priority.value, _shown(model), f"{n:,}")
+    backends = table("backends", "BACKEND", "UP", "IN USE", "LOADED", "INSTALLED")
+    for b in frame.backends:
+        backends.add_row(_shown(b.url), "[green]up[/]" if b.up else "[red]down[/]", f"{b.in_use}/{b.slots}",
+                         _shown(", ".join(b.loaded) or "—"),
+                         "?" if b.installed is None else str(len(b.installed)))
+    parts: list[Any] = [head, Text()]
+    for section, empty in ((running, "no job running"), (depth, "no job ready"),
+                           (backends, "no backend reported (no daemon running)")):
+        parts += [section if section.row_count else Text.from_markup(f"[bold]{section.title}[/]  [dim]{empty}[/]"),
+                  Text()]
+    return Group(*parts[:-1])
+
+
 def stats(data: dict[str, Any]) -> None:
     """`stats`: one row per model and type, then the advice. Percentiles are estimates from
     the histogram buckets (`~`)."""
@@ -455,3 +514,23 @@ def stats(data: dict[str, Any]) -> None:
 
 def _secs(value: float | None) -> str:
     return "-" if value is None else f"~{span(value)}" if value >= 60 else f"~{value:.2f}s"
+
+
+def settings_table(data: dict[str, Any]) -> None:
+    """`config`: the file, then each setting with its value and where the value came from."""
+    from rich.table import Table
+
+    print(f"config file: {data['path']}" + ("" if data["exists"] else " (none)"))  # whole, never wrapped
+    console = _console()
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("KEY", no_wrap=True, min_width=max(map(len, data["values"]), default=3))
+    table.add_column("VALUE", overflow="fold")
+    table.add_column("SOURCE", no_wrap=True, min_width=7)
+    for key, entry in data["values"].items():
+        value = entry["value"]
+        text = "-" if value is None else str(value).lower() if isinstance(value, bool) else \
+            ", ".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else \
+            ", ".join(map(str, value)) if isinstance(value, list) else f"{value:g}" if isinstance(value, float) \
+            else str(value)
+        table.add_row(key, _shown(text), entry["source"])
+    console.print(table)

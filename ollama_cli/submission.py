@@ -4,7 +4,6 @@ is written."""
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from enum import Enum
@@ -21,7 +20,8 @@ ROLES = ("system", "user", "assistant", "tool")
 _HOST = r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,349}"
 _NAMESPACE = r"[A-Za-z0-9_][A-Za-z0-9_-]{0,79}"
 _PART = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,79}"
-_MODEL = re.compile(rf"(?:(?:{_HOST}/)?{_NAMESPACE}/)?{_PART}(?::{_PART})?")
+# Compiled (and cached by `re`) when first used: `status` and others never check a name.
+_MODEL = rf"(?:(?:{_HOST}/)?{_NAMESPACE}/)?{_PART}(?::{_PART})?"
 
 # The deepest nesting a request may hold: far more than any JSON schema needs, far less
 # than what json, msgpack (511) and the recursion limit can take.
@@ -50,7 +50,7 @@ def priority(value: str) -> Priority:
 
 @lru_cache(maxsize=256)  # a batch names the same few models on every line
 def model_name(value: str) -> str:
-    if not _MODEL.fullmatch(value):
+    if not re.fullmatch(_MODEL, value):
         raise UsageError(f"invalid model name {value!r}")
     return value
 
@@ -142,6 +142,8 @@ def parse_messages(raw: str, source: str) -> list[dict[str, Any]]:
 def load_json(raw: str, source: str) -> Any:
     """JSON as the standard defines it: NaN and Infinity, Python's extension, are refused,
     and so is nesting too deep to decode."""
+    import json
+
     try:
         return json.loads(raw, parse_constant=_refuse_constant)
     except ValueError as exc:
@@ -160,6 +162,8 @@ def parse_option(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
         raise UsageError(f"malformed --option {text!r} (expected KEY=VALUE)")
+    import json
+
     try:
         return key.strip(), json.loads(value, parse_constant=_refuse_constant)
     except ValueError:

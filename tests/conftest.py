@@ -23,11 +23,16 @@ from tests.helpers.processes import DaemonProcess, free_port
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Every test's own data dir (not created), in OLLAMA_Q_DATA_DIR for this process and the
     CLI processes it starts. Autouse, so that no test writes into the user's data dir, nor
-    (on Linux, where the default is under XDG_DATA_HOME) one that unsets the variable."""
+    (on Linux, where the default is under XDG_DATA_HOME) one that unsets the variable; and
+    no config file unless the test writes one (XDG_CONFIG_HOME/ollama-q/config.toml)."""
     path = tmp_path / "store"
     monkeypatch.setenv("OLLAMA_Q_DATA_DIR", str(path))
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "xdg-data"))
-    monkeypatch.delenv("OLLAMA_HOST", raising=False)
+    # Nor reads the user's config file, nor writes its parse into the user's cache.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "xdg-config"))
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
+    for name in ("OLLAMA_HOST", "OLLAMA_Q_CONFIG", "OLLAMA_Q_LOG"):
+        monkeypatch.delenv(name, raising=False)
     return path
 
 
@@ -113,17 +118,15 @@ def start_daemon(data_dir: Path) -> Iterator[object]:
 # ------------------------------------------------------------------------- PostgreSQL
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[object]:
-    """One private PostgreSQL server for the whole session (see tests/helpers/postgres.py).
-    Without the server binaries or the driver a developer's run skips these tests; CI's
-    run fails instead, so that they cannot go missing there unnoticed."""
-    from tests.helpers.postgres import PostgresServer, find_bindir
+def _require_postgres(*, server: bool) -> None:
+    """Without the driver (or, if `server`, the server binaries) a developer's run skips the
+    test; CI's run (CI set) fails instead, so that PostgreSQL tests cannot go missing there
+    unnoticed."""
+    from tests.helpers.postgres import find_bindir
 
-    bindir = find_bindir()
     missing = []
-    if bindir is None:
-        missing.append("the PostgreSQL server (apt-get install postgresql)")
+    if server and find_bindir() is None:
+        missing.append("the PostgreSQL server (apt-get install postgresql, or OLLAMA_Q_PG_BINDIR)")
     try:
         import psycopg2  # noqa: F401
     except ImportError:
@@ -133,7 +136,23 @@ def postgres_server() -> Iterator[object]:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    server = PostgresServer(bindir)
+
+
+@pytest.fixture
+def postgres_driver() -> None:
+    """For a test that uses the PostgreSQL driver without a server: skipped without it,
+    as `postgres_server` says."""
+    _require_postgres(server=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[object]:
+    """One private PostgreSQL server for the whole session (see tests/helpers/postgres.py);
+    skipped without it or the driver, unless CI is set (`_require_postgres`)."""
+    from tests.helpers.postgres import PostgresServer, find_bindir
+
+    _require_postgres(server=True)
+    server = PostgresServer(find_bindir())
     server.start()
     yield server
     server.close()

@@ -48,8 +48,8 @@ INFO_DAEMON_KEYS = {"running", "pid", "concurrency", "hosts", "started_at", "las
 MODEL_KEYS = {"name", "size", "modified_at", "family", "parameter_size", "quantization_level", "loaded"}
 # Every command this version ships, written out: one that goes missing from the CLI (and
 # from cli/app.py's COMMANDS with it) fails the help test.
-SHIPPED_COMMANDS = ("submit", "status", "result", "list", "wait", "cancel", "retry", "info", "pause", "resume",
-                    "clean", "batch", "cache", "models", "daemon")
+SHIPPED_COMMANDS = ("submit", "status", "result", "list", "wait", "cancel", "retry", "info", "top", "pause",
+                    "resume", "clean", "batch", "cache", "models", "daemon")
 TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 # ------------------------------------------------------------------------------ helpers

@@ -51,7 +51,7 @@ def test_the_flag_wins_over_the_variable(data_dir: Path, pg_store_url: str, tmp_
     assert ok_json(run_cli(data_dir, "info", "--json", OLLAMA_Q_STORE=pg_store_url))["jobs"]["total"] == 0
 
 
-def test_an_unreachable_server_is_one_error_line_without_the_password(data_dir: Path) -> None:
+def test_an_unreachable_server_is_one_error_line_without_the_password(data_dir: Path, postgres_driver: None) -> None:
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -98,3 +98,36 @@ def test_store_before_the_command_name_and_a_read_makes_no_tables_where_the_flag
     assert ok_json(run_cli(data_dir, "--store", pg_url, "submit", "llama3.2", "hi", "--json"))["id"] == 1
     assert ok_json(run_cli(data_dir, "--store", pg_url, "--json", "status", "1"))["id"] == 1
     assert ok_json(run_cli(data_dir, "info", "--json", OLLAMA_Q_STORE=pg_url))["store"]["engine"] == "postgresql"
+
+
+def test_info_ages_a_heartbeat_on_the_servers_clock_not_this_hosts(
+        data_dir: Path, pg_store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The server runs on this machine; this process's wall clock is then set an hour ahead, as
+    # a host whose clock is wrong: a daemon that beat just now must not look an hour silent.
+    import time
+
+    from ollama_cli.store.postgres.engine import PostgresEngine
+    from ollama_cli.store.records import DaemonInfo
+
+    with PostgresEngine(pg_store_url) as daemon:
+        lock = daemon.daemon_lock()
+        t = daemon.now()
+        daemon.register(DaemonInfo(lock.id, 1, ["http://127.0.0.1:11434"], 2, t, t))
+        real = time.time
+        monkeypatch.setattr(time, "time", lambda: real() + 3600)
+        res = run_main("info", "--store", pg_store_url)
+    assert res.returncode == 0, res.stderr
+    assert "heartbeat 0s ago" in " ".join(res.stdout.split()), res.stdout
+
+
+def test_the_stores_clock_stays_the_servers_when_this_hosts_clock_is_set(
+        pg_store_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A daemon runs for weeks; its host's clock may be stepped meanwhile (NTP, a person).
+    import time
+
+    from ollama_cli.store.postgres.engine import PostgresEngine
+
+    with PostgresEngine(pg_store_url) as store:
+        before, real = store.now(), time.time
+        monkeypatch.setattr(time, "time", lambda: real() - 3600)
+        assert abs(store.now() - before) < 60

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ollama_cli.jobs import ErrorType, Job, JobSpec, JobStatus, JobType
+from ollama_cli.jobs import ErrorType, Job, JobSpec, JobStatus, JobType, Priority
 from ollama_cli.store.postgres import liveness
 from ollama_cli.store.postgres.engine import PostgresEngine
 from ollama_cli.store.records import DaemonInfo, Placement, Plan, Settle, SettleKind
@@ -172,3 +172,31 @@ def test_a_write_whose_connection_breaks_as_it_commits_is_applied_once(
     assert len(runs) == (1 if landed else 2)  # run again only if it had not landed
     assert job.id == 1 and engine.counts()["total"] == 1
     assert engine.submit(spec(prompt="next"), NOW).id == 2
+
+
+def test_positions_add_the_block_counters_of_every_level_and_match_a_count(engine: PostgresEngine) -> None:
+    """Ids that straddle blocks of 2^10, 2^15 and 2^20 (the serial set just below 2^20),
+    priorities mixed, some claimed and cancelled: each position is the count of ready jobs
+    ahead of it in (priority, id) order, as a walk of the queue would give."""
+    engine._db.write(lambda tx: tx.cur.execute("UPDATE serials SET last = %s WHERE name = 'job'", (2 ** 20 - 40,)))
+    priorities = list(Priority)
+    jobs = engine.submit_many([spec(prompt=str(i), priority=priorities[i % 4]) for i in range(80)], NOW)
+    for i in range(3):  # jump 2^10, then 2^15 ids ahead: blocks of every level hold ready jobs
+        engine._db.write(lambda tx, i=i: tx.cur.execute(
+            "UPDATE serials SET last = last + %s WHERE name = 'job'", (2 ** 10 if i < 2 else 2 ** 15,)))
+        jobs += engine.submit_many([spec(prompt=f"{i}-{k}", priority=priorities[k % 4]) for k in range(20)], NOW)
+    claim(engine, "someone", n=7)
+    engine.cancel([j.id for j in jobs[::9]], NOW)
+    current = [j for j in engine.get_jobs(j.id for j in jobs)]
+    ready = sorted((j.priority.rank, j.id) for j in current if j.status is JobStatus.PENDING)
+    assert ready[0][1] < 2 ** 20 < ready[-1][1]
+    expected = {job_id: place for place, (_, job_id) in enumerate(ready, start=1)}
+    assert engine.positions(current, NOW) == expected
+    assert engine.positions([current[-1]], NOW) == {current[-1].id: expected[current[-1].id]}
+
+
+def test_doctor_sees_a_block_counter_that_is_off(engine: PostgresEngine) -> None:
+    (job,) = engine.submit_many([spec()], NOW)
+    engine._db.write(lambda tx: tx.add(f"r15/{job.priority.rank}/{job.id >> 15:016x}", 1))
+    assert engine.check() == [f"r15/{job.priority.rank}/{0:016x} is 2, the jobs say 1"]
+    engine._db.write(lambda tx: tx.add(f"r15/{job.priority.rank}/{job.id >> 15:016x}", -1))

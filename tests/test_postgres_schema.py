@@ -36,7 +36,8 @@ def test_a_new_database_gets_every_table_and_a_second_open_changes_nothing(pg_ur
     assert schema.migrate(conn, redact(pg_url)) == schema.LATEST
     conn.close()
     assert _tables(pg_url) == {"migrations", "jobs", "requests", "results", "dependencies", "cache",
-                               "daemons", "meta", "serials", "counts", "stats", "partials"}
+                               "daemons", "meta", "serials", "counts", "stats", "backend_states", "run_progress",
+                               "partials"}
     assert _rows(pg_url, "SELECT version FROM migrations ORDER BY version") == \
         [(n,) for n in range(1, schema.LATEST + 1)]
 
@@ -99,7 +100,7 @@ def test_every_connection_sets_keepalives_and_finds_our_tables(pg_url: str) -> N
                                   "('tcp_keepalives_idle', 'tcp_keepalives_interval', "
                                   "'tcp_keepalives_count', 'tcp_user_timeout', 'search_path')"))
     assert settings == {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
-                        "tcp_keepalives_count": "3", "tcp_user_timeout": "30000", "search_path": "ollama_q"}
+                        "tcp_keepalives_count": "3", "tcp_user_timeout": "25000", "search_path": "ollama_q"}
 
 
 def test_options_of_the_url_are_kept_beside_ours(pg_url: str) -> None:
@@ -108,7 +109,7 @@ def test_options_of_the_url_are_kept_beside_ours(pg_url: str) -> None:
     assert _rows(url, "SHOW search_path") == [("ollama_q",)]
 
 
-def test_an_unreachable_server_is_one_line_without_the_password() -> None:
+def test_an_unreachable_server_is_one_line_without_the_password(postgres_driver: None) -> None:
     import socket
 
     with socket.socket() as s:  # a port nobody listens on
@@ -152,24 +153,22 @@ def test_a_database_copied_from_the_template_is_up_to_date_and_empty(pg_store_ur
     assert _rows(pg_store_url, "SELECT count(*) FROM jobs") == [(0,)]
 
 
-def test_a_store_from_before_the_per_model_counts_gets_them_counted_once(
+def test_the_block_counters_migration_counts_the_ready_jobs_of_a_store(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from ollama_cli.jobs import Priority
-    from ollama_cli.store import open_store
-    from tests.helpers.jobs import make_spec
+    from ollama_cli.jobs import JobSpec, JobType, Priority
+    from ollama_cli.store.postgres import partials
+    from ollama_cli.store.postgres.engine import PostgresEngine
 
-    before = [name for name, _ in schema.MIGRATIONS].index("ready jobs counted per priority and model")
-    with monkeypatch.context() as old:  # the schema, and counters, as the version before kept them
-        old.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:before])
-        old.setattr(schema, "LATEST", before)
-        with open_store(pg_url) as store:
-            store.submit_many([make_spec(model="a"), make_spec(model="a"), make_spec(model="b", priority=Priority.LOW),
-                               make_spec(model="c", run_at=2e9)], 1.0)
-        conn = connect(pg_url)
-        with conn.cursor() as cur:
-            cur.execute("DELETE FROM ollama_q.counts WHERE name LIKE 'rm/%'")
-        conn.commit()
-        conn.close()
-    with open_store(pg_url) as store:
-        assert store.queue_depth() == {(Priority.MEDIUM.rank, "a:latest"): 2, (Priority.LOW.rank, "b:latest"): 1}
-        assert store.check() == []
+    before = [sql for _, sql in schema.MIGRATIONS].index(schema.BLOCK_COUNTS)
+    with monkeypatch.context() as m:  # a store that the version before wrote: no block counters
+        m.setattr(schema, "MIGRATIONS", schema.MIGRATIONS[:before])
+        m.setattr(schema, "LATEST", before)
+        m.setattr(partials, "check", lambda tx: [])  # nor a partials table: migrations after this one add it
+        with PostgresEngine(pg_url) as old:
+            old.submit_many([JobSpec(model="m", type=JobType.GENERATE, request={"prompt": str(i)},
+                                     priority=list(Priority)[i % 4]) for i in range(9)], 1.0)
+            old._db.write(lambda tx: tx.cur.execute("DELETE FROM counts WHERE name ~ '^r[0-9]+/'"))
+            assert any(" is 0, the jobs say " in p for p in old.check())
+    with PostgresEngine(pg_url) as new:
+        assert new.check() == []
+        assert _rows(pg_url, "SELECT max(version) FROM migrations") == [(schema.LATEST,)]

@@ -13,12 +13,14 @@ from pathlib import Path
 import platformdirs
 import pytest
 
-from ollama_cli.settings import DaemonSettings, load
-from ollama_cli.settings import hosts
-from ollama_cli.settings.hosts import Backend
 from ollama_cli.errors import UsageError
+from ollama_cli.jobs import Priority
+from ollama_cli.settings import DaemonSettings, file, hosts, load, shown
+from ollama_cli.settings.hosts import Backend
+from ollama_cli.settings.schema import KEYS, plain
+from ollama_cli.store import open_store
 from ollama_cli.timefmt import format_time, parse_duration, parse_time
-from tests.helpers.cli import assert_one_error, run_main
+from tests.helpers.cli import assert_one_error, ok_json, run_main
 
 # ------------------------------------------------------------------ OLLAMA_HOST
 
@@ -346,3 +348,237 @@ def test_bad_daemon_settings_are_usage_errors_that_write_nothing(
         monkeypatch.setenv(name, value)
     assert message in assert_one_error(run_main("daemon", *args), 2)
     assert not data_dir.exists()
+
+
+# ------------------------------------------------------------------ the config file
+
+
+def write_config(tmp_path: Path, text: str) -> Path:
+    """The config file where the user's is (conftest points XDG_CONFIG_HOME into tmp_path)."""
+    path = tmp_path / "xdg-config" / "ollama-q" / "config.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# Each key the file may set: a line of the file, the typed value it gives (read from the
+# Settings), a flag or variable over it and what that gives.
+FILE_KEYS = [
+    ("data_dir", 'data_dir = "~/q"', lambda s: s.data_dir, None, None),
+    ("store", 'store = "postgresql://q@db/queue"', lambda s: s.store, ("env", "postgres://q@env/q"), "postgres://q@env/q"),
+    ("hosts", 'hosts = ["a:1", "openai+b:2"]', lambda s: s.hosts, ("flag", ["c:3"]), ("c:3",)),
+    ("priority", 'priority = "HIGH"', lambda s: s.priority.value, ("flag", Priority.LOW), "low"),
+    ("retries", "retries = 7", lambda s: s.retries, ("flag", 0), 0),
+    ("timeout", 'timeout = "10m"', lambda s: s.timeout, ("flag", "30s"), 30.0),
+    ("keep_alive", 'keep_alive = "-1"', lambda s: s.keep_alive, ("flag", "5m"), 300.0),
+    ("concurrency", "concurrency = 4", lambda s: s.daemon.concurrency, ("flag", 2), 2),
+    ("model_concurrency", '[model_concurrency]\n"llama3.1:70b" = 1', lambda s: dict(s.daemon.model_concurrency),
+     ("flag", ["m=2"]), {"m": 2}),
+    ("keep_finished", 'keep_finished = "7d"', lambda s: s.daemon.keep_finished, ("flag", "1h"), 3600.0),
+    ("grace", "grace = 5", lambda s: s.daemon.grace, ("flag", "1s"), 1.0),
+    ("retry_backoff", 'retry_backoff = "2s"', lambda s: s.daemon.retry_backoff, ("flag", "3s"), 3.0),
+    ("max_overtake", "max_overtake = 0", lambda s: s.daemon.max_overtake, ("flag", 9), 9),
+    ("metrics_addr", "metrics_addr = 9100", lambda s: s.daemon.metrics_addr, ("flag", "0.0.0.0:9200"), "0.0.0.0:9200"),
+    ("on_finish", 'on_finish = "notify-send done"', lambda s: s.daemon.on_finish, ("flag", "true"), "true"),
+    ("log_level", 'log_level = "warning"', lambda s: s.daemon.log_level, ("env", "DEBUG"), "debug"),
+    ("cache.ttl", '[cache]\nttl = "7d"', lambda s: s.cache.ttl, None, None),
+    ("cache.max_bytes", '[cache]\nmax_bytes = "512MiB"', lambda s: s.cache.max_bytes, None, None),
+    ("cache.semantic", "cache.semantic = true", lambda s: s.cache.semantic, None, None),
+    ("cache.embedding_model", '[cache]\nembedding_model = "nomic-embed-text"', lambda s: s.cache.embedding_model,
+     None, None),
+    ("cache.similarity", "[cache]\nsimilarity = 0.9", lambda s: s.cache.similarity, None, None),
+    ("routing.default_model", '[routing]\ndefault_model = "llama3.2"', lambda s: s.routing.default_model, None, None),
+    ("routing.min_samples", "[routing]\nmin_samples = 20", lambda s: s.routing.min_samples, None, None),
+    ("routing.explore", "[routing]\nexplore = 0.1", lambda s: s.routing.explore, None, None),
+]
+FILE_VALUES = {
+    "data_dir": None, "store": "postgresql://q@db/queue", "hosts": ("a:1", "openai+b:2"), "priority": "high",
+    "retries": 7, "timeout": 600.0, "keep_alive": -1.0, "concurrency": 4, "model_concurrency": {"llama3.1:70b": 1},
+    "keep_finished": 604800.0, "grace": 5.0, "retry_backoff": 2.0, "max_overtake": 0, "metrics_addr": "127.0.0.1:9100",
+    "on_finish": "notify-send done", "log_level": "warning", "cache.ttl": 604800.0, "cache.max_bytes": 512 * 2**20,
+    "cache.semantic": True, "cache.embedding_model": "nomic-embed-text", "cache.similarity": 0.9,
+    "routing.default_model": "llama3.2", "routing.min_samples": 20, "routing.explore": 0.1,
+}
+VARIABLES = {"data_dir": "OLLAMA_Q_DATA_DIR", "store": "OLLAMA_Q_STORE", "hosts": "OLLAMA_HOST",
+             "log_level": "OLLAMA_Q_LOG"}
+
+
+def test_every_key_of_the_contract_is_in_the_table() -> None:
+    contract = {"hosts", "concurrency", "model_concurrency", "retries", "priority", "timeout", "keep_alive",
+                "keep_finished", "metrics_addr", "on_finish", "log_level", "store", "cache.ttl", "cache.max_bytes",
+                "cache.semantic", "cache.embedding_model", "cache.similarity", "routing.default_model",
+                "routing.min_samples", "routing.explore"}
+    assert contract <= {k for k, key in KEYS.items() if key.in_file} == {row[0] for row in FILE_KEYS}
+
+
+@pytest.mark.parametrize(("name", "line", "get", "over", "over_value"), FILE_KEYS, ids=[r[0] for r in FILE_KEYS])
+def test_each_key_from_the_file_and_what_wins_over_it(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, name: str, line: str, get, over, over_value) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for variable in VARIABLES.values():
+        monkeypatch.delenv(variable, raising=False)
+    default = load({}, command="config")
+    assert default.source(name) == "default"
+    write_config(tmp_path, line + "\n")
+    got = load({}, command="config")
+    expected = tmp_path / "q" if name == "data_dir" else FILE_VALUES[name]
+    assert (get(got), got.source(name)) == (expected, "file")
+    assert shown(got)[name] == {"value": plain(get(got)), "source": "file"}
+    if over is None:
+        return
+    kind, value = over
+    if kind == "flag":
+        got = load({name: value}, command="config")
+    else:
+        monkeypatch.setenv(VARIABLES[name], value)
+        got = load({}, command="config")
+    assert (get(got), got.source(name)) == (over_value, kind)
+    if name in VARIABLES and kind == "flag":  # the variable is over the file, under the flag
+        monkeypatch.setenv(VARIABLES[name], "x:9")
+        assert load({}, command="config").source(name) == "env"
+        assert load({name: value}, command="config").source(name) == "flag"
+
+
+def test_dotted_keys_as_flags_and_tables_or_dotted_lines_in_the_file(tmp_path: Path) -> None:
+    write_config(tmp_path, 'cache.ttl = "1h"\n[routing]\nmin_samples = 2\n')
+    got = load({"cache_semantic": True}, command="config")
+    assert (got.cache.ttl, got.cache.semantic, got.routing.min_samples) == (3600.0, True, 2)
+    assert (got.source("cache.ttl"), got.source("cache.semantic"), got.source("cache.similarity")) == \
+        ("file", "flag", "default")
+
+
+def the_file(tmp_path: Path) -> str:
+    return str(tmp_path / "xdg-config" / "ollama-q" / "config.toml")
+
+
+@pytest.mark.parametrize(("text", "line", "message"), [
+    ('retries = "five"\n', 1, "'retries' in {file} (line 1) must be a whole number"),
+    ('priority = "high"\nretires = 3\n', 2, "unknown key 'retires' in {file} (line 2)"),
+    ("[cache]\nttl = 0\n", 2, "'cache.ttl' in {file} (line 2) must be more than 0"),
+    ('\n[cahce]\nttl = "1d"\n', 2, "unknown key 'cahce' in {file} (line 2)"),
+    ("[cache]\nsemantic = 1\n", 2, "'cache.semantic' in {file} (line 2) must be true or false"),
+    ("[routing]\nexplore = 2\n", 2, "'routing.explore' in {file} (line 2) must be a number from 0 to 1"),
+    ("[routing]\nrouter = 1\n", 2, "unknown key 'routing.router' in {file} (line 2)"),
+    ("cache = 3\n", 1, "'cache' in {file} (line 1) must be a table of settings ([cache])"),
+    ('priority = "asap"\n', 1, "'priority' in {file} (line 1): unknown priority 'asap'"),
+    ("json = true\n", 1, "unknown key 'json' in {file} (line 1)"),
+    ("[model_concurrency]\nm = 0\n", 1, "'model_concurrency' in {file} (line 1)"),
+    ("retries = \n", 1, "the config file {file} is not TOML: Invalid value (at line 1, column 11)"),
+    ('hosts = ["a" "b"]\n', 1, "the config file {file} is not TOML"),
+    ("started = 2026-01-01T00:00:00Z\n", 1, "unknown key 'started'"),
+    ('store = "mysql://u:s3cret@h/db"\n', 1, "'store' in {file} (line 1) must be a folder or a postgresql:// URL"),
+])
+def test_a_bad_config_file_is_one_error_naming_file_line_and_key_and_writes_nothing(
+        data_dir: Path, tmp_path: Path, text: str, line: int, message: str) -> None:
+    write_config(tmp_path, text)
+    for command in (("submit", "m", "x"), ("daemon",), ("config", "--json"), ("info",)):
+        error = assert_one_error(run_main(*command), 2)
+        assert message.format(file=the_file(tmp_path)) in error and "s3cret" not in error
+        assert f"line {line}" in error
+    assert not data_dir.exists()
+    assert not (tmp_path / "xdg-cache" / "ollama-q" / "config.marshal").exists()  # nothing kept of it
+
+
+def test_the_config_file_at_ollama_q_config(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = tmp_path / "elsewhere.toml"
+    path.write_text("retries = 9\n")
+    write_config(tmp_path, "retries = 1\n")
+    monkeypatch.setenv("OLLAMA_Q_CONFIG", str(path))
+    assert load({}, command="submit").retries == 9
+    assert ok_json(run_main("config", "--json"))["path"] == str(path)
+    monkeypatch.setenv("OLLAMA_Q_CONFIG", "")  # set but empty: as unset
+    assert load({}, command="submit").retries == 1
+
+
+def test_config_json_shape_and_sources(monkeypatch: pytest.MonkeyPatch, data_dir: Path, tmp_path: Path) -> None:
+    write_config(tmp_path, 'priority = "high"\nconcurrency = 3\n[cache]\nsemantic = true\n')
+    monkeypatch.setenv("OLLAMA_Q_LOG", "error")
+    out = ok_json(run_main("--store", str(tmp_path / "s"), "config", "--json"))
+    assert set(out) == {"path", "values"} and out["path"] == the_file(tmp_path)
+    assert set(out["values"]) == {k for k, key in KEYS.items() if key.in_file}
+    assert all(set(v) == {"value", "source"} for v in out["values"].values())
+    assert out["values"]["priority"] == {"value": "high", "source": "file"}
+    assert out["values"]["concurrency"] == {"value": 3, "source": "file"}
+    assert out["values"]["cache.semantic"] == {"value": True, "source": "file"}
+    assert out["values"]["log_level"] == {"value": "error", "source": "env"}
+    assert out["values"]["store"] == {"value": str(tmp_path / "s"), "source": "flag"}
+    assert out["values"]["data_dir"] == {"value": str(data_dir), "source": "env"}
+    assert out["values"]["retries"] == {"value": 3, "source": "default"}
+    assert not data_dir.exists() and not (tmp_path / "s").exists()  # config opens no store
+
+
+def test_config_never_shows_a_store_password(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    write_config(tmp_path, 'store = "postgresql://q:s3cret@db/queue"\n')
+    out = run_main("config")
+    assert out.returncode == 0 and "s3cret" not in out.stdout and "postgresql://q@db/queue" in out.stdout
+    assert "s3cret" not in ok_json(run_main("config", "--json"))["values"]["store"]["value"]
+
+
+def test_config_human_table(tmp_path: Path) -> None:
+    out = run_main("config")
+    assert out.returncode == 0 and f"config file: {the_file(tmp_path)} (none)" in out.stdout
+    assert re.search(r"^retries\s+3\s+default\s*$", out.stdout, flags=re.MULTILINE)
+
+
+def test_submit_takes_its_defaults_from_the_file_and_its_flags_over_them(tmp_path: Path) -> None:
+    write_config(tmp_path, 'priority = "urgent"\nretries = 1\ntimeout = "2m"\nkeep_alive = "1h"\n')
+    job = ok_json(run_main("status", str(ok_json(run_main("submit", "m", "x", "--json"))["id"]), "--json"))
+    assert (job["priority"], job["max_attempts"]) == ("urgent", 2)
+    flagged = ok_json(run_main("submit", "m", "y", "--json", "-p", "low", "--retries", "0", "--timeout", "5s",
+                               "--keep-alive", "0"))["id"]
+    assert ok_json(run_main("status", str(flagged), "--json"))["priority"] == "low"
+    with open_store(load({}).location) as store:
+        first, second = store.get_jobs([1, flagged])
+    assert (first.timeout, first.keep_alive, first.max_attempts) == (120.0, 3600.0, 2)
+    assert (second.timeout, second.keep_alive, second.max_attempts) == (5.0, 0.0, 1)
+
+
+def test_a_command_reads_the_file_only_for_settings_no_flag_or_variable_gave(
+        monkeypatch: pytest.MonkeyPatch, data_dir: Path, tmp_path: Path) -> None:
+    ok_json(run_main("submit", "m", "x", "--json"))
+    write_config(tmp_path, "not toml at all\n")
+    monkeypatch.setenv("OLLAMA_Q_STORE", str(data_dir))
+    assert ok_json(run_main("status", "1", "--json"))["id"] == 1  # its store is settled: no file
+    assert "not TOML" in assert_one_error(run_main("submit", "m", "x"), 2)  # its defaults are in the file
+    monkeypatch.delenv("OLLAMA_Q_STORE")
+    assert "not TOML" in assert_one_error(run_main("status", "1"), 2)  # the store may be in the file
+
+
+def test_a_parse_is_kept_until_the_file_changes(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    path = write_config(tmp_path, "retries = 5\n")
+    kept = tmp_path / "xdg-cache" / "ollama-q" / "config.marshal"
+    assert load({}, command="submit").retries == 5 and kept.exists()
+    parses: list[Path] = []
+    with monkeypatch.context() as patched:
+        patched.setattr(file, "_parse", lambda p: parses.append(p) or {})
+        assert load({}, command="submit").retries == 5 and parses == []  # from the cache
+    path.write_text("retries = 6\n")  # same size: the mtime and ctime tell
+    assert load({}, command="submit").retries == 6
+    kept.write_bytes(b"\x00garbage")  # a broken cache costs a parse, never an error
+    assert load({}, command="submit").retries == 6
+    other = tmp_path / "other.toml"
+    other.write_text("retries = 8\n")
+    monkeypatch.setenv("OLLAMA_Q_CONFIG", str(other))
+    assert load({}, command="submit").retries == 8
+
+
+def test_a_cache_folder_that_cannot_be_written_only_costs_a_parse(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    (tmp_path / "xdg-cache").write_text("a file where the folder would be")
+    write_config(tmp_path, "retries = 5\n")
+    assert load({}, command="submit").retries == 5
+
+
+@pytest.mark.parametrize("env", [
+    {"XDG_CONFIG_HOME": "/x/conf", "XDG_DATA_HOME": "/x/data", "XDG_CACHE_HOME": "/x/cache", "HOME": "/home/u"},
+    {"HOME": "/home/u"},
+    {"HOME": "/home/u/", "XDG_CONFIG_HOME": "relative", "XDG_DATA_HOME": "", "XDG_CACHE_HOME": " "},
+    {"HOME": "/"},
+], ids=["xdg", "home", "relative-xdg", "root-home"])
+def test_the_users_folders_are_platformdirs_own(monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> None:
+    for name in ("XDG_CONFIG_HOME", "XDG_DATA_HOME", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for kind in ("data", "config", "cache"):
+        assert file.user_dir(kind) == getattr(platformdirs, f"user_{kind}_dir")("ollama-q")

@@ -5,47 +5,20 @@ in the same transaction as the job they belong to."""
 
 from __future__ import annotations
 
-import json
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ollama_cli.codec import pack, sha256, unpack
 from ollama_cli.jobs import full_name
+from ollama_cli.jsontext import canonical
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _canonical_encoder() -> Callable[[Any], str]:
-    """JSON with sorted keys, no spaces, UTF-8 as is. JSONEncoder.encode builds a new C
-    encoder on every call, which is a third of the cost of a key (batch submit makes one
-    per line); this is that C encoder, built once, with no check for reference cycles:
-    a request is parsed JSON, which has none."""
-    try:
-        encode = json.encoder.c_make_encoder(  # type: ignore[misc]
-            None, _CANONICAL.default, json.encoder.encode_basestring, None, ":", ",", True, False, True)
-
-        def fast(obj: Any) -> str:
-            return "".join(encode(obj, 0))
-
-        sample = ["m", "t", {"b": [1.5, None, True], "a": "\u00e9\n"}]
-        if fast(sample) == _CANONICAL.encode(sample):
-            return fast
-    except Exception:  # noqa: S110 - no accelerator, or its private signature changed
-        pass
-    return _CANONICAL.encode
-
-
-_canonical = _canonical_encoder()
 
 
 def key_for(model: str, job_type: str, request: dict[str, Any]) -> bytes:
     """sha256 of model, type and the canonical request (keys sorted). The model's
     default tag is made explicit so that `m` and `m:latest` share entries."""
-    canonical = _canonical([full_name(model), job_type, request])
-    return sha256(canonical.encode())
+    return sha256(canonical([full_name(model), job_type, request]).encode())
 
 
 def lookup(tx: Tx, key: bytes) -> dict[str, Any] | None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import errno
-import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -28,6 +26,7 @@ COMMANDS = {
     "retry": "jobs",
     "rerun": "jobs",
     "info": "control",
+    "top": "top",
     "pause": "control",
     "resume": "control",
     "clean": "control",
@@ -37,11 +36,10 @@ COMMANDS = {
     "cache": "cache",
     "models": "models",
     "daemon": "daemon",
+    "config": "config",
     "completion": "completion",
 }
 
-# 2**64 has 20 digits; matched before int(), which refuses over 4,300 digits with a ValueError.
-_ID = re.compile(r"[0-9]{1,20}")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="One JSON document on stdout.")]
 DataDirOpt = Annotated[
@@ -67,7 +65,8 @@ def _version(value: bool) -> None:
 
 
 # The options every command takes, given before its name (`ollama-q --data-dir D list`, as
-# `git -C D` goes): set by the root callback of each run, read by load_settings.
+# `git -C D` goes): set by the root callback of each run, read by load_settings; and the
+# command invoked (the config file is read only if it uses a setting no flag or variable gave).
 _before: dict[str, Any] = {}
 
 
@@ -94,10 +93,11 @@ def _plain_root(version: VersionOpt = False) -> None:
 
 
 def load_settings(json_: bool, data_dir: Path | None, store: str | None, **flags: Any) -> Settings:
-    """The command's settings, built once: its flags (named as the settings are; given after
-    its name, else before it) over the environment, the file and the defaults."""
+    """The command's settings, built once: its flags (named as the settings are, cache_ttl for
+    cache.ttl; given after its name, else before it) over the environment, the file and the
+    defaults."""
     return load({"json": json_ or _before.get("json", False), "data_dir": data_dir or _before.get("data_dir"),
-                 "store": store or _before.get("store"), **flags})
+                 "store": store or _before.get("store"), **flags}, command=_before.get("command"))
 
 
 def open_store(settings: Settings, *, readonly: bool = False) -> Any:
@@ -126,7 +126,9 @@ def _waiting(pid: int | None) -> None:
 
 def emit(obj: Any) -> None:
     """The one JSON document of a --json command."""
-    text = json.dumps(obj, ensure_ascii=False) + "\n"
+    from ollama_cli.jsontext import dumps
+
+    text = dumps(obj) + "\n"
     out = sys.stdout
     binary = getattr(out, "buffer", None)
     if binary is None:  # a StringIO, in tests
@@ -162,7 +164,9 @@ def error_line(message: str) -> None:
 def parse_id(text: str) -> int:
     """A job id: ASCII digits only, as the ids are printed (int() would also take ' 1',
     '+1', '1_000' and other scripts' digits), 1 to 2**64 - 1."""
-    if not (_ID.fullmatch(text) and 0 < int(text) < 2**64):
+    # 2**64 has 20 digits: checked before int(), which refuses over 4,300 digits with a
+    # ValueError. (A regular expression would be compiled on every run.)
+    if not (text.isascii() and text.isdigit() and len(text) <= 20 and 0 < int(text) < 2**64):
         raise UsageError(f"invalid job id {text!r} (a positive integer)")
     return int(text)
 
@@ -181,7 +185,7 @@ def command_word(argv: list[str]) -> str | None:
     """The command named in `argv`, past the options that may come before it."""
     words = iter(argv)
     for word in words:
-        if word == "--data-dir":
+        if word in ("--data-dir", "--store"):
             next(words, None)  # its value
         elif not word.startswith("-"):
             return word
@@ -203,7 +207,7 @@ def build(argv: list[str]) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     _before.clear()
-    invoked = command_word(argv)
+    invoked = _before["command"] = command_word(argv)
     # Options before the command cost every run their parse (3.6 M instructions, 1.4 % of the
     # import floor): declared only when something comes before the command, or for help.
     plain = bool(argv) and argv[0] == invoked and not completing()

@@ -17,13 +17,14 @@ from ollama_cli.jobs import JobStatus
 def info(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: StoreOpt = None) -> None:
     """The queue at a glance: counts, daemon, cache."""
     settings = load_settings(json_, data_dir, store_)
-    data = snapshot.info(open_store(settings, readonly=True))
+    store = open_store(settings, readonly=True)
+    data = snapshot.info(store)
     if settings.json:
         emit(data)
     else:
         from ollama_cli import render
 
-        render.info(data)
+        render.info(data, store.now())
 
 
 def _set_paused(paused: bool, json_: bool, data_dir: Optional[Path], store_: Optional[str]) -> None:

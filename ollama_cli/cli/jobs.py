@@ -52,9 +52,12 @@ def submit(
     input_: Annotated[Optional[list[str]], typer.Option("--input", help="Text to embed (repeatable).")] = None,
     option: Annotated[Optional[list[str]], typer.Option("--option", "-o", help="KEY=VALUE (repeatable).")] = None,
     format_: Annotated[Optional[str], typer.Option("--format", help="json or @schema.json.")] = None,
-    priority: Annotated[Priority, typer.Option("--priority", "-p", case_sensitive=False)] = Priority.MEDIUM,
+    priority: Annotated[Optional[Priority], typer.Option(
+        "--priority", "-p", case_sensitive=False, help="Default medium, or `priority` in the config file.",
+        show_default=False)] = None,
     name: Annotated[Optional[str], typer.Option(help="A name for the job (list --name finds it).")] = None,
-    retries: Annotated[int, typer.Option(help="Retries after transient failures.", min=0, max=100)] = 3,
+    retries: Annotated[Optional[int], typer.Option(
+        help="Retries after transient failures (default 3).", min=0, max=100, show_default=False)] = None,
     timeout: Annotated[Optional[str], typer.Option(help="Time limit of each attempt, e.g. 10m.")] = None,
     delay: Annotated[Optional[str], typer.Option(help="Start no sooner than this from now, e.g. 1h30m.")] = None,
     at: Annotated[Optional[str], typer.Option(
@@ -73,7 +76,8 @@ def submit(
     store_: StoreOpt = None,
 ) -> None:
     """Queue a job."""
-    settings = load_settings(json_, data_dir, store_)
+    settings = load_settings(json_, data_dir, store_, priority=priority, retries=retries, timeout=timeout,
+                             keep_alive=keep_alive)
     quiet_or_json(quiet, settings.json)
     model = submission.model_name(model)
     # With the chat or the inputs given as options, PROMPT is optional: stdin is read only
@@ -99,13 +103,13 @@ def submit(
         model=model,
         type=type_,
         request=request,
-        priority=priority,
+        priority=settings.priority,
         name=submission.check_text(name, "--name") if name is not None else None,
-        max_attempts=retries + 1,
-        timeout=_attempt_timeout(timeout) if timeout is not None else None,
+        max_attempts=settings.retries + 1,
+        timeout=settings.timeout,
         run_at=None,
         after=tuple(dict.fromkeys(parse_ids(after or []))),
-        keep_alive=submission.keep_alive(keep_alive) if keep_alive is not None else None,
+        keep_alive=settings.keep_alive,
         use_cache=not no_cache,
         category=submission.category_name(category) if category is not None else None,
     )
@@ -138,13 +142,6 @@ def _run_at(delay: Optional[str], at: Optional[str]) -> Optional[Callable[[float
         parse_time(at, 0.0)
         return lambda now: parse_time(at, now)
     return None
-
-
-def _attempt_timeout(text: str) -> float:
-    seconds = parse_duration(text)
-    if seconds <= 0:  # no attempt could ever finish
-        raise UsageError(f"--timeout {text!r} must be more than 0 (leave it out for no time limit)")
-    return seconds
 
 
 def status(

@@ -46,7 +46,13 @@ class InFlight:
     slot: Slot  # the backend it went to
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
-    on_text: OnText | None = None  # gets each piece of the answer as it streams in (`partial.py`)
+    tokens: int = 0  # pieces of text streamed so far (one token each, as Ollama streams)
+    on_text: OnText | None = None  # also gets each piece, to keep for `result --follow` (`partial.py`)
+
+    def streamed(self, piece: str) -> None:
+        self.tokens += 1
+        if self.on_text is not None:
+            self.on_text(piece)
 
     @property
     def model(self) -> str:
@@ -73,7 +79,7 @@ async def attempt(run: InFlight, pool: Pool, *, clock: Callable[[], float], retr
     limit = first.timeout or DEFAULT_ATTEMPT_TIMEOUT
     try:
         try:
-            result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims), run.on_text), limit)
+            result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims), run.streamed), limit)
             results = _split(run.claims, result)
         except asyncio.TimeoutError:
             bound = "" if first.timeout else " (the bound of an attempt without --timeout)"

@@ -4,7 +4,7 @@ names, served at /metrics by prometheus-client on a thread of its own.
 Two kinds of figure:
 - The store's, read when scraped (`StoreCollector`): jobs per status and ready jobs per model
   and priority, from the counters kept beside the records (`Engine.counts`,
-  `Engine.queue_depth`: a read per label, never a walk of the jobs), and the cache's lookups.
+  `Engine.ready_depth`: a read per label, never a walk of the jobs), and the cache's lookups.
   They are the whole store's: every daemon of a shared store reports the same.
 - This daemon's, fed from its typed events (`on_event`): jobs finished, their durations and
   waits, model loads, tokens, failed attempts; and read from its pool when scraped: each
@@ -58,8 +58,8 @@ class StoreCollector(Collector):
         # its own, and a PostgreSQL engine opens a connection per thread that uses it.
         self._reader = ThreadPoolExecutor(1, thread_name_prefix="ollama-q-metrics")
 
-    def _store_figures(self) -> tuple[dict[str, int], dict[tuple[int, str], int], dict[str, int]]:
-        return self.store.counts(), self.store.queue_depth(), self.store.cache_stats()
+    def _store_figures(self) -> tuple[dict[str, int], list[tuple[int, str, int]], dict[str, int]]:
+        return self.store.counts(), self.store.ready_depth(), self.store.cache_stats()
 
     def collect(self) -> Iterator[Metric]:
         info = GaugeMetricFamily("ollama_q_daemon_info", "This daemon's version (always 1).", labels=["version"])
@@ -87,7 +87,7 @@ class StoreCollector(Collector):
         yield jobs
         queued = GaugeMetricFamily("ollama_q_queue_depth", "Ready jobs in the store, by model and priority.",
                                    labels=["model", "priority"])
-        for (rank, model), n in sorted(depth.items()):
+        for rank, model, n in depth:
             queued.add_metric([model, PRIORITY_OF_RANK.get(rank, str(rank))], n)
         yield queued
         lookups = CounterMetricFamily("ollama_q_cache_requests", "Cache lookups at submit, by what they found.",
@@ -158,12 +158,13 @@ class Metrics:
 _model = lru_cache(maxsize=1024)(full_name)  # the label of a model as jobs name it
 
 
-def attach(daemon: Daemon, address: tuple[str, int]) -> None:
+def attach(daemon: Daemon, address: str) -> None:
     """Serve the daemon's metrics at http://HOST:PORT/metrics from now on, until the process
-    ends (port 0: one the kernel chooses, which the log says). OperationFailed if it cannot
-    listen there."""
+    ends (`address` as the settings give it: an IPv6 host in brackets; port 0: one the kernel
+    chooses, which the log says). OperationFailed if it cannot listen there."""
     metrics = Metrics(daemon.store, daemon.pool)
-    host, port = address
+    host, _, port_text = address.rpartition(":")
+    host, port = host.strip("[]"), int(port_text)
     try:
         server, _ = start_http_server(port, host, registry=metrics.registry)
     except OSError as exc:

@@ -20,6 +20,7 @@ from ollama_cli.daemon import events
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.jobs import ErrorType, full_name
 from ollama_cli.daemon.scheduler import BackendView
+from ollama_cli.store.records import BackendState
 
 log = logging.getLogger("ollama_q.daemon")
 
@@ -99,6 +100,11 @@ class Pool:
     def found(self) -> tuple[events.BackendFound, ...]:
         return tuple(events.BackendFound(s.backend.label, s.up and s.answered,
                                          None if s.models is None else len(s.models)) for s in self.slots)
+
+    def states(self, daemon_id: str, now: float) -> list[BackendState]:
+        """What the pool knows of each backend, as the store records it for `top` and routing."""
+        return [BackendState(s.backend.label, daemon_id, s.up, None if s.models is None else tuple(sorted(s.models)),
+                             tuple(sorted(s.loaded)), s.capacity, s.running, now) for s in self.slots]
 
     def views(self, now: float) -> list[BackendView]:
         return [s.view(now) for s in self.slots]

@@ -1,4 +1,5 @@
-"""The daemon's one bounded step, `Step.tick(now, views)`: heartbeat, take back the jobs of
+"""The daemon's one bounded step, `Step.tick(now, views)`: heartbeat (with what the daemon knows
+of its backends and running requests, for `top`), take back the jobs of
 dead daemons, notice the jobs it runs that are no longer its own, write what running jobs
 streamed (`partial.py`, at most every half second), then one write transaction
 that settles what finished since the last step and claims what the free slots can take, as
@@ -23,7 +24,7 @@ from ollama_cli.daemon.scheduler import BackendView
 from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreUnavailable
 from ollama_cli.jobs import Job, JobStatus
 from ollama_cli.settings import DaemonSettings
-from ollama_cli.store.records import Claim, Placement, Plan, ReadyJobs
+from ollama_cli.store.records import Claim, Placement, Plan, ReadyJobs, RunProgress
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
@@ -67,6 +68,7 @@ class Step:
         self._next_clean = 0.0
         self._next_cancel_check = 0.0
         self._next_partials = 0.0
+        self._runs_reported = False  # the store holds progress of runs of ours
 
     async def tick(self, now: float, views: list[BackendView]) -> TickReport:
         """One step at `now`; `views[i]` is what backend i of the pool can take now. The
@@ -79,6 +81,7 @@ class Step:
             except StoreLockLost as exc:
                 log.error("%s", exc.message)
                 raise
+            await self.report(now)
         if now >= self._next_reclaim:
             self._next_reclaim = now + RECLAIM_EVERY
             report.reclaimed = await self.write(self.store.reclaim, now)
@@ -101,6 +104,16 @@ class Step:
                 self.partials.written(parts)
         report.started = await self.commit(now, views)
         return report
+
+    async def report(self, now: float) -> None:
+        """Record what only this daemon knows (its backends, how far its requests have
+        streamed) for `top`, `info` and metrics: read here on the loop, written on the writer."""
+        await self.write(self.store.record_backends, self.owner, self.pool.states(self.owner, now), now)
+        runs = [RunProgress(c.job.id, self.owner, run.tokens, c.job.started_at or now, now)
+                for run in self.runs() for c in run.claims]
+        if runs or self._runs_reported:  # an idle daemon writes nothing new
+            await self.write(self.store.record_progress, self.owner, runs, now)
+        self._runs_reported = bool(runs)
 
     async def commit(self, now: float, views: list[BackendView] | None = None) -> list[InFlight]:
         """One write transaction: settle the outcomes gathered since the last one, then (with

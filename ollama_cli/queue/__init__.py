@@ -11,7 +11,7 @@ here does I/O but through the transaction."""
 from ollama_cli.queue.indexes import get_job, migrate, needs_migration
 from ollama_cli.queue.reads import (
     batch_counts, batch_exists, batch_jobs, batch_names, counts, get_request, get_result, ids_with_status,
-    is_paused, list_jobs, open_runs, positions, queue_depth, running,
+    is_paused, list_jobs, open_runs, positions, running,
 )
 from ollama_cli.queue.retention import clean
 from ollama_cli.queue.transitions import (
@@ -22,7 +22,6 @@ from ollama_cli.queue.transitions import (
 __all__ = [
     "batch_counts", "batch_exists", "batch_jobs", "batch_names", "cancel", "claim", "clean", "complete",
     "counts", "fail_attempt", "get_job", "get_request", "get_result", "ids_with_status", "is_paused", "list_jobs",
-    "migrate", "needs_migration", "open_runs", "positions", "promote_due", "quarantine", "queue_depth",
-    "ready_candidates",
+    "migrate", "needs_migration", "open_runs", "positions", "promote_due", "quarantine", "ready_candidates",
     "reclaim", "release", "retry", "running", "set_paused", "settle", "submit", "submit_batch", "submit_many",
 ]

@@ -163,6 +163,10 @@ def transition(tx: Tx, old: Job | None, new: Job, now: float, *, stats: dict[str
 
         statistics.job_finished(tx, new, stats)
         settle_dependents(tx, new, now)
+        if old is not None:  # it was queued: throughput (jobs answered at submit are not)
+            from ollama_cli.queue import activity  # here: submit and status never load it
+
+            activity.note_finished(tx, now)
     return new
 
 

@@ -37,17 +37,6 @@ def counts(tx: Tx) -> dict[str, int]:
     return out
 
 
-def queue_depth(tx: Tx) -> dict[tuple[int, str], int]:
-    """Ready jobs per (priority rank, model), from the `rm/<rank>/<digest>` counters: a read
-    per pair with ready jobs (a counter at zero is not stored)."""
-    out = {}
-    for key, raw in tx.scan("meta", b"rm/"):
-        _, rank, digest = key.decode().split("/")
-        name = tx.get("ready_models", bytes.fromhex(digest))
-        out[(int(rank), name.decode() if name is not None else digest)] = read_u64(raw)
-    return out
-
-
 def is_paused(tx: Tx) -> bool:
     return tx.get("meta", b"paused") == b"1"
 

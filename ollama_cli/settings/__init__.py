@@ -2,28 +2,29 @@
 environment, else the config file, else its default, and remembering which. The only reader
 of os.environ (click, under Typer, reads its completion variables itself: see `completing`)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: NamedTuple would compile each string
+# annotation into a ForwardRef, as many compiles as fields on every run.
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
 from ollama_cli.errors import UsageError
+from ollama_cli.jobs import Priority
 from ollama_cli.settings.hosts import DEFAULT_HOST, Backend, backends
+from ollama_cli.settings.schema import KEYS, plain
 
 Source = Literal["flag", "env", "file", "default"]
 
 
-def _data_dir(value: str | Path | None = None) -> Path:
-    """The folder of the LMDB environment: `value` (from --data-dir, OLLAMA_Q_DATA_DIR or
-    the file), else the platform's user data dir."""
-    if value:
-        return Path(value).expanduser()
-    import platformdirs
+def _data_dir() -> Path:
+    """The folder of the LMDB environment unless a flag, a variable or the file says: the
+    platform's user data dir."""
+    from ollama_cli.settings.file import user_dir
 
-    return Path(platformdirs.user_data_dir("ollama-q"))
+    return Path(user_dir("data"))
 
 
 def completing() -> bool:
@@ -45,7 +46,27 @@ class DaemonSettings(NamedTuple):
     coalesce: int = 16  # embed jobs in one request, at most
     poll: float = 0.2  # seconds between ticks when nothing wakes the loop
     seed: int | None = None  # of the retry jitter, for runs that must repeat
-    metrics_addr: tuple[str, int] | None = None  # (host, port) of Prometheus' /metrics; None: not served
+    metrics_addr: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint; None: none
+    on_finish: str | None = None  # a command `sh -c` runs once per finished job
+    log_level: str = "info"  # debug, info, warning or error
+
+
+class CacheSettings(NamedTuple):
+    """The result cache: the config file's [cache] table."""
+
+    ttl: float | None = None  # seconds an entry answers after it was made; None: no limit
+    max_bytes: int | None = None  # the least recently hit entries go first above it; None: no bound
+    semantic: bool = False  # also answer from a similar earlier request (submit --semantic-cache)
+    embedding_model: str | None = None  # embeds the last user text for the semantic cache
+    similarity: float = 0.95  # the least cosine similarity a semantic hit has
+
+
+class RoutingSettings(NamedTuple):
+    """`submit auto --category C`: the config file's [routing] table."""
+
+    default_model: str | None = None  # when no model has enough rated jobs of the category
+    min_samples: int = 5  # rated jobs of the category a model needs to be chosen
+    explore: float = 0.0  # the share of jobs sent to another model than the best; 0: never
 
 
 class Settings(NamedTuple):
@@ -55,7 +76,13 @@ class Settings(NamedTuple):
     store: str | Path | None = None  # a postgresql:// URL, or a folder for LMDB; None: data_dir
     hosts: tuple[str, ...] = (DEFAULT_HOST,)  # as given: `backends` parses them
     json: bool = False  # one JSON document on stdout; JSON lines for the daemon's log
+    priority: Priority = Priority.MEDIUM  # submit's defaults
+    retries: int = 3
+    timeout: float | None = None  # seconds an attempt may take; None: no limit
+    keep_alive: float | None = None  # seconds Ollama keeps the model loaded (-1: for ever); None: Ollama's
     daemon: DaemonSettings = DaemonSettings()
+    cache: CacheSettings = CacheSettings()
+    routing: RoutingSettings = RoutingSettings()
     sources: Mapping[str, Source] = MappingProxyType({})
 
     @property
@@ -74,117 +101,38 @@ class Settings(NamedTuple):
         return backends(self.hosts)
 
 
-def _path(value: Any, where: str) -> Path:
-    if not isinstance(value, (str, Path)) or not str(value):
-        raise UsageError(f"{where} must be a path")
-    return _data_dir(value)
-
-
-def _store(value: Any, where: str) -> str | Path:
-    """A postgresql:// (or postgres://) URL as given, or a path (LMDB there)."""
-    from ollama_cli.store import POSTGRES_SCHEMES
-
-    if isinstance(value, str) and value.startswith(POSTGRES_SCHEMES):
-        return value
-    if isinstance(value, str) and "://" in value:  # never echoed: a URL may carry a password
-        raise UsageError(f"{where} must be a folder or a postgresql:// URL, not a "
-                         f"{value.split('://', 1)[0]}:// URL")
-    return _path(value, where)
-
-
-def _hosts(value: Any, where: str) -> tuple[str, ...]:
-    hosts = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, (list, tuple)) else ()
-    if not hosts or not all(isinstance(h, str) for h in hosts):
-        raise UsageError(f"{where} must name one host or more")
-    return hosts
-
-
-def _switch(value: Any, where: str) -> bool:
-    if not isinstance(value, bool):
-        raise UsageError(f"{where} must be true or false")
-    return value
-
-
-def _at_least(least: int) -> Callable[[Any, str], int]:
-    def count(value: Any, where: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise UsageError(f"{where} must be a whole number")
-        if value < least:
-            raise UsageError(f"{where} must be at least {least}")
-        return value
-
-    return count
-
-
-def _duration(value: Any, where: str) -> float:
-    if isinstance(value, str):
-        from ollama_cli.timefmt import parse_duration
-
-        return parse_duration(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        raise UsageError(f"{where} must be a duration (examples: 500ms, 30s, 10m)")
-    return float(value)  # a number in the file: seconds
-
-
-def _model_caps(value: Any, where: str) -> Mapping[str, int]:
-    """NAME=N strings (the flags), or a table of names and counts (the file)."""
-    from ollama_cli.submission import model_name
-
-    if not isinstance(value, (Mapping, list, tuple)):
-        raise UsageError(f"{where} must be NAME=N pairs")
-    caps = {}
-    for text in (f"{k}={v}" for k, v in value.items()) if isinstance(value, Mapping) else value:
-        name, sep, n = str(text).rpartition("=")
-        if not sep or not n.strip().isdigit() or int(n) < 1:
-            raise UsageError(f"malformed {where} {text!r} (expected NAME=N, N at least 1)")
-        caps[model_name(name.strip())] = int(n)
-    return MappingProxyType(caps)
-
-
-def _listen_address(value: Any, where: str) -> tuple[str, int]:
-    """[HOST:]PORT (an IPv6 host in brackets), on 127.0.0.1 unless a host is given: metrics
-    are not shown to the network unless asked."""
-    text = value.strip() if isinstance(value, str) else ""
-    host, sep, port = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not port.isascii() or not port.isdigit() or not 0 < int(port) < 65536 or (sep and not host) \
-            or any(c in host for c in "[]/ ") or (":" in host and not text.startswith("[")):
-        raise UsageError(f"{where} must be [HOST:]PORT, PORT from 1 to 65535 (examples: 9464, 0.0.0.0:9464), "
-                         f"not {text!r}")
-    return host or "127.0.0.1", int(port)
-
-
-# Every setting, by the name it has as a field, a flag and a key of the file: how a given
-# value becomes the typed one. Settings not named in _VARIABLES have no variable.
-_PARSE: dict[str, Callable[[Any, str], Any]] = {
-    "data_dir": _path, "store": _store, "hosts": _hosts, "json": _switch,
-    "concurrency": _at_least(1), "drain": _switch, "grace": _duration, "retry_backoff": _duration,
-    "keep_finished": _duration, "model_concurrency": _model_caps, "max_overtake": _at_least(0),
-    "coalesce": _at_least(1), "poll": _duration, "seed": _at_least(0), "metrics_addr": _listen_address,
-}
-_VARIABLES = {"data_dir": "OLLAMA_Q_DATA_DIR", "store": "OLLAMA_Q_STORE", "hosts": "OLLAMA_HOST"}
-_FLAGS = {"hosts": "--host"}  # the others are --name-with-dashes
+# The groups of settings, by the prefix of their names (`cache.ttl` is Settings.cache.ttl);
+# a name without a prefix is a field of Settings, else of DaemonSettings.
+_GROUPS = {"cache": CacheSettings, "routing": RoutingSettings}
+# How the settings are named as arguments of `load_settings` and keys of `load`'s flags.
+_ARGUMENTS = {name.replace(".", "_"): name for name in KEYS}
 
 
 def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
-         file_values: Mapping[str, Any] | None = None) -> Settings:
+         file_values: Mapping[str, Any] | None = None, command: str | None = None) -> Settings:
     """The settings of one run: for each, the flag if given, else its variable if set and not
-    empty (`env`, os.environ unless given), else the file's key (`file_values`, none until
-    the config file exists), else the default. A flag is given unless it is None, False (a
-    switch left off) or empty (a repeatable option never used). A bad value, or a name
-    that is no setting, raises UsageError."""
+    empty (`env`, os.environ unless given), else the file's key, else the default. A flag is
+    given unless it is None, False (a switch left off) or empty (a repeatable option never
+    used); flags are named as `load_settings`'s arguments (cache_ttl for cache.ttl).
+    `file_values`: the file's keys; unless given, the config file is read, and only when the
+    `command` (None: every one) uses a setting that no flag or variable gave. A bad value,
+    or a name that is no setting, raises UsageError."""
     env = os.environ if env is None else env
-    file_values = file_values or {}
-    unknown = sorted((flags.keys() | file_values.keys()) - _PARSE.keys())
+    unknown = sorted(flags.keys() - _ARGUMENTS.keys())
+    if unknown:
+        raise UsageError(f"unknown setting {unknown[0]!r}")
+    given = {_ARGUMENTS[arg]: value for arg, value in flags.items() if _given(value)}
+    if file_values is None:
+        file_values = _file_values(given, env, command)
+    unknown = sorted(file_values.keys() - KEYS.keys())
     if unknown:
         raise UsageError(f"unknown setting {unknown[0]!r}")
     values: dict[str, Any] = {}
     sources: dict[str, Source] = {}
-    for name, parse in _PARSE.items():
-        variable = _VARIABLES.get(name)
-        if _given(flags.get(name)):
-            raw, where, sources[name] = flags[name], _FLAGS.get(name, "--" + name.replace("_", "-")), "flag"
+    for name, key in KEYS.items():
+        variable = key.variable
+        if name in given:
+            raw, where, sources[name] = given[name], key.flag or "--" + name.replace("_", "-"), "flag"
         elif variable and env.get(variable):
             raw, where, sources[name] = env[variable], variable, "env"
         elif name in file_values:
@@ -192,12 +140,42 @@ def load(flags: Mapping[str, Any], env: Mapping[str, str] | None = None,
         else:
             sources[name] = "default"
             continue
-        values[name] = parse(raw, where)
+        values[name] = key.parse(raw, where)
+    groups = {prefix: group(**{n.partition(".")[2]: v for n, v in values.items() if n.startswith(prefix + ".")})
+              for prefix, group in _GROUPS.items()}
     daemon = DaemonSettings(**{k: v for k, v in values.items() if k in DaemonSettings._fields})
     top = {k: v for k, v in values.items() if k in Settings._fields}
     if "data_dir" not in top:
         top["data_dir"] = _data_dir()
-    return Settings(**top, daemon=daemon, sources=MappingProxyType(sources))
+    return Settings(**top, daemon=daemon, **groups, sources=MappingProxyType(sources))
+
+
+def _file_values(given: Mapping[str, Any], env: Mapping[str, str], command: str | None) -> dict[str, Any]:
+    """The config file's values, if the command uses a setting no flag or variable gave."""
+    if all(name in given or (key.variable and env.get(key.variable))
+           for name, key in KEYS.items() if key.in_file and key.used_by(command)):
+        return {}
+    from ollama_cli.settings import file
+
+    return {name: value for name, (value, _) in file.read(file.config_path()).items()}
+
+
+def shown(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Each key the config file may set, with its effective value as JSON has it (durations
+    in seconds, a store URL without its password) and where that value came from."""
+    groups = {"": settings, "daemon": settings.daemon, **{p: getattr(settings, p) for p in _GROUPS}}
+    shown = {}
+    for name, key in KEYS.items():
+        if not key.in_file:
+            continue
+        prefix, _, field = name.rpartition(".")
+        value = getattr(groups["daemon" if not prefix and field in DaemonSettings._fields else prefix], field)
+        if name == "store" and value is not None:
+            from ollama_cli.store import shown as without_password
+
+            value = without_password(value)
+        shown[name] = {"value": plain(value), "source": settings.source(name)}
+    return shown
 
 
 def _given(flag: Any) -> bool:

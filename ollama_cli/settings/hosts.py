@@ -1,7 +1,8 @@
 """Backends as the user writes them (--host, OLLAMA_HOST, the config file) and as the
 daemon and the clients use them."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: NamedTuple would compile each string
+# annotation into a ForwardRef, as many compiles as fields on every run.
 
 from collections.abc import Iterable
 from typing import NamedTuple

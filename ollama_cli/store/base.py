@@ -51,7 +51,8 @@ if TYPE_CHECKING:
     from ollama_cli.errors import CorruptRecord
     from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
     from ollama_cli.store.buckets import Bucket
-    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, PartialText, Planner, Settle, Tick
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, PartialText, Planner,
+                                          RunProgress, Settle, Tick)
 
 # ------------------------------------------------------------------------ protocols
 
@@ -85,9 +86,10 @@ class Engine(Protocol):
 
     def now(self) -> float:
         """The store's clock, in seconds since the epoch: the `now` to give every operation.
-        LMDB: this host's `time.time()`. PostgreSQL: the server's clock (read as this host's
-        plus the offset measured when it connected, not a round trip per call), so that
-        every host that shares the store agrees on when a held job is due."""
+        LMDB: this host's `time.time()`. PostgreSQL: the server's clock (read when it
+        connected, plus the time elapsed since on this host's monotonic clock, not a round
+        trip per call), so that every host that shares the store agrees on when a held job
+        is due and how old a heartbeat is."""
         ...
 
     # ------------------------------------------------------------------- jobs in
@@ -151,11 +153,6 @@ class Engine(Protocol):
 
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         """Ids of every job in these statuses, in id order per status."""
-        ...
-
-    def queue_depth(self) -> dict[tuple[int, str], int]:
-        """Ready jobs per (priority rank, model's canonical name), pairs with none left out;
-        from counters kept beside the records: a read per pair, whatever the number of jobs."""
         ...
 
     def partial_output(self, job_id: int) -> PartialText | None:
@@ -272,6 +269,39 @@ class Engine(Protocol):
 
     def daemons(self) -> list[DaemonInfo]:
         """Registered daemons, alive or not (ask `is_alive`); unreadable records are left out."""
+        ...
+
+    # ------------------------------------------- what living daemons know (top, info)
+
+    def record_backends(self, daemon_id: str, states: Sequence[BackendState], now: float) -> None:
+        """Replace what this daemon knows of its backends (written with its heartbeat)."""
+        ...
+
+    def backends(self) -> list[BackendState]:
+        """What the living daemons know of their backends (a dead daemon's rows are not shown),
+        by daemon id, each daemon's in the order it recorded them. Unreadable records are left out."""
+        ...
+
+    def record_progress(self, daemon_id: str, runs: Sequence[RunProgress], now: float) -> None:
+        """Replace how far this daemon's running attempts have streamed (written with its
+        heartbeat; at most one entry per job it runs, so the record stays as small as that)."""
+        ...
+
+    def progress(self) -> list[RunProgress]:
+        """The running attempts of the living daemons (a dead daemon's are not shown), by job id."""
+        ...
+
+    def finished_per_minute(self, now: float) -> list[int]:
+        """Jobs that finished (completed, failed or cancelled, having been queued: not those
+        answered from the cache or refused at submit) in each of the 60 minutes of the store
+        clock up to `now`, oldest first; the last is the minute of `now`, still filling. Kept
+        by the transaction that ends each job, in a record of fixed size: O(1) to read."""
+        ...
+
+    def ready_depth(self) -> list[tuple[int, str, int]]:
+        """(priority rank, canonical model, ready jobs) for every model with ready jobs, by rank
+        then model: from counters kept beside the jobs, at a cost that grows with the models,
+        never with the jobs."""
         ...
 
     # --------------------------------------------------------- the daemon's step

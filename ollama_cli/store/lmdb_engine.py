@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
     from ollama_cli.store.buckets import Bucket
     from ollama_cli.store.flock import FlockLiveness, FlockLock
-    from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, PartialText, Planner, Settle, Tick
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, PartialText, Planner,
+                                          RunProgress, Settle, Tick)
 
 
 T = TypeVar("T")
@@ -133,10 +134,6 @@ class LmdbEngine:
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         with self.kv.read() as tx:
             return queue.ids_with_status(tx, *statuses)
-
-    def queue_depth(self) -> dict[tuple[int, str], int]:
-        with self.kv.read() as tx:
-            return queue.queue_depth(tx)
 
     def partial_output(self, job_id: int) -> PartialText | None:
         from ollama_cli.queue import partials
@@ -261,11 +258,57 @@ class LmdbEngine:
         self.kv.write(write)
 
     def unregister(self, daemon_id: str) -> None:
-        self.kv.write(lambda tx: tx.delete("daemons", daemon_id.encode()))
+        from ollama_cli.queue import activity
+
+        def write(tx: Tx) -> None:
+            tx.delete("daemons", daemon_id.encode())
+            activity.forget(tx, daemon_id)
+
+        self.kv.write(write)
 
     def daemons(self) -> list[DaemonInfo]:
         with self.kv.read() as tx:
             return _daemons(tx)
+
+    # ------------------------------------------- what living daemons know (top, info)
+
+    # queue/activity.py is imported where it is used: submit and status need none of it.
+
+    def record_backends(self, daemon_id: str, states: Sequence[BackendState], now: float) -> None:
+        from ollama_cli.queue import activity
+
+        rows = [s._replace(daemon_id=daemon_id, updated_at=now) for s in states]
+        self.kv.write(lambda tx: activity.record(tx, "backend_states", daemon_id, rows))
+
+    def backends(self) -> list[BackendState]:
+        from ollama_cli.queue import activity
+
+        with self.kv.read() as tx:
+            return activity.backends(tx, self._liveness.is_alive)
+
+    def record_progress(self, daemon_id: str, runs: Sequence[RunProgress], now: float) -> None:
+        from ollama_cli.queue import activity
+
+        rows = [r._replace(daemon_id=daemon_id, updated_at=now) for r in runs]
+        self.kv.write(lambda tx: activity.record(tx, "run_progress", daemon_id, rows))
+
+    def progress(self) -> list[RunProgress]:
+        from ollama_cli.queue import activity
+
+        with self.kv.read() as tx:
+            return activity.progress(tx, self._liveness.is_alive)
+
+    def finished_per_minute(self, now: float) -> list[int]:
+        from ollama_cli.queue import activity
+
+        with self.kv.read() as tx:
+            return activity.finished_per_minute(tx, now)
+
+    def ready_depth(self) -> list[tuple[int, str, int]]:
+        from ollama_cli.queue import activity
+
+        with self.kv.read() as tx:
+            return activity.ready_depth(tx)
 
     # --------------------------------------------------------- the daemon's step
 
@@ -306,9 +349,12 @@ class LmdbEngine:
         if not dead:
             return []
 
+        from ollama_cli.queue import activity
+
         def write(tx: Tx, quarantined: Mapping[int, Job | None]) -> list[Job]:
             for daemon_id in dead:
                 tx.delete("daemons", daemon_id.encode())
+                activity.forget(tx, daemon_id)
             return queue.reclaim(tx, dead, now)
 
         jobs, _ = self._isolated(write, now)

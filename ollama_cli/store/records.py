@@ -135,3 +135,33 @@ class DaemonInfo(NamedTuple):
     concurrency: int
     started_at: float
     last_heartbeat: float
+
+
+class BackendState(NamedTuple):
+    """What a daemon knows of one of its backends, recorded with its heartbeat
+    (`Engine.record_backends`) so that `top`, `info` and metrics can show it."""
+
+    url: str  # the backend as the daemon names it (never credentials)
+    daemon_id: str  # which daemon saw it
+    up: bool
+    installed: tuple[str, ...] | None  # canonical model names from /api/tags (or /v1/models); None when not known yet
+    loaded: tuple[str, ...]  # models loaded now (/api/ps), canonical names
+    slots: int  # requests it may take at once
+    in_use: int  # requests in flight now
+    updated_at: float  # store clock
+
+
+class RunProgress(NamedTuple):
+    """How far a running attempt has streamed, recorded with its daemon's heartbeat
+    (`Engine.record_progress`): `top` shows tokens per second from it."""
+
+    job_id: int
+    daemon_id: str
+    tokens: int  # pieces of text streamed so far (Ollama streams one token per piece)
+    started_at: float  # store clock: when the attempt started
+    updated_at: float  # store clock: when this was recorded
+
+    @property
+    def tokens_per_second(self) -> float | None:
+        took = self.updated_at - self.started_at
+        return self.tokens / took if took > 0 else None

@@ -18,5 +18,7 @@ DATABASES = (
     "ready_model",  # priority rank + model digest + id -> type code : `ready` by model
     "ready_models",  # model digest -> canonical model name
     "stats",  # hour + kind + model digest + group -> {"m": model, "g": group, "f": sums} (store/buckets.py)
+    "backend_states",  # daemon id -> what it knows of its backends (queue/activity.py)
+    "run_progress",  # daemon id -> how far its running attempts have streamed
     "partials",  # id -> {token, attempt, text}: what a running job's run has streamed so far
 )

@@ -46,7 +46,7 @@ def drain(url: str, jobs: list[dict], *, partials: bool, metrics: bool = False) 
             if metrics:
                 from ollama_cli.daemon import metrics as daemon_metrics
 
-                daemon_metrics.attach(daemon, ("127.0.0.1", 0))
+                daemon_metrics.attach(daemon, "127.0.0.1:0")
             start, cpu = time.perf_counter(), time.process_time()
             asyncio.run(daemon.run())
             return time.perf_counter() - start, time.process_time() - cpu, writes

@@ -24,10 +24,12 @@ SPEED = {"fsync": "off", "synchronous_commit": "off", "full_page_writes": "off"}
 
 def find_bindir() -> Path | None:
     """The newest installed server's binaries: $OLLAMA_Q_PG_BINDIR, Debian's
-    /usr/lib/postgresql/<major>/bin, or wherever `initdb` is on the PATH."""
+    /usr/lib/postgresql/<major>/bin, or wherever `initdb` is on the PATH; None if none
+    (also if $OLLAMA_Q_PG_BINDIR holds no `initdb`: set to an empty folder, it makes a run
+    without the server)."""
     env = os.environ.get("OLLAMA_Q_PG_BINDIR")
     if env:
-        return Path(env)
+        return Path(env) if (Path(env) / "initdb").exists() else None
     debian = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"),
                     key=lambda p: int(p.parts[-3]) if p.parts[-3].isdigit() else 0)
     if debian:
@@ -59,9 +61,11 @@ class PostgresServer:
     of a server restart mid-run do), `close` stops it and removes the folder. `durable`
     keeps the server's default durability (benchmarks compare it with LMDB's fsync)."""
 
-    def __init__(self, bindir: Path, *, durable: bool = False) -> None:
+    def __init__(self, bindir: Path, *, durable: bool = False, listen: str = "127.0.0.1") -> None:
+        """`listen`: the server's listen_addresses (tests/netns/ serves other namespaces)."""
         self.bindir = bindir
         self.durable = durable
+        self.listen = listen
         self.user = _server_user()
         self.root = Path(tempfile.mkdtemp(prefix="ollama-q-pg-"))
         if self.user is not None:
@@ -86,7 +90,7 @@ class PostgresServer:
         if not self.data.exists():
             self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
                       "-E", "UTF8", "--locale=C")
-        settings = {**({} if self.durable else SPEED), "listen_addresses": "127.0.0.1",
+        settings = {**({} if self.durable else SPEED), "listen_addresses": f"'{self.listen}'",
                     "unix_socket_directories": str(self.root)}
         for attempt in range(3):
             # The same port across restarts: a client reconnecting must find the server again.

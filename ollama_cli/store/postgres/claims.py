@@ -10,11 +10,11 @@ from typing import Any
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import ErrorType, Job, JobError, full_name, result_stats
-from ollama_cli.store.postgres import changes, depth, liveness, partials, result_cache
+from ollama_cli.store.postgres import activity, changes, liveness, partials, result_cache
 from ollama_cli.store.postgres.ready import ReadyView
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
-from ollama_cli.store.postgres.states import (COMPLETED, COUNT, FAILED, PENDING, READY, RUNNING, finished, load,
-                                              save)
+from ollama_cli.store.postgres.states import (COMPLETED, COUNT, FAILED, PENDING, RUNNING, add_ready, finished,
+                                              load, save)
 from ollama_cli.store.postgres.transactions import Tx
 from ollama_cli.store.records import Claim, Placement, Planner, Settle, SettleKind, Tick
 
@@ -61,10 +61,9 @@ def _promote_due(tx: Tx, now: float) -> None:
     promoted = tx.all(
         "UPDATE jobs SET state = 'ready', available_at = NULL WHERE id IN (SELECT id FROM jobs "
         "WHERE state = 'waiting' AND available_at <= %s ORDER BY available_at, id LIMIT %s "
-        "FOR UPDATE SKIP LOCKED) RETURNING priority, model_key", (now, PROMOTE_BATCH))
-    for rank, model_key in promoted:
-        tx.add(READY[rank], 1)
-        tx.add(depth.name(rank, model_key), 1)
+        "FOR UPDATE SKIP LOCKED) RETURNING priority, model_key, id", (now, PROMOTE_BATCH))
+    for rank, model_key, job_id in promoted:
+        add_ready(tx, rank, model_key, job_id, 1)
 
 
 def _claim(tx: Tx, placements: Sequence[Placement], owner: str,
@@ -89,8 +88,7 @@ def _claim(tx: Tx, placements: Sequence[Placement], owner: str,
         {"now": now, "owner": owner, "ids": ids, "tokens": tokens, "hosts": hosts})
     started = {r[0]: to_job(r) for r in taken}
     for job in started.values():
-        tx.add(READY[job.priority.rank], -1)
-        tx.add(depth.name(job.priority.rank, full_name(job.model)), -1)
+        add_ready(tx, job.priority.rank, full_name(job.model), job.id, -1)
         tx.add(COUNT[PENDING], -1)
         tx.add(COUNT[RUNNING], 1)
     bodies = dict(tx.all("SELECT id, body FROM requests WHERE id = ANY(%s)", (list(started),)))
@@ -161,10 +159,13 @@ def _settle(tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
 
 def reclaim(tx: Tx, now: float, alive: set[int]) -> list[Job]:
     """The jobs of daemons whose lock key is not in `alive` go back to the queue (or fail,
-    out of attempts); their daemon rows go."""
+    out of attempts); their daemon rows, and what they reported (`activity`), go."""
     owners = {r[0] for r in tx.all("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL")}
     dead = sorted(o for o in owners if liveness.lock_key(o) not in alive)
-    tx.cur.execute("DELETE FROM daemons WHERE lock_key IS NULL OR NOT (lock_key = ANY(%s))", (sorted(alive),))
+    gone = tx.all("DELETE FROM daemons WHERE lock_key IS NULL OR NOT (lock_key = ANY(%s)) RETURNING id",
+                  (sorted(alive),))
+    if gone:
+        activity.forget(tx, [r[0] for r in gone])
     if not dead:
         return []
     out = []

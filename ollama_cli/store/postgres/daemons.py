@@ -3,7 +3,7 @@ daemons are alive (their session advisory locks, see liveness.py)."""
 
 from __future__ import annotations
 
-from ollama_cli.store.postgres import liveness, schema
+from ollama_cli.store.postgres import activity, liveness, schema
 from ollama_cli.store.postgres.transactions import Tx
 from ollama_cli.store.records import DaemonInfo
 
@@ -42,6 +42,7 @@ def heartbeat(tx: Tx, daemon_id: str, now: float) -> bool:
 
 def unregister(tx: Tx, daemon_id: str) -> None:
     tx.cur.execute("DELETE FROM daemons WHERE id = %s", (daemon_id,))
+    activity.forget(tx, [daemon_id])
 
 
 def listed(tx: Tx) -> list[DaemonInfo]:

@@ -30,16 +30,17 @@ committed when it began, and a row lock re-reads the row's newest version):
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
 from ollama_cli.store.buckets import Bucket
-from ollama_cli.store.postgres import (changes, claims, daemons, depth, health, liveness, partials, reads,
+from ollama_cli.store.postgres import (activity, changes, claims, daemons, health, liveness, partials, reads,
                                        result_cache, stats, submits)
 from ollama_cli.store.postgres.transactions import Database, Tx
-from ollama_cli.store.records import BatchEntry, Changed, DaemonInfo, PartialText, Planner, Settle, Tick
+from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, PartialText, Planner,
+                                      RunProgress, Settle, Tick)
 
 
 class PostgresEngine:
@@ -115,9 +116,6 @@ class PostgresEngine:
 
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         return self._db.snapshot(lambda tx: reads.ids_with_status(tx, statuses))
-
-    def queue_depth(self) -> dict[tuple[int, str], int]:
-        return self._db.read(depth.read)
 
     def partial_output(self, job_id: int) -> PartialText | None:
         return self._db.read(lambda tx: partials.read(tx, job_id))
@@ -216,6 +214,32 @@ class PostgresEngine:
 
     def daemons(self) -> list[DaemonInfo]:
         return self._db.read(daemons.listed)
+
+    # ------------------------------------- what living daemons know (top, info)
+
+    def _alive(self, tx: Tx) -> Callable[[str], bool]:
+        keys = self._live_keys(tx, self.now())
+        return lambda daemon_id: liveness.lock_key(daemon_id) in keys
+
+    def record_backends(self, daemon_id: str, states: Sequence[BackendState], now: float) -> None:
+        states = list(states)
+        self._db.write(lambda tx: activity.record_backends(tx, daemon_id, states, now))
+
+    def backends(self) -> list[BackendState]:
+        return self._db.snapshot(lambda tx: activity.backends(tx, self._alive(tx)))
+
+    def record_progress(self, daemon_id: str, runs: Sequence[RunProgress], now: float) -> None:
+        runs = list(runs)
+        self._db.write(lambda tx: activity.record_progress(tx, daemon_id, runs, now))
+
+    def progress(self) -> list[RunProgress]:
+        return self._db.snapshot(lambda tx: activity.progress(tx, self._alive(tx)))
+
+    def finished_per_minute(self, now: float) -> list[int]:
+        return self._db.read(lambda tx: activity.finished_per_minute(tx, now))
+
+    def ready_depth(self) -> list[tuple[int, str, int]]:
+        return self._db.read(activity.ready_depth)
 
     # ------------------------------------------------------------ the daemon's step
 

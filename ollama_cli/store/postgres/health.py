@@ -4,11 +4,13 @@ invariants between jobs, results and dependencies."""
 from __future__ import annotations
 
 from ollama_cli.jobs import JobStatus
-from ollama_cli.store.postgres import depth, partials
+from ollama_cli.store.postgres import activity, partials, schema
 from ollama_cli.store.postgres.reads import counters
 from ollama_cli.store.postgres.rows import STATES_OF
 from ollama_cli.store.postgres.states import COUNT, FINISHED_STATES, READY
 from ollama_cli.store.postgres.transactions import Tx
+
+BLOCK_PREFIXES = {f"r{bits}/" for bits in schema.BLOCKS}
 
 
 def check(tx: Tx) -> list[str]:
@@ -23,7 +25,11 @@ def check(tx: Tx) -> list[str]:
     for rank, name in READY.items():
         if counted.get(name, 0) != int(ready.get(rank, 0)):
             problems.append(f"{name} is {counted.get(name, 0)}, the jobs say {ready.get(rank, 0)}")
-    problems += depth.check(tx, counted)
+    blocks = {name: int(n) for name, n in tx.all(schema.READY_BY_BLOCK)}
+    for name in sorted(blocks.keys() | {k for k in counted if k[:4] in BLOCK_PREFIXES}):
+        if counted.get(name, 0) != blocks.get(name, 0):
+            problems.append(f"{name} is {counted.get(name, 0)}, the jobs say {blocks.get(name, 0)}")
+    problems += activity.check(tx, counted)
     problems += partials.check(tx)
     entries, size = tx.one("SELECT count(*), coalesce(sum(length(body)), 0) FROM cache")
     for name, n in (("cache/entries", entries), ("cache/bytes", size)):

@@ -13,7 +13,8 @@ from ollama_cli.errors import CorruptRecord, NotFound
 from ollama_cli.jobs import Job, JobStatus, JobType, full_name
 from ollama_cli.store.postgres import rows
 from ollama_cli.store.postgres.rows import COLUMNS, STATES_OF, to_job
-from ollama_cli.store.postgres.states import COUNT, PENDING, READY
+from ollama_cli.store.postgres.schema import BLOCKS
+from ollama_cli.store.postgres.states import COUNT, PENDING, READY, block_count_name
 from ollama_cli.store.postgres.transactions import Tx
 from ollama_cli.store.records import BatchEntry
 
@@ -101,34 +102,42 @@ def pending_keys(jobs: Iterable[Job]) -> list[tuple[int, int]]:
 
 
 def positions(tx: Tx, wanted: list[tuple[int, int]], now: float) -> dict[int, int]:
-    # Ready jobs of a wanted job's own priority are counted on the ready index between it
-    # and the wanted job before it (each counted once, however many are wanted: a walk as
-    # long as the queue ahead of the last one, read from the index alone); those of higher
-    # priorities by the counters, and held jobs whose time has come one by one (a daemon
-    # soon makes them ready, so they are few).
-    previous = {rank: 0 for rank, _ in wanted}
-    ranges = []
+    """1-based places, in the order they start, of the wanted (rank, id) jobs that are
+    ready or held with their time come. Ready jobs ahead of one are those of more urgent
+    priorities (their counters), of its own priority in the blocks of 2^20, 2^15 and 2^10
+    ids before its own (at most 31 blocks of each of the smaller sizes: schema.BLOCKS), and
+    those of its 2^10 block before it, counted on the ready index: the same few reads at
+    any depth. Held jobs whose time has come are counted one by one (a daemon soon makes
+    them ready, so they are few)."""
+    ranges: dict[str, list[Any]] = {"id": [], "rank": [], "block_start": []}
+    for bits in BLOCKS:
+        ranges[f"lo{bits}"], ranges[f"hi{bits}"] = [], []
     for rank, job_id in wanted:
-        ranges.append((job_id, rank, previous[rank]))
-        previous[rank] = job_id
+        ranges["id"].append(job_id)
+        ranges["rank"].append(rank)
+        ranges["block_start"].append(job_id >> BLOCKS[-1] << BLOCKS[-1])
+        for level, bits in enumerate(BLOCKS):  # the blocks before its own, inside its block of the level above
+            first = job_id >> BLOCKS[level - 1] << (BLOCKS[level - 1] - bits) if level else 0
+            ranges[f"lo{bits}"].append(block_count_name(bits, rank, first))
+            ranges[f"hi{bits}"].append(block_count_name(bits, rank, job_id >> bits))
+    blocks = " + ".join(f"(SELECT coalesce(sum(n), 0) FROM counts c WHERE c.name >= w.lo{b} AND c.name < w.hi{b})"
+                        for b in BLOCKS)
+    columns = ", ".join(f"%({k})s::{'text' if k[:2] in ('lo', 'hi') else 'bigint'}[]" for k in ranges)
+    found = tx.all(
+        f"SELECT w.id, {blocks} + (SELECT count(*) FROM jobs r WHERE r.state = 'ready' AND r.priority = w.rank "
+        f"  AND r.id >= w.block_start AND r.id < w.id), "
+        f"  coalesce(j.state = 'ready' OR (j.state = 'waiting' AND j.available_at <= %(now)s), false) "
+        f"FROM unnest({columns}) AS w({', '.join(ranges)}) LEFT JOIN jobs j ON j.id = w.id",
+        {**ranges, "now": now})
     ready = counters(tx, "ready/")
     due = sorted(tx.all("SELECT priority, id FROM jobs WHERE state = 'waiting' AND available_at <= %s", (now,)))
-    found = tx.all(
-        "SELECT w.id, (SELECT count(*) FROM jobs r WHERE r.state = 'ready' AND r.priority = w.rank "
-        "  AND r.id >= w.after AND r.id < w.id), "
-        "  coalesce(j.state = 'ready' OR (j.state = 'waiting' AND j.available_at <= %(now)s), false) "
-        "FROM unnest(%(ids)s::bigint[], %(ranks)s::smallint[], %(after)s::bigint[]) AS w(id, rank, after) "
-        "LEFT JOIN jobs j ON j.id = w.id",
-        {"ids": [r[0] for r in ranges], "ranks": [r[1] for r in ranges], "after": [r[2] for r in ranges],
-         "now": now})
-    between = {job_id: (int(n), placed) for job_id, n, placed in found}
-    out, walked = {}, dict.fromkeys(previous, 0)
-    for job_id, rank, _ in ranges:  # in (priority, id) order
-        n, placed = between[job_id]
-        walked[rank] += n
+    rank_of = {job_id: rank for rank, job_id in wanted}
+    out = {}
+    for job_id, ahead, placed in found:
         if placed:
+            rank = rank_of[job_id]
             higher = sum(ready.get(READY[r], 0) for r in range(rank))
-            out[job_id] = 1 + higher + walked[rank] + bisect.bisect_left(due, (rank, job_id))
+            out[job_id] = 1 + higher + int(ahead) + bisect.bisect_left(due, (rank, job_id))
     return out
 
 

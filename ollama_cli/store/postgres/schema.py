@@ -23,7 +23,10 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `meta`: flags (paused).
 - `stats`: the statistics' hour buckets, a row per field and shard (stats.py).
 - `partials`: what each running job's run has streamed so far (`result --follow`).
-- `counts`: counters (jobs per status, ready jobs per priority and per (priority, model), cache figures) as
+- `backend_states`, `run_progress`: what each living daemon reports of its backends and its
+  running attempts, replaced at its heartbeat (`activity.py`).
+- `counts`: counters (jobs per status, ready jobs per priority, per model and per block of
+  ids, jobs finished per minute, cache figures) as
   sharded rows: each connection adds its deltas to its own shard at the end of a
   transaction, and a reader sums the shards. One row per counter would be a hot row
   that every state change locks until it commits: writers queue behind it, and two
@@ -148,6 +151,36 @@ CREATE TABLE counts (
 ) WITH (fillfactor = 50);
 """
 
+# What living daemons report (activity.py); ready jobs counted per priority and model, so that
+# `top` and metrics read queue depth per model from counters.
+ACTIVITY = """
+CREATE TABLE backend_states (
+    daemon_id  text NOT NULL,
+    position   integer NOT NULL,  -- the daemon's order of its backends
+    url        text NOT NULL,
+    up         boolean NOT NULL,
+    installed  text[],  -- NULL: not known yet
+    loaded     text[] NOT NULL,
+    slots      integer NOT NULL,
+    in_use     integer NOT NULL,
+    updated_at float8 NOT NULL,
+    PRIMARY KEY (daemon_id, position)
+);
+CREATE TABLE run_progress (
+    daemon_id  text NOT NULL,
+    job_id     bigint NOT NULL,
+    tokens     bigint NOT NULL,
+    started_at float8 NOT NULL,
+    updated_at float8 NOT NULL,
+    PRIMARY KEY (daemon_id, job_id)
+);
+-- Counted afresh: whatever such counters a store holds are replaced by what its jobs say.
+DELETE FROM counts WHERE name LIKE 'ready_model/%';
+INSERT INTO counts (name, shard, n)
+    SELECT 'ready_model/' || priority || '/' || model_key, 0, count(*) FROM jobs WHERE state = 'ready'
+    GROUP BY priority, model_key;
+"""
+
 # Categories and feedback on jobs; the statistics' hour buckets (stats.py), sharded as counts.
 _STATS = """
 ALTER TABLE jobs ADD COLUMN category text, ADD COLUMN feedback_score float8,
@@ -164,12 +197,22 @@ CREATE TABLE stats (
 ) WITH (fillfactor = 50);
 """
 
-# Ready jobs per (priority, model), counted from here on as `rm/<rank>/<model_key>`
-# (`depth.py`): counted once here for the jobs ready already.
-_READY_PER_MODEL = """
-INSERT INTO counts (name, shard, n)
-SELECT 'rm/' || priority || '/' || model_key, 0, count(*) FROM jobs WHERE state = 'ready'
-GROUP BY priority, model_key;
+# Ready jobs are also counted per priority and block of 2^20, 2^15 and 2^10 ids, so that a
+# position adds a few dozen counters and counts at most 1,023 index entries, however deep
+# the job is (LMDB keeps 2^10 and 2^20 blocks: a range of counters there is one cursor,
+# here a sum over shards, so a middle level keeps each range to 31 blocks). READY_BY_BLOCK:
+# those counters as the jobs give them (how their migration fills them, what `doctor` checks).
+# Counter names compare bytewise (COLLATE "C"): a range or a prefix (`count/%`) of them is
+# then a seek on the primary key in a database of any collation, and `info`, which reads
+# `count/` and `cache/`, never reads the block counters, however many there are.
+BLOCKS = (20, 15, 10)
+READY_BY_BLOCK = ("SELECT 'r' || b.bits || '/' || priority || '/' || lpad(to_hex(id >> b.bits), 16, '0'), "
+                  f"count(*) FROM jobs, (VALUES {', '.join(f'({b})' for b in BLOCKS)}) AS b(bits) "
+                  "WHERE state = 'ready' GROUP BY 1")
+BLOCK_COUNTS = f"""
+ALTER TABLE counts ALTER COLUMN name TYPE text COLLATE "C";
+INSERT INTO counts (name, shard, n) SELECT name, 0, n FROM ({READY_BY_BLOCK}) AS r(name, n)
+ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
 """
 
 # What running jobs have streamed so far (`partials.py`), deleted as each stops running.
@@ -186,7 +229,8 @@ CREATE TABLE partials (
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
     ("job categories and feedback; statistics in hour buckets", _STATS),
-    ("ready jobs counted per priority and model", _READY_PER_MODEL),
+    ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
+    ("backend states, run progress, ready counters per model", ACTIVITY),
     ("partial output of running jobs", _PARTIALS),
 )
 LATEST = len(MIGRATIONS)

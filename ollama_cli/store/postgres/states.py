@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, Priority, full_name
-from ollama_cli.store.postgres import depth, rows
+from ollama_cli.store.postgres import activity, rows
+from ollama_cli.store.postgres.schema import BLOCKS
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
 from ollama_cli.store.postgres.transactions import Tx
 
@@ -17,6 +18,21 @@ FINISHED_STATES = ("completed", "failed", "cancelled")
 
 COUNT = {s: f"count/{s.value}" for s in JobStatus}
 READY = {p.rank: f"ready/{p.rank}" for p in Priority}
+
+
+def block_count_name(bits: int, rank: int, block: int) -> str:
+    """The counter of ready jobs of priority `rank` whose ids >> bits == block (see
+    schema.BLOCKS); names of one level and rank sort by block."""
+    return f"r{bits}/{rank}/{block:016x}"
+
+
+def add_ready(tx: Tx, rank: int, model_key: str, job_id: int, delta: int) -> None:
+    """Count a job in (1) or out of (-1) the ready counters of its priority, its model and
+    its blocks."""
+    tx.add(READY[rank], delta)
+    tx.add(activity.ready_model_counter(rank, model_key), delta)
+    for bits in BLOCKS:
+        tx.add(block_count_name(bits, rank, job_id >> bits), delta)
 
 
 def load(tx: Tx, ids: Sequence[int], *, lock: bool) -> dict[int, tuple[Job, str]]:
@@ -70,6 +86,8 @@ def save(tx: Tx, old: tuple[Job, str] | None, new: Job, now: float, *, hand_on: 
         from ollama_cli.store.postgres import stats as statistics
 
         statistics.apply(tx, None, new, stats)
+        if old is not None:  # it was queued: throughput (jobs answered at submit are not)
+            activity.note_finished(tx, now)
         if hand_on:
             _hand_on(tx, new, now)
     return new
@@ -79,8 +97,7 @@ def count(tx: Tx, job: Job, state: str, delta: int) -> None:
     """Count a job in (delta 1) or out of (-1) the counters of `state`."""
     tx.add(COUNT[job.status], delta)
     if state == "ready":
-        tx.add(READY[job.priority.rank], delta)
-        tx.add(depth.name(job.priority.rank, full_name(job.model)), delta)
+        add_ready(tx, job.priority.rank, full_name(job.model), job.id, delta)
 
 
 def _hand_on(tx: Tx, job: Job, now: float) -> None:

@@ -86,10 +86,10 @@ class Database:
             schema.migrate(conn, self.location)
             conn.autocommit = True
             with conn.cursor() as cur:
-                before = time.time()
+                before = time.monotonic()
                 cur.execute("SELECT extract(epoch FROM clock_timestamp())::float8")
                 server = cur.fetchone()[0]
-                self._offset = server - (before + time.time()) / 2
+                self._offset = server - (before + time.monotonic()) / 2
         except self._psycopg2.Error as exc:  # lost at once, or no rights to create our schema
             gone = conn.closed
             conn.close()
@@ -104,9 +104,10 @@ class Database:
         return conn
 
     def now(self) -> float:
-        """The server's clock, read as this host's clock plus the offset measured when the
-        last connection was made."""
-        return time.time() + self._offset
+        """The server's clock, as read when the last connection was made plus the time
+        elapsed since on this host's monotonic clock: never this host's wall clock, which
+        may be wrong or be set while a daemon runs."""
+        return time.monotonic() + self._offset
 
     def _failure(self, exc: Exception) -> OperationFailed:
         """A driver error as ours: StoreUnavailable if the connection is gone (this thread's

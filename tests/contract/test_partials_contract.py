@@ -1,14 +1,14 @@
-"""The engine operations behind `result --follow` and the daemon's metrics
-(`Engine.write_partials`, `partial_output`, `queue_depth`), through the interface only, on
-every engine; every store is sound afterwards (partial text only for running jobs)."""
+"""The engine operations behind `result --follow` (`Engine.write_partials`, `partial_output`),
+through the interface only, on every engine; every store is sound afterwards (partial text
+only for running jobs)."""
 
 from __future__ import annotations
 
 import pytest
 
-from ollama_cli.jobs import ErrorType, Job, JobError, Priority
+from ollama_cli.jobs import ErrorType, Job, JobError
 from ollama_cli.store.base import Engine
-from ollama_cli.store.records import PartialText, Plan, Settle, SettleKind
+from ollama_cli.store.records import PartialText, Settle, SettleKind
 from tests.helpers.engines import T, claim
 from tests.helpers.jobs import make_spec
 
@@ -105,23 +105,3 @@ def test_unknown_and_pending_jobs_have_no_partial_output(engine: Engine) -> None
     job = engine.submit(make_spec(), T)
     engine.write_partials([PartialText(job.id, "nope", 1, 0, "x"), PartialText(99, "nope", 1, 0, "x")])
     assert engine.partial_output(job.id) is None and engine.partial_output(99) is None
-
-
-# ------------------------------------------------------------------ queue depth
-
-
-def test_queue_depth_counts_ready_jobs_per_priority_and_model(engine: Engine) -> None:
-    assert engine.queue_depth() == {}
-    engine.submit_many([make_spec(model="llama3.2"), make_spec(model="llama3.2:latest", priority=Priority.HIGH),
-                        make_spec(model="LLAMA3.2"), make_spec(model="hf.co/org/m:q4"),
-                        make_spec(model="qwen", run_at=T + 60)], T)
-    want = {(Priority.MEDIUM.rank, "llama3.2:latest"): 2, (Priority.HIGH.rank, "llama3.2:latest"): 1,
-            (Priority.MEDIUM.rank, "hf.co/org/m:q4"): 1}
-    assert engine.queue_depth() == want  # the held job is not ready
-    job = claim_one(engine)  # the high one
-    want.pop((Priority.HIGH.rank, "llama3.2:latest"))
-    assert engine.queue_depth() == want
-    engine.cancel([job.id], T)
-    engine.settle_and_claim([Settle(SettleKind.RELEASE, job.id, job.lease.token)], T, owner="d1")
-    engine.settle_and_claim([], T + 61, owner="d1", planner=lambda ready, request_of: Plan([]))  # the held one is due
-    assert engine.queue_depth() == {**want, (Priority.MEDIUM.rank, "qwen:latest"): 1}
