@@ -1,6 +1,7 @@
 """Cold-process time of `ollama-q submit --json` and `ollama-q status --json` against
-`python -c "import typer, lmdb, msgpack"` (the floor any Typer + LMDB tool pays), measured
-in the same run, interleaved so that machine noise hits all of them alike; and `submit` on a
+`python -c "import typer, lmdb, msgpack"` (the floor any Typer + LMDB tool pays), without a
+config file and with one (in the user's config folder, as most users keep it; read once
+before, as every run after an edit finds it), measured in the same run, interleaved so that machine noise hits all of them alike; and `submit` on a
 PostgreSQL store (OLLAMA_Q_STORE, a private durable server on this machine), against the same
 floor and against the floor of a Typer + psycopg2 tool.
 
@@ -26,6 +27,28 @@ import time
 from common import postgres
 
 
+# What a user sets once: submit's defaults, the daemon's, the cache's and routing's.
+CONFIG = """\
+hosts = ["http://127.0.0.1:11434"]
+priority = "high"
+retries = 2
+timeout = "10m"
+keep_alive = "30m"
+concurrency = 2
+keep_finished = "7d"
+
+[model_concurrency]
+"llama3.1:70b" = 1
+
+[cache]
+ttl = "7d"
+max_bytes = "1GiB"
+
+[routing]
+default_model = "llama3.2"
+"""
+
+
 def timed(cmd: list[str], env: dict[str, str]) -> float:
     start = time.perf_counter()
     subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
@@ -44,15 +67,24 @@ def main() -> None:
 
     subprocess.run([py, "-m", "compileall", "-q", os.path.dirname(ollama_cli.__file__)], check=True)
     with tempfile.TemporaryDirectory() as tmp, postgres() as server:
-        env = {**os.environ, "OLLAMA_Q_DATA_DIR": tmp}
+        # No config file: an empty config folder; the cache folder of the parse is the run's own.
+        env = {**os.environ, "OLLAMA_Q_DATA_DIR": tmp, "XDG_CONFIG_HOME": os.path.join(tmp, "none"),
+               "XDG_CACHE_HOME": os.path.join(tmp, "cache")}
+        env.pop("OLLAMA_Q_CONFIG", None)
+        config_env = {**env, "XDG_CONFIG_HOME": os.path.join(tmp, "config")}
+        os.makedirs(os.path.join(tmp, "config", "ollama-q"))
+        with open(os.path.join(tmp, "config", "ollama-q", "config.toml"), "w") as f:
+            f.write(CONFIG)
         pg_env = {**env, "OLLAMA_Q_STORE": server.create_database("startup")}
         submit = [py, "-m", "ollama_cli", "submit", "llama3.2", "Why is the sky blue?", "--json"]
-        for e in (env, pg_env):  # makes the store (and, on the server, its schema)
+        for e in (env, pg_env, config_env):  # makes the store (and, on the server, its schema); reads the file
             subprocess.run([*submit[:5], "warm-up", "--json"], env=e, check=True, capture_output=True)
         cmds = {
             "baseline": ([py, "-c", "import typer, lmdb, msgpack"], env),
             "submit": (submit, env),
             "status": ([py, "-m", "ollama_cli", "status", "1", "--json"], env),
+            "submit+cfg": (submit, config_env),
+            "status+cfg": ([py, "-m", "ollama_cli", "status", "1", "--json"], config_env),
             "pg floor": ([py, "-c", "import typer, psycopg2, msgpack"], env),
             "pg submit": (submit, pg_env),
         }
@@ -67,7 +99,7 @@ def main() -> None:
         med = statistics.median(values)
         line = f"{name:<10} {med * 1000:>10.1f} {med / base:>6.2f}x"
         if counts:
-            line += f"   {counts[name]:>14,} {counts[name] / counts['baseline']:>6.2f}x"
+            line += f"   {counts[name]:>14,} {counts[name] / counts['baseline']:>6.3f}x"
         print(line)
     floor = statistics.median(samples["pg floor"])
     line = f"pg submit against the pg floor: {statistics.median(samples['pg submit']) / floor:.2f}x"

@@ -106,29 +106,38 @@ def positions(tx: Tx, wanted: list[tuple[int, int]], now: float) -> dict[int, in
     ready or held with their time come. Ready jobs ahead of one are those of more urgent
     priorities (their counters), of its own priority in the blocks of 2^20, 2^15 and 2^10
     ids before its own (at most 31 blocks of each of the smaller sizes: schema.BLOCKS), and
-    those of its 2^10 block before it, counted on the ready index: the same few reads at
-    any depth. Held jobs whose time has come are counted one by one (a daemon soon makes
-    them ready, so they are few)."""
-    ranges: dict[str, list[Any]] = {"id": [], "rank": [], "block_start": []}
+    those of its 2^10 block before it, counted on the ready index from the nearer end of the
+    block (from its far end, the block's counter less those after): at most 512 index
+    entries, a few for the newest jobs (which `list` and `submit` show), at any depth. Held
+    jobs whose time has come are counted one by one (a daemon soon makes them ready, so
+    they are few)."""
+    small = BLOCKS[-1]
+    columns: dict[str, tuple[str, list[Any]]] = {
+        k: (kind, []) for k, kind in (("id", "bigint"), ("rank", "bigint"), ("block_start", "bigint"),
+                                      ("block_end", "bigint"), ("from_end", "boolean"))}
     for bits in BLOCKS:
-        ranges[f"lo{bits}"], ranges[f"hi{bits}"] = [], []
+        columns[f"lo{bits}"], columns[f"hi{bits}"] = ("text", []), ("text", [])
     for rank, job_id in wanted:
-        ranges["id"].append(job_id)
-        ranges["rank"].append(rank)
-        ranges["block_start"].append(job_id >> BLOCKS[-1] << BLOCKS[-1])
+        start = job_id >> small << small
+        for name, value in (("id", job_id), ("rank", rank), ("block_start", start),
+                            ("block_end", start + (1 << small)), ("from_end", job_id - start >= 1 << (small - 1))):
+            columns[name][1].append(value)
         for level, bits in enumerate(BLOCKS):  # the blocks before its own, inside its block of the level above
             first = job_id >> BLOCKS[level - 1] << (BLOCKS[level - 1] - bits) if level else 0
-            ranges[f"lo{bits}"].append(block_count_name(bits, rank, first))
-            ranges[f"hi{bits}"].append(block_count_name(bits, rank, job_id >> bits))
+            columns[f"lo{bits}"][1].append(block_count_name(bits, rank, first))
+            columns[f"hi{bits}"][1].append(block_count_name(bits, rank, job_id >> bits))
     blocks = " + ".join(f"(SELECT coalesce(sum(n), 0) FROM counts c WHERE c.name >= w.lo{b} AND c.name < w.hi{b})"
                         for b in BLOCKS)
-    columns = ", ".join(f"%({k})s::{'text' if k[:2] in ('lo', 'hi') else 'bigint'}[]" for k in ranges)
+    ready_in = ("(SELECT count(*) FROM jobs r WHERE r.state = 'ready' AND r.priority = w.rank "
+                "AND r.id >= {} AND r.id < {})")
+    in_block = (f"CASE WHEN w.from_end THEN (SELECT coalesce(sum(n), 0) FROM counts c WHERE c.name = w.hi{small}) "
+                f"- {ready_in.format('w.id', 'w.block_end')} ELSE {ready_in.format('w.block_start', 'w.id')} END")
     found = tx.all(
-        f"SELECT w.id, {blocks} + (SELECT count(*) FROM jobs r WHERE r.state = 'ready' AND r.priority = w.rank "
-        f"  AND r.id >= w.block_start AND r.id < w.id), "
+        f"SELECT w.id, {blocks} + {in_block}, "
         f"  coalesce(j.state = 'ready' OR (j.state = 'waiting' AND j.available_at <= %(now)s), false) "
-        f"FROM unnest({columns}) AS w({', '.join(ranges)}) LEFT JOIN jobs j ON j.id = w.id",
-        {**ranges, "now": now})
+        f"FROM unnest({', '.join(f'%({k})s::{kind}[]' for k, (kind, _) in columns.items())}) "
+        f"AS w({', '.join(columns)}) LEFT JOIN jobs j ON j.id = w.id",
+        {**{k: values for k, (_, values) in columns.items()}, "now": now})
     ready = counters(tx, "ready/")
     due = sorted(tx.all("SELECT priority, id FROM jobs WHERE state = 'waiting' AND available_at <= %s", (now,)))
     rank_of = {job_id: rank for rank, job_id in wanted}
