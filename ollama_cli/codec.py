@@ -52,6 +52,10 @@ def encode_job(job: Job) -> bytes:
             rec[name] = value
     if job.after:
         rec["after"] = list(job.after)
+    if job.fallbacks:
+        rec["fallbacks"] = list(job.fallbacks)
+    if job.route:
+        rec["route"] = list(job.route)
     if job.error:
         rec["error"] = [job.error.type.value, job.error.message]
     if job.cached:
@@ -122,11 +126,16 @@ def decode_job(key: int, data: bytes) -> Job:
         error, lease, after = _pair(rec.get("error"), "error"), _pair(rec.get("lease"), "lease"), rec.get("after")
         if after is not None and not (type(after) is list and all(type(a) is int for a in after)):
             raise ValueError("after is not a list of ids")
+        fallbacks = rec.get("fallbacks")
+        if fallbacks is not None and not (type(fallbacks) is list and all(type(m) is str for m in fallbacks)):
+            raise ValueError("fallbacks is not a list of model names")
         return Job(
             type=_TYPES[rec["type"]],
             priority=_PRIORITIES[rec["priority"]],
             status=_STATUSES[rec["status"]],
             after=tuple(after) if after else (),
+            fallbacks=tuple(fallbacks) if fallbacks else (),
+            route=route_of(rec.get("route")),
             error=JobError(_ERRORS[error[0]], error[1]) if error else None,
             lease=Lease(lease[0], lease[1]) if lease else None,
             feedback=_feedback(rec.get("feedback")),
@@ -136,6 +145,17 @@ def decode_job(key: int, data: bytes) -> Job:
         raise
     except Exception as exc:
         raise CorruptRecord(key, f"{type(exc).__name__}: {exc}") from None
+
+
+def route_of(stored: Any) -> tuple[str, float | None, int] | None:
+    """A job's stored `route` (how `submit auto` chose its model: rule, lower bound, rated),
+    checked; ValueError if it is not one."""
+    if stored is None:
+        return None
+    if not (type(stored) is list and len(stored) == 3 and type(stored[0]) is str
+            and type(stored[1]) in (int, float, type(None)) and type(stored[2]) is int):
+        raise ValueError("route is not (rule, lower bound, rated)")
+    return stored[0], stored[1], stored[2]
 
 
 _SHA256: Any = None

@@ -100,6 +100,8 @@ class Job(NamedTuple):
     cached: bool = False
     category: str | None = None  # a task category (`submit --category`, `feedback --category`)
     feedback: tuple[float, str | None, str | None] | None = None  # (score, reason, category)
+    fallbacks: tuple[str, ...] = ()  # models to start again on, in order (`submit --fallback`)
+    route: tuple[str, float | None, int] | None = None  # how `submit auto` chose the model: (rule, bound, rated)
     # Not in the JSON form: how the daemon runs it.
     timeout: float | None = None
     keep_alive: float | None = None
@@ -109,6 +111,14 @@ class Job(NamedTuple):
 
     def evolve(self, **changes: Any) -> "Job":
         return self._replace(**changes)
+
+    def on_next_model(self, error: JobError, cache_key: bytes | None) -> "Job":
+        """The job started again, pending, on the first of its fallback models, its attempts
+        starting over; `error` says why it left the model before, `cache_key` is its request's
+        key on the next one (None: it uses no cache). Its `route` went with the model it left."""
+        return self.evolve(model=self.fallbacks[0], fallbacks=self.fallbacks[1:], status=JobStatus.PENDING,
+                           attempts=0, error=error, lease=None, retry_at=None, started_at=None, host=None,
+                           cache_key=cache_key, route=None)
 
     def to_json(self, position: int | None = None) -> dict[str, Any]:
         """The contract's JSON form of a job."""
@@ -137,6 +147,8 @@ class Job(NamedTuple):
             "category": self.category,
             "feedback": None if self.feedback is None else
             dict(zip(("score", "reason", "category"), self.feedback)),
+            "fallbacks": list(self.fallbacks),
+            "route": dict(zip(("rule", "lower_bound", "rated"), self.route)) if self.route else None,
         }
 
 
@@ -158,6 +170,8 @@ class JobSpec(NamedTuple):
     keep_alive: float | None = None
     use_cache: bool = True
     category: str | None = None
+    fallbacks: tuple[str, ...] = ()
+    route: tuple[str, float | None, int] | None = None
 
 
 def full_name(model: str) -> str:

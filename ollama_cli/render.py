@@ -274,8 +274,12 @@ def job_detail(job: dict[str, Any]) -> None:
             shown = f"[{_STATUS_STYLE.get(value, '')}]{value}[/]"
         elif key == "error" and value:
             shown = f"[red]{value['type']}[/]: {_shown(value['message'])}"
-        elif key == "after":
+        elif key in ("after", "fallbacks"):
             shown = ", ".join(map(str, value)) or "-"
+        elif key == "feedback" and value:
+            shown = f"{value['score']:+g}" + (f": {_shown(value['reason'])}" if value["reason"] else "")
+        elif key == "route" and value:
+            shown = _route(value)
         elif key in _TIMES:
             shown = _when(value)
         elif isinstance(value, bool):
@@ -286,6 +290,14 @@ def job_detail(job: dict[str, Any]) -> None:
         if key == "finished_at":
             table.add_row("run time", _run_time(job))
     _console().print(table)
+
+
+def _route(route: dict[str, Any]) -> str:
+    """How `submit auto` chose the model, for people."""
+    if route["rule"] == "best":
+        return f"by its ratings (lower bound {route['lower_bound']:.2f} of {route['rated']} rated jobs)"
+    return {"default": "routing.default_model (no model had enough rated jobs)",
+            "explore": "at random (routing.explore)"}.get(route["rule"], route["rule"])
 
 
 def _run_time(job: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from functools import lru_cache
 from typing import Any, TypeVar
 
 from ollama_cli.errors import UsageError
-from ollama_cli.jobs import JobType, Priority
+from ollama_cli.jobs import JobType, Priority, full_name
 from ollama_cli.timefmt import parse_duration
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -61,6 +61,25 @@ def category_name(value: str, what: str = "--category") -> str:
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,64}", value):
         raise UsageError(f"{what}: invalid category {value[:80]!r} (letters, digits, -, _ and ., at most 64)")
     return value
+
+
+MAX_FALLBACKS = 16
+
+
+def fallbacks(model: str, values: list[str]) -> tuple[str, ...]:
+    """The models a job starts again on, in order (`--fallback`, repeatable): each a valid
+    name, none twice and none the job's own model (that is what --retries is for)."""
+    seen, out = {full_name(model)}, []
+    for value in values:
+        name = full_name(model_name(value))
+        if name in seen:
+            why = "the job's own model" if name == full_name(model) else "given twice"
+            raise UsageError(f"--fallback {value!r}: {why}")
+        seen.add(name)
+        out.append(value)
+    if len(out) > MAX_FALLBACKS:
+        raise UsageError(f"at most {MAX_FALLBACKS} --fallback models, not {len(out)}")
+    return tuple(out)
 
 
 def check_text(value: str, what: str) -> str:

@@ -37,6 +37,8 @@ FULL = Job(
     finished_at=T0 + 90.25,
     error=JobError(ErrorType.BACKEND_ERROR, "boom: ünïcode"),
     cached=True,
+    fallbacks=("qwen2.5", "mistral:7b"),
+    route=("best", 0.6125, 12),
     timeout=600.0,
     keep_alive=-1.0,
     cache_key=bytes(range(32)),
@@ -52,7 +54,8 @@ MINIMAL = Job(id=1, model="m", type=JobType.GENERATE, priority=Priority.MEDIUM,
 # The contract's job object, in its order.
 CONTRACT_KEYS = ["id", "name", "batch", "custom_id", "model", "type", "priority", "status",
                  "position", "attempts", "max_attempts", "run_at", "after", "host",
-                 "created_at", "started_at", "finished_at", "error", "cached", "category", "feedback"]
+                 "created_at", "started_at", "finished_at", "error", "cached", "category", "feedback", "fallbacks",
+                 "route"]
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
 
@@ -78,7 +81,7 @@ def test_round_trip(job: Job) -> None:
     assert back == job
     # Types too, not only values: enums stay enums, tuples stay tuples.
     assert type(back.type) is JobType and type(back.status) is JobStatus
-    assert isinstance(back.after, tuple)
+    assert isinstance(back.after, tuple) and isinstance(back.fallbacks, tuple)
     assert back.error == job.error and (back.error is None or type(back.error.type) is ErrorType)
     assert back.lease == job.lease
 
@@ -149,6 +152,11 @@ CORRUPT: dict[str, bytes] = {
     "created_at a timestamp ext": pack(record(created_at=msgpack.Timestamp(1, 0))),
     "after not ints": pack(record(after=["x"])),
     "after an int": pack(record(after=5)),
+    "fallbacks not names": pack(record(fallbacks=[1])),
+    "fallbacks a name": pack(record(fallbacks="qwen2.5")),
+    "route too short": pack(record(route=["best", 0.5])),
+    "route rated a word": pack(record(route=["best", 0.5, "many"])),
+    "route a map": pack(record(route={"rule": "best"})),
     "error too short": pack(record(error=["backend_error"])),
     "unknown error type": pack(record(error=["oops", "m"])),
     "error a map": pack(record(error={"type": "timeout"})),
@@ -257,6 +265,8 @@ def test_to_json_is_the_contract_object() -> None:
         "cached": True,
         "category": "code",
         "feedback": {"score": 0.5, "reason": "fine", "category": "code"},
+        "fallbacks": ["qwen2.5", "mistral:7b"],
+        "route": {"rule": "best", "lower_bound": 0.6125, "rated": 12},
     }
 
 
@@ -264,8 +274,9 @@ def test_to_json_of_a_new_job_has_nulls_and_the_position() -> None:
     out = MINIMAL.to_json(position=3)
     assert list(out) == CONTRACT_KEYS
     assert out["position"] == 3
-    assert out["after"] == [] and out["error"] is None and out["cached"] is False
-    for key in ("run_at", "started_at", "finished_at", "name", "batch", "custom_id", "host", "category", "feedback"):
+    assert out["after"] == [] and out["error"] is None and out["cached"] is False and out["fallbacks"] == []
+    for key in ("run_at", "started_at", "finished_at", "name", "batch", "custom_id", "host", "category", "feedback",
+                "route"):
         assert out[key] is None, key
     assert out["created_at"] == "2026-11-23T08:40:00.123Z"
 

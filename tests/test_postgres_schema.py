@@ -37,7 +37,7 @@ def test_a_new_database_gets_every_table_and_a_second_open_changes_nothing(pg_ur
     conn.close()
     assert _tables(pg_url) == {"migrations", "jobs", "requests", "results", "dependencies", "cache",
                                "daemons", "meta", "serials", "counts", "stats", "backend_states", "run_progress",
-                               "partials"}
+                               "hook_events", "partials"}
     assert _rows(pg_url, "SELECT version FROM migrations ORDER BY version") == \
         [(n,) for n in range(1, schema.LATEST + 1)]
 

@@ -14,6 +14,7 @@ from ollama_cli.insight import advice
 from ollama_cli.jobs import ErrorType, JobError, JobStatus
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
+from ollama_cli.store.lmdb_engine import LmdbEngine
 from ollama_cli.store.records import Settle, SettleKind
 from tests.emulator import Emulator
 from tests.helpers.cli import assert_one_error, ok_json, run_main
@@ -68,9 +69,12 @@ def test_feedback_rates_and_rates_again(data_dir: Path) -> None:
     assert run_main("feedback", "1", "--score", "-1", "--category", "math").stdout == "job 1 rated -1 (math)\n"
     job = ok_json(run_main("status", "1", "--json"))
     assert (job["category"], job["feedback"]) == ("math", {"score": -1.0, "reason": None, "category": "math"})
+    run_main("feedback", "1", "--score", "0.25", "--reason", "so so")
+    shown = run_main("status", "1").stdout
+    assert "\ncategory      math " in shown and "\nfeedback      +0.25: so so " in shown
     (row,) = ok_json(run_main("stats", "--json"))["models"]
-    assert row["feedback"] == {"count": 1, "mean": -1.0}
-    assert row["categories"] == {"math": {"jobs": 1, "feedback_count": 1, "feedback_mean": -1.0}}
+    assert row["feedback"] == {"count": 1, "mean": 0.25}
+    assert row["categories"] == {"math": {"jobs": 1, "feedback_count": 1, "feedback_mean": 0.25}}
 
 
 def test_stats_refuses_bad_options(data_dir: Path) -> None:
@@ -175,8 +179,8 @@ def test_a_category_another_model_serves_better(data_dir: Path) -> None:
             _finish(store, model="big", category="code", score=score)
     (rec,) = _advice(data_dir)
     assert (rec["kind"], rec["model"]) == ("category", "small:latest")
-    assert "category code: big:latest scores 0.90 (n=6" in rec["message"]
-    assert "small:latest, which ran most of its jobs (10), scores 0.10 (n=6)" in rec["message"]
+    assert "category code: big:latest scores 0.90 (n=6, 95% lower bound 0.83) where small:latest scores " \
+        "0.10 (n=6, 10 jobs)" in rec["message"]
 
 
 def test_too_few_ratings_compare_no_models(data_dir: Path) -> None:
@@ -205,3 +209,36 @@ def test_the_human_table_shows_the_figures_and_the_advice(data_dir: Path, monkey
     assert "code" in out and "* a:latest was loaded 10 times" in out
     assert run_main("stats", "--since", "1h").stdout.startswith("no finished jobs since ")
     assert JobStatus.COMPLETED.value in ok_json(run_main("stats", "--json"))["models"][0]
+
+
+def test_a_quarantined_job_is_counted_once(data_dir: Path) -> None:
+    # LMDB quarantines a job whose step raises: a finished one keeps its count, a pending
+    # one counts as failed (it was written as a new record before, and counted again).
+    from ollama_cli import queue
+
+    with open_store(data_dir) as store:
+        done = _finish(store)
+        pending = store.submit(make_spec(), T).id
+        for job_id in (done, pending, done):
+            store.kv.write(lambda tx: queue.quarantine(tx, job_id, "test", T + 50))
+        (bucket,) = store.stat_buckets()
+        assert (bucket.fields["jobs"], bucket.fields["completed"], bucket.fields["failed"]) == (2, 1, 1)
+        assert store.check() == []
+
+
+def test_an_unreadable_bucket_starts_again_and_never_stops_a_job_s_end(data_dir: Path) -> None:
+    from ollama_cli.codec import pack
+
+    with open_store(data_dir) as store:
+        _finish(store)
+        (key, _), = list(_scan(store))
+        for junk in (b"\xc1", pack({"m": "m:latest", "g": "generate", "f": {"jobs": "many"}}), pack([1])):
+            store.kv.write(lambda tx: tx.put("stats", key, junk))
+            _finish(store)
+            (bucket,) = store.stat_buckets()
+            assert (bucket.fields["jobs"], bucket.fields["completed"]) == (1, 1)
+
+
+def _scan(store: LmdbEngine) -> list[tuple[bytes, bytes]]:
+    with store.kv.read() as tx:
+        return list(tx.scan("stats"))

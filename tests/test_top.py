@@ -4,6 +4,7 @@ throughput and ETA it derives; the terminal restored however the live view ends.
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import subprocess
@@ -181,3 +182,21 @@ def test_the_live_view_quits_on_q_or_ctrl_c_with_the_terminal_as_it_was(data_dir
             proc.kill()
         os.close(master)
         os.close(slave)
+
+
+def test_while_the_store_cannot_be_reached_the_last_frame_stays_marked_stale() -> None:
+    from rich.console import Console
+
+    from ollama_cli.cli.top import frame_or_stale
+    from ollama_cli.errors import StoreUnavailable
+
+    def unreachable() -> str:
+        raise StoreUnavailable("lost the connection to the store at postgresql://db")
+
+    shown, last = frame_or_stale(unreachable, "the frame before")
+    console = Console(file=io.StringIO(), width=WIDTH)
+    console.print(shown)
+    assert console.file.getvalue().splitlines() == [
+        "stale: lost the connection to the store at postgresql://db; trying again", "the frame before"]
+    assert last == "the frame before"
+    assert frame_or_stale(lambda: "a new frame", last) == ("a new frame", "a new frame")

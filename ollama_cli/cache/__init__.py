@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ollama_cli.codec import pack, sha256, unpack
-from ollama_cli.jobs import full_name
+from ollama_cli.jobs import Job, full_name
 from ollama_cli.jsontext import canonical
 
 if TYPE_CHECKING:
@@ -19,6 +19,12 @@ def key_for(model: str, job_type: str, request: dict[str, Any]) -> bytes:
     """sha256 of model, type and the canonical request (keys sorted). The model's
     default tag is made explicit so that `m` and `m:latest` share entries."""
     return sha256(canonical([full_name(model), job_type, request]).encode())
+
+
+def key_on(model: str, job: Job, request: dict[str, Any]) -> bytes | None:
+    """The key of a job's request asked of another model (a fallback's); None for a job that
+    uses no cache."""
+    return None if job.cache_key is None else key_for(model, job.type.value, request)
 
 
 def lookup(tx: Tx, key: bytes) -> dict[str, Any] | None:

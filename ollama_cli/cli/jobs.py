@@ -14,10 +14,14 @@ from ollama_cli.cli.app import (
     warn_if_stalled,
 )
 from ollama_cli.errors import ExitCode, NotFound, OllamaQError, OperationFailed, UsageError
-from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, result_to_json, result_text
+from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, full_name, result_to_json, result_text
 from ollama_cli.timefmt import local_time, parse_duration, parse_time
 
+# `submit auto --category C`: the model is chosen by the routing rule (`insight/routing.py`).
+AUTO = "auto"
+
 if TYPE_CHECKING:
+    from ollama_cli.settings import Settings
     from ollama_cli.store.base import Engine
     from ollama_cli.store.records import Changed
 
@@ -66,6 +70,8 @@ def submit(
     keep_alive: Annotated[Optional[str], typer.Option(help="How long Ollama keeps the model loaded.")] = None,
     category: Annotated[Optional[str], typer.Option(
         help="A task category for statistics and routing (letters, digits, -, _, .).")] = None,
+    fallback: Annotated[Optional[list[str]], typer.Option(
+        metavar="MODEL", help="If the model is missing or attempts run out, start again on this one (repeatable).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
     wait_timeout: Annotated[Optional[str], typer.Option(
@@ -112,24 +118,45 @@ def submit(
         keep_alive=settings.keep_alive,
         use_cache=not no_cache,
         category=submission.category_name(category) if category is not None else None,
+        fallbacks=submission.fallbacks(model, fallback) if fallback else (),
     )
+    auto = model == AUTO
+    if auto and spec.category is None:
+        raise UsageError("submit auto needs --category NAME: the model is chosen by how models served that category")
     store = open_store(settings)
     now = store.now()
+    if auto:
+        spec = _routed(store, spec, settings, now)
     job = store.submit(spec._replace(run_at=run_at(now) if run_at else None), now)
     if wait or wait_timeout is not None:
         _print_result(store, job.id, wait=True, timeout=wait_limit, json_=settings.json)
         return
     pos = store.positions([job], now).get(job.id)
     if settings.json:
-        emit({"id": job.id, "name": job.name, "status": job.status.value, "position": pos})
+        shown = {"id": job.id, "name": job.name, "status": job.status.value, "position": pos}
+        emit({**shown, "model": job.model} if auto else shown)
     elif quiet:
         print(job.id)
     elif job.cached:
-        print(f"job {job.id} completed from the cache")
+        print(f"job {job.id} completed from the cache{' by ' + job.model if auto else ''}")
     else:
         where = f", position {pos}" if pos else ""
         held = f", held until {local_time(job.run_at)}" if job.run_at is not None and job.run_at > now else ""
-        print(f"job {job.id} queued ({job.model}, {job.priority.value}{where}{held})")
+        routed = f" (routing: {job.route[0]})" if job.route else ""
+        print(f"job {job.id} queued ({job.model}{routed}, {job.priority.value}{where}{held})")
+
+
+def _routed(store: "Engine", spec: JobSpec, settings: "Settings", now: float) -> JobSpec:
+    """The spec on the model the routing rule chooses for its category, with how it chose; a
+    fallback that names the chosen model is dropped (it would only run the job again there)."""
+    from ollama_cli.insight import routing
+
+    assert spec.category is not None
+    chosen = routing.choose(store, spec.category, settings.routing, now)
+    name = full_name(chosen.model)
+    bound = None if chosen.lower_bound is None else round(chosen.lower_bound, 4)
+    return spec._replace(model=chosen.model, route=(chosen.rule, bound, chosen.rated),
+                         fallbacks=tuple(f for f in spec.fallbacks if full_name(f) != name))
 
 
 def _run_at(delay: Optional[str], at: Optional[str]) -> Optional[Callable[[float], float]]:
@@ -430,14 +457,15 @@ def rerun(
 ) -> None:
     """Queue each job's request again as a new job, whatever became of it; the job itself
     is left as it is. The new job has the same model, type, priority, name, retries,
-    timeout and keep-alive, starts as soon as a daemon takes it, and is never answered
-    from the cache (it is asked again)."""
+    timeout, keep-alive and fallbacks left, starts as soon as a daemon takes it, and is never
+    answered from the cache (it is asked again)."""
     settings = load_settings(json_, data_dir, store_)
     ids = parse_ids(job_ids)
     store = open_store(settings)
     jobs, all_found = _known(store, ids)
     specs = [JobSpec(model=j.model, type=j.type, request=store.get_request(j.id), priority=j.priority, name=j.name,
-                     max_attempts=j.max_attempts, timeout=j.timeout, keep_alive=j.keep_alive, use_cache=False)
+                     max_attempts=j.max_attempts, timeout=j.timeout, keep_alive=j.keep_alive, use_cache=False,
+                     fallbacks=j.fallbacks)
              for j in jobs]
     new = store.submit_many(specs, store.now()) if specs else []
     where = store.positions(new, store.now())

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import typer
 
 from ollama_cli.cli.app import DataDirOpt, StoreOpt, load_settings, open_store
-from ollama_cli.errors import UsageError
+from ollama_cli.errors import StoreUnavailable, UsageError
 
 INTERVAL = 0.5  # seconds between frames: about twice a second
 INTERVAL_RANGE = (0.1, 60.0)
@@ -73,15 +73,31 @@ def _rows(height: int) -> int:
 def _run(console: Any, draw: Callable[[], Any], interval: float) -> None:
     from rich.live import Live
 
-    with _keys() as key, Live(draw(), console=console, screen=True, auto_refresh=False,
+    last = draw()
+    with _keys() as key, Live(last, console=console, screen=True, auto_refresh=False,
                               redirect_stdout=False, redirect_stderr=False) as view:
         due = time.monotonic() + interval
         while True:
             if key(max(0.0, due - time.monotonic())) in QUIT_KEYS:
                 return
             if time.monotonic() >= due:  # a key other than q does not hurry the next frame
-                view.update(draw(), refresh=True)
+                shown, last = frame_or_stale(draw, last)
+                view.update(shown, refresh=True)
                 due = time.monotonic() + interval
+
+
+def frame_or_stale(draw: Callable[[], Any], last: Any) -> tuple[Any, Any]:
+    """What to show now, and the last good frame: a new frame; or, while the store cannot be
+    reached (a PostgreSQL server restarting), the last frame under a line that says so, and
+    the next frame tries again."""
+    try:
+        frame = draw()
+    except StoreUnavailable as exc:
+        from rich.console import Group
+        from rich.text import Text
+
+        return Group(Text(f"stale: {exc.message}; trying again", style="bold red"), last), last
+    return frame, frame
 
 
 @contextmanager

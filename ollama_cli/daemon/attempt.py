@@ -112,9 +112,19 @@ def failure(run: InFlight, err: BackendError, pool: Pool, now: float, retry_back
         return [Outcome(c, SettleKind.RELEASE) for c in run.claims]
     if err.transient:
         pool.failed(slot, now, (c.job.id for c in run.claims), err.retry_after)
-    return [Outcome(c, SettleKind.FAIL, error=JobError(err.kind, err.message), host=slot.backend.label,
+    error = JobError(err.kind, err.message)
+    return [Outcome(c, SettleKind.FALLBACK, error=error, host=slot.backend.label) if _falls_back(c.job, err) else
+            Outcome(c, SettleKind.FAIL, error=error, host=slot.backend.label,
                     retry_after=retry_delay(c.job.attempts, retry_backoff, rng) if err.transient else None)
             for c in run.claims]
+
+
+def _falls_back(job: Job, err: BackendError) -> bool:
+    """Whether the job leaves its model for its next fallback (`submit --fallback`): the model
+    is missing, or a transient failure used its last attempt. A bad request would be as bad
+    on any model, so it fails. The job as claimed holds the attempts this one counted."""
+    return bool(job.fallbacks) and (err.kind is ErrorType.MODEL_NOT_FOUND
+                                    or (err.transient and job.attempts >= job.max_attempts))
 
 
 def embed_key(request_of: Callable[[Job], dict[str, Any]], job: Job) -> object:

@@ -94,6 +94,17 @@ class JobRetrying:
 
 
 @dataclass(frozen=True)
+class JobFellBack:
+    """The job failed for good on its model (missing, or out of attempts) and starts again,
+    attempts starting over, on `model`, the next of its fallbacks (`submit --fallback`)."""
+
+    job: Job  # as claimed: the model it left
+    error: JobError
+    model: str
+    backend: str
+
+
+@dataclass(frozen=True)
 class ResultDropped:
     """An answer came for a job that was no longer this daemon's (cancelled, or taken
     back, before the answer was committed): nothing of it was recorded."""
@@ -112,6 +123,12 @@ class JobReclaimed:
     @property
     def abandoned(self) -> bool:
         return self.job.status is JobStatus.FAILED
+
+    @property
+    def fell_back(self) -> bool:
+        """Out of attempts, it starts again on its next fallback model: a job taken back keeps
+        the attempts it made (at least this one), a job on its next model starts over."""
+        return self.job.status is JobStatus.PENDING and self.job.attempts == 0
 
 
 @dataclass(frozen=True)
@@ -152,7 +169,7 @@ class ModelLoaded:
     model: str
 
 
-Event = Union[DaemonStarted, DaemonStopping, DaemonDrained, JobStarted, JobFinished, JobRetrying,
+Event = Union[DaemonStarted, DaemonStopping, DaemonDrained, JobStarted, JobFinished, JobRetrying, JobFellBack,
               ResultDropped, JobReclaimed, JobsCleaned, BackendDown, BackendUp, BackendResting, ModelLoaded]
 Subscriber = Callable[[Event], None]
 

@@ -8,7 +8,7 @@ import logging
 from typing import Any
 
 from ollama_cli.daemon import events
-from ollama_cli.jobs import JobStatus
+from ollama_cli.jobs import Job, JobStatus
 
 log = logging.getLogger("ollama_q.daemon")
 INFO, WARNING = logging.INFO, logging.WARNING
@@ -23,6 +23,16 @@ def _found(found: events.BackendFound) -> str:
     if not found.up:
         return f"{found.backend} (not answering)"
     return found.backend if found.models is None else f"{found.backend} ({found.models} models)"
+
+
+def _routed(job: Job) -> str:
+    """How `submit auto` chose the model of a job, said when it first starts."""
+    if not job.route or job.attempts != 1:
+        return ""
+    rule, bound, rated = job.route
+    if rule == "best":
+        return f"; chosen by routing: lower bound {bound:.2f} of {rated} rated jobs"
+    return f"; chosen by routing: {rule}"
 
 
 def write(event: events.Event) -> None:
@@ -44,10 +54,10 @@ def write(event: events.Event) -> None:
             _line(INFO, "daemon_drained", "nothing pending or running: exiting (--drain)")
         case events.JobStarted(jobs, backend):
             first = jobs[0]
-            _line(INFO, "job_started", "job %s started on %s (%s, attempt %d of %d)", ", ".join(str(j.id) for j in jobs),
-                  backend, first.model, first.attempts, first.max_attempts, job=first.id,
+            _line(INFO, "job_started", "job %s started on %s (%s, attempt %d of %d%s)", ", ".join(str(j.id) for j in jobs),
+                  backend, first.model, first.attempts, first.max_attempts, _routed(first), job=first.id,
                   jobs=[j.id for j in jobs] if len(jobs) > 1 else None, attempt=first.attempts, host=backend,
-                  model=first.model)
+                  model=first.model, route=first.route[0] if first.route else None)
         case events.JobFinished(job, JobStatus.COMPLETED, backend, took=took):
             _line(INFO, "job_completed", "job %d completed in %.1fs", job.id, took or 0.0, job=job.id,
                   attempt=job.attempts, host=backend, took_s=None if took is None else round(took, 3))
@@ -61,12 +71,19 @@ def write(event: events.Event) -> None:
             _line(WARNING, "job_retrying", "job %d attempt %d failed (%s: %s); retrying in %.1fs", job.id,
                   job.attempts, error.type.value, error.message, delay, job=job.id, attempt=job.attempts,
                   host=backend, error_type=error.type.value, delay_s=round(delay, 3))
+        case events.JobFellBack(job, error, model, backend):
+            _line(WARNING, "job_fell_back", "job %d failed on %s (%s: %s); starting again on fallback model %s",
+                  job.id, job.model, error.type.value, error.message, model, job=job.id, attempt=job.attempts,
+                  host=backend, error_type=error.type.value, model=job.model, fallback=model)
         case events.ResultDropped(job, backend):
             _line(INFO, "result_dropped", "job %d finished after it was cancelled or taken back: result dropped",
                   job.id, job=job.id, attempt=job.attempts, host=backend)
         case events.JobReclaimed(job) if event.abandoned:
             _line(WARNING, "job_abandoned", "job %d abandoned: its daemon died during each of %d attempts", job.id,
                   job.attempts, job=job.id, attempt=job.attempts, error_type="abandoned")
+        case events.JobReclaimed(job) if event.fell_back:
+            _line(WARNING, "job_fell_back", "job %d: its daemon died during each of its attempts; starting again on "
+                  "fallback model %s", job.id, job.model, job=job.id, error_type="abandoned", fallback=job.model)
         case events.JobReclaimed(job):
             _line(WARNING, "job_reclaimed", "job %d taken back from a dead daemon (attempt %d of %d)", job.id,
                   job.attempts, job.max_attempts, job=job.id, attempt=job.attempts)
@@ -122,9 +139,33 @@ class Marked(logging.Formatter):
         return local_time(record.created)  # with its offset: the clock of `info` and `status`
 
 
-def setup(json_lines: bool) -> None:
-    """Log to stderr: a line of text per record, or one JSON object (--json)."""
+class Journal(logging.Formatter):
+    """Under systemd: `<N>message`, N the syslog priority journald reads off the line's
+    start (and strips), and no time: journald stamps each line itself. A message of several
+    lines stays one entry (its line breaks escaped)."""
+
+    PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self._inner.format(record) if self._inner else super().format(record)
+        return f"<{self.PRIORITIES.get(record.levelname, 6)}>" + text.replace("\n", "\\n")
+
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def setup(json_lines: bool, level: str = "info", journal: bool = False) -> None:
+    """Log to stderr at `level` and above: a line of text per record, or one JSON object
+    (--json); under journald (`journal`), each with its priority and without our time."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines() if json_lines else Marked())
+    if journal:
+        handler.setFormatter(Journal(JsonLines() if json_lines else None))
+    else:
+        handler.setFormatter(JsonLines() if json_lines else Marked())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("ollama_q").setLevel(LEVELS[level])  # ours only: debug is about our decisions
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise

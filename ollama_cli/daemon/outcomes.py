@@ -50,7 +50,10 @@ def event(o: Outcome, value: object) -> events.Event | None:
             return events.JobFinished(job, JobStatus.COMPLETED, backend, took=o.took,
                                       stats=(o.result or {}).get("stats"))
         return events.ResultDropped(job, backend)
-    if o.kind is SettleKind.FAIL and isinstance(value, Job) and o.error is not None:
+    if o.kind is SettleKind.FALLBACK and isinstance(value, Job) and o.error is not None \
+            and value.status is JobStatus.PENDING:
+        return events.JobFellBack(job, o.error, value.model, backend)
+    if o.kind in (SettleKind.FAIL, SettleKind.FALLBACK) and isinstance(value, Job) and o.error is not None:
         if value.status is JobStatus.PENDING:
             return events.JobRetrying(job, o.error, o.retry_after or 0.0, backend)
         return events.JobFinished(job, JobStatus.FAILED, backend, error=o.error)

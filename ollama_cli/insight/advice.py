@@ -80,28 +80,27 @@ def _failures(model: str, f: Figures) -> tuple[str, str | None]:
 
 
 def _categories(rows: list[ModelStats]) -> list[dict[str, Any]]:
-    """A category whose most used model scores below the lower bound of another's mean."""
+    """Per category, each model rated enough whose mean score is below the lower bound of the
+    best-rated model's (the highest lower bound of a 95 % interval, as routing ranks them)."""
     per: dict[str, dict[str, Figures]] = {}
     for r in rows:
         for name, f in r.categories.items():
             per.setdefault(name, {}).setdefault(r.model, Figures()).add(f.sums)
     out = []
     for name, models in sorted(per.items()):
-        scores = {m: CategoryScore(m, f.count("jobs"), f.count("fb_n"), f.feedback_mean, f.get("fb_sq"),
-                                   f.success_rate, f.tokens_per_s) for m, f in models.items()}
-        rated = [s for s in scores.values() if s.rated >= MIN_RATED and s.mean is not None]
+        rated = [CategoryScore(m, f.count("jobs"), f.count("fb_n"), f.feedback_mean, f.get("fb_sq"),
+                               f.success_rate, f.tokens_per_s) for m, f in sorted(models.items())]
+        rated = [s for s in rated if s.rated >= MIN_RATED and s.mean is not None and s.lower_bound is not None]
         if len(rated) < 2:
             continue
-        best = max(sorted(rated, key=lambda s: s.model), key=lambda s: s.lower_bound or -1.0)
-        used = max(sorted(scores.values(), key=lambda s: s.model), key=lambda s: s.jobs)
-        if used.model == best.model or used.mean is None or used.rated < MIN_RATED:
-            continue
-        if (best.lower_bound or -1.0) > used.mean:
-            out.append({"kind": "category", "model": used.model, "message": (
-                f"category {name}: {best.model} scores {best.mean:.2f} (n={best.rated}, 95% lower bound "
-                f"{best.lower_bound:.2f}) where {used.model}, which ran most of its jobs ({used.jobs}), scores "
-                f"{used.mean:.2f} (n={used.rated}): send them to {best.model} "
-                f"(submit {best.model} --category {name}, or submit auto --category {name})")})
+        best = max(rated, key=lambda s: s.lower_bound or -1.0)
+        for worse in rated:
+            if worse is not best and worse.mean is not None and (best.lower_bound or -1.0) > worse.mean:
+                out.append({"kind": "category", "model": worse.model, "message": (
+                    f"category {name}: {best.model} scores {best.mean:.2f} (n={best.rated}, 95% lower bound "
+                    f"{best.lower_bound:.2f}) where {worse.model} scores {worse.mean:.2f} (n={worse.rated}, "
+                    f"{worse.jobs} jobs): send them to {best.model} (submit {best.model} --category {name}, "
+                    f"or submit auto --category {name})")})
     return out
 
 

@@ -6,7 +6,6 @@ buckets (within 10 %)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -14,8 +13,6 @@ from ollama_cli.store import buckets
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
-
-Z95 = 1.96  # normal quantile of a two-sided 95 % interval
 
 
 def _ratio(num: float, den: float) -> float | None:
@@ -113,13 +110,11 @@ class CategoryScore:
 
     @property
     def lower_bound(self) -> float | None:
-        """The lower end of a 95 % interval of the mean score (normal approximation); -1, the
-        lowest score, for a single rating; None without any."""
-        if self.mean is None:
-            return None
-        if self.variance is None:
-            return -1.0
-        return max(-1.0, self.mean - Z95 * math.sqrt(self.variance / self.rated))
+        """The lower end of a 95 % interval of the mean score, as routing ranks models
+        (`routing.lower_bound`); None without any rating."""
+        from ollama_cli.insight.routing import lower_bound
+
+        return None if self.mean is None else lower_bound(self.rated, self.mean, self.variance)
 
 
 def since_hour(since: float | None) -> int | None:

@@ -35,7 +35,8 @@ def _apply(tx: Tx, old: Job | None, new: Job, stats: dict[str, int] | None) -> N
             record = unpack(key, raw) if raw is not None else None
         except CorruptRecord:
             record = None  # an unreadable bucket starts again rather than stop the job's end
-        if not isinstance(record, dict) or not isinstance(record.get("f"), dict):
+        if not (isinstance(record, dict) and isinstance(record.get("f"), dict)
+                and all(type(v) in (int, float) for v in record["f"].values())):
             record = {"m": model, "g": group, "f": {}}
         if buckets.merge(record["f"], deltas):
             tx.put("stats", key, pack(record))

@@ -85,6 +85,8 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
         keep_alive=spec.keep_alive,
         cache_key=key,
         category=spec.category,
+        fallbacks=spec.fallbacks,
+        route=spec.route,
     )
     tx.put("requests", u64(job_id), pack(spec.request))
     if spec.batch:
@@ -259,6 +261,9 @@ def settle(tx: Tx, s: Settle, now: float) -> Job | None:
     if s.kind is SettleKind.FAIL:
         assert s.error is not None, s
         return fail_attempt(tx, s.job_id, s.token, s.error, now, retry_after=s.retry_after, host=s.host)
+    if s.kind is SettleKind.FALLBACK:
+        assert s.error is not None, s
+        return fall_back(tx, s.job_id, s.token, s.error, now, host=s.host)
     return release(tx, s.job_id, s.token, now)
 
 
@@ -299,6 +304,21 @@ def fail_attempt(
     return transition(tx, job, again, now)
 
 
+def fall_back(tx: Tx, job_id: int, token: str, error: JobError, now: float, *, host: str | None = None) -> Job | None:
+    """The job failed for good on its model: it starts again on its next fallback model (it
+    fails, as `fail_attempt` would fail it, if none is left). None if the lease was lost."""
+    job = _running_under(tx, job_id, token, now)
+    if job is None:
+        return None
+    return transition(tx, job, _next_model_or_failed(tx, job.evolve(host=host or job.host), error, now), now)
+
+
+def _next_model_or_failed(tx: Tx, job: Job, error: JobError, now: float) -> Job:
+    if not job.fallbacks:
+        return finished(job, FAILED, now, error.type, error.message)
+    return job.on_next_model(error, cache.key_on(job.fallbacks[0], job, get_request(tx, job.id)))
+
+
 def release(tx: Tx, job_id: int, token: str, now: float) -> Job | None:
     """Hand a running job back as pending without counting the attempt (shutdown, or
     no backend reachable); None if the lease was lost."""
@@ -319,8 +339,8 @@ def reclaim(tx: Tx, dead_owners: set[str], now: float) -> list[Job]:
             continue
         with blame(job.id):
             if job.attempts >= job.max_attempts:
-                new = finished(job, FAILED, now, ErrorType.ABANDONED,
-                               f"its daemon died during each of {job.attempts} attempts")
+                new = _next_model_or_failed(tx, job, JobError(
+                    ErrorType.ABANDONED, f"its daemon died during each of {job.attempts} attempts"), now)
             else:
                 new = job.evolve(status=PENDING, lease=None,
                                  error=JobError(ErrorType.ABANDONED, "its daemon died"))

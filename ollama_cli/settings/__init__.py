@@ -1,16 +1,19 @@
 """Settings, read once per run into one typed object: each value from a flag, else the
-environment, else the config file, else its default, and remembering which. The only reader
-of os.environ (click, under Typer, reads its completion variables itself: see `completing`)."""
+environment, else the config file, else its default, and remembering which; where the user's
+folders and the config file are, and the file's kept parse. The only reader of os.environ (click, under Typer, reads its completion variables itself: see `completing`)."""
 
 # No `from __future__ import annotations` here: NamedTuple would compile each string
 # annotation into a ForwardRef, as many compiles as fields on every run.
 
+import marshal
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Literal, NamedTuple
 
+from ollama_cli import __version__
 from ollama_cli.errors import UsageError
 from ollama_cli.jobs import Priority
 from ollama_cli.settings.hosts import DEFAULT_HOST, Backend, backends
@@ -18,12 +21,87 @@ from ollama_cli.settings.schema import KEYS, plain
 
 Source = Literal["flag", "env", "file", "default"]
 
+APP = "ollama-q"
+
+# platformdirs' method, and on Linux its variable and the folder under HOME.
+_KINDS = {
+    "data": ("user_data_dir", "XDG_DATA_HOME", ".local/share"),
+    "config": ("user_config_dir", "XDG_CONFIG_HOME", ".config"),
+    "cache": ("user_cache_dir", "XDG_CACHE_HOME", ".cache"),
+}
+
+
+def user_dir(kind: str) -> str:
+    """platformdirs.user_<kind>_dir("ollama-q"). Importing platformdirs costs a command 15 M
+    instructions, 6 % of the start-up floor of `submit`. On Linux its answer is the XDG
+    variable when it holds an absolute path, else a folder under an absolute HOME: worked out
+    here for that case, and asked of platformdirs in every other (macOS, Windows, Android, no
+    usable HOME). tests/test_settings.py checks the two agree."""
+    env = os.environ
+    method, variable, under_home = _KINDS[kind]
+    if sys.platform == "linux" and not hasattr(sys, "getandroidapilevel") and env.get("ANDROID_DATA") != "/data":
+        base = env.get(variable, "")
+        if base.startswith("/"):
+            return os.path.join(base, APP)
+        home = env.get("HOME", "")
+        if home.startswith("/"):
+            return os.path.join(home.rstrip("/") or "/", under_home, APP)
+    import platformdirs
+
+    return str(getattr(platformdirs.PlatformDirs(APP), method))
+
+
+_FORMAT = 1
+# What a cached parse was checked against: another version of the schema checks again.
+_SCHEMA = f"{_FORMAT} {__version__} " + " ".join(k for k, key in KEYS.items() if key.in_file)
+
+
+def config_path() -> Path:
+    """Where the config file is (it need not exist)."""
+    given = os.environ.get("OLLAMA_Q_CONFIG")
+    if given:
+        return Path(given).expanduser()
+    return Path(user_dir("config"), "config.toml")
+
+
+def read_file(path: Path) -> dict[str, tuple[Any, int | None]]:
+    """The settings the file at `path` gives, each checked, by key, with its line (a missing
+    file gives none). Not TOML, an unknown key or a value of the wrong type: UsageError naming
+    the file, the line where it is known, and the key.
+
+    Parsing TOML costs more than a command may spend starting (tomllib's import alone is 4.6 %
+    of `submit`'s floor), so a file is parsed once (`file.py`): its checked values are kept in
+    the user's cache folder with the file's identity (path, inode, size, mtime and ctime in
+    nanoseconds) and the schema they were checked against, and read back here with marshal
+    while that identity holds. An edit changes the identity; a kept parse that cannot be read
+    or written only costs a parse."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UsageError(f"cannot read the config file {path}: {exc.strerror}") from None
+    # HOME too: a path in the file is kept with its ~ expanded.
+    identity = (_SCHEMA, os.environ.get("HOME"), str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                st.st_ctime_ns)
+    cache = Path(user_dir("cache"), "config.marshal")
+    try:
+        with open(cache, "rb") as f:
+            kept, values = marshal.load(f)
+        if kept == identity:
+            return values
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    from ollama_cli.settings import file
+
+    values = file.parse(path)
+    file.keep(cache, (identity, values))
+    return values
+
 
 def _data_dir() -> Path:
     """The folder of the LMDB environment unless a flag, a variable or the file says: the
     platform's user data dir."""
-    from ollama_cli.settings.file import user_dir
-
     return Path(user_dir("data"))
 
 
@@ -48,6 +126,7 @@ class DaemonSettings(NamedTuple):
     seed: int | None = None  # of the retry jitter, for runs that must repeat
     metrics_addr: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint; None: none
     on_finish: str | None = None  # a command `sh -c` runs once per finished job
+    hook_timeout: float = 60.0  # seconds a hook may run before it is killed
     log_level: str = "info"  # debug, info, warning or error
 
 
@@ -155,9 +234,7 @@ def _file_values(given: Mapping[str, Any], env: Mapping[str, str], command: str 
     if all(name in given or (key.variable and env.get(key.variable))
            for name, key in KEYS.items() if key.in_file and key.used_by(command)):
         return {}
-    from ollama_cli.settings import file
-
-    return {name: value for name, (value, _) in file.read(file.config_path()).items()}
+    return {name: value for name, (value, _) in read_file(config_path()).items()}
 
 
 def shown(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -180,3 +257,29 @@ def shown(settings: Settings) -> dict[str, dict[str, Any]]:
 
 def _given(flag: Any) -> bool:
     return flag is not None and flag is not False and flag != [] and flag != ()
+
+
+# What the daemon learns of the service manager that runs it (systemd), and what a hook
+# inherits. Functions, not a class: this module is on every command's path.
+
+
+def journal() -> bool:
+    """JOURNAL_STREAM is set: stderr goes to journald, which stamps the time itself."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def notify_socket() -> str | None:
+    """NOTIFY_SOCKET: where READY=1 and STOPPING=1 go."""
+    return os.environ.get("NOTIFY_SOCKET") or None
+
+
+def service_variables() -> dict[str, str]:
+    """The settings' variables that are set, and the config file's, for a systemd unit's
+    Environment=."""
+    names = [key.variable for key in KEYS.values() if key.variable] + ["OLLAMA_Q_CONFIG"]
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `extra` over it: for a hook's command."""
+    return {**os.environ, **extra}

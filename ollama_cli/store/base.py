@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from ollama_cli.errors import CorruptRecord
     from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
     from ollama_cli.store.buckets import Bucket
-    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, PartialText, Planner,
-                                          RunProgress, Settle, Tick)
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText,
+                                          Planner, RunProgress, Settle, Tick)
 
 # ------------------------------------------------------------------------ protocols
 
@@ -237,9 +237,9 @@ class Engine(Protocol):
         """The statistics' hour buckets from `since_hour` (hours since the epoch) on, all if
         None (`store/buckets.py` says what they hold). Each job that finishes (completed, failed
         or cancelled, by any path: a settle, a cancel, a cache hit at submit, a failed
-        dependency, a quarantine) is counted once, in the transaction that records its end, in
-        the bucket of (its finish hour, its model's canonical name, its type) and, with a
-        category, of (hour, model, category). `clean` leaves them. Costs the buckets read,
+        dependency, a quarantine) is counted once per end (a job retried and finished again counts
+        again), in the transaction that records that end, in the bucket of (its finish hour, its
+        model's canonical name, its type) and, with a category, of (hour, model, `type:category`). `clean` leaves them. Costs the buckets read,
         never the jobs."""
         ...
 
@@ -317,7 +317,10 @@ class Engine(Protocol):
         if not (reclaimed, cleaned, settled before), it changes nothing. COMPLETE stores the
         result (and in the cache, if the job may use it) and completes the job; FAIL with
         `retry_after` and attempts left makes it wait that long, else fails it; RELEASE makes
-        it pending again without counting the attempt.
+        it pending again without counting the attempt; FALLBACK starts it again on the first of
+        its `fallbacks` (taken off the list), pending and ready at once, attempts at 0, `error`
+        the settle's, its cache key made for that model (it fails, as FAIL without attempts
+        left, when it has no fallback left).
 
         Then, unless the queue is paused, held jobs whose time has come become ready and the
         planner gets the ready jobs (`records.ReadyJobs`): iterated, in the order they start,
@@ -342,9 +345,34 @@ class Engine(Protocol):
 
     def reclaim(self, now: float) -> list[Job]:
         """Running jobs whose owner is not alive go back to pending (the attempt counts, `error`
-        abandoned) or, attempts used up, fail as abandoned; the runs such an owner kept open
+        abandoned) or, attempts used up, start again on their next fallback model (as a FALLBACK
+        settle, `error` abandoned) or fail as abandoned; the runs such an owner kept open
         (for jobs cancelled while they ran) close; dead daemons' records are removed. The jobs
         taken back. Never touches the jobs of a daemon alive in this process."""
+        ...
+
+    # -------------------------------------------------------------------- hooks
+    # Hooks (`daemon --on-finish`) run at least once per finished job. The transaction that
+    # finishes a job (settle, cancel, a failed dependency, a cache hit at submit, reclaim,
+    # quarantine) records a hook event for it when `now` is before the time last given to
+    # `record_hooks_until`, and only then: processes that finish jobs cannot know whether a
+    # daemon runs hooks, so a daemon that does says so, and an outbox nobody empties stops
+    # growing once it stops saying so.
+
+    def record_hooks_until(self, until: float) -> None:
+        """Record hook events for jobs that finish before `until` (a later time than the one
+        set moves it; an earlier one changes nothing)."""
+        ...
+
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
+        """One transaction: delete the events in `done` (their hooks ran, whatever their exit
+        code; unknown ids are ignored), then hold up to `limit` events, oldest first, that no
+        living daemon holds (never held, or held by a daemon that is not alive) for `owner` (a
+        daemon of this process): two daemons never hold one event at once. [] when none."""
+        ...
+
+    def hook_events_pending(self) -> int:
+        """Hook events left, held or not."""
         ...
 
     # ------------------------------------------------------------------- health

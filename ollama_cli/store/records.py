@@ -35,6 +35,7 @@ class SettleKind(str, Enum):
     COMPLETE = "complete"  # store the result; the job completed
     FAIL = "fail"  # the attempt failed: wait and go again (retry_after, attempts left) or fail
     RELEASE = "release"  # hand the job back as pending; the attempt does not count
+    FALLBACK = "fallback"  # the attempt failed for good on this model: start again on the next fallback
 
 
 class Settle(NamedTuple):
@@ -44,9 +45,9 @@ class Settle(NamedTuple):
     job_id: int
     token: str  # the lease token of the claim
     result: dict[str, Any] | None = None  # COMPLETE
-    error: JobError | None = None  # FAIL
+    error: JobError | None = None  # FAIL, FALLBACK
     retry_after: float | None = None  # FAIL: transient, try again after this many seconds
-    host: str | None = None  # the backend that answered (COMPLETE, FAIL)
+    host: str | None = None  # the backend that answered (COMPLETE, FAIL, FALLBACK)
 
 
 class Placement(NamedTuple):
@@ -165,3 +166,11 @@ class RunProgress(NamedTuple):
     def tokens_per_second(self) -> float | None:
         took = self.updated_at - self.started_at
         return self.tokens / took if took > 0 else None
+
+
+class HookEvent(NamedTuple):
+    """A finished job whose hook (`daemon --on-finish`) has not run yet: `job` is its record
+    as it finished."""
+
+    id: int  # the event's, in the order events were recorded
+    job: Job

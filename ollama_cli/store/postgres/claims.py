@@ -10,7 +10,7 @@ from typing import Any
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import ErrorType, Job, JobError, full_name, result_stats
-from ollama_cli.store.postgres import activity, changes, liveness, partials, result_cache
+from ollama_cli.store.postgres import activity, changes, fallbacks, liveness, partials, result_cache
 from ollama_cli.store.postgres.ready import ReadyView
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
 from ollama_cli.store.postgres.states import (COMPLETED, COUNT, FAILED, PENDING, RUNNING, add_ready, finished,
@@ -150,6 +150,9 @@ def _settle(tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
                 new = job.evolve(status=PENDING, lease=None, error=error, host=host, retry_at=now + s.retry_after)
             else:
                 new = finished(job.evolve(host=host), FAILED, now, error.type, error.message)
+        elif s.kind is SettleKind.FALLBACK:
+            error = s.error or JobError(ErrorType.BACKEND_ERROR, "failed")
+            new = fallbacks.next_model_or_failed(tx, job.evolve(host=host), error, now)
         else:
             new = job.evolve(status=PENDING, lease=None, attempts=max(0, job.attempts - 1))
         figures = result_stats(s.result or {}) if s.kind is SettleKind.COMPLETE else None
@@ -158,8 +161,9 @@ def _settle(tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
 
 
 def reclaim(tx: Tx, now: float, alive: set[int]) -> list[Job]:
-    """The jobs of daemons whose lock key is not in `alive` go back to the queue (or fail,
-    out of attempts); their daemon rows, and what they reported (`activity`), go."""
+    """The jobs of daemons whose lock key is not in `alive` go back to the queue (or, out of
+    attempts, to their next fallback model, or fail); their daemon rows, and what they reported
+    (`activity`), go."""
     owners = {r[0] for r in tx.all("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL")}
     dead = sorted(o for o in owners if liveness.lock_key(o) not in alive)
     gone = tx.all("DELETE FROM daemons WHERE lock_key IS NULL OR NOT (lock_key = ANY(%s)) RETURNING id",
@@ -177,8 +181,8 @@ def reclaim(tx: Tx, now: float, alive: set[int]) -> list[Job]:
             save(tx, (job, state), job.evolve(lease=None), now)
             continue
         if job.attempts >= job.max_attempts:
-            new = finished(job, FAILED, now, ErrorType.ABANDONED,
-                           f"its daemon died during each of {job.attempts} attempts")
+            new = fallbacks.next_model_or_failed(tx, job, JobError(
+                ErrorType.ABANDONED, f"its daemon died during each of {job.attempts} attempts"), now)
         else:
             new = job.evolve(status=PENDING, lease=None, error=JobError(ErrorType.ABANDONED, "its daemon died"))
         partials.forget(tx, [job.id])

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from ollama_cli.codec import pack, route_of, unpack
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease, Priority, full_name
 
 COLUMNS = ("id, state, priority, model, type, created_at, name, batch, custom_id, attempts, max_attempts, "
            "run_at, retry_at, after, host, started_at, finished_at, error_type, error_message, cached, "
            "timeout, keep_alive, cache_key, lease_owner, lease_token, category, feedback_score, feedback_reason, "
-           "feedback_category")
+           "feedback_category, fallbacks, route")
 
 PENDING_STATES = ("ready", "waiting", "blocked", "open_run")
 STATUS_OF = {**{s: JobStatus.PENDING for s in PENDING_STATES},
@@ -29,7 +30,8 @@ def to_job(row: tuple[Any, ...]) -> Job:
     not know (a newer version's error type, say)."""
     (job_id, state, rank, model, kind, created_at, name, batch, custom_id, attempts, max_attempts, run_at,
      retry_at, after, host, started_at, finished_at, error_type, error_message, cached, timeout, keep_alive,
-     cache_key, lease_owner, lease_token, category, feedback_score, feedback_reason, feedback_category) = row
+     cache_key, lease_owner, lease_token, category, feedback_score, feedback_reason, feedback_category, fallbacks,
+     route) = row
     try:
         return Job(
             id=job_id, model=model, type=_TYPES[kind], priority=BY_RANK[rank], status=STATUS_OF[state],
@@ -42,9 +44,18 @@ def to_job(row: tuple[Any, ...]) -> Job:
             lease=Lease(lease_owner, lease_token) if lease_token else None, retry_at=retry_at,
             category=category,
             feedback=None if feedback_score is None else (feedback_score, feedback_reason, feedback_category),
+            fallbacks=tuple(fallbacks or ()), route=_route(job_id, route),
         )
     except KeyError as exc:
         raise CorruptRecord(job_id, f"unknown value {exc}") from None
+
+
+def _route(job_id: int, stored: Any) -> tuple[str, float | None, int] | None:
+    """How `submit auto` chose the model, stored as msgpack as LMDB stores it."""
+    try:
+        return None if stored is None else route_of(unpack(job_id, bytes(stored)))
+    except ValueError as exc:
+        raise CorruptRecord(job_id, str(exc)) from None
 
 
 def values(job: Job, state: str, available_at: float | None) -> tuple[Any, ...]:
@@ -56,7 +67,8 @@ def values(job: Job, state: str, available_at: float | None) -> tuple[Any, ...]:
         job.started_at, job.finished_at, job.error.type.value if job.error else None,
         job.error.message if job.error else None, job.cached, job.timeout, job.keep_alive, job.cache_key,
         job.lease.owner if job.lease else None, job.lease.token if job.lease else None, job.category,
-        *(job.feedback if job.feedback is not None else (None, None, None)), available_at,
+        *(job.feedback if job.feedback is not None else (None, None, None)), list(job.fallbacks),
+        pack(list(job.route)) if job.route else None, available_at,
         full_name(job.model),
     )
 

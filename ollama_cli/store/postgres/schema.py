@@ -20,8 +20,9 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `cache`: request digest -> result body.
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
-- `meta`: flags (paused).
-- `stats`: the statistics' hour buckets, a row per field and shard (stats.py).
+- `meta`: flags (paused; hooks_until, the time until which hook events are recorded).
+- `hook_events`: finished jobs whose hook has not run (`hooks.py`).
+- `stats`: the statistics' hour buckets, a row per bucket and shard, its sums in jsonb (stats.py).
 - `partials`: what each running job's run has streamed so far (`result --follow`).
 - `backend_states`, `run_progress`: what each living daemon reports of its backends and its
   running attempts, replaced at its heartbeat (`activity.py`).
@@ -187,13 +188,12 @@ ALTER TABLE jobs ADD COLUMN category text, ADD COLUMN feedback_score float8,
     ADD COLUMN feedback_reason text, ADD COLUMN feedback_category text;
 CREATE TABLE stats (
     hour  integer NOT NULL,  -- hours since the epoch
-    kind  text NOT NULL,     -- t: group is the job type; c: group is the category
+    kind  text NOT NULL,     -- t: group is the job type; c: group is type:category
     model text NOT NULL,
     grp   text NOT NULL,
-    field text NOT NULL,
     shard smallint NOT NULL,
-    n     float8 NOT NULL,
-    PRIMARY KEY (hour, kind, model, grp, field, shard)
+    f     jsonb NOT NULL,    -- field -> sum (store/buckets.py)
+    PRIMARY KEY (hour, kind, model, grp, shard)
 ) WITH (fillfactor = 50);
 """
 
@@ -215,6 +215,34 @@ INSERT INTO counts (name, shard, n) SELECT name, 0, n FROM ({READY_BY_BLOCK}) AS
 ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
 """
 
+# Hook events (`hooks.py`): finished jobs whose `--on-finish` hook has not run. A trigger
+# records them, so that every statement that finishes a job (now and in any later module)
+# does, at no round trip: a row that becomes completed, failed or cancelled while `meta`
+# `hooks_until` is after its `finished_at` (the `now` of the transaction that finished it)
+# gets an event holding the row as it finished (`job`). `owner` is the daemon that holds the
+# event, `owner_key` its liveness lock: NULL while no daemon holds it.
+_HOOKS = """
+CREATE TABLE hook_events (
+    id        bigserial PRIMARY KEY,
+    job       jsonb NOT NULL,
+    owner     text,
+    owner_key integer
+);
+CREATE FUNCTION record_hook_event() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM meta WHERE key = 'hooks_until' AND value::float8 > NEW.finished_at) THEN
+        INSERT INTO hook_events (job) VALUES (to_jsonb(NEW));
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER job_inserted_finished AFTER INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.state IN ('completed', 'failed', 'cancelled')) EXECUTE FUNCTION record_hook_event();
+CREATE TRIGGER job_finished AFTER UPDATE OF state ON jobs FOR EACH ROW
+    WHEN (NEW.state IN ('completed', 'failed', 'cancelled') AND OLD.state NOT IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION record_hook_event();
+"""
+
 # What running jobs have streamed so far (`partials.py`), deleted as each stops running.
 _PARTIALS = """
 CREATE TABLE partials (
@@ -229,8 +257,11 @@ CREATE TABLE partials (
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
     ("job categories and feedback; statistics in hour buckets", _STATS),
+    ("jobs: the fallback models left (submit --fallback), how submit auto chose the model",
+     "ALTER TABLE jobs ADD COLUMN fallbacks text[] NOT NULL DEFAULT '{}', ADD COLUMN route bytea"),
     ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
     ("backend states, run progress, ready counters per model", ACTIVITY),
+    ("hook events", _HOOKS),
     ("partial output of running jobs", _PARTIALS),
 )
 LATEST = len(MIGRATIONS)

@@ -1,6 +1,6 @@
-"""Statistics on PostgreSQL: the hour buckets of `store/buckets.py` as rows of sums, one per
-(hour, kind, model, group, field, shard), updated in the transaction that records a job's end
-(`PostgresEngine._save`) or its rating (`feedback`).
+"""Statistics on PostgreSQL: the hour buckets of `store/buckets.py` as rows, one per (hour,
+kind, model, group, shard), their sums a jsonb object, updated in the transaction that records
+a job's end (`states.save`) or its rating (`feedback`): one statement, two rows, per job.
 
 Sharded as `counts` is (schema.py says why): a writer adds to the rows of its session's
 shard, so two daemons finishing jobs of one model in one hour do not queue on one row, and
@@ -21,18 +21,22 @@ if TYPE_CHECKING:
 
 SHARDS = 16
 
-_ADD = ("INSERT INTO stats (hour, kind, model, grp, field, shard, n) "
-        "SELECT h, k, m, g, f, pg_backend_pid() %% {shards}, n FROM unnest(%s::integer[], %s::text[], %s::text[], "
-        "%s::text[], %s::text[], %s::float8[]) AS d(h, k, m, g, f, n) ORDER BY h, k, m, g, f "
-        "ON CONFLICT (hour, kind, model, grp, field, shard) DO UPDATE SET n = stats.n + EXCLUDED.n"
+# Field by field: the old sums plus the deltas, fields that come to zero left out.
+_ADD = ("INSERT INTO stats (hour, kind, model, grp, shard, f) "
+        "SELECT h, k, m, g, pg_backend_pid() %% {shards}, f FROM unnest(%s::integer[], %s::text[], %s::text[], "
+        "%s::text[], %s::jsonb[]) AS d(h, k, m, g, f) ORDER BY h, k, m, g "
+        "ON CONFLICT (hour, kind, model, grp, shard) DO UPDATE SET f = (SELECT coalesce(jsonb_object_agg(key, n), "
+        "'{{}}') FROM (SELECT key, sum(value::float8) AS n FROM (SELECT * FROM jsonb_each_text(stats.f) UNION ALL "
+        "SELECT * FROM jsonb_each_text(EXCLUDED.f)) AS e GROUP BY key HAVING abs(sum(value::float8)) > 1e-9) AS t)"
         ).format(shards=SHARDS)
 
 
 def apply(tx: Tx, old: Job | None, new: Job, stats: dict[str, int] | None) -> None:
     """Add what `new` adds to its buckets, less what `old` added (None: it just finished)."""
-    rows = [(hour, kind, model, group, field, n)
-            for (hour, kind, model, group), deltas in buckets.changes(old, new, stats)
-            for field, n in sorted(deltas.items())]
+    import json
+
+    rows = [(hour, kind, model, group, json.dumps(deltas))
+            for (hour, kind, model, group), deltas in buckets.changes(old, new, stats)]
     if rows:
         tx.cur.execute(_ADD, [list(column) for column in zip(*rows)])
 
@@ -46,17 +50,15 @@ def result_figures(tx: Tx, job_id: int) -> dict[str, int]:
 
 
 def read(tx: Tx, since_hour: int | None) -> list[buckets.Bucket]:
-    found = tx.all("SELECT hour, kind, model, grp, field, sum(n) FROM stats WHERE hour >= %s "
-                   "GROUP BY hour, kind, model, grp, field ORDER BY hour, kind, model, grp",
+    found = tx.all("SELECT hour, kind, model, grp, f FROM stats WHERE hour >= %s ORDER BY hour, kind, model, grp",
                    (since_hour if since_hour is not None else -2**31,))
     out: dict[tuple[Any, ...], buckets.Bucket] = {}
-    for hour, kind, model, group, field, n in found:
-        if n:
-            key = (hour, kind, model, group)
-            if key not in out:
-                out[key] = buckets.Bucket(hour, kind, model, group, {})
-            out[key].fields[field] = n
-    return list(out.values())
+    for hour, kind, model, group, fields in found:
+        key = (hour, kind, model, group)
+        if key not in out:
+            out[key] = buckets.Bucket(hour, kind, model, group, {})
+        buckets.merge(out[key].fields, {k: v for k, v in fields.items() if type(v) in (int, float)})
+    return [b for b in out.values() if b.fields]
 
 
 def feedback(tx: Tx, job_id: int, score: float, reason: str | None, category: str | None) -> Job:

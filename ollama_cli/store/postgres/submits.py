@@ -59,7 +59,8 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
         id=job_id, model=spec.model, type=spec.type, priority=spec.priority, status=PENDING,
         created_at=now, name=spec.name, batch=spec.batch, custom_id=spec.custom_id,
         max_attempts=spec.max_attempts, run_at=spec.run_at, after=spec.after, timeout=spec.timeout,
-        keep_alive=spec.keep_alive, cache_key=key, category=spec.category,
+        keep_alive=spec.keep_alive, cache_key=key, category=spec.category, fallbacks=spec.fallbacks,
+        route=spec.route,
     )
     # A delayed or dependent job asked to run later, not to be answered now.
     hit = result_cache.lookup(tx, key) if key is not None and not spec.after and spec.run_at is None else None
