@@ -47,6 +47,13 @@ def test_the_man_page_lists_every_command(data_dir: Path) -> None:
         assert [s for s in subs if f"{group} {s}" not in headings] == []
 
 
+def test_the_man_page_describes_every_option_of_the_daemon(data_dir: Path) -> None:
+    options = set(re.findall(r"^\s+(?:-\w, )?(--[a-z-]+)", cli(data_dir, "daemon", "--help"), flags=re.MULTILINE))
+    assert {"--on-finish", "--print-systemd-unit", "--log-level"} <= options  # the parse saw the real list
+    section = MAN.read_text().split('.SS "daemon', 1)[1].split("\n.SS ", 1)[0].replace("\\-", "-")
+    assert sorted(o for o in options - {"--help", "--json", "--data-dir", "--store"} if o not in section) == []
+
+
 @pytest.mark.parametrize("shell", sorted(COMPLETIONS))
 def test_each_completion_script_is_what_the_cli_generates(data_dir: Path, shell: str) -> None:
     text = COMPLETIONS[shell].read_text()

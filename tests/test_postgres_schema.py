@@ -36,7 +36,8 @@ def test_a_new_database_gets_every_table_and_a_second_open_changes_nothing(pg_ur
     assert schema.migrate(conn, redact(pg_url)) == schema.LATEST
     conn.close()
     assert _tables(pg_url) == {"migrations", "jobs", "requests", "results", "dependencies", "cache",
-                               "daemons", "meta", "serials", "counts", "stats", "backend_states", "run_progress"}
+                               "daemons", "meta", "serials", "counts", "stats", "backend_states", "run_progress",
+                               "hook_events"}
     assert _rows(pg_url, "SELECT version FROM migrations ORDER BY version") == \
         [(n,) for n in range(1, schema.LATEST + 1)]
 

@@ -22,6 +22,7 @@ import httpx
 from ollama_cli.clients import client_for
 from ollama_cli.daemon import attempt, events, logs, wakeups
 from ollama_cli.daemon.attempt import InFlight, StopReason
+from ollama_cli.daemon.hooks import Hooks
 from ollama_cli.daemon.pool import Backoff, Pool, Slot
 from ollama_cli.daemon.tick import Step
 from ollama_cli.errors import StoreUnavailable, StoreWriteFailed
@@ -99,6 +100,10 @@ class Daemon:
         self.events.subscribe(logs.write)
         self.pool = Pool([], self.clock, self.events.publish, probe_backoff=probe_backoff)
         self.step = Step(store, settings, self.pool, self.events, self.write)
+        self.hooks: Hooks | None = None
+        if settings.on_finish:
+            self.hooks = Hooks(store, self.write, settings.on_finish, settings.hook_timeout, self.clock)
+            self.events.subscribe(self.hooks.on_event)
         self.liveness: DaemonLock | None = None
         self.force = False  # a second signal: hand everything back now
         self._announced = False  # DaemonStarted published
@@ -151,6 +156,8 @@ class Daemon:
         announce_by = time.monotonic() + STARTUP_LOOK
         stop_listening = wakeups.listen(self.store.notifier, self._wake)
         try:
+            if self.hooks:
+                await self.hooks.start(self.id)
             while not step.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
                 # waits for its transaction must wake the next tick, not wait for the poll.
@@ -161,7 +168,8 @@ class Daemon:
                     self._announce()  # before the first job can start: no backend takes one unlooked-at
                 for run in (await step.tick(now, self.pool.views(now))).started:
                     self._dispatch(run)
-                if self.settings.drain and not step.inflight and not step.outcomes and self._queue_empty():
+                if self.settings.drain and not step.inflight and not step.outcomes and self._queue_empty() \
+                        and (self.hooks is None or self.hooks.idle()):
                     self._announce()
                     self.events.publish(events.DaemonDrained())
                     break
@@ -171,6 +179,8 @@ class Daemon:
             await self._shutdown()
         finally:
             stop_listening()
+            if self.hooks:
+                await self.hooks.stop(0.0 if self.force else self.settings.grace)
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             await self.pool.stop()
@@ -264,6 +274,14 @@ class Daemon:
 
 
 def serve(store: Engine, backends: list[Backend], settings: Settings) -> int:
-    """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
-    logs.setup(json_lines=settings.json)
-    return asyncio.run(Daemon(store, backends, settings.daemon).run())
+    """Run a daemon until it is stopped (or, with drain, until the queue is empty); under
+    systemd, logging to the journal and telling it when it is ready and when it stops."""
+    from ollama_cli import settings as environment
+    from ollama_cli.daemon import systemd
+
+    logs.setup(json_lines=settings.json, level=settings.daemon.log_level, journal=environment.journal())
+    daemon = Daemon(store, backends, settings.daemon)
+    address = environment.notify_socket()
+    if address:
+        daemon.events.subscribe(systemd.Notifier(address).on_event)
+    return asyncio.run(daemon.run())

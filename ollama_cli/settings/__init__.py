@@ -131,6 +131,7 @@ class DaemonSettings(NamedTuple):
     seed: int | None = None  # of the retry jitter, for runs that must repeat
     metrics_addr: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint; None: none
     on_finish: str | None = None  # a command `sh -c` runs once per finished job
+    hook_timeout: float = 60.0  # seconds a hook may run before it is killed
     log_level: str = "info"  # debug, info, warning or error
 
 
@@ -263,3 +264,29 @@ def shown(settings: Settings) -> dict[str, dict[str, Any]]:
 
 def _given(flag: Any) -> bool:
     return flag is not None and flag is not False and flag != [] and flag != ()
+
+
+# What the daemon learns of the service manager that runs it (systemd), and what a hook
+# inherits. Functions, not a class: this module is on every command's path.
+
+
+def journal() -> bool:
+    """JOURNAL_STREAM is set: stderr goes to journald, which stamps the time itself."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def notify_socket() -> str | None:
+    """NOTIFY_SOCKET: where READY=1 and STOPPING=1 go."""
+    return os.environ.get("NOTIFY_SOCKET") or None
+
+
+def service_variables() -> dict[str, str]:
+    """The settings' variables that are set, and the config file's, for a systemd unit's
+    Environment=."""
+    names = [key.variable for key in KEYS.values() if key.variable] + ["OLLAMA_Q_CONFIG"]
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `extra` over it: for a hook's command."""
+    return {**os.environ, **extra}

@@ -108,6 +108,13 @@ def _positive_duration(value: Any, where: str) -> float:
     return seconds
 
 
+def _longer_than_zero(value: Any, where: str) -> float:
+    seconds = _duration(value, where)
+    if seconds <= 0:
+        raise UsageError(f"{where} must be longer than 0s")
+    return seconds
+
+
 def _keep_alive(value: Any, where: str) -> float:
     """Seconds; negative (`-1`, `"-1m"`) keeps the model loaded for ever, as in Ollama."""
     if isinstance(value, str):
@@ -207,6 +214,7 @@ KEYS: dict[str, Key] = {
     "max_overtake": Key(_at_least(0), DAEMON),
     "metrics_addr": Key(_address, DAEMON),
     "on_finish": Key(_text, DAEMON),
+    "hook_timeout": Key(_longer_than_zero, DAEMON),
     "log_level": Key(_level, DAEMON, variable="OLLAMA_Q_LOG"),
     "drain": Key(_switch, DAEMON, in_file=False),  # a way of running, not a default
     "coalesce": Key(_at_least(1), DAEMON, in_file=False),  # the tests' knobs

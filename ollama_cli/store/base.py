@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from ollama_cli.errors import CorruptRecord
     from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
     from ollama_cli.store.buckets import Bucket
-    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, Planner, RunProgress,
-                                          Settle, Tick)
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, Planner,
+                                          RunProgress, Settle, Tick)
 
 # ------------------------------------------------------------------------ protocols
 
@@ -335,6 +335,30 @@ class Engine(Protocol):
         settle, `error` abandoned) or fail as abandoned; the runs such an owner kept open
         (for jobs cancelled while they ran) close; dead daemons' records are removed. The jobs
         taken back. Never touches the jobs of a daemon alive in this process."""
+        ...
+
+    # -------------------------------------------------------------------- hooks
+    # Hooks (`daemon --on-finish`) run at least once per finished job. The transaction that
+    # finishes a job (settle, cancel, a failed dependency, a cache hit at submit, reclaim,
+    # quarantine) records a hook event for it when `now` is before the time last given to
+    # `record_hooks_until`, and only then: processes that finish jobs cannot know whether a
+    # daemon runs hooks, so a daemon that does says so, and an outbox nobody empties stops
+    # growing once it stops saying so.
+
+    def record_hooks_until(self, until: float) -> None:
+        """Record hook events for jobs that finish before `until` (a later time than the one
+        set moves it; an earlier one changes nothing)."""
+        ...
+
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
+        """One transaction: delete the events in `done` (their hooks ran, whatever their exit
+        code; unknown ids are ignored), then hold up to `limit` events, oldest first, that no
+        living daemon holds (never held, or held by a daemon that is not alive) for `owner` (a
+        daemon of this process): two daemons never hold one event at once. [] when none."""
+        ...
+
+    def hook_events_pending(self) -> int:
+        """Hook events left, held or not."""
         ...
 
     # ------------------------------------------------------------------- health

@@ -26,8 +26,8 @@ if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
     from ollama_cli.store.buckets import Bucket
     from ollama_cli.store.flock import FlockLiveness, FlockLock
-    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, Planner, RunProgress,
-                                          Settle, Tick)
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, Planner,
+                                          RunProgress, Settle, Tick)
 
 
 T = TypeVar("T")
@@ -369,6 +369,37 @@ class LmdbEngine:
                 if fault.job_id in faults:
                     raise
                 faults[fault.job_id] = fault.reason
+
+    # -------------------------------------------------------------------- hooks
+    # queue/hooks.py is imported here, not at the top: submit and status never need it.
+
+    def record_hooks_until(self, until: float) -> None:
+        from ollama_cli.queue import hooks
+
+        self.kv.write(lambda tx: hooks.record_until(tx, until))
+
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
+        from ollama_cli.queue import hooks
+
+        done = list(done)
+        with self.kv.read() as tx:
+            holders = hooks.holders(tx)
+        dead = {o for o in holders if o is not None and o != owner and not self._liveness.is_alive(o)}
+        if not done and (None not in holders and not dead or limit <= 0):
+            return []  # the daemon's poll, nothing to do: no write transaction, no fsync
+
+        def write(tx: Tx) -> list[HookEvent]:
+            for event_id in done:
+                hooks.done(tx, event_id)
+            return hooks.claim(tx, owner, dead, limit)
+
+        return self.kv.write(write)
+
+    def hook_events_pending(self) -> int:
+        from ollama_cli.queue import hooks
+
+        with self.kv.read() as tx:
+            return hooks.pending(tx)
 
     # ------------------------------------------------------------------- health
 

@@ -151,3 +151,11 @@ class RunProgress(NamedTuple):
     def tokens_per_second(self) -> float | None:
         took = self.updated_at - self.started_at
         return self.tokens / took if took > 0 else None
+
+
+class HookEvent(NamedTuple):
+    """A finished job whose hook (`daemon --on-finish`) has not run yet: `job` is its record
+    as it finished."""
+
+    id: int  # the event's, in the order events were recorded
+    job: Job

@@ -20,4 +20,5 @@ DATABASES = (
     "stats",  # hour + kind + model digest + group -> {"m": model, "g": group, "f": sums} (store/buckets.py)
     "backend_states",  # daemon id -> what it knows of its backends (queue/activity.py)
     "run_progress",  # daemon id -> how far its running attempts have streamed
+    "hook_events",  # event id -> {job record as it finished, owner}: hooks to run (queue/hooks.py)
 )

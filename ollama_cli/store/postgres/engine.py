@@ -36,11 +36,11 @@ from typing import Any
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
 from ollama_cli.store.buckets import Bucket
-from ollama_cli.store.postgres import (activity, changes, claims, daemons, health, liveness, reads, result_cache,
-                                       stats, submits)
+from ollama_cli.store.postgres import (activity, changes, claims, daemons, health, hooks, liveness, reads,
+                                       result_cache, stats, submits)
 from ollama_cli.store.postgres.transactions import Database, Tx
-from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, Planner, RunProgress, Settle,
-                                      Tick)
+from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, Planner, RunProgress,
+                                      Settle, Tick)
 
 
 class PostgresEngine:
@@ -247,6 +247,25 @@ class PostgresEngine:
 
     def reclaim(self, now: float) -> list[Job]:
         return self._db.write(lambda tx: claims.reclaim(tx, now, self._live_keys(tx, now)))
+
+    # ------------------------------------------------------------ hooks
+
+    def record_hooks_until(self, until: float) -> None:
+        self._db.write(lambda tx: hooks.record_until(tx, until))
+
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
+        done = list(done)
+        if not done and not self._db.read(hooks.pending):
+            return []  # the daemon's poll, nothing there: no write transaction
+
+        def write(tx: Tx) -> list[HookEvent]:
+            hooks.done(tx, done)
+            return hooks.claim(tx, owner, liveness.lock_key(owner), self._live_keys(tx, self.now()), limit)
+
+        return self._db.write(write)
+
+    def hook_events_pending(self) -> int:
+        return self._db.read(hooks.pending)
 
     # ------------------------------------------------------------ health
 

@@ -20,7 +20,8 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `cache`: request digest -> result body.
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
-- `meta`: flags (paused).
+- `meta`: flags (paused; hooks_until, the time until which hook events are recorded).
+- `hook_events`: finished jobs whose hook has not run (`hooks.py`).
 - `stats`: the statistics' hour buckets, a row per bucket and shard, its sums in jsonb (stats.py).
 - `backend_states`, `run_progress`: what each living daemon reports of its backends and its
   running attempts, replaced at its heartbeat (`activity.py`).
@@ -213,6 +214,34 @@ INSERT INTO counts (name, shard, n) SELECT name, 0, n FROM ({READY_BY_BLOCK}) AS
 ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
 """
 
+# Hook events (`hooks.py`): finished jobs whose `--on-finish` hook has not run. A trigger
+# records them, so that every statement that finishes a job (now and in any later module)
+# does, at no round trip: a row that becomes completed, failed or cancelled while `meta`
+# `hooks_until` is after its `finished_at` (the `now` of the transaction that finished it)
+# gets an event holding the row as it finished (`job`). `owner` is the daemon that holds the
+# event, `owner_key` its liveness lock: NULL while no daemon holds it.
+_HOOKS = """
+CREATE TABLE hook_events (
+    id        bigserial PRIMARY KEY,
+    job       jsonb NOT NULL,
+    owner     text,
+    owner_key integer
+);
+CREATE FUNCTION record_hook_event() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM meta WHERE key = 'hooks_until' AND value::float8 > NEW.finished_at) THEN
+        INSERT INTO hook_events (job) VALUES (to_jsonb(NEW));
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER job_inserted_finished AFTER INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.state IN ('completed', 'failed', 'cancelled')) EXECUTE FUNCTION record_hook_event();
+CREATE TRIGGER job_finished AFTER UPDATE OF state ON jobs FOR EACH ROW
+    WHEN (NEW.state IN ('completed', 'failed', 'cancelled') AND OLD.state NOT IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION record_hook_event();
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
     ("job categories and feedback; statistics in hour buckets", _STATS),
@@ -220,6 +249,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
      "ALTER TABLE jobs ADD COLUMN fallbacks text[] NOT NULL DEFAULT '{}', ADD COLUMN route bytea"),
     ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
     ("backend states, run progress, ready counters per model", ACTIVITY),
+    ("hook events", _HOOKS),
 )
 LATEST = len(MIGRATIONS)
 
