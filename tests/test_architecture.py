@@ -269,6 +269,7 @@ def test_submit_and_status_parse_no_toml_unless_the_config_file_changed(data_dir
         out, modules = loaded_modules(data_dir, tmp_path, *args)
         assert out["priority" if args[0] == "status" else "status"] in ("high", "pending")
         assert [m for m in modules if m.split(".")[0] in ("tomllib", "tomli", "platformdirs")] == []
+        assert "ollama_cli.settings.hosts" not in modules  # Backend and URL parsing: backends' commands only
 
 
 @pytest.mark.parametrize("args", [("submit", "m", "x", "--json"), ("status", "1", "--json"), ("info", "--json"),
