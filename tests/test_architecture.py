@@ -191,6 +191,13 @@ def test_only_the_network_rooms_import_httpx_at_module_level() -> None:
     assert {u for u in users if not u.startswith(("ollama_cli.clients", "ollama_cli.daemon"))} == set()
 
 
+def test_only_the_daemons_metrics_import_prometheus_client() -> None:
+    # The daemon imports daemon/metrics.py only when --metrics-addr is given.
+    users = {module_name(p) for p in sources() if any(n.split(".")[0] == "prometheus_client" for n in imports(p))}
+    assert users == {"ollama_cli.daemon.metrics"}
+    assert "ollama_cli.daemon.metrics" not in imports(PACKAGE / "daemon" / "loop.py", module_level_only=True)
+
+
 def test_only_the_settings_read_the_environment() -> None:
     # Click, under Typer, reads its own completion variables: not ours to route.
     def reads_environment(path: Path) -> bool:
@@ -222,7 +229,7 @@ WRAPPER = """
     main(sys.argv[2:])
 """
 # The PostgreSQL driver too: a store in LMDB must not pay for the other engine.
-HEAVY = ("httpx", "rich", "asyncio", "pydantic", "psycopg2", "psycopg", "numpy")
+HEAVY = ("httpx", "rich", "asyncio", "pydantic", "psycopg2", "psycopg", "prometheus_client", "numpy")
 
 
 def loaded_modules(data_dir: Path, tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
@@ -263,6 +270,7 @@ def test_submit_and_status_parse_no_toml_unless_the_config_file_changed(data_dir
         out, modules = loaded_modules(data_dir, tmp_path, *args)
         assert out["priority" if args[0] == "status" else "status"] in ("high", "pending")
         assert [m for m in modules if m.split(".")[0] in ("tomllib", "tomli", "platformdirs")] == []
+        assert "ollama_cli.settings.hosts" not in modules  # Backend and URL parsing: backends' commands only
 
 
 @pytest.mark.parametrize("args", [("submit", "m", "x", "--json"), ("status", "1", "--json"), ("info", "--json"),

@@ -108,3 +108,21 @@ def test_the_contract_exit_codes_are_the_clis() -> None:
     table = CONTRACT.read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)}
     assert codes == {int(c) for c in ExitCode}
+
+
+def man_section(command: str) -> str:
+    """The text of the man page's `.SS` section of `command`, up to the next heading."""
+    text = MAN.read_text()
+    start = re.search(rf'^\.SS "?{re.escape(command)}\b', text, flags=re.MULTILINE)
+    assert start, command
+    end = re.compile(r"^\.S[SH] ", flags=re.MULTILINE).search(text, start.end())
+    return text[start.end():end.start() if end else len(text)].replace("\\-", "-")
+
+
+@pytest.mark.parametrize("command", ["submit", "status", "result", "list", "wait", "retry", "daemon"])
+def test_the_man_page_describes_every_option_of_a_command(data_dir: Path, command: str) -> None:
+    options = set(re.findall(r"(--[a-z][a-z-]+)", cli(data_dir, command, "--help"))) - {"--help", "--json",
+                                                                                        "--data-dir", "--store"}
+    assert options, command  # the parse saw the real help
+    section = man_section(command)
+    assert sorted(o for o in options if o not in section) == []

@@ -29,6 +29,8 @@ def daemon(
     max_overtake: Annotated[Optional[int], typer.Option(
         help=f"Jobs of a loaded model that may start before the oldest waiting job of another model "
              f"(default {_DEFAULTS.max_overtake}): higher, fewer model loads; lower, shorter waits.")] = None,
+    metrics_addr: Annotated[Optional[str], typer.Option(
+        metavar="[HOST:]PORT", help="Serve Prometheus metrics at /metrics there (host 127.0.0.1 unless given).")] = None,
     on_finish: Annotated[Optional[str], typer.Option(
         metavar="COMMAND", help="Run `sh -c COMMAND` once per finished job, the job's JSON on stdin and "
                                 "OLLAMA_Q_JOB_ID/STATUS/MODEL/NAME/BATCH set; at least once.")] = None,
@@ -46,8 +48,8 @@ def daemon(
     """Drain pending jobs to the backends until stopped (logs to stderr; JSON lines with --json)."""
     settings = load_settings(json_, data_dir, store_, hosts=host, concurrency=concurrency, drain=drain, grace=grace,
                              retry_backoff=retry_backoff, model_concurrency=model_concurrency,
-                             keep_finished=keep_finished, max_overtake=max_overtake, on_finish=on_finish,
-                             hook_timeout=hook_timeout, log_level=log_level)
+                             keep_finished=keep_finished, max_overtake=max_overtake, metrics_addr=metrics_addr,
+                             on_finish=on_finish, hook_timeout=hook_timeout, log_level=log_level)
     backends = settings.backends  # parsed before the store opens: a bad host writes nothing
     if print_systemd_unit:
         _print_unit(settings)

@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from ollama_cli import follow, submission
+from ollama_cli import submission
 from ollama_cli.cli.app import (
-    DataDirOpt, JsonOpt, StoreOpt, emit, error_line, load_settings, open_store, parse_ids, quiet_or_json,
+    DataDirOpt, JsonOpt, StoreOpt, emit, error_line, load_settings, open_store, parse_ids, quiet_or_json, warn,
     warn_if_stalled,
 )
 from ollama_cli.errors import ExitCode, NotFound, OllamaQError, OperationFailed, UsageError
@@ -238,7 +238,10 @@ def _get(store: "Engine", jid: int) -> Job:
 def result(
     job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
     wait: Annotated[bool, typer.Option("--wait", help="Block until the jobs end.")] = False,
-    timeout: Annotated[Optional[str], typer.Option(help="With --wait: give up after this long (exit 1).")] = None,
+    follow_: Annotated[bool, typer.Option(
+        "--follow", "-f", help="Print one job's answer as it is generated, then exit with its code.")] = False,
+    timeout: Annotated[Optional[str], typer.Option(
+        help="With --wait or --follow: give up after this long (exit 1).")] = None,
     json_: JsonOpt = False,
     data_dir: DataDirOpt = None,
     store_: StoreOpt = None,
@@ -247,9 +250,13 @@ def result(
     ID, an array for several)."""
     settings = load_settings(json_, data_dir, store_)
     ids = parse_ids(job_ids)
+    if follow_ and len(ids) != 1:
+        raise UsageError("--follow takes one job ID")
     limit = parse_duration(timeout) if timeout is not None else None
     store = open_store(settings, readonly=True)
-    if len(ids) == 1:
+    if follow_:
+        _follow(store, ids[0], timeout=limit, json_=settings.json)
+    elif len(ids) == 1:
         _print_result(store, ids[0], wait=wait, timeout=limit, json_=settings.json)
     else:
         _print_results(store, ids, wait=wait, timeout=limit, json_=settings.json)
@@ -267,6 +274,8 @@ def _print_result(store: "Engine", jid: int, *, wait: bool, timeout: float | Non
     """The result of a completed job; else, exit 1 saying why (with --json, the result
     object too, its `status` and `error` saying the same)."""
     if wait:
+        from ollama_cli import follow  # only waits import it: a plain submit or status does not pay for it
+
         jobs, done = follow.wait_for(store, [jid], timeout=timeout, on_wait=lambda: warn_if_stalled(store))
         if not done:
             if json_:
@@ -279,6 +288,46 @@ def _print_result(store: "Engine", jid: int, *, wait: bool, timeout: float | Non
         raise OperationFailed(problem)
     if not json_:
         _write_text(result_text(job, body))
+
+
+def _follow(store: "Engine", jid: int, *, timeout: float | None, json_: bool) -> None:
+    """`result --follow`: the answer as it streams in, then the rest of the stored result,
+    and the job's exit code. With --json, or for an embed job (no text streams), the same
+    as `result --wait`."""
+    job = _get(store, jid)
+    if json_ or job.type is JobType.EMBED:
+        _print_result(store, jid, wait=True, timeout=timeout, json_=json_)
+        return
+
+    def show(text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def started_over(attempt: int) -> None:
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        warn(f"job {jid}: attempt {attempt} started, its answer starts over")
+
+    from ollama_cli import follow
+
+    if job.status is JobStatus.PENDING:
+        warn_if_stalled(store)
+    job, followed, done = follow.follow_text(store, jid, show=show, started_over=started_over, timeout=timeout)
+    if not done:
+        if followed.text:
+            show("\n")
+        raise OperationFailed(f"job {jid} is still {job.status.value} after the timeout")
+    job, body, problem = _answer(store, jid)
+    if problem is not None:
+        if followed.text:
+            show("\n")
+        raise OperationFailed(problem)
+    text = result_text(job, body)
+    if not text.startswith(followed.text):  # the run that answered is not the one shown
+        show("\n")
+        warn(f"job {jid}: its answer came from a later attempt, shown whole")
+        followed.text = ""
+    _write_text(text[len(followed.text):] if followed.text else text)
 
 
 def _answer(store: "Engine", jid: int) -> tuple[Job, dict[str, Any] | None, str | None]:
@@ -299,6 +348,8 @@ def _print_results(store: "Engine", ids: list[int], *, wait: bool, timeout: floa
     heads several files); an `error:` line for each that did not complete, then exit 1.
     With --json, an array of result objects: one that did not complete says why, as for one."""
     if wait:
+        from ollama_cli import follow
+
         follow.wait_for(store, [j.id for j in store.get_jobs(ids) if isinstance(j, Job)], timeout=timeout,
                         on_wait=lambda: warn_if_stalled(store))
     objects, answers, all_completed = [], [], True
@@ -359,6 +410,8 @@ def wait(
     store = open_store(settings, readonly=True)
     if all_:
         ids = sorted(store.ids_with_status(JobStatus.PENDING, JobStatus.RUNNING))
+    from ollama_cli import follow
+
     if sys.stderr.isatty() and not settings.json and ids:
         from ollama_cli import render
 

@@ -143,8 +143,8 @@ class Client:
     async def run(self, job: Job, request: dict[str, Any], on_text: OnText | None = None) -> dict[str, Any]:
         """The result body of one attempt; raises BackendError, whose message never
         quotes the request (servers that echo it in errors would put the prompt in the log).
-        `on_text` gets each piece of text as it streams in: no caller passes it yet (it is
-        there for a `result --follow`)."""
+        `on_text` gets each piece of text as it streams in (the daemon keeps it for
+        `result --follow`)."""
         try:
             return await self._run_once(job, request, on_text)
         except BackendError as err:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ollama_cli.clients.base import BackendError
+from ollama_cli.clients.base import BackendError, OnText
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
 from ollama_cli.jobs import ErrorType, Job, JobError
@@ -48,9 +48,12 @@ class InFlight:
     stop_reason: StopReason | None = None
     cache: CacheWrite | None = None  # the semantic scope and vector its answer is stored with
     tokens: int = 0  # pieces of text streamed so far (one token each, as Ollama streams)
+    on_text: OnText | None = None  # also gets each piece, to keep for `result --follow` (`partial.py`)
 
     def streamed(self, piece: str) -> None:
         self.tokens += 1
+        if self.on_text is not None:
+            self.on_text(piece)
 
     @property
     def model(self) -> str:

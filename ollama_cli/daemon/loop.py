@@ -289,4 +289,8 @@ def serve(store: Engine, backends: list[Backend], settings: Settings) -> int:
     address = environment.notify_socket()
     if address:
         daemon.events.subscribe(systemd.Notifier(address).on_event)
+    if settings.daemon.metrics_addr is not None:
+        from ollama_cli.daemon import metrics  # prometheus-client: only when asked for
+
+        metrics.attach(daemon, settings.daemon.metrics_addr)
     return asyncio.run(daemon.run())

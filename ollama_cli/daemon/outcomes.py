@@ -52,7 +52,8 @@ def event(o: Outcome, value: object) -> events.Event | None:
     if o.kind is SettleKind.COMPLETE:
         if value:
             return events.JobFinished(job, JobStatus.COMPLETED, backend, took=o.took,
-                                      cache="semantic" if o.reuse else None)
+                                      cache="semantic" if o.reuse else None,
+                                      stats=None if o.reuse else (o.result or {}).get("stats"))
         return events.ResultDropped(job, backend)
     if o.kind is SettleKind.FALLBACK and isinstance(value, Job) and o.error is not None \
             and value.status is JobStatus.PENDING:

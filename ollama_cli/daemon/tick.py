@@ -1,6 +1,7 @@
 """The daemon's one bounded step, `Step.tick(now, views)`: heartbeat (with what the daemon knows
 of its backends and running requests, for `top`), take back the jobs of
-dead daemons, notice the jobs it runs that are no longer its own, then one write transaction
+dead daemons, notice the jobs it runs that are no longer its own, write what running jobs
+streamed (`partial.py`, at most every half second), then one write transaction
 that settles what finished since the last step and claims what the free slots can take, as
 `scheduler.plan` decides.
 
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ollama_cli.daemon import events, outcomes, scheduler
+from ollama_cli.daemon import events, outcomes, partial, scheduler
 from ollama_cli.daemon.attempt import InFlight, StopReason, embed_key
 from ollama_cli.daemon.outcomes import Outcome
 from ollama_cli.daemon.pool import Pool
@@ -62,10 +63,12 @@ class Step:
         self.outcomes: list[Outcome] = []  # finished attempts not yet settled
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
         self.cache = CacheSettings()  # how completed answers enter the result cache (TTL, bound)
+        self.partials = partial.PartialOutputs()  # what running jobs streamed, for `result --follow`
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
         self._next_clean = 0.0
         self._next_cancel_check = 0.0
+        self._next_partials = 0.0
         self._runs_reported = False  # the store holds progress of runs of ours
 
     async def tick(self, now: float, views: list[BackendView]) -> TickReport:
@@ -95,6 +98,11 @@ class Step:
         if now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_EVERY
             report.lost = self.notice_lost()
+        if now >= self._next_partials:
+            self._next_partials = now + partial.WRITE_EVERY
+            if parts := self.partials.due():
+                await self.write(self.store.write_partials, parts)
+                self.partials.written(parts)
         report.started = await self.commit(now, views)
         return report
 
@@ -158,6 +166,7 @@ class Step:
             if not claims:
                 continue
             run = InFlight(claims, slots[placement.backend])
+            run.on_text = self.partials.track(run)
             self.pool.started(run.slot, run.model)
             for c in claims:
                 self.inflight[c.token] = run
@@ -188,6 +197,7 @@ class Step:
     def ended(self, run: InFlight) -> None:
         """The request is over (answered, failed or stopped): its slot is free again."""
         self.pool.finished(run.slot, run.model, self.pool.clock())
+        self.partials.forget(run)
         for c in run.claims:
             self.inflight.pop(c.token, None)
 

@@ -21,7 +21,8 @@ Invariants `_transition` keeps (`doctor.py` checks each of them):
   `open_runs`, and, retried meanwhile, pending there and in no other pending index, so that
   it cannot start again while the run it had goes on. Other jobs hold no lease;
 - a job has `finished_at` exactly when finished; a completed job has a result;
-- a job that finishes while hooks are recorded has an event in `hook_events` (`hooks.py`).
+- a job that finishes while hooks are recorded has an event in `hook_events` (`hooks.py`);
+- `partials` holds text only for running jobs, under the lease they run under.
 """
 
 from __future__ import annotations
@@ -142,6 +143,8 @@ def transition(tx: Tx, old: Job | None, new: Job, now: float, *, stats: dict[str
                            "a job it depends on failed or was cancelled").evolve(lease=new.lease)
     if old is not None:
         unindex(tx, old)
+        if old.status is RUNNING and new.status is not RUNNING:
+            tx.delete("partials", u64(new.id))  # what the run streamed so far (`partials.py`)
     key = u64(new.id)
     tx.put("jobs", key, encode_job(new))
     tx.put("status", new.status.code + key)

@@ -11,15 +11,20 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ollama_cli import __version__
 from ollama_cli.errors import UsageError
 from ollama_cli.jobs import Priority
-from ollama_cli.settings.hosts import DEFAULT_HOST, Backend, backends
 from ollama_cli.settings.schema import KEYS, plain
 
+if TYPE_CHECKING:
+    from ollama_cli.settings.hosts import Backend
+
 Source = Literal["flag", "env", "file", "default"]
+# Ollama's own. hosts.py (and its Backend NamedTuple, 1M instructions to define) loads only
+# for the commands that talk to backends.
+DEFAULT_HOST = "http://127.0.0.1:11434"
 
 APP = "ollama-q"
 
@@ -174,9 +179,11 @@ class Settings(NamedTuple):
         return self.sources.get(name, "default")
 
     @property
-    def backends(self) -> list[Backend]:
+    def backends(self) -> "list[Backend]":
         """The hosts, parsed when asked: a command that talks to no backend never rejects
         OLLAMA_HOST."""
+        from ollama_cli.settings.hosts import backends
+
         return backends(self.hosts)
 
 

@@ -159,11 +159,15 @@ def _model(value: Any, where: str) -> str:
 
 
 def _address(value: Any, where: str) -> str:
-    """[HOST:]PORT (a bare port, in the file a number too) as HOST:PORT; loopback by default."""
-    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _text(value, where)
-    host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{where} must be [HOST:]PORT, PORT from 1 to 65535 (not {text!r})")
+    """[HOST:]PORT (a bare port, in the file a number too; an IPv6 host in brackets) as
+    HOST:PORT; loopback by default: metrics are not shown to the network unless asked."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _text(value, where).strip()
+    host, sep, port = text.rpartition(":")
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or (sep and not name) \
+            or any(c in name for c in "[]/ ") or (":" in name and name == host):
+        raise UsageError(f"{where} must be [HOST:]PORT, PORT from 1 to 65535 (examples: 9464, 0.0.0.0:9464, "
+                         f"[::1]:9464), not {text!r}")
     return f"{host or '127.0.0.1'}:{int(port)}"
 
 

@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from ollama_cli.errors import CorruptRecord
     from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
     from ollama_cli.store.buckets import Bucket
-    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, Planner,
-                                          RunProgress, SemanticMatch, Settle, Tick)
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText,
+                                          Planner, RunProgress, SemanticMatch, Settle, Tick)
 
 # ------------------------------------------------------------------------ protocols
 
@@ -154,6 +154,11 @@ class Engine(Protocol):
 
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         """Ids of every job in these statuses, in id order per status."""
+        ...
+
+    def partial_output(self, job_id: int) -> PartialText | None:
+        """The text the job's current run has streamed so far (`start` 0, `attempt` the run's),
+        as its daemon last wrote it; None unless the job runs and that run wrote some."""
         ...
 
     # ------------------------------------------------------------------ changes
@@ -353,6 +358,15 @@ class Engine(Protocol):
         before), its attempts counted, its `host` set. The planner must be a pure function of
         its arguments: it may be called more than once, and only the last call's plan is
         claimed (and its `state` returned). Jobs quarantined on the way are in `quarantined`."""
+        ...
+
+    def write_partials(self, parts: Sequence[PartialText]) -> None:
+        """One transaction: each part whose job still runs under its lease token is recorded,
+        its text put after the first `start` characters of what that run wrote before (a part
+        whose `start` is past that end is ignored); parts of other runs are ignored, so a run
+        that lost its job writes nothing, and a new run starts from nothing. What a run wrote
+        is deleted in the transaction in which its job stops running (settled, cancelled,
+        reclaimed, quarantined)."""
         ...
 
     def reclaim(self, now: float) -> list[Job]:

@@ -27,8 +27,8 @@ if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
     from ollama_cli.store.buckets import Bucket
     from ollama_cli.store.flock import FlockLiveness, FlockLock
-    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, Planner,
-                                          RunProgress, SemanticMatch, Settle, Tick)
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText,
+                                          Planner, RunProgress, SemanticMatch, Settle, Tick)
 
 
 T = TypeVar("T")
@@ -141,6 +141,12 @@ class LmdbEngine:
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         with self.kv.read() as tx:
             return queue.ids_with_status(tx, *statuses)
+
+    def partial_output(self, job_id: int) -> PartialText | None:
+        from ollama_cli.queue import partials
+
+        with self.kv.read() as tx:
+            return partials.read(tx, job_id)
 
     # ------------------------------------------------------------------ changes
 
@@ -364,6 +370,12 @@ class LmdbEngine:
 
         tick, quarantined = self._isolated(write, now)
         return tick._replace(quarantined=tuple(quarantined))
+
+    def write_partials(self, parts: Sequence[PartialText]) -> None:
+        from ollama_cli.queue import partials
+
+        parts = list(parts)
+        self.kv.write(lambda tx: partials.write(tx, parts))
 
     def reclaim(self, now: float) -> list[Job]:
         with self.kv.read() as tx:

@@ -127,6 +127,21 @@ class Tick(NamedTuple):
     quarantined: tuple[Job, ...] = ()  # jobs this step could not handle, failed as quarantined
 
 
+class PartialText(NamedTuple):
+    """Text a running job's run has streamed (`result --follow`). Written by the daemon as a
+    piece that goes after the first `start` characters of what the run stored before; read
+    back whole (`start` 0)."""
+
+    job_id: int
+    token: str  # the lease token of the run
+    attempt: int  # the job's `attempts` when the run began: a new one means the text started over
+    start: int
+    text: str
+
+    def __repr__(self) -> str:  # never the answer: reprs end up in logs
+        return f"PartialText(job={self.job_id}, attempt={self.attempt}, start={self.start}, chars={len(self.text)})"
+
+
 class Changed(NamedTuple):
     """One job of a `cancel` or `retry`."""
 

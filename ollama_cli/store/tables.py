@@ -24,4 +24,5 @@ DATABASES = (
     "backend_states",  # daemon id -> what it knows of its backends (queue/activity.py)
     "run_progress",  # daemon id -> how far its running attempts have streamed
     "hook_events",  # event id -> {job record as it finished, owner}: hooks to run (queue/hooks.py)
+    "partials",  # id -> {token, attempt, text}: what a running job's run has streamed so far
 )

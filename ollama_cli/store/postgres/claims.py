@@ -10,7 +10,7 @@ from typing import Any
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import ErrorType, Job, JobError, full_name, result_stats
-from ollama_cli.store.postgres import activity, changes, fallbacks, liveness, result_cache
+from ollama_cli.store.postgres import activity, changes, fallbacks, liveness, partials, result_cache
 from ollama_cli.store.postgres.ready import ReadyView
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
 from ollama_cli.store.postgres.states import (COMPLETED, COUNT, FAILED, PENDING, RUNNING, add_ready, finished,
@@ -129,6 +129,7 @@ def _settle(tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
             held.append((s, job))
         else:
             save(tx, (job, state), job.evolve(lease=None), now)
+    partials.forget(tx, [job.id for _, job in held])
     completed = [(job.id, pack(s.result or {})) for s, job in held if s.kind is SettleKind.COMPLETE]
     if completed:
         ids, bodies = zip(*completed)
@@ -190,5 +191,6 @@ def reclaim(tx: Tx, now: float, alive: set[int]) -> list[Job]:
                 ErrorType.ABANDONED, f"its daemon died during each of {job.attempts} attempts"), now)
         else:
             new = job.evolve(status=PENDING, lease=None, error=JobError(ErrorType.ABANDONED, "its daemon died"))
+        partials.forget(tx, [job.id])
         out.append(save(tx, (job, state), new, now))
     return out

@@ -36,11 +36,11 @@ from typing import Any
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
 from ollama_cli.store.buckets import Bucket
-from ollama_cli.store.postgres import (activity, changes, claims, daemons, health, hooks, liveness, reads,
-                                       result_cache, stats, submits)
+from ollama_cli.store.postgres import (activity, changes, claims, daemons, health, hooks, liveness, partials,
+                                       reads, result_cache, stats, submits)
 from ollama_cli.store.postgres.transactions import Database, Tx
-from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, Planner, RunProgress,
-                                      SemanticMatch, Settle, Tick)
+from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText, Planner,
+                                      RunProgress, SemanticMatch, Settle, Tick)
 
 
 class PostgresEngine:
@@ -116,6 +116,9 @@ class PostgresEngine:
 
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         return self._db.snapshot(lambda tx: reads.ids_with_status(tx, statuses))
+
+    def partial_output(self, job_id: int) -> PartialText | None:
+        return self._db.read(lambda tx: partials.read(tx, job_id))
 
     # ------------------------------------------------------------ changes
 
@@ -249,6 +252,9 @@ class PostgresEngine:
                          planner: Planner | None = None, lookahead: int | None = None) -> Tick:
         return self._db.write(lambda tx: claims.settle_and_claim(
             tx, settles, now, owner=owner, planner=planner, lookahead=lookahead))
+
+    def write_partials(self, parts: Sequence[PartialText]) -> None:
+        self._db.write(lambda tx: partials.write(tx, parts))
 
     def reclaim(self, now: float) -> list[Job]:
         return self._db.write(lambda tx: claims.reclaim(tx, now, self._live_keys(tx, now)))

@@ -23,6 +23,7 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `meta`: flags (paused; hooks_until, the time until which hook events are recorded).
 - `hook_events`: finished jobs whose hook has not run (`hooks.py`).
 - `stats`: the statistics' hour buckets, a row per bucket and shard, its sums in jsonb (stats.py).
+- `partials`: what each running job's run has streamed so far (`result --follow`).
 - `backend_states`, `run_progress`: what each living daemon reports of its backends and its
   running attempts, replaced at its heartbeat (`activity.py`).
 - `counts`: counters (jobs per status, ready jobs per priority, per model and per block of
@@ -272,6 +273,17 @@ CREATE TRIGGER job_finished AFTER UPDATE OF state ON jobs FOR EACH ROW
     EXECUTE FUNCTION record_hook_event();
 """
 
+# What running jobs have streamed so far (`partials.py`), deleted as each stops running.
+_PARTIALS = """
+CREATE TABLE partials (
+    id      bigint PRIMARY KEY REFERENCES jobs ON DELETE CASCADE,
+    token   text NOT NULL,  -- the lease token of the run that wrote it
+    attempt integer NOT NULL,
+    chars   integer NOT NULL,  -- characters of text in body
+    body    bytea NOT NULL  -- UTF-8
+);
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
     ("job categories and feedback; statistics in hour buckets", _STATS),
@@ -283,6 +295,7 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
     ("backend states, run progress, ready counters per model", ACTIVITY),
     ("hook events", _HOOKS),
+    ("partial output of running jobs", _PARTIALS),
 )
 LATEST = len(MIGRATIONS)
 
