@@ -1,6 +1,6 @@
-"""Blocking waits of client processes (`--wait`, `wait`): read the jobs again each time the
-store's notifier wakes (LMDB: after each pause) until they finish. Nothing is held while
-waiting.
+"""Blocking waits of client processes (`--wait`, `wait`, `result --follow`): read the jobs
+again each time the store's notifier wakes (LMDB: after each pause) until they finish.
+Nothing is held while waiting.
 
 A wait costs what changes, not what is queued: `wait --all` over 50,000 jobs must not read
 50,000 records ten times a second while the daemon it waits for needs the core. The jobs
@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
 from ollama_cli.errors import CorruptRecord, NotFound
-from ollama_cli.jobs import Job
+from ollama_cli.jobs import Job, JobStatus
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Engine
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 POLL = 0.1  # the first pause, and the pause after a change
 MAX_POLL = 0.5  # the longest, reached after a few polls where nothing changed
 CHUNK = 256  # jobs read at once: more than a daemon runs, so the front is in the first
+FOLLOW_POLL = 0.25  # `result --follow`: the daemon writes what streamed every 0.5 s
 
 
 def wait_for(
@@ -65,6 +66,41 @@ def wait_for(
             changed |= _poll(store, unfinished, latest, roam, roam + CHUNK)
             roam += CHUNK - (before - len(unfinished))
         delay = POLL if changed else min(MAX_POLL, delay * 2)
+
+
+class Followed:
+    """What `follow_text` showed of the run it followed last."""
+
+    def __init__(self) -> None:
+        self.token: str | None = None  # the lease token of the run
+        self.text = ""  # what was shown of its answer
+
+
+def follow_text(store: Engine, job_id: int, *, show: Callable[[str], None],
+                started_over: Callable[[int], None], timeout: float | None = None) -> tuple[Job, Followed, bool]:
+    """Show a job's answer as its daemon writes it (`Engine.partial_output`), waiting first
+    while it is pending, until it finishes or the timeout expires: `show(text)` gets each new
+    piece; `started_over(attempt)` is called when a run other than the one whose text was
+    shown begins (a retry: its text starts from nothing). The job as last read, what was
+    shown of its last run, and whether it finished."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    followed = Followed()
+    while True:
+        job = _read(store, [job_id])[0]
+        if job.status.finished:
+            return job, followed, True
+        if job.status is JobStatus.RUNNING and job.lease is not None:
+            if job.lease.token != followed.token:
+                if followed.text:
+                    started_over(job.attempts)
+                followed.token, followed.text = job.lease.token, ""
+            part = store.partial_output(job_id)
+            if part is not None and part.token == followed.token and len(part.text) > len(followed.text):
+                show(part.text[len(followed.text):])
+                followed.text = part.text
+        if deadline is not None and time.monotonic() >= deadline:
+            return job, followed, False
+        store.notifier.wait(FOLLOW_POLL if deadline is None else min(FOLLOW_POLL, max(0.0, deadline - time.monotonic())))
 
 
 def _front(store: Engine, unfinished: list[int], latest: dict[int, Job]) -> bool:

@@ -191,3 +191,12 @@ def pg_template(postgres_server: object) -> str:
 def pg_store_url(postgres_server: object, pg_template: str, request: pytest.FixtureRequest) -> Iterator[str]:
     """The URL of a fresh database of its own for this test, its schema up to date."""
     yield from _database_for(postgres_server, request, pg_template)
+
+
+@pytest.fixture(params=["lmdb", "postgresql"])
+def each_engine(request: pytest.FixtureRequest, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The test runs twice: on LMDB in its data dir, and on PostgreSQL in a fresh database
+    named by OLLAMA_Q_STORE, which every process the test starts inherits."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("OLLAMA_Q_STORE", request.getfixturevalue("pg_store_url"))
+    return request.param

@@ -130,17 +130,18 @@ def test_the_lmdb_engine_is_where_the_queue_meets_lmdb() -> None:
     found = ours(imports(PACKAGE / "store" / "lmdb_engine.py"))
     assert {"ollama_cli.queue", "ollama_cli.store.lmdb", "ollama_cli.store.flock"} <= found
     queue = {n for n in found if n == "ollama_cli.queue" or n.startswith("ollama_cli.queue.")}
-    assert {n for n in found if not store_module(n)} - queue <= BASE | {"ollama_cli.cache", "ollama_cli.codec",
-                                                                          "ollama_cli.jobs"}
+    assert {n for n in found if not store_module(n)} - queue <= BASE | {
+        "ollama_cli.cache", "ollama_cli.cache.entries", "ollama_cli.cache.semantic", "ollama_cli.codec",
+        "ollama_cli.jobs"}
 
 
 def test_the_postgresql_engine_stands_beside_lmdb_not_on_it() -> None:
     # Its own SQL, not the queue's functions over LMDB's key-value layer: what it shares is
-    # the records, the codec, the cache's key and the statistics' buckets; the driver is imported
-    # in functions only.
+    # the records, the codec, the cache's key, the semantic cache's scope and arithmetic and the
+    # statistics' buckets; the driver is imported in functions only.
     found = {module_name(p): imports(p) for p in (PACKAGE / "store" / "postgres").glob("*.py")}
     ours_found = {n for names in found.values() for n in ours(names) if not n.startswith("ollama_cli.store.postgres")}
-    assert ours_found <= BASE | {"ollama_cli.jobs", "ollama_cli.codec", "ollama_cli.cache",
+    assert ours_found <= BASE | {"ollama_cli.jobs", "ollama_cli.codec", "ollama_cli.cache", "ollama_cli.cache.semantic",
                                  "ollama_cli.store.records", "ollama_cli.store.buckets"}
     assert {m for m, names in found.items() if any(n.startswith(("lmdb", *ENGINES[:3])) for n in names)} == set()
     level = {m for p in (PACKAGE / "store" / "postgres").glob("*.py")
@@ -190,6 +191,13 @@ def test_only_the_network_rooms_import_httpx_at_module_level() -> None:
     assert {u for u in users if not u.startswith(("ollama_cli.clients", "ollama_cli.daemon"))} == set()
 
 
+def test_only_the_daemons_metrics_import_prometheus_client() -> None:
+    # The daemon imports daemon/metrics.py only when --metrics-addr is given.
+    users = {module_name(p) for p in sources() if any(n.split(".")[0] == "prometheus_client" for n in imports(p))}
+    assert users == {"ollama_cli.daemon.metrics"}
+    assert "ollama_cli.daemon.metrics" not in imports(PACKAGE / "daemon" / "loop.py", module_level_only=True)
+
+
 def test_only_the_settings_read_the_environment() -> None:
     # Click, under Typer, reads its own completion variables: not ours to route.
     def reads_environment(path: Path) -> bool:
@@ -221,7 +229,7 @@ WRAPPER = """
     main(sys.argv[2:])
 """
 # The PostgreSQL driver too: a store in LMDB must not pay for the other engine.
-HEAVY = ("httpx", "rich", "asyncio", "pydantic", "psycopg2", "psycopg")
+HEAVY = ("httpx", "rich", "asyncio", "pydantic", "psycopg2", "psycopg", "prometheus_client", "numpy")
 
 
 def loaded_modules(data_dir: Path, tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
@@ -236,7 +244,7 @@ def heavy(modules: list[str]) -> list[str]:
 
 
 def test_submit_and_status_never_import_heavy_modules(data_dir: Path, tmp_path: Path) -> None:
-    submitted, modules = loaded_modules(data_dir, tmp_path, "submit", "m", "x", "--json")
+    submitted, modules = loaded_modules(data_dir, tmp_path, "submit", "m", "x", "--json", "--semantic-cache")
     assert submitted["id"] == 1 and submitted["status"] == "pending"
     assert "ollama_cli.queue" in modules  # the dump saw the real work
     assert heavy(modules) == []
@@ -245,6 +253,18 @@ def test_submit_and_status_never_import_heavy_modules(data_dir: Path, tmp_path: 
     assert status["id"] == 1 and status["model"] == "m"
     assert "ollama_cli.store.lmdb" in modules
     assert heavy(modules) == []
+
+
+def test_submit_and_status_load_only_their_own_command_module(data_dir: Path, tmp_path: Path) -> None:
+    # Unmarshalling a module's code is paid on every run: `submit` and the other commands on jobs
+    # shared cli/jobs.py, and `status` paid for submit's code and submission.py (6M instructions,
+    # 2.4 % of the start-up floor), `submit` for theirs (3M).
+    ours = ("ollama_cli.cli", "ollama_cli.cli.app")
+    _, modules = loaded_modules(data_dir, tmp_path, "submit", "m", "x", "--json")
+    assert [m for m in modules if m.startswith("ollama_cli.cli.") and m not in ours] == ["ollama_cli.cli.submit"]
+    _, modules = loaded_modules(data_dir, tmp_path, "status", "1", "--json")
+    assert [m for m in modules if m.startswith("ollama_cli.cli.") and m not in ours] == ["ollama_cli.cli.jobs"]
+    assert "ollama_cli.submission" not in modules
 
 
 def test_submit_and_status_parse_no_toml_unless_the_config_file_changed(data_dir: Path, tmp_path: Path) -> None:
@@ -262,6 +282,7 @@ def test_submit_and_status_parse_no_toml_unless_the_config_file_changed(data_dir
         out, modules = loaded_modules(data_dir, tmp_path, *args)
         assert out["priority" if args[0] == "status" else "status"] in ("high", "pending")
         assert [m for m in modules if m.split(".")[0] in ("tomllib", "tomli", "platformdirs")] == []
+        assert "ollama_cli.settings.hosts" not in modules  # Backend and URL parsing: backends' commands only
 
 
 @pytest.mark.parametrize("args", [("submit", "m", "x", "--json"), ("status", "1", "--json"), ("info", "--json"),

@@ -47,6 +47,13 @@ def test_the_man_page_lists_every_command(data_dir: Path) -> None:
         assert [s for s in subs if f"{group} {s}" not in headings] == []
 
 
+def test_the_man_page_describes_every_option_of_the_daemon(data_dir: Path) -> None:
+    options = set(re.findall(r"^\s+(?:-\w, )?(--[a-z-]+)", cli(data_dir, "daemon", "--help"), flags=re.MULTILINE))
+    assert {"--on-finish", "--print-systemd-unit", "--log-level"} <= options  # the parse saw the real list
+    section = MAN.read_text().split('.SS "daemon', 1)[1].split("\n.SS ", 1)[0].replace("\\-", "-")
+    assert sorted(o for o in options - {"--help", "--json", "--data-dir", "--store"} if o not in section) == []
+
+
 @pytest.mark.parametrize("shell", sorted(COMPLETIONS))
 def test_each_completion_script_is_what_the_cli_generates(data_dir: Path, shell: str) -> None:
     text = COMPLETIONS[shell].read_text()
@@ -100,4 +107,22 @@ def test_the_contract_exit_codes_are_the_clis() -> None:
 
     table = CONTRACT.read_text().split("## Exit codes", 1)[1].split("\n## ", 1)[0]
     codes = {int(m) for m in re.findall(r"^\| (\d+) \|", table, flags=re.MULTILINE)}
-    assert codes == {int(c) for c in ExitCode}
+    assert codes == {v for k, v in vars(ExitCode).items() if k.isupper()}
+
+
+def man_section(command: str) -> str:
+    """The text of the man page's `.SS` section of `command`, up to the next heading."""
+    text = MAN.read_text()
+    start = re.search(rf'^\.SS "?{re.escape(command)}\b', text, flags=re.MULTILINE)
+    assert start, command
+    end = re.compile(r"^\.S[SH] ", flags=re.MULTILINE).search(text, start.end())
+    return text[start.end():end.start() if end else len(text)].replace("\\-", "-")
+
+
+@pytest.mark.parametrize("command", ["submit", "status", "result", "list", "wait", "retry", "daemon"])
+def test_the_man_page_describes_every_option_of_a_command(data_dir: Path, command: str) -> None:
+    options = set(re.findall(r"(--[a-z][a-z-]+)", cli(data_dir, command, "--help"))) - {"--help", "--json",
+                                                                                        "--data-dir", "--store"}
+    assert options, command  # the parse saw the real help
+    section = man_section(command)
+    assert sorted(o for o in options if o not in section) == []

@@ -15,7 +15,7 @@ import pytest
 
 from ollama_cli.errors import UsageError
 from ollama_cli.jobs import Priority
-from ollama_cli.settings import DaemonSettings, file, hosts, load, shown
+from ollama_cli.settings import DaemonSettings, file, hosts, load, shown, user_dir
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.settings.schema import KEYS, plain
 from ollama_cli.store import open_store
@@ -380,6 +380,7 @@ FILE_KEYS = [
     ("max_overtake", "max_overtake = 0", lambda s: s.daemon.max_overtake, ("flag", 9), 9),
     ("metrics_addr", "metrics_addr = 9100", lambda s: s.daemon.metrics_addr, ("flag", "0.0.0.0:9200"), "0.0.0.0:9200"),
     ("on_finish", 'on_finish = "notify-send done"', lambda s: s.daemon.on_finish, ("flag", "true"), "true"),
+    ("hook_timeout", 'hook_timeout = "5m"', lambda s: s.daemon.hook_timeout, ("flag", "1s"), 1.0),
     ("log_level", 'log_level = "warning"', lambda s: s.daemon.log_level, ("env", "DEBUG"), "debug"),
     ("cache.ttl", '[cache]\nttl = "7d"', lambda s: s.cache.ttl, None, None),
     ("cache.max_bytes", '[cache]\nmax_bytes = "512MiB"', lambda s: s.cache.max_bytes, None, None),
@@ -395,7 +396,7 @@ FILE_VALUES = {
     "data_dir": None, "store": "postgresql://q@db/queue", "hosts": ("a:1", "openai+b:2"), "priority": "high",
     "retries": 7, "timeout": 600.0, "keep_alive": -1.0, "concurrency": 4, "model_concurrency": {"llama3.1:70b": 1},
     "keep_finished": 604800.0, "grace": 5.0, "retry_backoff": 2.0, "max_overtake": 0, "metrics_addr": "127.0.0.1:9100",
-    "on_finish": "notify-send done", "log_level": "warning", "cache.ttl": 604800.0, "cache.max_bytes": 512 * 2**20,
+    "on_finish": "notify-send done", "hook_timeout": 300.0, "log_level": "warning", "cache.ttl": 604800.0, "cache.max_bytes": 512 * 2**20,
     "cache.semantic": True, "cache.embedding_model": "nomic-embed-text", "cache.similarity": 0.9,
     "routing.default_model": "llama3.2", "routing.min_samples": 20, "routing.explore": 0.1,
 }
@@ -550,7 +551,7 @@ def test_a_parse_is_kept_until_the_file_changes(monkeypatch: pytest.MonkeyPatch,
     assert load({}, command="submit").retries == 5 and kept.exists()
     parses: list[Path] = []
     with monkeypatch.context() as patched:
-        patched.setattr(file, "_parse", lambda p: parses.append(p) or {})
+        patched.setattr(file, "parse", lambda p: parses.append(p) or {})
         assert load({}, command="submit").retries == 5 and parses == []  # from the cache
     path.write_text("retries = 6\n")  # same size: the mtime and ctime tell
     assert load({}, command="submit").retries == 6
@@ -581,4 +582,12 @@ def test_the_users_folders_are_platformdirs_own(monkeypatch: pytest.MonkeyPatch,
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     for kind in ("data", "config", "cache"):
-        assert file.user_dir(kind) == getattr(platformdirs, f"user_{kind}_dir")("ollama-q")
+        assert user_dir(kind) == getattr(platformdirs, f"user_{kind}_dir")("ollama-q")
+
+
+def test_the_file_is_read_for_a_command_named_after_options_with_values(tmp_path: Path) -> None:
+    # command_word once took --store's value for the command: submit then read no defaults.
+    write_config(tmp_path, 'priority = "urgent"\n')
+    store = str(tmp_path / "q")
+    job = ok_json(run_main("--store", store, "submit", "m", "x", "--json"))
+    assert ok_json(run_main("--store", store, "status", str(job["id"]), "--json"))["priority"] == "urgent"

@@ -17,7 +17,7 @@ from ollama_cli.errors import OllamaQError, UsageError
 # Each command, in the order of --help, and the module that defines it. Typer builds
 # every registered command on every run, so a run registers only the command it invokes.
 COMMANDS = {
-    "submit": "jobs",
+    "submit": "submit",
     "status": "jobs",
     "result": "jobs",
     "list": "listing",
@@ -68,6 +68,10 @@ def _version(value: bool) -> None:
 # `git -C D` goes): set by the root callback of each run, read by load_settings; and the
 # command invoked (the config file is read only if it uses a setting no flag or variable gave).
 _before: dict[str, Any] = {}
+
+
+# The arguments of this run, as given: `daemon --print-systemd-unit` writes them into the unit.
+ARGV: list[str] = []
 
 
 VersionOpt = Annotated[bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")]
@@ -207,6 +211,7 @@ def build(argv: list[str]) -> typer.Typer:
         context_settings={"help_option_names": ["-h", "--help"]},
     )
     _before.clear()
+    ARGV[:] = argv
     invoked = _before["command"] = command_word(argv)
     # Options before the command cost every run their parse (3.6 M instructions, 1.4 % of the
     # import floor): declared only when something comes before the command, or for help.

@@ -9,10 +9,10 @@ from ollama_cli.cli.app import DataDirOpt, JsonOpt, StoreOpt, emit, load_setting
 def config(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: StoreOpt = None) -> None:
     """Show each setting's value and its source: a flag, a variable, the config file
     (OLLAMA_Q_CONFIG, else config.toml in the user's config folder) or the default."""
-    from ollama_cli.settings import file, shown
+    from ollama_cli.settings import config_path, shown
 
     settings = load_settings(json_, data_dir, store_)
-    path = file.config_path()
+    path = config_path()
     values = shown(settings)
     if settings.json:
         emit({"path": str(path), "values": values})

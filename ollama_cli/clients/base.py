@@ -143,8 +143,8 @@ class Client:
     async def run(self, job: Job, request: dict[str, Any], on_text: OnText | None = None) -> dict[str, Any]:
         """The result body of one attempt; raises BackendError, whose message never
         quotes the request (servers that echo it in errors would put the prompt in the log).
-        `on_text` gets each piece of text as it streams in: no caller passes it yet (it is
-        there for a `result --follow`)."""
+        `on_text` gets each piece of text as it streams in (the daemon keeps it for
+        `result --follow`)."""
         try:
             return await self._run_once(job, request, on_text)
         except BackendError as err:
@@ -170,6 +170,16 @@ class Client:
 
     async def _run(self, job: Job, request: dict[str, Any], on_text: OnText | None) -> dict[str, Any]:
         raise NotImplementedError
+
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """The vectors of `texts` by `model` (`/api/embed`, or `/v1/embeddings` for an
+        OpenAI-compatible server), as an embed job's would be: the semantic cache's lookups
+        are no jobs of their own. Raises BackendError."""
+        from ollama_cli.jobs import JobStatus, Priority
+
+        job = Job(id=0, model=model, type=JobType.EMBED, priority=Priority.MEDIUM, status=JobStatus.RUNNING,
+                  created_at=0.0)
+        return (await self.run(job, {"input": texts}))["embeddings"]
 
     async def ping(self) -> bool:
         """Liveness probe: the server answers with a status, whatever its body."""

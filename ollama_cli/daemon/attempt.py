@@ -11,16 +11,16 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ollama_cli.clients.base import BackendError
+from ollama_cli.clients.base import BackendError, OnText
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
 from ollama_cli.jobs import ErrorType, Job, JobError
-from ollama_cli.store.records import Claim, SettleKind
+from ollama_cli.store.records import CacheWrite, Claim, SettleKind
 
 log = logging.getLogger("ollama_q.daemon")
 
@@ -47,10 +47,14 @@ class InFlight:
     slot: Slot  # the backend it went to
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
+    cache: CacheWrite | None = None  # the semantic scope and vector its answer is stored with
     tokens: int = 0  # pieces of text streamed so far (one token each, as Ollama streams)
+    on_text: OnText | None = None  # also gets each piece, to keep for `result --follow` (`partial.py`)
 
     def streamed(self, piece: str) -> None:
         self.tokens += 1
+        if self.on_text is not None:
+            self.on_text(piece)
 
     @property
     def model(self) -> str:
@@ -67,16 +71,19 @@ class InFlight:
 
 
 async def attempt(run: InFlight, pool: Pool, *, clock: Callable[[], float], retry_backoff: float,
-                  rng: random.Random) -> list[Outcome]:
+                  rng: random.Random,
+                  cached: Callable[[InFlight], Awaitable[list[Outcome] | None]] | None = None) -> list[Outcome]:
     """Send the request and read its answer, within the job's timeout; what it came to, one
-    outcome per job. Never raises: a request stopped by the daemon is handed back (RELEASE,
-    which also closes a run whose job was cancelled meanwhile), and an unexpected error is
-    a transient failure of the attempt."""
+    outcome per job. `cached` may answer first (the semantic cache). Never raises: a request
+    stopped by the daemon is handed back (RELEASE, which also closes a run whose job was
+    cancelled meanwhile), and an unexpected error is a transient failure of the attempt."""
     first, slot = run.claims[0].job, run.slot
     started = time.monotonic()
     limit = first.timeout or DEFAULT_ATTEMPT_TIMEOUT
     try:
         try:
+            if cached is not None and (answered := await cached(run)) is not None:
+                return answered
             result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims), run.streamed), limit)
             results = _split(run.claims, result)
         except asyncio.TimeoutError:
@@ -92,7 +99,7 @@ async def attempt(run: InFlight, pool: Pool, *, clock: Callable[[], float], retr
                        pool, clock(), retry_backoff, rng)
     pool.succeeded(slot)
     took = time.monotonic() - started
-    return [Outcome(c, SettleKind.COMPLETE, result=r, host=slot.backend.label, took=took)
+    return [Outcome(c, SettleKind.COMPLETE, result=r, host=slot.backend.label, took=took, cache=run.cache)
             for c, r in zip(run.claims, results)]
 
 

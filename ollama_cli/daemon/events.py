@@ -1,5 +1,5 @@
 """What the daemon does, as typed records, and the bus that hands them to whoever listens:
-the log (`logs.py`) now; metrics, hooks, statistics and the live view next.
+the log (`logs.py`) and the metrics (`metrics.py`) now; hooks, statistics and the live view next.
 
 The rules:
 - An event is published only once the store commit that made it true has returned, never
@@ -16,7 +16,7 @@ never reaches a daemon, and what a daemon had not yet published dies with it."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Union
 
@@ -94,6 +94,8 @@ class JobFinished:
     backend: str
     took: float | None = None  # seconds of the attempt, when it completed
     error: JobError | None = None  # when it failed
+    cache: str | None = None  # "semantic": answered from the semantic cache, not by the backend
+    stats: Mapping[str, int] | None = None  # the answer's figures (tokens, load time), when it completed
 
 
 @dataclass(frozen=True)

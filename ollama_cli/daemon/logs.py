@@ -145,9 +145,33 @@ class Marked(logging.Formatter):
         return local_time(record.created)  # with its offset: the clock of `info` and `status`
 
 
-def setup(json_lines: bool) -> None:
-    """Log to stderr: a line of text per record, or one JSON object (--json)."""
+class Journal(logging.Formatter):
+    """Under systemd: `<N>message`, N the syslog priority journald reads off the line's
+    start (and strips), and no time: journald stamps each line itself. A message of several
+    lines stays one entry (its line breaks escaped)."""
+
+    PRIORITIES = {"DEBUG": 7, "INFO": 6, "WARNING": 4, "ERROR": 3, "CRITICAL": 2}
+
+    def __init__(self, inner: logging.Formatter | None = None) -> None:
+        super().__init__()
+        self._inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = self._inner.format(record) if self._inner else super().format(record)
+        return f"<{self.PRIORITIES.get(record.levelname, 6)}>" + text.replace("\n", "\\n")
+
+
+LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
+
+
+def setup(json_lines: bool, level: str = "info", journal: bool = False) -> None:
+    """Log to stderr at `level` and above: a line of text per record, or one JSON object
+    (--json); under journald (`journal`), each with its priority and without our time."""
     handler = logging.StreamHandler()
-    handler.setFormatter(JsonLines() if json_lines else Marked())
+    if journal:
+        handler.setFormatter(Journal(JsonLines() if json_lines else None))
+    else:
+        handler.setFormatter(JsonLines() if json_lines else Marked())
     logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("ollama_q").setLevel(LEVELS[level])  # ours only: debug is about our decisions
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request is noise

@@ -22,10 +22,12 @@ import httpx
 from ollama_cli.clients import client_for
 from ollama_cli.daemon import attempt, events, logs, wakeups
 from ollama_cli.daemon.attempt import InFlight, StopReason
+from ollama_cli.daemon.hooks import Hooks
 from ollama_cli.daemon.pool import Backoff, Pool, Slot
+from ollama_cli.daemon.semantic import SemanticCache
 from ollama_cli.daemon.tick import Step
 from ollama_cli.errors import StoreUnavailable, StoreWriteFailed
-from ollama_cli.settings import DaemonSettings, Settings
+from ollama_cli.settings import CacheSettings, DaemonSettings, Settings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.store.records import DaemonInfo
 
@@ -87,6 +89,7 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         cpu: CpuMeter | None = None,
         probe_backoff: Backoff = Backoff(),
+        cache: CacheSettings = CacheSettings(),
     ) -> None:
         self.store = store
         self.backends = backends
@@ -99,6 +102,12 @@ class Daemon:
         self.events.subscribe(logs.write)
         self.pool = Pool([], self.clock, self.events.publish, probe_backoff=probe_backoff)
         self.step = Step(store, settings, self.pool, self.events, self.write)
+        self.semantic = SemanticCache(store, cache, self.clock)
+        self.step.cache = cache
+        self.hooks: Hooks | None = None
+        if settings.on_finish:
+            self.hooks = Hooks(store, self.write, settings.on_finish, settings.hook_timeout, self.clock)
+            self.events.subscribe(self.hooks.on_event)
         self.liveness: DaemonLock | None = None
         self.force = False  # a second signal: hand everything back now
         self._announced = False  # DaemonStarted published
@@ -152,6 +161,8 @@ class Daemon:
         stop_listening = wakeups.listen(self.store.notifier, self._wake)
         fence = loop.create_task(step.fence.watch(step.runs))
         try:
+            if self.hooks:
+                await self.hooks.start(self.id)
             while not step.stopping:
                 # Cleared before the tick, not after: a job that finishes while the tick
                 # waits for its transaction must wake the next tick, not wait for the poll.
@@ -162,7 +173,8 @@ class Daemon:
                     self._announce()  # before the first job can start: no backend takes one unlooked-at
                 for run in (await step.tick(now, self.pool.views(now))).started:
                     self._dispatch(run)
-                if self.settings.drain and not step.inflight and not step.outcomes and self._queue_empty():
+                if self.settings.drain and not step.inflight and not step.outcomes and self._queue_empty() \
+                        and (self.hooks is None or self.hooks.idle()):
                     self._announce()
                     self.events.publish(events.DaemonDrained())
                     break
@@ -175,6 +187,8 @@ class Daemon:
         finally:
             fence.cancel()
             stop_listening()
+            if self.hooks:
+                await self.hooks.stop(0.0 if self.force else self.settings.grace)
             for sig in STOP_SIGNALS:
                 loop.remove_signal_handler(sig)
             await self.pool.stop()
@@ -182,6 +196,7 @@ class Daemon:
                 await slot.client.aclose()
             await self.write(self.store.unregister, self.id)
             self._writer.shutdown()
+            self.semantic.close()
             if self.liveness:
                 self.liveness.release()
         return 0
@@ -258,8 +273,8 @@ class Daemon:
 
     async def _attempt(self, run: InFlight) -> None:
         try:
-            outcomes = await attempt.attempt(run, self.pool, clock=self.clock,
-                                             retry_backoff=self.settings.retry_backoff, rng=self.rng)
+            outcomes = await attempt.attempt(run, self.pool, clock=self.clock, retry_backoff=self.settings.retry_backoff,
+                                             rng=self.rng, cached=self.semantic.answer)
         finally:
             self.step.ended(run)
             if self._wake:
@@ -268,6 +283,18 @@ class Daemon:
 
 
 def serve(store: Engine, backends: list[Backend], settings: Settings) -> int:
-    """Run a daemon until it is stopped (or, with drain, until the queue is empty)."""
-    logs.setup(json_lines=settings.json)
-    return asyncio.run(Daemon(store, backends, settings.daemon).run())
+    """Run a daemon until it is stopped (or, with drain, until the queue is empty); under
+    systemd, logging to the journal and telling it when it is ready and when it stops."""
+    from ollama_cli import settings as environment
+    from ollama_cli.daemon import systemd
+
+    logs.setup(json_lines=settings.json, level=settings.daemon.log_level, journal=environment.journal())
+    daemon = Daemon(store, backends, settings.daemon, cache=settings.cache)
+    address = environment.notify_socket()
+    if address:
+        daemon.events.subscribe(systemd.Notifier(address).on_event)
+    if settings.daemon.metrics_addr is not None:
+        from ollama_cli.daemon import metrics  # prometheus-client: only when asked for
+
+        metrics.attach(daemon, settings.daemon.metrics_addr)
+    return asyncio.run(daemon.run())

@@ -1,6 +1,7 @@
 """The daemon's one bounded step, `Step.tick(now, views)`: heartbeat (with what the daemon knows
 of its backends and running requests, for `top`), take back the jobs of
-dead daemons, notice the jobs it runs that are no longer its own, then one write transaction
+dead daemons, notice the jobs it runs that are no longer its own, write what running jobs
+streamed (`partial.py`, at most every half second), then one write transaction
 that settles what finished since the last step and claims what the free slots can take, as
 `scheduler.plan` decides.
 
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ollama_cli.daemon import events, outcomes, scheduler
+from ollama_cli.daemon import events, outcomes, partial, scheduler
 from ollama_cli.daemon.attempt import InFlight, StopReason, embed_key
 from ollama_cli.daemon.fence import Fence
 from ollama_cli.daemon.outcomes import Outcome
@@ -23,7 +24,7 @@ from ollama_cli.daemon.pool import Pool
 from ollama_cli.daemon.scheduler import BackendView
 from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreUnavailable
 from ollama_cli.jobs import Job, JobStatus
-from ollama_cli.settings import DaemonSettings
+from ollama_cli.settings import CacheSettings, DaemonSettings
 from ollama_cli.store.records import Claim, Placement, Plan, ReadyJobs, RunProgress, SettleKind
 
 if TYPE_CHECKING:
@@ -63,10 +64,13 @@ class Step:
         self.outcomes: list[Outcome] = []  # finished attempts not yet settled
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
         self.fence = Fence(lambda: store.fence_after, bus.publish)
+        self.cache = CacheSettings()  # how completed answers enter the result cache (TTL, bound)
+        self.partials = partial.PartialOutputs()  # what running jobs streamed, for `result --follow`
         self.next_heartbeat = 0.0
         self._next_reclaim = 0.0
         self._next_clean = 0.0
         self._next_cancel_check = 0.0
+        self._next_partials = 0.0
         self._runs_reported = False  # the store holds progress of runs of ours
 
     async def tick(self, now: float, views: list[BackendView]) -> TickReport:
@@ -96,6 +100,11 @@ class Step:
         if now >= self._next_cancel_check:
             self._next_cancel_check = now + CANCEL_CHECK_EVERY
             report.lost = await self.notice_lost()
+        if now >= self._next_partials:
+            self._next_partials = now + partial.WRITE_EVERY
+            if parts := self.partials.due():
+                await self.write(self.store.write_partials, parts)
+                self.partials.written(parts)
         report.started = await self.commit(now, views)
         return report
 
@@ -140,8 +149,13 @@ class Step:
                 )
                 return Plan([Placement(a.backend, labels[a.backend], a.jobs) for a in plan], skips)
 
-        tick = await self.write(self.store.settle_and_claim, [o.settle() for o in finished], now, owner=self.owner,
-                                planner=planner)
+        policy = None
+        if self.cache.ttl is not None or self.cache.max_bytes is not None:
+            from ollama_cli.store.records import CacheWrite
+
+            policy = CacheWrite(self.cache.ttl, self.cache.max_bytes)
+        tick = await self.write(self.store.settle_and_claim, [o.settle(policy) for o in finished], now,
+                                owner=self.owner, planner=planner)
         if isinstance(tick.plan_state, dict):  # the counts of the plan that was claimed
             self.skips = tick.plan_state
         for outcome, value in zip(finished, tick.settled):
@@ -158,6 +172,7 @@ class Step:
                 self.outcomes += [Outcome(c, SettleKind.RELEASE) for c in claims]
                 continue
             run = InFlight(claims, slots[placement.backend])
+            run.on_text = self.partials.track(run)
             self.pool.started(run.slot, run.model)
             for c in claims:
                 self.inflight[c.token] = run
@@ -194,6 +209,7 @@ class Step:
     def ended(self, run: InFlight) -> None:
         """The request is over (answered, failed or stopped): its slot is free again."""
         self.pool.finished(run.slot, run.model, self.pool.clock())
+        self.partials.forget(run)
         for c in run.claims:
             self.inflight.pop(c.token, None)
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
-from ollama_cli.codec import decode_job
+from ollama_cli.cache import entries as cache_entries
+from ollama_cli.codec import decode_job, unpack
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority
 from ollama_cli.queue.indexes import (
@@ -35,7 +36,22 @@ def check(tx: Tx) -> list[str]:
     _check_ready_by_model(tx, jobs, problems)
     _check_links(tx, jobs, known, unreadable, problems)
     _check_records(tx, jobs, known, problems)
+    _check_partials(tx, jobs, problems)
+    problems += cache_entries.check(tx)
     return problems
+
+
+def _check_partials(tx: Tx, jobs: dict[int, Job], problems: list[str]) -> None:
+    """Streamed text is kept only for a running job, under the lease it runs under."""
+    for key, raw in tx.scan("partials"):
+        job_id = read_u64(key)
+        job = jobs.get(job_id)
+        try:
+            token = unpack(key, raw).get("token")
+        except (CorruptRecord, AttributeError):
+            token = None
+        if job is None or job.status is not JobStatus.RUNNING or job.lease is None or job.lease.token != token:
+            problems.append(f"job {job_id}: partial output kept, but no run of it that wrote it is going on")
 
 
 def _records(tx: Tx, problems: list[str]) -> tuple[dict[int, Job], set[int]]:

@@ -20,7 +20,9 @@ Invariants `_transition` keeps (`doctor.py` checks each of them):
   until the run closes (its daemon settles it, or is found dead): such a job is in
   `open_runs`, and, retried meanwhile, pending there and in no other pending index, so that
   it cannot start again while the run it had goes on. Other jobs hold no lease;
-- a job has `finished_at` exactly when finished; a completed job has a result.
+- a job has `finished_at` exactly when finished; a completed job has a result;
+- a job that finishes while hooks are recorded has an event in `hook_events` (`hooks.py`);
+- `partials` holds text only for running jobs, under the lease they run under.
 """
 
 from __future__ import annotations
@@ -141,6 +143,8 @@ def transition(tx: Tx, old: Job | None, new: Job, now: float, *, stats: dict[str
                            "a job it depends on failed or was cancelled").evolve(lease=new.lease)
     if old is not None:
         unindex(tx, old)
+        if old.status is RUNNING and new.status is not RUNNING:
+            tx.delete("partials", u64(new.id))  # what the run streamed so far (`partials.py`)
     key = u64(new.id)
     tx.put("jobs", key, encode_job(new))
     tx.put("status", new.status.code + key)
@@ -156,9 +160,10 @@ def transition(tx: Tx, old: Job | None, new: Job, now: float, *, stats: dict[str
         else:
             add_ready(tx, new)
     if new.status.finished and (old is None or not old.status.finished):
-        from ollama_cli.queue import stats as statistics
+        from ollama_cli.queue import hooks, stats as statistics  # not on the path of a submit that queues
 
         statistics.job_finished(tx, new, stats)
+        hooks.record(tx, new, now)  # before its dependents': events in the order jobs ended
         settle_dependents(tx, new, now)
         if old is not None:  # it was queued: throughput (jobs answered at submit are not)
             from ollama_cli.queue import activity  # here: submit and status never load it

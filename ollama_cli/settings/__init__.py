@@ -1,29 +1,110 @@
 """Settings, read once per run into one typed object: each value from a flag, else the
-environment, else the config file, else its default, and remembering which. The only reader
-of os.environ (click, under Typer, reads its completion variables itself: see `completing`)."""
+environment, else the config file, else its default, and remembering which; where the user's
+folders and the config file are, and the file's kept parse. The only reader of os.environ (click, under Typer, reads its completion variables itself: see `completing`)."""
 
-# No `from __future__ import annotations` here: NamedTuple would compile each string
-# annotation into a ForwardRef, as many compiles as fields on every run.
-
+import marshal
 import os
+import sys
+from collections import namedtuple
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
+from ollama_cli import __version__
 from ollama_cli.errors import UsageError
 from ollama_cli.jobs import Priority
-from ollama_cli.settings.hosts import DEFAULT_HOST, Backend, backends
 from ollama_cli.settings.schema import KEYS, plain
 
+if TYPE_CHECKING:
+    from ollama_cli.settings.hosts import Backend
+
 Source = Literal["flag", "env", "file", "default"]
+# Ollama's own. hosts.py (and its Backend NamedTuple, 1M instructions to define) loads only
+# for the commands that talk to backends.
+DEFAULT_HOST = "http://127.0.0.1:11434"
+
+APP = "ollama-q"
+
+# platformdirs' method, and on Linux its variable and the folder under HOME.
+_KINDS = {
+    "data": ("user_data_dir", "XDG_DATA_HOME", ".local/share"),
+    "config": ("user_config_dir", "XDG_CONFIG_HOME", ".config"),
+    "cache": ("user_cache_dir", "XDG_CACHE_HOME", ".cache"),
+}
+
+
+def user_dir(kind: str) -> str:
+    """platformdirs.user_<kind>_dir("ollama-q"). Importing platformdirs costs a command 15 M
+    instructions, 6 % of the start-up floor of `submit`. On Linux its answer is the XDG
+    variable when it holds an absolute path, else a folder under an absolute HOME: worked out
+    here for that case, and asked of platformdirs in every other (macOS, Windows, Android, no
+    usable HOME). tests/test_settings.py checks the two agree."""
+    env = os.environ
+    method, variable, under_home = _KINDS[kind]
+    if sys.platform == "linux" and not hasattr(sys, "getandroidapilevel") and env.get("ANDROID_DATA") != "/data":
+        base = env.get(variable, "")
+        if base.startswith("/"):
+            return os.path.join(base, APP)
+        home = env.get("HOME", "")
+        if home.startswith("/"):
+            return os.path.join(home.rstrip("/") or "/", under_home, APP)
+    import platformdirs
+
+    return str(getattr(platformdirs.PlatformDirs(APP), method))
+
+
+_FORMAT = 1
+# What a cached parse was checked against: another version of the schema checks again.
+_SCHEMA = f"{_FORMAT} {__version__} " + " ".join(k for k, key in KEYS.items() if key.in_file)
+
+
+def config_path() -> Path:
+    """Where the config file is (it need not exist)."""
+    given = os.environ.get("OLLAMA_Q_CONFIG")
+    if given:
+        return Path(given).expanduser()
+    return Path(user_dir("config"), "config.toml")
+
+
+def read_file(path: Path) -> dict[str, tuple[Any, int | None]]:
+    """The settings the file at `path` gives, each checked, by key, with its line (a missing
+    file gives none). Not TOML, an unknown key or a value of the wrong type: UsageError naming
+    the file, the line where it is known, and the key.
+
+    Parsing TOML costs more than a command may spend starting (tomllib's import alone is 4.6 %
+    of `submit`'s floor), so a file is parsed once (`file.py`): its checked values are kept in
+    the user's cache folder with the file's identity (path, inode, size, mtime and ctime in
+    nanoseconds) and the schema they were checked against, and read back here with marshal
+    while that identity holds. An edit changes the identity; a kept parse that cannot be read
+    or written only costs a parse."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise UsageError(f"cannot read the config file {path}: {exc.strerror}") from None
+    # HOME too: a path in the file is kept with its ~ expanded.
+    identity = (_SCHEMA, os.environ.get("HOME"), str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns,
+                st.st_ctime_ns)
+    cache = Path(user_dir("cache"), "config.marshal")
+    try:
+        with open(cache, "rb") as f:
+            kept, values = marshal.load(f)
+        if kept == identity:
+            return values
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    from ollama_cli.settings import file
+
+    values = file.parse(path)
+    file.keep(cache, (identity, values))
+    return values
 
 
 def _data_dir() -> Path:
     """The folder of the LMDB environment unless a flag, a variable or the file says: the
     platform's user data dir."""
-    from ollama_cli.settings.file import user_dir
-
     return Path(user_dir("data"))
 
 
@@ -33,57 +114,66 @@ def completing() -> bool:
     return bool(os.environ.get("_OLLAMA_Q_COMPLETE"))
 
 
-class DaemonSettings(NamedTuple):
-    """How `ollama-q daemon` runs. The names are those of its flags and of the config file's keys."""
+# The groups of settings and Settings are collections.namedtuple, not typing.NamedTuple, which
+# checks each field's type as it defines the class: about twice the cost, paid by every
+# command; the types are in comments.
 
-    concurrency: int = 1  # requests at once per backend
-    drain: bool = False  # exit once nothing is pending or running
-    grace: float = 30.0  # seconds running jobs may go on after SIGTERM or SIGINT
-    retry_backoff: float = 1.0  # seconds before the first retry; doubles per attempt
-    keep_finished: float | None = None  # delete finished jobs this many seconds after they finish
-    model_concurrency: Mapping[str, int] = MappingProxyType({})  # model -> requests at once, at most
-    max_overtake: int = 50  # times later jobs of a loaded model may pass the oldest waiting job
-    coalesce: int = 16  # embed jobs in one request, at most
-    poll: float = 0.2  # seconds between ticks when nothing wakes the loop
-    seed: int | None = None  # of the retry jitter, for runs that must repeat
-    metrics_addr: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint; None: none
-    on_finish: str | None = None  # a command `sh -c` runs once per finished job
-    log_level: str = "info"  # debug, info, warning or error
+# How `ollama-q daemon` runs. The names are those of its flags and of the config file's keys.
+DaemonSettings = namedtuple("DaemonSettings", ("concurrency", "drain", "grace", "retry_backoff", "keep_finished",
+                                               "model_concurrency", "max_overtake", "coalesce", "poll", "seed",
+                                               "metrics_addr", "on_finish", "hook_timeout", "log_level"), defaults=(
+    1,  # concurrency: int, requests at once per backend
+    False,  # drain: bool, exit once nothing is pending or running
+    30.0,  # grace: float, seconds running jobs may go on after SIGTERM or SIGINT
+    1.0,  # retry_backoff: float, seconds before the first retry; doubles per attempt
+    None,  # keep_finished: float | None, delete finished jobs this many seconds after they finish
+    MappingProxyType({}),  # model_concurrency: Mapping[str, int], model -> requests at once, at most
+    50,  # max_overtake: int, times later jobs of a loaded model may pass the oldest waiting job
+    16,  # coalesce: int, embed jobs in one request, at most
+    0.2,  # poll: float, seconds between ticks when nothing wakes the loop
+    None,  # seed: int | None, of the retry jitter, for runs that must repeat
+    None,  # metrics_addr: str | None, HOST:PORT of the Prometheus /metrics endpoint; None: none
+    None,  # on_finish: str | None, a command `sh -c` runs once per finished job
+    60.0,  # hook_timeout: float, seconds a hook may run before it is killed
+    "info",  # log_level: str, debug, info, warning or error
+))
+
+# The result cache: the config file's [cache] table.
+CacheSettings = namedtuple("CacheSettings", ("ttl", "max_bytes", "semantic", "embedding_model", "similarity"),
+                           defaults=(
+    None,  # ttl: float | None, seconds an entry answers after it was made; None: no limit
+    None,  # max_bytes: int | None, the least recently hit entries go first above it; None: no bound
+    False,  # semantic: bool, also answer from a similar earlier request (submit --semantic-cache)
+    "nomic-embed-text",  # embedding_model: str, embeds the last user text, on the job's backend
+    0.95,  # similarity: float, the least cosine similarity a semantic hit has
+))
+
+# `submit auto --category C`: the config file's [routing] table.
+RoutingSettings = namedtuple("RoutingSettings", ("default_model", "min_samples", "explore"), defaults=(
+    None,  # default_model: str | None, when no model has enough rated jobs of the category
+    5,  # min_samples: int, rated jobs of the category a model needs to be chosen
+    0.0,  # explore: float, the share of jobs sent to another model than the best; 0: never
+))
 
 
-class CacheSettings(NamedTuple):
-    """The result cache: the config file's [cache] table."""
+class Settings(namedtuple("Settings", ("data_dir", "store", "hosts", "json", "priority", "retries", "timeout",
+                                       "keep_alive", "daemon", "cache", "routing", "sources"), defaults=(
+    None,  # store: str | Path | None, a postgresql:// URL, or a folder for LMDB; None: data_dir
+    (DEFAULT_HOST,),  # hosts: tuple[str, ...], as given: `backends` parses them
+    False,  # json: bool, one JSON document on stdout; JSON lines for the daemon's log
+    Priority.MEDIUM,  # priority: Priority, submit's defaults
+    3,  # retries: int
+    None,  # timeout: float | None, seconds an attempt may take; None: no limit
+    None,  # keep_alive: float | None, seconds Ollama keeps the model loaded (-1: for ever); None: Ollama's
+    DaemonSettings(),  # daemon: DaemonSettings
+    CacheSettings(),  # cache: CacheSettings
+    RoutingSettings(),  # routing: RoutingSettings
+    MappingProxyType({}),  # sources: Mapping[str, Source]
+))):
+    """Everything a command or the daemon reads from outside, built once by `load`. `data_dir`
+    (Path): the LMDB store lives here unless `store` says otherwise."""
 
-    ttl: float | None = None  # seconds an entry answers after it was made; None: no limit
-    max_bytes: int | None = None  # the least recently hit entries go first above it; None: no bound
-    semantic: bool = False  # also answer from a similar earlier request (submit --semantic-cache)
-    embedding_model: str | None = None  # embeds the last user text for the semantic cache
-    similarity: float = 0.95  # the least cosine similarity a semantic hit has
-
-
-class RoutingSettings(NamedTuple):
-    """`submit auto --category C`: the config file's [routing] table."""
-
-    default_model: str | None = None  # when no model has enough rated jobs of the category
-    min_samples: int = 5  # rated jobs of the category a model needs to be chosen
-    explore: float = 0.0  # the share of jobs sent to another model than the best; 0: never
-
-
-class Settings(NamedTuple):
-    """Everything a command or the daemon reads from outside, built once by `load`."""
-
-    data_dir: Path  # the LMDB store lives here unless `store` says otherwise
-    store: str | Path | None = None  # a postgresql:// URL, or a folder for LMDB; None: data_dir
-    hosts: tuple[str, ...] = (DEFAULT_HOST,)  # as given: `backends` parses them
-    json: bool = False  # one JSON document on stdout; JSON lines for the daemon's log
-    priority: Priority = Priority.MEDIUM  # submit's defaults
-    retries: int = 3
-    timeout: float | None = None  # seconds an attempt may take; None: no limit
-    keep_alive: float | None = None  # seconds Ollama keeps the model loaded (-1: for ever); None: Ollama's
-    daemon: DaemonSettings = DaemonSettings()
-    cache: CacheSettings = CacheSettings()
-    routing: RoutingSettings = RoutingSettings()
-    sources: Mapping[str, Source] = MappingProxyType({})
+    __slots__ = ()
 
     @property
     def location(self) -> str | Path:
@@ -95,9 +185,11 @@ class Settings(NamedTuple):
         return self.sources.get(name, "default")
 
     @property
-    def backends(self) -> list[Backend]:
+    def backends(self) -> "list[Backend]":
         """The hosts, parsed when asked: a command that talks to no backend never rejects
         OLLAMA_HOST."""
+        from ollama_cli.settings.hosts import backends
+
         return backends(self.hosts)
 
 
@@ -155,9 +247,7 @@ def _file_values(given: Mapping[str, Any], env: Mapping[str, str], command: str 
     if all(name in given or (key.variable and env.get(key.variable))
            for name, key in KEYS.items() if key.in_file and key.used_by(command)):
         return {}
-    from ollama_cli.settings import file
-
-    return {name: value for name, (value, _) in file.read(file.config_path()).items()}
+    return {name: value for name, (value, _) in read_file(config_path()).items()}
 
 
 def shown(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -178,5 +268,41 @@ def shown(settings: Settings) -> dict[str, dict[str, Any]]:
     return shown
 
 
+def one_blas_thread() -> None:
+    """Ask numpy's BLAS for one thread, unless the environment says otherwise; BLAS reads these
+    when numpy is first imported. The semantic cache's lookup is one pass over memory, which a
+    second thread barely speeds up, and on a machine whose cores a model server is using each
+    product waits for that thread to be scheduled (measured: 12x numpy's own product at
+    100,000 vectors, against 1.3x on one thread)."""
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(name, "1")
+
+
 def _given(flag: Any) -> bool:
     return flag is not None and flag is not False and flag != [] and flag != ()
+
+
+# What the daemon learns of the service manager that runs it (systemd), and what a hook
+# inherits. Functions, not a class: this module is on every command's path.
+
+
+def journal() -> bool:
+    """JOURNAL_STREAM is set: stderr goes to journald, which stamps the time itself."""
+    return bool(os.environ.get("JOURNAL_STREAM"))
+
+
+def notify_socket() -> str | None:
+    """NOTIFY_SOCKET: where READY=1 and STOPPING=1 go."""
+    return os.environ.get("NOTIFY_SOCKET") or None
+
+
+def service_variables() -> dict[str, str]:
+    """The settings' variables that are set, and the config file's, for a systemd unit's
+    Environment=."""
+    names = [key.variable for key in KEYS.values() if key.variable] + ["OLLAMA_Q_CONFIG"]
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
+def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
+    """This process's environment with `extra` over it: for a hook's command."""
+    return {**os.environ, **extra}

@@ -1,98 +1,24 @@
-"""The user's folders for ollama-q (data, config, cache), and the config file: TOML at
-OLLAMA_Q_CONFIG, else config.toml in the user's config folder.
-
-Importing platformdirs costs a command 15 M instructions, 6 % of the start-up floor of
-`submit`. On Linux its answer is the XDG variable when it holds an absolute path, else a folder
-under an absolute HOME: worked out here for that case, and asked of platformdirs in every other
-(macOS, Windows, Android, no usable HOME). tests/test_settings.py checks the two agree.
-
-Parsing TOML costs more than a command may spend starting (tomllib's import alone is 4.6 % of
-`submit`'s floor), so a file is parsed once: its checked values are kept in the user's cache
-folder with the file's identity (path, inode, size, mtime and ctime in nanoseconds) and the
-schema they were checked against, and later runs read them back with marshal while that
-identity holds. An edit changes the identity; a cache that cannot be read or written only
-costs a parse."""
+"""The config file parsed and checked, when its kept parse (`settings.read_file`) is missing or
+stale: TOML in, each key's value as its parser gives it back, and the line it is on; and the
+kept parse written for the next runs."""
 
 from __future__ import annotations
 
 import marshal
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from ollama_cli import __version__
 from ollama_cli.errors import UsageError
 from ollama_cli.settings.schema import GROUPS, KEYS, plain
 
-APP = "ollama-q"
-
-# platformdirs' method, and on Linux its variable and the folder under HOME.
-_KINDS = {
-    "data": ("user_data_dir", "XDG_DATA_HOME", ".local/share"),
-    "config": ("user_config_dir", "XDG_CONFIG_HOME", ".config"),
-    "cache": ("user_cache_dir", "XDG_CACHE_HOME", ".cache"),
-}
-
-
-def user_dir(kind: str) -> str:
-    """platformdirs.user_<kind>_dir("ollama-q")."""
-    env = os.environ
-    method, variable, under_home = _KINDS[kind]
-    if sys.platform == "linux" and not hasattr(sys, "getandroidapilevel") and env.get("ANDROID_DATA") != "/data":
-        base = env.get(variable, "")
-        if base.startswith("/"):
-            return os.path.join(base, APP)
-        home = env.get("HOME", "")
-        if home.startswith("/"):
-            return os.path.join(home.rstrip("/") or "/", under_home, APP)
-    import platformdirs
-
-    return str(getattr(platformdirs.PlatformDirs(APP), method))
-
-
-# A key and its line in the file (None where it cannot be told), and its raw value.
+# A key and its line in the file (None where it cannot be told), and its value.
 Values = dict[str, tuple[Any, "int | None"]]
 
-_FORMAT = 1
-# What a cached parse was checked against: another version of the schema checks again.
-_SCHEMA = f"{_FORMAT} {__version__} " + " ".join(k for k, key in KEYS.items() if key.in_file)
 
-
-def config_path() -> Path:
-    """Where the config file is (it need not exist)."""
-    given = os.environ.get("OLLAMA_Q_CONFIG")
-    if given:
-        return Path(given).expanduser()
-    return Path(user_dir("config"), "config.toml")
-
-
-def read(path: Path) -> Values:
-    """The settings the file at `path` gives, each checked (a missing file gives none). Not
-    TOML, an unknown key or a value of the wrong type: UsageError naming the file, the line
-    where it is known, and the key."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return {}
-    except OSError as exc:
-        raise UsageError(f"cannot read the config file {path}: {exc.strerror}") from None
-    # HOME too: a path in the file is kept with its ~ expanded.
-    identity = (_SCHEMA, os.environ.get("HOME"), str(path), st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-    cache = Path(user_dir("cache"), "config.marshal")
-    try:
-        with open(cache, "rb") as f:
-            kept, values = marshal.load(f)
-        if kept == identity:
-            return values
-    except (OSError, EOFError, ValueError, TypeError):
-        pass
-    values = _parse(path)
-    _keep(cache, (identity, values))
-    return values
-
-
-def _parse(path: Path) -> Values:
+def parse(path: Path) -> Values:
+    """Each key's checked value and its line. Not TOML, an unknown key or a value of the wrong
+    type: UsageError naming the file, the line where it is known, and the key."""
     try:
         import tomllib
     except ModuleNotFoundError:  # Python 3.10
@@ -160,7 +86,7 @@ def _bare(key: str) -> str:
     return ".".join(part.strip().strip("\"'") for part in key.split("."))
 
 
-def _keep(cache: Path, entry: tuple[Any, Values]) -> None:
+def keep(cache: Path, entry: tuple[Any, Values]) -> None:
     """Write the cache whole (a reader sees the old one or the new one), private to the user."""
     try:
         cache.parent.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -9,7 +9,6 @@ from typing import NamedTuple
 
 from ollama_cli.errors import UsageError
 
-DEFAULT_HOST = "http://127.0.0.1:11434"
 OPENAI_PREFIX = "openai+"
 
 

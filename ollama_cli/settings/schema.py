@@ -108,6 +108,13 @@ def _positive_duration(value: Any, where: str) -> float:
     return seconds
 
 
+def _longer_than_zero(value: Any, where: str) -> float:
+    seconds = _duration(value, where)
+    if seconds <= 0:
+        raise UsageError(f"{where} must be longer than 0s")
+    return seconds
+
+
 def _keep_alive(value: Any, where: str) -> float:
     """Seconds; negative (`-1`, `"-1m"`) keeps the model loaded for ever, as in Ollama."""
     if isinstance(value, str):
@@ -152,11 +159,15 @@ def _model(value: Any, where: str) -> str:
 
 
 def _address(value: Any, where: str) -> str:
-    """[HOST:]PORT (a bare port, in the file a number too) as HOST:PORT; loopback by default."""
-    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _text(value, where)
-    host, _, port = text.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise UsageError(f"{where} must be [HOST:]PORT, PORT from 1 to 65535 (not {text!r})")
+    """[HOST:]PORT (a bare port, in the file a number too; an IPv6 host in brackets) as
+    HOST:PORT; loopback by default: metrics are not shown to the network unless asked."""
+    text = str(value) if isinstance(value, int) and not isinstance(value, bool) else _text(value, where).strip()
+    host, sep, port = text.rpartition(":")
+    name = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not (port.isascii() and port.isdigit() and 0 < int(port) < 65536) or (sep and not name) \
+            or any(c in name for c in "[]/ ") or (":" in name and name == host):
+        raise UsageError(f"{where} must be [HOST:]PORT, PORT from 1 to 65535 (examples: 9464, 0.0.0.0:9464, "
+                         f"[::1]:9464), not {text!r}")
     return f"{host or '127.0.0.1'}:{int(port)}"
 
 
@@ -207,6 +218,7 @@ KEYS: dict[str, Key] = {
     "max_overtake": Key(_at_least(0), DAEMON),
     "metrics_addr": Key(_address, DAEMON),
     "on_finish": Key(_text, DAEMON),
+    "hook_timeout": Key(_longer_than_zero, DAEMON),
     "log_level": Key(_level, DAEMON, variable="OLLAMA_Q_LOG"),
     "drain": Key(_switch, DAEMON, in_file=False),  # a way of running, not a default
     "coalesce": Key(_at_least(1), DAEMON, in_file=False),  # the tests' knobs

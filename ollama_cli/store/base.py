@@ -51,8 +51,8 @@ if TYPE_CHECKING:
     from ollama_cli.errors import CorruptRecord
     from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
     from ollama_cli.store.buckets import Bucket
-    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, Planner, RunProgress,
-                                          Settle, Tick)
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText,
+                                          Planner, RunProgress, SemanticMatch, Settle, Tick)
 
 # ------------------------------------------------------------------------ protocols
 
@@ -101,8 +101,9 @@ class Engine(Protocol):
 
     def submit(self, spec: JobSpec, now: float) -> Job:
         """Queue one job; the job as stored. It is pending (ready, held until `run_at`, or
-        blocked on `after`), or completed at once from the cache (`cached`: an identical request
-        completed before, `use_cache`, and neither `after` nor `run_at`), or failed at once
+        blocked on `after`), or completed at once from the cache (`cached`, `cache_hit` exact with
+        the entry's source job if it is still there: an identical request completed before, its
+        entry not expired, `use_cache`, and neither `after` nor `run_at`), or failed at once
         (a dependency failed or was cancelled). UsageError if a dependency does not exist."""
         ...
 
@@ -160,6 +161,11 @@ class Engine(Protocol):
         """Ids of every job in these statuses, in id order per status."""
         ...
 
+    def partial_output(self, job_id: int) -> PartialText | None:
+        """The text the job's current run has streamed so far (`start` 0, `attempt` the run's),
+        as its daemon last wrote it; None unless the job runs and that run wrote some."""
+        ...
+
     # ------------------------------------------------------------------ changes
 
     def cancel(self, ids: Sequence[int], now: float) -> list[Changed]:
@@ -213,12 +219,37 @@ class Engine(Protocol):
 
     # -------------------------------------------------------------------- cache
 
-    def cache_stats(self) -> dict[str, int]:
-        """`{"entries", "hits", "misses", "bytes"}`: lookups at submit count hits and misses."""
+    def cache_stats(self) -> dict[str, Any]:
+        """`{"entries", "hits", "misses", "bytes", "semantic": {"entries", "hits"}}`: exact lookups
+        at submit count hits and misses; a semantic hit counts in `hits` and `semantic.hits`;
+        `bytes` are the answers' and the vectors'; `semantic.entries` the entries with a vector."""
         ...
 
-    def cache_clear(self) -> int:
-        """Empty the result cache; how many entries it held. Stored results of jobs stay."""
+    def cache_list(self, *, limit: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        """Entries newest first (at most `limit`; of `model` as `jobs.full_name` compares names):
+        `{"key" (hex), "model", "type", "created_at", "last_hit_at" (seconds), "hits", "bytes",
+        "source" (the job whose answer it is)}`."""
+        ...
+
+    def cache_clear(self, now: float = 0.0, *, model: str | None = None, older_than: float | None = None) -> int:
+        """Remove every entry of the result cache, or only those of `model` and/or created at
+        least `older_than` seconds before `now`; how many. Stored results of jobs, and the
+        hit and miss counts, stay."""
+        ...
+
+    def semantic_lookup(self, scope: bytes, vector: bytes, threshold: float, now: float) -> SemanticMatch | None:
+        """The entry of `scope` (`cache.semantic.scope_of`) whose vector is nearest `vector`
+        (normalised little-endian float32) by cosine similarity, with its answer, if that
+        similarity is at least `threshold` and the entry has not expired by `now`; reads the
+        vectors of that scope only. Counts nothing: the settle that reuses it counts the hit.
+
+        Cache entries, on every engine: a COMPLETE settle stores the answer of a job that may
+        use the cache under its request's key (replacing one there), with `Settle.cache`'s TTL
+        (an expired entry never answers and goes, a few per store) and bound (while the cache
+        holds more, the least recently hit entries go, found by an index, never a scan), and
+        its scope and vector; a COMPLETE settle with `reuse` completes the job as a semantic
+        hit (`cached`, `cache_hit`) and stores nothing. A hit moves an entry to the back of the
+        eviction order and counts in its `hits`."""
         ...
 
     # --------------------------------------------------------------- statistics
@@ -336,6 +367,15 @@ class Engine(Protocol):
         claimed (and its `state` returned). Jobs quarantined on the way are in `quarantined`."""
         ...
 
+    def write_partials(self, parts: Sequence[PartialText]) -> None:
+        """One transaction: each part whose job still runs under its lease token is recorded,
+        its text put after the first `start` characters of what that run wrote before (a part
+        whose `start` is past that end is ignored); parts of other runs are ignored, so a run
+        that lost its job writes nothing, and a new run starts from nothing. What a run wrote
+        is deleted in the transaction in which its job stops running (settled, cancelled,
+        reclaimed, quarantined)."""
+        ...
+
     def reclaim(self, now: float) -> list[Job]:
         """Running jobs whose owner is not alive go back to pending (the attempt counts, `error`
         abandoned) or, attempts used up, start again on their next fallback model (as a FALLBACK
@@ -344,6 +384,30 @@ class Engine(Protocol):
         taken back. Never touches the jobs of a daemon alive in this process. PostgreSQL: an
         owner is dead once its lock is gone AND its heartbeat is older than RECLAIM_AFTER on
         the server's clock (`store/postgres/liveness.py`), by when it has fenced itself."""
+        ...
+
+    # -------------------------------------------------------------------- hooks
+    # Hooks (`daemon --on-finish`) run at least once per finished job. The transaction that
+    # finishes a job (settle, cancel, a failed dependency, a cache hit at submit, reclaim,
+    # quarantine) records a hook event for it when `now` is before the time last given to
+    # `record_hooks_until`, and only then: processes that finish jobs cannot know whether a
+    # daemon runs hooks, so a daemon that does says so, and an outbox nobody empties stops
+    # growing once it stops saying so.
+
+    def record_hooks_until(self, until: float) -> None:
+        """Record hook events for jobs that finish before `until` (a later time than the one
+        set moves it; an earlier one changes nothing)."""
+        ...
+
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
+        """One transaction: delete the events in `done` (their hooks ran, whatever their exit
+        code; unknown ids are ignored), then hold up to `limit` events, oldest first, that no
+        living daemon holds (never held, or held by a daemon that is not alive) for `owner` (a
+        daemon of this process): two daemons never hold one event at once. [] when none."""
+        ...
+
+    def hook_events_pending(self) -> int:
+        """Hook events left, held or not."""
         ...
 
     # ------------------------------------------------------------------- health

@@ -20,14 +20,15 @@ from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
 from ollama_cli.queue.faults import JobFault, blame
 from ollama_cli.queue.transitions import CLAIM_SCAN_LIMIT
+from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
     from ollama_cli.store.buckets import Bucket
     from ollama_cli.store.flock import FlockLiveness, FlockLock
-    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, Planner, RunProgress,
-                                          Settle, Tick)
+    from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText,
+                                          Planner, RunProgress, SemanticMatch, Settle, Tick)
 
 
 T = TypeVar("T")
@@ -58,15 +59,21 @@ class LmdbEngine:
         return time.time()  # one machine, one clock
 
     def _migrate(self) -> None:
-        """Build what this version keeps beside `ready` in a store written without it (by an
-        earlier version, or since by one): one write transaction, once."""
+        """Build what this version keeps beside `ready` and beside the cache's entries in a
+        store written without it (by an earlier version, or since by one): one write
+        transaction, once."""
         with self.kv.read() as tx:
-            if not queue.needs_migration(tx):
+            if not queue.needs_migration(tx) and not cache.needs_migration(tx):
                 return
+        now = self.now()
 
         def migrate(tx: Tx) -> None:
             if queue.needs_migration(tx):
                 queue.migrate(tx)
+            if cache.needs_migration(tx):
+                from ollama_cli.cache.entries import migrate
+
+                migrate(tx, now)
 
         self.kv.write(migrate)
 
@@ -135,6 +142,12 @@ class LmdbEngine:
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         with self.kv.read() as tx:
             return queue.ids_with_status(tx, *statuses)
+
+    def partial_output(self, job_id: int) -> PartialText | None:
+        from ollama_cli.queue import partials
+
+        with self.kv.read() as tx:
+            return partials.read(tx, job_id)
 
     # ------------------------------------------------------------------ changes
 
@@ -208,12 +221,42 @@ class LmdbEngine:
 
     # -------------------------------------------------------------------- cache
 
-    def cache_stats(self) -> dict[str, int]:
+    def cache_stats(self) -> dict[str, Any]:
         with self.kv.read() as tx:
-            return cache.stats(tx)
+            from ollama_cli.cache import entries
 
-    def cache_clear(self) -> int:
-        return self.kv.write(cache.clear)
+            return entries.stats(tx)
+
+    def cache_list(self, *, limit: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        with self.kv.read() as tx:
+            from ollama_cli.cache import entries
+
+            return entries.newest(tx, limit=limit, model=model)
+
+    def cache_clear(self, now: float = 0.0, *, model: str | None = None, older_than: float | None = None) -> int:
+        from ollama_cli.cache import entries
+
+        return self.kv.write(lambda tx: entries.clear(tx, now, model=model, older_than=older_than))
+
+    def semantic_lookup(self, scope: bytes, vector: bytes, threshold: float, now: float) -> SemanticMatch | None:
+        from ollama_cli.cache import semantic
+        from ollama_cli.store.records import CacheReuse, SemanticMatch
+
+        with self.kv.read(buffers=True) as tx:
+            found = semantic.nearest(tx, scope, vector)
+            if found is None or found[1] < threshold:
+                return None
+            key, similarity = found
+            entry, body = cache.meta(tx, key), tx.get("cache", key)
+            if entry is None or body is None or (entry.get("expires_at") or now + 1) <= now:
+                return None
+            try:
+                result = unpack(key, bytes(body))
+            except CorruptRecord:
+                return None
+            source = entry.get("source")
+            source = source if isinstance(source, int) and tx.get("jobs", u64(source)) is not None else None
+            return SemanticMatch(CacheReuse(key, source, similarity), result)
 
     # --------------------------------------------------------------- statistics
 
@@ -329,6 +372,12 @@ class LmdbEngine:
         tick, quarantined = self._isolated(write, now)
         return tick._replace(quarantined=tuple(quarantined))
 
+    def write_partials(self, parts: Sequence[PartialText]) -> None:
+        from ollama_cli.queue import partials
+
+        parts = list(parts)
+        self.kv.write(lambda tx: partials.write(tx, parts))
+
     def reclaim(self, now: float) -> list[Job]:
         with self.kv.read() as tx:
             owners = {j.lease.owner for j in queue.running(tx) + queue.open_runs(tx) if j.lease}
@@ -370,6 +419,37 @@ class LmdbEngine:
                 if fault.job_id in faults:
                     raise
                 faults[fault.job_id] = fault.reason
+
+    # -------------------------------------------------------------------- hooks
+    # queue/hooks.py is imported here, not at the top: submit and status never need it.
+
+    def record_hooks_until(self, until: float) -> None:
+        from ollama_cli.queue import hooks
+
+        self.kv.write(lambda tx: hooks.record_until(tx, until))
+
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
+        from ollama_cli.queue import hooks
+
+        done = list(done)
+        with self.kv.read() as tx:
+            holders = hooks.holders(tx)
+        dead = {o for o in holders if o is not None and o != owner and not self._liveness.is_alive(o)}
+        if not done and (None not in holders and not dead or limit <= 0):
+            return []  # the daemon's poll, nothing to do: no write transaction, no fsync
+
+        def write(tx: Tx) -> list[HookEvent]:
+            for event_id in done:
+                hooks.done(tx, event_id)
+            return hooks.claim(tx, owner, dead, limit)
+
+        return self.kv.write(write)
+
+    def hook_events_pending(self) -> int:
+        from ollama_cli.queue import hooks
+
+        with self.kv.read() as tx:
+            return hooks.pending(tx)
 
     # ------------------------------------------------------------------- health
 

@@ -38,6 +38,32 @@ class SettleKind(str, Enum):
     FALLBACK = "fallback"  # the attempt failed for good on this model: start again on the next fallback
 
 
+class CacheWrite(NamedTuple):
+    """How a completed answer goes into the cache: the daemon's settings, and for the semantic
+    cache the request's scope (`cache.semantic.scope_of`) and its last user text's vector."""
+
+    ttl: float | None = None  # seconds the entry answers, from its creation; None: until evicted
+    max_bytes: int | None = None  # the cache's bound: least recently hit entries go first
+    scope: bytes | None = None
+    vector: bytes | None = None  # normalised float32, native byte order
+
+
+class CacheReuse(NamedTuple):
+    """A job answered from the semantic cache: the entry's key, the job it came from (None:
+    cleaned), how similar the question was."""
+
+    key: bytes
+    source: int | None
+    similarity: float
+
+
+class SemanticMatch(NamedTuple):
+    """The nearest entry of a scope at or above the threshold, and its answer."""
+
+    reuse: CacheReuse
+    result: dict[str, Any]
+
+
 class Settle(NamedTuple):
     """What one attempt came to, for one job, to be recorded under the lease it ran under."""
 
@@ -48,6 +74,8 @@ class Settle(NamedTuple):
     error: JobError | None = None  # FAIL, FALLBACK
     retry_after: float | None = None  # FAIL: transient, try again after this many seconds
     host: str | None = None  # the backend that answered (COMPLETE, FAIL, FALLBACK)
+    cache: CacheWrite | None = None  # COMPLETE: how the answer enters the cache (None: no TTL, no bound)
+    reuse: CacheReuse | None = None  # COMPLETE: `result` is this semantic cache entry's answer
 
 
 class Placement(NamedTuple):
@@ -97,6 +125,21 @@ class Tick(NamedTuple):
     claimed: list[tuple[Placement, list[Claim]]]  # per placement the claims (a job lost meanwhile is left out)
     plan_state: object  # Plan.state of the plan that was claimed (None without a planner)
     quarantined: tuple[Job, ...] = ()  # jobs this step could not handle, failed as quarantined
+
+
+class PartialText(NamedTuple):
+    """Text a running job's run has streamed (`result --follow`). Written by the daemon as a
+    piece that goes after the first `start` characters of what the run stored before; read
+    back whole (`start` 0)."""
+
+    job_id: int
+    token: str  # the lease token of the run
+    attempt: int  # the job's `attempts` when the run began: a new one means the text started over
+    start: int
+    text: str
+
+    def __repr__(self) -> str:  # never the answer: reprs end up in logs
+        return f"PartialText(job={self.job_id}, attempt={self.attempt}, start={self.start}, chars={len(self.text)})"
 
 
 class Changed(NamedTuple):
@@ -151,3 +194,11 @@ class RunProgress(NamedTuple):
     def tokens_per_second(self) -> float | None:
         took = self.updated_at - self.started_at
         return self.tokens / took if took > 0 else None
+
+
+class HookEvent(NamedTuple):
+    """A finished job whose hook (`daemon --on-finish`) has not run yet: `job` is its record
+    as it finished."""
+
+    id: int  # the event's, in the order events were recorded
+    job: Job

@@ -1,6 +1,7 @@
 """Other processes in tests: `ollama-q daemon` (`DaemonProcess`), Python snippets
 (`run_python`, `start_python`) such as the submitter and the stuck writer, a pipe read line
-by line as it comes (`Lines`), and a port nothing listens on (`free_port`)."""
+by line as it comes (`Lines`) or as it comes whatever it holds (`Output`), and a port nothing
+listens on (`free_port`)."""
 
 from __future__ import annotations
 
@@ -61,6 +62,40 @@ class Lines:
 
     def join(self, timeout: float = 10) -> None:
         """Until the pipe has been read to its end (its writer has exited)."""
+        self._reader.join(timeout)
+
+
+class Output:
+    """A pipe read as it comes, whatever it holds (text without a newline too), on a thread
+    of its own, so that a test awaits what a process printed instead of polling for it."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._data = b""
+        self._ended = False
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._reader.start()
+
+    def _read(self, pipe: IO[bytes]) -> None:
+        while chunk := os.read(pipe.fileno(), 65536):
+            with self._changed:
+                self._data += chunk
+                self._changed.notify_all()
+        with self._changed:
+            self._ended = True
+            self._changed.notify_all()
+
+    def text(self) -> str:
+        with self._changed:
+            return self._data.decode(errors="replace")
+
+    def wait_for(self, done: Callable[[str], bool], timeout: float = 30) -> bool:
+        """Until `done(text so far)` holds (True) or the pipe ends or time runs out without it."""
+        with self._changed:
+            self._changed.wait_for(lambda: self._ended or done(self._data.decode(errors="replace")), timeout)
+            return done(self._data.decode(errors="replace"))
+
+    def join(self, timeout: float = 10) -> None:
         self._reader.join(timeout)
 
 

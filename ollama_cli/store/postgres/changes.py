@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ollama_cli.jobs import ErrorType, JobStatus
+from ollama_cli.store.postgres import partials
 from ollama_cli.store.postgres.states import CANCELLED, FAILED, PENDING, finished, load, save
 from ollama_cli.store.postgres.transactions import Tx
 from ollama_cli.store.records import Changed
@@ -20,6 +21,8 @@ def cancel(tx: Tx, ids: Sequence[int], now: float) -> list[Changed]:
             out.append(Changed(job_id, old[0] if old else None, False))
             continue
         cancelled = finished(old[0], CANCELLED, now, ErrorType.CANCELLED, "cancelled by the user")
+        if old[1] == "running":
+            partials.forget(tx, [job_id])
         new = save(tx, old, cancelled.evolve(lease=old[0].lease), now)  # a run stays open
         loaded[job_id] = (new, new.status.value)
         out.append(Changed(job_id, new, True))

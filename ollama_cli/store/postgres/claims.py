@@ -10,7 +10,7 @@ from typing import Any
 from ollama_cli.codec import pack, unpack
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import ErrorType, Job, JobError, full_name, result_stats
-from ollama_cli.store.postgres import activity, changes, fallbacks, liveness, result_cache
+from ollama_cli.store.postgres import activity, changes, fallbacks, liveness, partials, result_cache
 from ollama_cli.store.postgres.ready import ReadyView
 from ollama_cli.store.postgres.rows import COLUMNS, to_job
 from ollama_cli.store.postgres.states import (COMPLETED, COUNT, FAILED, PENDING, RUNNING, add_ready, finished,
@@ -129,6 +129,7 @@ def _settle(tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
             held.append((s, job))
         else:
             save(tx, (job, state), job.evolve(lease=None), now)
+    partials.forget(tx, [job.id for _, job in held])
     completed = [(job.id, pack(s.result or {})) for s, job in held if s.kind is SettleKind.COMPLETE]
     if completed:
         ids, bodies = zip(*completed)
@@ -140,9 +141,15 @@ def _settle(tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
     for s, job in held:
         host = s.host or job.host
         if s.kind is SettleKind.COMPLETE:
-            if job.cache_key is not None:
-                result_cache.store(tx, job.cache_key, s.result or {})
-            new = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host)
+            hit = None
+            if s.reuse is not None:  # answered from the semantic cache: that entry's hit, nothing stored
+                result_cache.hit(tx, s.reuse.key, now, semantic=True)
+                hit = ("semantic", s.reuse.source, s.reuse.similarity)
+            elif job.cache_key is not None:
+                result_cache.store(tx, job.cache_key, s.result or {}, model=job.model, job_type=job.type.value,
+                                   source=job.id, now=now, policy=s.cache)
+            new = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host,
+                             cached=hit is not None, cache_hit=hit)
         elif s.kind is SettleKind.FAIL:
             error = s.error or JobError(ErrorType.BACKEND_ERROR, "failed")
             if s.retry_after is not None and job.attempts < job.max_attempts:
@@ -184,5 +191,6 @@ def reclaim(tx: Tx, now: float, alive: set[int]) -> list[Job]:
                 ErrorType.ABANDONED, f"its daemon died during each of {job.attempts} attempts"), now)
         else:
             new = job.evolve(status=PENDING, lease=None, error=JobError(ErrorType.ABANDONED, "its daemon died"))
+        partials.forget(tx, [job.id])
         out.append(save(tx, (job, state), new, now))
     return out

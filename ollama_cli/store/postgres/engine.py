@@ -5,7 +5,7 @@ function of one transaction in the module that owns it:
 
 - states.py: a job's row, its state column, the counters, the hand-on to dependents;
 - submits.py: jobs in; reads.py: jobs, lists, counts, positions, batches out;
-- changes.py: cancel, retry, clean, pause; result_cache.py: the exact cache;
+- changes.py: cancel, retry, clean, pause; result_cache.py: the result cache, exact and semantic;
 - claims.py (with ready.py): the daemon's settle, claim and reclaim;
 - stats.py: the statistics' hour buckets and feedback;
 - daemons.py: daemon records and who is alive; health.py: `doctor`'s checks.
@@ -36,11 +36,11 @@ from typing import Any
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
 from ollama_cli.store.buckets import Bucket
-from ollama_cli.store.postgres import (activity, changes, claims, daemons, health, liveness, reads, result_cache,
-                                       stats, submits)
+from ollama_cli.store.postgres import (activity, changes, claims, daemons, health, hooks, liveness, partials,
+                                       reads, result_cache, stats, submits)
 from ollama_cli.store.postgres.transactions import Database, Tx
-from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, Planner, RunProgress, Settle,
-                                      Tick)
+from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText, Planner,
+                                      RunProgress, SemanticMatch, Settle, Tick)
 
 
 class PostgresEngine:
@@ -121,6 +121,9 @@ class PostgresEngine:
     def ids_with_status(self, *statuses: JobStatus) -> list[int]:
         return self._db.snapshot(lambda tx: reads.ids_with_status(tx, statuses))
 
+    def partial_output(self, job_id: int) -> PartialText | None:
+        return self._db.read(lambda tx: partials.read(tx, job_id))
+
     # ------------------------------------------------------------ changes
 
     def cancel(self, ids: Sequence[int], now: float) -> list[Changed]:
@@ -161,12 +164,17 @@ class PostgresEngine:
 
     # ------------------------------------------------------------ cache
 
-    def cache_stats(self) -> dict[str, int]:
-        found = self._db.read(lambda tx: reads.counters(tx, "cache/"))
-        return {k: found.get(f"cache/{k}", 0) for k in result_cache.FIGURES}
+    def cache_stats(self) -> dict[str, Any]:
+        return result_cache.stats(self._db.read(lambda tx: reads.counters(tx, "cache/")))
 
-    def cache_clear(self) -> int:
-        return self._db.write(result_cache.clear)
+    def cache_list(self, *, limit: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        return self._db.read(lambda tx: result_cache.entries(tx, limit=limit, model=model))
+
+    def cache_clear(self, now: float = 0.0, *, model: str | None = None, older_than: float | None = None) -> int:
+        return self._db.write(lambda tx: result_cache.clear(tx, now, model=model, older_than=older_than))
+
+    def semantic_lookup(self, scope: bytes, vector: bytes, threshold: float, now: float) -> SemanticMatch | None:
+        return result_cache.semantic_lookup(self._db, scope, vector, threshold, now)
 
     # ------------------------------------------------------------ statistics
 
@@ -249,9 +257,31 @@ class PostgresEngine:
         return self._db.write(lambda tx: claims.settle_and_claim(
             tx, settles, now, owner=owner, planner=planner, lookahead=lookahead))
 
+    def write_partials(self, parts: Sequence[PartialText]) -> None:
+        self._db.write(lambda tx: partials.write(tx, parts))
+
     def reclaim(self, now: float) -> list[Job]:
         own = {lock.key for lock in self._locks.values()}
         return self._db.write(lambda tx: claims.reclaim(tx, now, daemons.unreclaimable_keys(tx, now, own)))
+
+    # ------------------------------------------------------------ hooks
+
+    def record_hooks_until(self, until: float) -> None:
+        self._db.write(lambda tx: hooks.record_until(tx, until))
+
+    def claim_hook_events(self, owner: str, limit: int, *, done: Sequence[int] = ()) -> list[HookEvent]:
+        done = list(done)
+        if not done and not self._db.read(hooks.pending):
+            return []  # the daemon's poll, nothing there: no write transaction
+
+        def write(tx: Tx) -> list[HookEvent]:
+            hooks.done(tx, done)
+            return hooks.claim(tx, owner, liveness.lock_key(owner), self._live_keys(tx, self.now()), limit)
+
+        return self._db.write(write)
+
+    def hook_events_pending(self) -> int:
+        return self._db.read(hooks.pending)
 
     # ------------------------------------------------------------ health
 

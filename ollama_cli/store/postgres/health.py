@@ -4,7 +4,7 @@ invariants between jobs, results and dependencies."""
 from __future__ import annotations
 
 from ollama_cli.jobs import JobStatus
-from ollama_cli.store.postgres import activity, schema
+from ollama_cli.store.postgres import activity, partials, result_cache, schema
 from ollama_cli.store.postgres.reads import counters
 from ollama_cli.store.postgres.rows import STATES_OF
 from ollama_cli.store.postgres.states import COUNT, FINISHED_STATES, READY
@@ -30,10 +30,8 @@ def check(tx: Tx) -> list[str]:
         if counted.get(name, 0) != blocks.get(name, 0):
             problems.append(f"{name} is {counted.get(name, 0)}, the jobs say {blocks.get(name, 0)}")
     problems += activity.check(tx, counted)
-    entries, size = tx.one("SELECT count(*), coalesce(sum(length(body)), 0) FROM cache")
-    for name, n in (("cache/entries", entries), ("cache/bytes", size)):
-        if counted.get(name, 0) != int(n):
-            problems.append(f"{name} is {counted.get(name, 0)}, the cache holds {n}")
+    problems += partials.check(tx)
+    problems += result_cache.check(tx, counted)
     for (job_id,) in tx.all("SELECT id FROM jobs j WHERE state = 'completed' "
                             "AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = j.id)"):
         problems.append(f"job {job_id} completed without a result")

@@ -20,8 +20,10 @@ What lives where (the LMDB store's tables, as columns and indexes):
 - `cache`: request digest -> result body.
 - `daemons`: one row per daemon, with the key of the session advisory lock it holds
   while it lives, and a heartbeat written with the server's clock.
-- `meta`: flags (paused).
+- `meta`: flags (paused; hooks_until, the time until which hook events are recorded).
+- `hook_events`: finished jobs whose hook has not run (`hooks.py`).
 - `stats`: the statistics' hour buckets, a row per bucket and shard, its sums in jsonb (stats.py).
+- `partials`: what each running job's run has streamed so far (`result --follow`).
 - `backend_states`, `run_progress`: what each living daemon reports of its backends and its
   running attempts, replaced at its heartbeat (`activity.py`).
 - `counts`: counters (jobs per status, ready jobs per priority, per model and per block of
@@ -213,13 +215,87 @@ INSERT INTO counts (name, shard, n) SELECT name, 0, n FROM ({READY_BY_BLOCK}) AS
 ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
 """
 
+# The cache complete: what `cache list` shows, TTL and size bound (by indexes: eviction and
+# expiry never scan), the semantic cache's scope and vector per entry; jobs say how the cache
+# answered them. Entries stored before count as created now.
+RESULT_CACHE = """
+ALTER TABLE cache
+    ADD COLUMN model       text NOT NULL DEFAULT '',
+    ADD COLUMN model_key   text NOT NULL DEFAULT '',
+    ADD COLUMN type        text NOT NULL DEFAULT '',
+    ADD COLUMN created_at  float8 NOT NULL DEFAULT extract(epoch FROM now()),
+    ADD COLUMN last_hit_at float8 NOT NULL DEFAULT extract(epoch FROM now()),
+    ADD COLUMN hits        bigint NOT NULL DEFAULT 0,
+    ADD COLUMN source      bigint,
+    ADD COLUMN expires_at  float8,
+    ADD COLUMN scope       bytea,
+    ADD COLUMN vector      bytea,
+    ADD COLUMN bytes       bigint;
+UPDATE cache SET bytes = length(body);
+ALTER TABLE cache ALTER COLUMN bytes SET NOT NULL;
+CREATE INDEX cache_by_last_hit ON cache (last_hit_at, key);
+CREATE INDEX cache_by_created ON cache (created_at, key);
+CREATE INDEX cache_by_model ON cache (model_key, created_at);
+CREATE INDEX cache_by_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX cache_by_scope ON cache (scope) WHERE scope IS NOT NULL;
+ALTER TABLE jobs
+    ADD COLUMN semantic         boolean NOT NULL DEFAULT false,
+    ADD COLUMN cache_kind       text,
+    ADD COLUMN cache_source     bigint,
+    ADD COLUMN cache_similarity float8;
+"""
+
+# Hook events (`hooks.py`): finished jobs whose `--on-finish` hook has not run. A trigger
+# records them, so that every statement that finishes a job (now and in any later module)
+# does, at no round trip: a row that becomes completed, failed or cancelled while `meta`
+# `hooks_until` is after its `finished_at` (the `now` of the transaction that finished it)
+# gets an event holding the row as it finished (`job`). `owner` is the daemon that holds the
+# event, `owner_key` its liveness lock: NULL while no daemon holds it.
+_HOOKS = """
+CREATE TABLE hook_events (
+    id        bigserial PRIMARY KEY,
+    job       jsonb NOT NULL,
+    owner     text,
+    owner_key integer
+);
+CREATE FUNCTION record_hook_event() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM meta WHERE key = 'hooks_until' AND value::float8 > NEW.finished_at) THEN
+        INSERT INTO hook_events (job) VALUES (to_jsonb(NEW));
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER job_inserted_finished AFTER INSERT ON jobs FOR EACH ROW
+    WHEN (NEW.state IN ('completed', 'failed', 'cancelled')) EXECUTE FUNCTION record_hook_event();
+CREATE TRIGGER job_finished AFTER UPDATE OF state ON jobs FOR EACH ROW
+    WHEN (NEW.state IN ('completed', 'failed', 'cancelled') AND OLD.state NOT IN ('completed', 'failed', 'cancelled'))
+    EXECUTE FUNCTION record_hook_event();
+"""
+
+# What running jobs have streamed so far (`partials.py`), deleted as each stops running.
+_PARTIALS = """
+CREATE TABLE partials (
+    id      bigint PRIMARY KEY REFERENCES jobs ON DELETE CASCADE,
+    token   text NOT NULL,  -- the lease token of the run that wrote it
+    attempt integer NOT NULL,
+    chars   integer NOT NULL,  -- characters of text in body
+    body    bytea NOT NULL  -- UTF-8
+);
+"""
+
 MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("jobs, bodies, dependencies, cache, daemons, meta, serials, sharded counts", _V1),
     ("job categories and feedback; statistics in hour buckets", _STATS),
     ("jobs: the fallback models left (submit --fallback), how submit auto chose the model",
      "ALTER TABLE jobs ADD COLUMN fallbacks text[] NOT NULL DEFAULT '{}', ADD COLUMN route bytea"),
+    # Before the two below: their tests write with this version's code into a store migrated
+    # up to just before them, so every column of the job row must exist by then.
+    ("the cache's entries: list, TTL, bound, semantic vectors; jobs' cache hits", RESULT_CACHE),
     ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
     ("backend states, run progress, ready counters per model", ACTIVITY),
+    ("hook events", _HOOKS),
+    ("partial output of running jobs", _PARTIALS),
 )
 LATEST = len(MIGRATIONS)
 
