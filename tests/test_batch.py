@@ -18,7 +18,7 @@ from ollama_cli.errors import UsageError
 from ollama_cli.jobs import JobSpec, JobStatus, JobType, Priority
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
-from tests.helpers.cli import jobs_total, run_cli
+from tests.helpers.cli import jobs_total, ok_json, run_cli, run_main
 from tests.emulator import Emulator
 from tests.helpers.daemon import drain
 from tests.helpers.invariants import check_invariants
@@ -225,6 +225,22 @@ def test_cli_submits_1000_lines_in_one_step(data_dir: Path, tmp_path: Path) -> N
     assert again.returncode == 2 and "already used" in again.stderr
     assert jobs_total(data_dir) == 1000
     check_invariants(data_dir)
+
+
+def test_cli_lines_without_a_priority_take_the_config_files_and_priority_still_takes_every_line(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('priority = "high"\n')
+    monkeypatch.setenv("OLLAMA_Q_CONFIG", str(config))
+    path = tmp_path / "in.jsonl"
+    path.write_text(jsonl(chat("plain", "x"), {"model": "llama3.2", "prompt": "p"},
+                          {"model": "llama3.2", "prompt": "p", "priority": "low", "custom_id": "own"}))
+    for args, expected in (((), [Priority.HIGH, Priority.HIGH, Priority.LOW]),
+                           (("--priority", "urgent"), [Priority.URGENT] * 3)):
+        out = ok_json(run_main("batch", "submit", str(path), "--json", *args))
+        with open_store(data_dir) as store:
+            got = [store.get_job(i).priority for i in range(out["first_id"], out["last_id"] + 1)]
+        assert got == expected  # the file's default is below a line's own, --priority above both
 
 
 def test_cli_unknown_batch_exits_1_with_one_error_line(data_dir: Path) -> None:

@@ -199,7 +199,7 @@ KEYS: dict[str, Key] = {
     "store": Key(_store, EVERY, variable="OLLAMA_Q_STORE"),
     "hosts": Key(_hosts, ("daemon", "models"), variable="OLLAMA_HOST", flag="--host"),
     "json": Key(_switch, EVERY, in_file=False),
-    "priority": Key(_priority, SUBMIT),
+    "priority": Key(_priority, ("submit", "batch")),
     "retries": Key(_at_least(0, 100), SUBMIT),
     "timeout": Key(_positive_duration, SUBMIT),
     "keep_alive": Key(_keep_alive, SUBMIT),
