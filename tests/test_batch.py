@@ -97,6 +97,11 @@ def test_native_lines_infer_their_type_and_take_submits_fields() -> None:
     assert typed.request == {"messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hello"}]}
 
 
+def test_model_auto_as_the_default_is_refused_at_the_first_line_it_reaches() -> None:
+    with pytest.raises(UsageError, match=r"^line 2: model auto needs routing"):
+        parse({"model": "llama3.2", "prompt": "p"}, {"prompt": "p"}, model="auto")
+
+
 def test_model_is_a_default_and_priority_applies_to_every_line() -> None:
     own, default = parse({"model": "all-minilm", "input": "x", "priority": "low"}, {"prompt": "p"},
                          model="llama3.2", priority=Priority.HIGH)
@@ -125,6 +130,7 @@ def test_model_is_a_default_and_priority_applies_to_every_line() -> None:
     ({"model": "llama3.2", "type": "generate", "messages": [{"role": "user", "content": "m"}]},
      "messages need type chat"),
     ({"model": "bad model name!", "prompt": "p"}, "invalid model name"),
+    ({"model": "auto", "prompt": "p", "custom_id": "a"}, "model auto needs routing: use submit auto --category"),
     ({"model": "llama3.2", "prompt": "p", "custom_id": 7}, "custom_id must be a non-empty string"),
 ])
 def test_a_bad_line_is_named(line: dict[str, Any] | str, message: str) -> None:
@@ -195,6 +201,9 @@ def test_names_are_generated_past_taken_ones_and_a_used_name_is_refused(store: E
      "no body.model"),
     (json.dumps(chat("ok-1", "again")), "custom_id 'ok-1' is already used on line 1"),
     (json.dumps(openai("x", "/v1/chat/completions", model="llama3.2")), "body.messages"),
+    # "auto" is routed by submit only: queued as it is, the job would fail later as model_not_found.
+    (json.dumps(openai("x", "/v1/chat/completions", model="auto", messages=[{"role": "user", "content": "m"}])),
+     "body.model auto needs routing: use submit auto --category NAME"),
 ])
 def test_cli_rejects_the_whole_file_for_one_bad_line(data_dir: Path, tmp_path: Path, bad: str, message: str) -> None:
     path = tmp_path / "in.jsonl"

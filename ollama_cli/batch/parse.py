@@ -231,9 +231,11 @@ def _model(value: Any, default: str | None, field: str) -> str:
     if value is None:
         if default is None:
             raise UsageError(f"no {field}, and no --model to default to")
-        return default
-    if not isinstance(value, str):
+        value = default
+    elif not isinstance(value, str):
         raise UsageError(f"{field} must be a string")
+    if value == submission.AUTO:  # routed only at submit: queued as it is, it would fail as model_not_found
+        raise UsageError(f"{field} auto needs routing: use submit auto --category NAME")
     return submission.model_name(value)
 
 

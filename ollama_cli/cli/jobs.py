@@ -17,9 +17,6 @@ from ollama_cli.errors import ExitCode, NotFound, OllamaQError, OperationFailed,
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType, Priority, full_name, result_to_json, result_text
 from ollama_cli.timefmt import local_time, parse_duration, parse_time
 
-# `submit auto --category C`: the model is chosen by the routing rule (`insight/routing.py`).
-AUTO = "auto"
-
 if TYPE_CHECKING:
     from ollama_cli.settings import Settings
     from ollama_cli.store.base import Engine
@@ -120,7 +117,7 @@ def submit(
         category=submission.category_name(category) if category is not None else None,
         fallbacks=submission.fallbacks(model, fallback) if fallback else (),
     )
-    auto = model == AUTO
+    auto = model == submission.AUTO
     if auto and spec.category is None:
         raise UsageError("submit auto needs --category NAME: the model is chosen by how models served that category")
     store = open_store(settings)
