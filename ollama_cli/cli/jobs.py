@@ -149,7 +149,7 @@ def _routed(store: "Engine", spec: JobSpec, settings: "Settings", now: float) ->
     from ollama_cli.insight import routing
 
     assert spec.category is not None
-    chosen = routing.choose(store, spec.category, settings.routing, now)
+    chosen = routing.choose(store, spec.category, spec.type.value, settings.routing, now)
     name = full_name(chosen.model)
     bound = None if chosen.lower_bound is None else round(chosen.lower_bound, 4)
     return spec._replace(model=chosen.model, route=(chosen.rule, bound, chosen.rated),
