@@ -62,6 +62,10 @@ def encode_job(job: Job) -> bytes:
         rec["cached"] = True
     if job.lease:
         rec["lease"] = [job.lease.owner, job.lease.token]
+    if job.cache_hit:
+        rec["cache_hit"] = list(job.cache_hit)
+    if job.semantic:
+        rec["semantic"] = True
     if job.feedback is not None:
         rec["feedback"] = list(job.feedback)
     return pack(rec)
@@ -75,6 +79,7 @@ _KINDS: dict[str, tuple[type, ...]] = {
     "id": (int,), "model": _STR, "created_at": _NUM, "name": _STR, "batch": _STR, "custom_id": _STR,
     "attempts": (int,), "max_attempts": (int,), "run_at": _NUM, "host": _STR, "started_at": _NUM,
     "finished_at": _NUM, "cached": (bool,), "timeout": _NUM, "keep_alive": _NUM, "cache_key": (bytes,),
+    "retry_at": _NUM, "semantic": (bool,),
     "retry_at": _NUM, "category": _STR,
 }
 _NOT_NULL = frozenset({"attempts", "max_attempts", "cached"})  # fields with a non-null default
@@ -93,6 +98,13 @@ def _pair(value: Any, what: str) -> Any:
     return value
 
 
+def _cache_hit(value: Any) -> tuple[str, int | None, float] | None:
+    if value is None:
+        return None
+    if not (type(value) is list and len(value) == 3 and value[0] in ("exact", "semantic")
+            and (value[1] is None or type(value[1]) is int) and type(value[2]) in _NUM):
+        raise ValueError("cache_hit is not [kind, source, similarity]")
+    return (value[0], value[1], float(value[2]))
 def _feedback(value: Any) -> tuple[float, str | None, str | None] | None:
     if value is None:
         return None
@@ -130,6 +142,7 @@ def decode_job(key: int, data: bytes) -> Job:
         if fallbacks is not None and not (type(fallbacks) is list and all(type(m) is str for m in fallbacks)):
             raise ValueError("fallbacks is not a list of model names")
         return Job(
+            cache_hit=_cache_hit(rec.get("cache_hit")),
             type=_TYPES[rec["type"]],
             priority=_PRIORITIES[rec["priority"]],
             status=_STATUSES[rec["status"]],

@@ -98,6 +98,10 @@ class Job(NamedTuple):
     finished_at: float | None = None
     error: JobError | None = None
     cached: bool = False
+    # The JSON form's "cache": (kind "exact" or "semantic", the job whose answer was reused or
+    # None once cleaned, similarity: 1.0 for exact). A tuple, not a class: submit and status
+    # would pay to define one.
+    cache_hit: tuple[str, int | None, float] | None = None
     category: str | None = None  # a task category (`submit --category`, `feedback --category`)
     feedback: tuple[float, str | None, str | None] | None = None  # (score, reason, category)
     fallbacks: tuple[str, ...] = ()  # models to start again on, in order (`submit --fallback`)
@@ -108,6 +112,7 @@ class Job(NamedTuple):
     cache_key: bytes | None = None
     lease: Lease | None = None
     retry_at: float | None = None
+    semantic: bool = False  # submitted with --semantic-cache
 
     def evolve(self, **changes: Any) -> "Job":
         return self._replace(**changes)
@@ -144,6 +149,7 @@ class Job(NamedTuple):
             "finished_at": format_time(self.finished_at),
             "error": self.error.to_json() if self.error else None,
             "cached": self.cached,
+            "cache": cache_json(self.cache_hit),
             "category": self.category,
             "feedback": None if self.feedback is None else
             dict(zip(("score", "reason", "category"), self.feedback)),
@@ -169,9 +175,15 @@ class JobSpec(NamedTuple):
     after: tuple[int, ...] = ()
     keep_alive: float | None = None
     use_cache: bool = True
+    semantic_cache: bool = False  # also look for a semantically similar answer (the daemon does)
     category: str | None = None
     fallbacks: tuple[str, ...] = ()
     route: tuple[str, float | None, int] | None = None
+
+
+def cache_json(hit: tuple[str, int | None, float] | None) -> dict[str, Any] | None:
+    """A job's `cache_hit` in the contract's JSON form."""
+    return None if hit is None else {"kind": hit[0], "source": hit[1], "similarity": hit[2]}
 
 
 def full_name(model: str) -> str:
@@ -209,6 +221,7 @@ def result_to_json(job: Job, result: dict[str, Any] | None) -> dict[str, Any]:
     out[answer] = None if result is None else result.get(answer)
     out["stats"] = {} if result is None else result_stats(result)
     out["cached"] = job.cached
+    out["cache"] = cache_json(job.cache_hit)
     out["error"] = job.error.to_json() if job.error else None
     return out
 

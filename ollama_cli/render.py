@@ -276,6 +276,9 @@ def job_detail(job: dict[str, Any]) -> None:
             shown = f"[red]{value['type']}[/]: {_shown(value['message'])}"
         elif key in ("after", "fallbacks"):
             shown = ", ".join(map(str, value)) or "-"
+        elif key == "cache" and value:
+            source = "a job since cleaned" if value["source"] is None else f"job {value['source']}"
+            shown = f"{value['kind']}, the answer of {source}, similarity {value['similarity']:.3f}"
         elif key == "feedback" and value:
             shown = f"{value['score']:+g}" + (f": {_shown(value['reason'])}" if value["reason"] else "")
         elif key == "route" and value:
@@ -435,6 +438,23 @@ def models_table(rows: list[dict[str, Any]]) -> None:
     _console().print(table)
 
 
+def cache_table(rows: list[dict[str, Any]]) -> None:
+    """Cache entries (their `cache list --json` form), newest first; the key shortened as git
+    shortens commits."""
+    from rich.table import Table
+
+    if not rows:
+        _console().print("no cache entries")
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for col in ("KEY", "MODEL", "TYPE", "CREATED", "LAST HIT", "HITS", "SIZE", "SOURCE"):
+        table.add_column(col, justify="right" if col in ("HITS", "SIZE", "SOURCE") else "left", no_wrap=True,
+                         overflow="ellipsis")
+    for r in rows:
+        table.add_row(r["key"][:12], _shown(r["model"]), _shown(r["type"]), _age(r["created_at"]),
+                      _age(r["last_hit_at"]) if r["hits"] else "-", str(r["hits"]), human_bytes(r["bytes"]),
+                      "-" if r["source"] is None else str(r["source"]))
+    _console().print(table)
 def top(frame: Frame, running_total: int) -> Any:
     """One frame of `top`: a header of counts and rates, then tables of the running jobs (the
     first of `running_total`), the ready queue per priority and model, and the backends."""

@@ -78,6 +78,13 @@ _DEFAULT_MODELS: dict[str, dict[str, Any]] = {
     "all-minilm:latest": dict(capabilities=["embedding"], family="bert", parameter_size="23M",
                               quantization_level="F16", size=45960996, context_length=512),
 }
+# Models served only when named (`--models`): the semantic cache's default embedding model,
+# with its real dimension.
+_NAMED_MODELS: dict[str, dict[str, Any]] = {
+    "nomic-embed-text:latest": dict(capabilities=["embedding"], family="nomic-bert", parameter_size="137M",
+                                    quantization_level="F16", size=274302450, context_length=2048,
+                                    embedding_length=768),
+}
 _WORDS = (
     "the", "queue", "model", "answer", "is", "a", "small", "steady", "reply", "about", "jobs", "and",
     "tokens", "that", "arrive", "in", "order", "with", "care", "from", "local", "server", "light",
@@ -306,7 +313,7 @@ def _make_spec(entry: str | dict[str, Any], index: int) -> ModelSpec:
     if parts is None:
         raise ValueError(f"invalid model name in {entry!r}")
     name = _display(parts)
-    kwargs = {**_DEFAULT_MODELS.get(name.lower(), {}), **cfg}
+    kwargs = {**_DEFAULT_MODELS.get(name.lower(), _NAMED_MODELS.get(name.lower(), {})), **cfg}
     full = "/".join(parts[:3]) + ":" + parts[3]
     return ModelSpec(name=name, key=_key(parts), full=full, modified_at=_BASE_MTIME - 3600 * index,
                      digest=hashlib.sha256(f"ollama-emulator:{name}".encode()).hexdigest(), **kwargs)
@@ -710,8 +717,17 @@ class Emulator:
         return tokens, reason
 
     def _embedding(self, spec: ModelSpec, text: str) -> list[float]:
-        rng = random.Random(_h("embed", self.seed, spec.key, text))
-        return [rng.uniform(-1.0, 1.0) for _ in range(spec.embedding_length)]
+        """A bag of hashed words: each word (lower case) has a fixed random vector, and a text's
+        vector is their sum, so texts that differ by a word are close by design (the semantic
+        cache's tests need near-duplicates) and texts with few words in common are not. A text
+        with no words gets a vector of its own."""
+        words = re.findall(r"\w+", text.lower()) or [text]
+        vec = [0.0] * spec.embedding_length
+        for word in words:
+            rng = random.Random(_h("embed", self.seed, spec.key, word))
+            for i in range(spec.embedding_length):
+                vec[i] += rng.uniform(-1.0, 1.0)
+        return vec
 
 
 # --------------------------------------------------------------------------- HTTP layer

@@ -130,17 +130,18 @@ def test_the_lmdb_engine_is_where_the_queue_meets_lmdb() -> None:
     found = ours(imports(PACKAGE / "store" / "lmdb_engine.py"))
     assert {"ollama_cli.queue", "ollama_cli.store.lmdb", "ollama_cli.store.flock"} <= found
     queue = {n for n in found if n == "ollama_cli.queue" or n.startswith("ollama_cli.queue.")}
-    assert {n for n in found if not store_module(n)} - queue <= BASE | {"ollama_cli.cache", "ollama_cli.codec",
-                                                                          "ollama_cli.jobs"}
+    assert {n for n in found if not store_module(n)} - queue <= BASE | {
+        "ollama_cli.cache", "ollama_cli.cache.entries", "ollama_cli.cache.semantic", "ollama_cli.codec",
+        "ollama_cli.jobs"}
 
 
 def test_the_postgresql_engine_stands_beside_lmdb_not_on_it() -> None:
     # Its own SQL, not the queue's functions over LMDB's key-value layer: what it shares is
-    # the records, the codec, the cache's key and the statistics' buckets; the driver is imported
-    # in functions only.
+    # the records, the codec, the cache's key, the semantic cache's scope and arithmetic and the
+    # statistics' buckets; the driver is imported in functions only.
     found = {module_name(p): imports(p) for p in (PACKAGE / "store" / "postgres").glob("*.py")}
     ours_found = {n for names in found.values() for n in ours(names) if not n.startswith("ollama_cli.store.postgres")}
-    assert ours_found <= BASE | {"ollama_cli.jobs", "ollama_cli.codec", "ollama_cli.cache",
+    assert ours_found <= BASE | {"ollama_cli.jobs", "ollama_cli.codec", "ollama_cli.cache", "ollama_cli.cache.semantic",
                                  "ollama_cli.store.records", "ollama_cli.store.buckets"}
     assert {m for m, names in found.items() if any(n.startswith(("lmdb", *ENGINES[:3])) for n in names)} == set()
     level = {m for p in (PACKAGE / "store" / "postgres").glob("*.py")
@@ -228,7 +229,7 @@ WRAPPER = """
     main(sys.argv[2:])
 """
 # The PostgreSQL driver too: a store in LMDB must not pay for the other engine.
-HEAVY = ("httpx", "rich", "asyncio", "pydantic", "psycopg2", "psycopg", "prometheus_client")
+HEAVY = ("httpx", "rich", "asyncio", "pydantic", "psycopg2", "psycopg", "prometheus_client", "numpy")
 
 
 def loaded_modules(data_dir: Path, tmp_path: Path, *args: str) -> tuple[dict, list[str]]:
@@ -243,7 +244,7 @@ def heavy(modules: list[str]) -> list[str]:
 
 
 def test_submit_and_status_never_import_heavy_modules(data_dir: Path, tmp_path: Path) -> None:
-    submitted, modules = loaded_modules(data_dir, tmp_path, "submit", "m", "x", "--json")
+    submitted, modules = loaded_modules(data_dir, tmp_path, "submit", "m", "x", "--json", "--semantic-cache")
     assert submitted["id"] == 1 and submitted["status"] == "pending"
     assert "ollama_cli.queue" in modules  # the dump saw the real work
     assert heavy(modules) == []

@@ -46,6 +46,8 @@ FULL = Job(
     retry_at=T0 + 70,
     category="code",
     feedback=(0.5, "fine", "code"),
+    cache_hit=("semantic", 7, 0.97),
+    semantic=True,
 )
 
 MINIMAL = Job(id=1, model="m", type=JobType.GENERATE, priority=Priority.MEDIUM,
@@ -54,7 +56,7 @@ MINIMAL = Job(id=1, model="m", type=JobType.GENERATE, priority=Priority.MEDIUM,
 # The contract's job object, in its order.
 CONTRACT_KEYS = ["id", "name", "batch", "custom_id", "model", "type", "priority", "status",
                  "position", "attempts", "max_attempts", "run_at", "after", "host",
-                 "created_at", "started_at", "finished_at", "error", "cached", "category", "feedback", "fallbacks",
+                 "created_at", "started_at", "finished_at", "error", "cached", "cache", "category", "feedback", "fallbacks",
                  "route"]
 RFC3339_Z = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 
@@ -263,6 +265,7 @@ def test_to_json_is_the_contract_object() -> None:
         "finished_at": "2026-11-23T08:41:30.373Z",
         "error": {"type": "backend_error", "message": "boom: ünïcode"},
         "cached": True,
+        "cache": {"kind": "semantic", "source": 7, "similarity": 0.97},
         "category": "code",
         "feedback": {"score": 0.5, "reason": "fine", "category": "code"},
         "fallbacks": ["qwen2.5", "mistral:7b"],

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from ollama_cli import cache, queue
+from ollama_cli.cache import entries
 from ollama_cli.errors import CorruptRecord, UsageError
 from ollama_cli.codec import decode_job
 from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Priority
@@ -496,7 +497,7 @@ def test_identical_submit_completes_from_the_cache(q: Store) -> None:
     assert again == read_job(q, again.id)
     with q.read() as tx:
         assert queue.get_result(tx, again.id) == queue.get_result(tx, first.id) == RESULT
-        assert cache.stats(tx)["hits"] == 1
+        assert entries.stats(tx)["hits"] == 1
     assert pos(q, again.id) is None
     assert claim(q, T + 11) == []  # nothing to run
     # `m` and `m:latest` are one model.

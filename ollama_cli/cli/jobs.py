@@ -70,6 +70,8 @@ def submit(
     fallback: Annotated[Optional[list[str]], typer.Option(
         metavar="MODEL", help="If the model is missing or attempts run out, start again on this one (repeatable).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not answer from the result cache.")] = False,
+    semantic_cache: Annotated[bool, typer.Option(
+        "--semantic-cache", help="Also answer from a semantically similar completed request.")] = False,
     wait: Annotated[bool, typer.Option("--wait", help="Wait for the result and print it.")] = False,
     wait_timeout: Annotated[Optional[str], typer.Option(
         help="Wait for the result at most this long (implies --wait; exit 1 on expiry).")] = None,
@@ -80,7 +82,7 @@ def submit(
 ) -> None:
     """Queue a job."""
     settings = load_settings(json_, data_dir, store_, priority=priority, retries=retries, timeout=timeout,
-                             keep_alive=keep_alive)
+                             keep_alive=keep_alive, cache_semantic=semantic_cache)
     quiet_or_json(quiet, settings.json)
     model = submission.model_name(model)
     # With the chat or the inputs given as options, PROMPT is optional: stdin is read only
@@ -114,9 +116,12 @@ def submit(
         after=tuple(dict.fromkeys(parse_ids(after or []))),
         keep_alive=settings.keep_alive,
         use_cache=not no_cache,
+        semantic_cache=settings.cache.semantic and not no_cache,
         category=submission.category_name(category) if category is not None else None,
         fallbacks=submission.fallbacks(model, fallback) if fallback else (),
     )
+    if semantic_cache and no_cache:
+        raise UsageError("give --semantic-cache or --no-cache, not both")
     auto = model == submission.AUTO
     if auto and spec.category is None:
         raise UsageError("submit auto needs --category NAME: the model is chosen by how models served that category")

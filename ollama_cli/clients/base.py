@@ -171,6 +171,16 @@ class Client:
     async def _run(self, job: Job, request: dict[str, Any], on_text: OnText | None) -> dict[str, Any]:
         raise NotImplementedError
 
+    async def embed(self, model: str, texts: list[str]) -> list[list[float]]:
+        """The vectors of `texts` by `model` (`/api/embed`, or `/v1/embeddings` for an
+        OpenAI-compatible server), as an embed job's would be: the semantic cache's lookups
+        are no jobs of their own. Raises BackendError."""
+        from ollama_cli.jobs import JobStatus, Priority
+
+        job = Job(id=0, model=model, type=JobType.EMBED, priority=Priority.MEDIUM, status=JobStatus.RUNNING,
+                  created_at=0.0)
+        return (await self.run(job, {"input": texts}))["embeddings"]
+
     async def ping(self) -> bool:
         """Liveness probe: the server answers with a status, whatever its body."""
         try:

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -20,7 +20,7 @@ from ollama_cli.clients.base import BackendError, OnText
 from ollama_cli.daemon.outcomes import Outcome, retry_delay
 from ollama_cli.daemon.pool import Pool, Slot
 from ollama_cli.jobs import ErrorType, Job, JobError
-from ollama_cli.store.records import Claim, SettleKind
+from ollama_cli.store.records import CacheWrite, Claim, SettleKind
 
 log = logging.getLogger("ollama_q.daemon")
 
@@ -46,6 +46,7 @@ class InFlight:
     slot: Slot  # the backend it went to
     task: asyncio.Task[None] | None = None
     stop_reason: StopReason | None = None
+    cache: CacheWrite | None = None  # the semantic scope and vector its answer is stored with
     tokens: int = 0  # pieces of text streamed so far (one token each, as Ollama streams)
     on_text: OnText | None = None  # also gets each piece, to keep for `result --follow` (`partial.py`)
 
@@ -69,16 +70,19 @@ class InFlight:
 
 
 async def attempt(run: InFlight, pool: Pool, *, clock: Callable[[], float], retry_backoff: float,
-                  rng: random.Random) -> list[Outcome]:
+                  rng: random.Random,
+                  cached: Callable[[InFlight], Awaitable[list[Outcome] | None]] | None = None) -> list[Outcome]:
     """Send the request and read its answer, within the job's timeout; what it came to, one
-    outcome per job. Never raises: a request stopped by the daemon is handed back (RELEASE,
-    which also closes a run whose job was cancelled meanwhile), and an unexpected error is
-    a transient failure of the attempt."""
+    outcome per job. `cached` may answer first (the semantic cache). Never raises: a request
+    stopped by the daemon is handed back (RELEASE, which also closes a run whose job was
+    cancelled meanwhile), and an unexpected error is a transient failure of the attempt."""
     first, slot = run.claims[0].job, run.slot
     started = time.monotonic()
     limit = first.timeout or DEFAULT_ATTEMPT_TIMEOUT
     try:
         try:
+            if cached is not None and (answered := await cached(run)) is not None:
+                return answered
             result = await asyncio.wait_for(slot.client.run(first, _merged_request(run.claims), run.streamed), limit)
             results = _split(run.claims, result)
         except asyncio.TimeoutError:
@@ -94,7 +98,7 @@ async def attempt(run: InFlight, pool: Pool, *, clock: Callable[[], float], retr
                        pool, clock(), retry_backoff, rng)
     pool.succeeded(slot)
     took = time.monotonic() - started
-    return [Outcome(c, SettleKind.COMPLETE, result=r, host=slot.backend.label, took=took)
+    return [Outcome(c, SettleKind.COMPLETE, result=r, host=slot.backend.label, took=took, cache=run.cache)
             for c, r in zip(run.claims, results)]
 
 

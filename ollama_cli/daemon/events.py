@@ -80,6 +80,7 @@ class JobFinished:
     backend: str
     took: float | None = None  # seconds of the attempt, when it completed
     error: JobError | None = None  # when it failed
+    cache: str | None = None  # "semantic": answered from the semantic cache, not by the backend
     stats: Mapping[str, int] | None = None  # the answer's figures (tokens, load time), when it completed
 
 

@@ -24,9 +24,10 @@ from ollama_cli.daemon import attempt, events, logs, wakeups
 from ollama_cli.daemon.attempt import InFlight, StopReason
 from ollama_cli.daemon.hooks import Hooks
 from ollama_cli.daemon.pool import Backoff, Pool, Slot
+from ollama_cli.daemon.semantic import SemanticCache
 from ollama_cli.daemon.tick import Step
 from ollama_cli.errors import StoreUnavailable, StoreWriteFailed
-from ollama_cli.settings import DaemonSettings, Settings
+from ollama_cli.settings import CacheSettings, DaemonSettings, Settings
 from ollama_cli.settings.hosts import Backend
 from ollama_cli.store.records import DaemonInfo
 
@@ -88,6 +89,7 @@ class Daemon:
         transport: httpx.AsyncBaseTransport | None = None,
         cpu: CpuMeter | None = None,
         probe_backoff: Backoff = Backoff(),
+        cache: CacheSettings = CacheSettings(),
     ) -> None:
         self.store = store
         self.backends = backends
@@ -100,6 +102,8 @@ class Daemon:
         self.events.subscribe(logs.write)
         self.pool = Pool([], self.clock, self.events.publish, probe_backoff=probe_backoff)
         self.step = Step(store, settings, self.pool, self.events, self.write)
+        self.semantic = SemanticCache(store, cache, self.clock)
+        self.step.cache = cache
         self.hooks: Hooks | None = None
         if settings.on_finish:
             self.hooks = Hooks(store, self.write, settings.on_finish, settings.hook_timeout, self.clock)
@@ -188,6 +192,7 @@ class Daemon:
                 await slot.client.aclose()
             await self.write(self.store.unregister, self.id)
             self._writer.shutdown()
+            self.semantic.close()
             if self.liveness:
                 self.liveness.release()
         return 0
@@ -264,8 +269,8 @@ class Daemon:
 
     async def _attempt(self, run: InFlight) -> None:
         try:
-            outcomes = await attempt.attempt(run, self.pool, clock=self.clock,
-                                             retry_backoff=self.settings.retry_backoff, rng=self.rng)
+            outcomes = await attempt.attempt(run, self.pool, clock=self.clock, retry_backoff=self.settings.retry_backoff,
+                                             rng=self.rng, cached=self.semantic.answer)
         finally:
             self.step.ended(run)
             if self._wake:
@@ -280,7 +285,7 @@ def serve(store: Engine, backends: list[Backend], settings: Settings) -> int:
     from ollama_cli.daemon import systemd
 
     logs.setup(json_lines=settings.json, level=settings.daemon.log_level, journal=environment.journal())
-    daemon = Daemon(store, backends, settings.daemon)
+    daemon = Daemon(store, backends, settings.daemon, cache=settings.cache)
     address = environment.notify_socket()
     if address:
         daemon.events.subscribe(systemd.Notifier(address).on_event)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from ollama_cli.daemon import events
 from ollama_cli.jobs import Job, JobError, JobStatus
-from ollama_cli.store.records import Claim, Settle, SettleKind
+from ollama_cli.store.records import CacheReuse, CacheWrite, Claim, Settle, SettleKind
 
 BACKOFF_CAP = 60.0
 
@@ -33,11 +33,15 @@ class Outcome:
     retry_after: float | None = None
     host: str | None = None
     took: float = 0.0
+    cache: CacheWrite | None = None  # COMPLETE: the semantic scope and vector to store the answer with
+    reuse: CacheReuse | None = None  # COMPLETE: answered from this semantic cache entry
 
-    def settle(self) -> Settle:
-        """The record the store settles, under the claim's lease."""
+    def settle(self, policy: CacheWrite | None = None) -> Settle:
+        """The record the store settles, under the claim's lease; a completed answer enters
+        the cache under `policy` (the daemon's TTL and bound) unless it has its own."""
         return Settle(self.kind, self.claim.job.id, self.claim.token, result=self.result,
-                      error=self.error, retry_after=self.retry_after, host=self.host)
+                      error=self.error, retry_after=self.retry_after, host=self.host,
+                      cache=self.cache or policy, reuse=self.reuse)
 
 
 def event(o: Outcome, value: object) -> events.Event | None:
@@ -48,7 +52,8 @@ def event(o: Outcome, value: object) -> events.Event | None:
     if o.kind is SettleKind.COMPLETE:
         if value:
             return events.JobFinished(job, JobStatus.COMPLETED, backend, took=o.took,
-                                      stats=(o.result or {}).get("stats"))
+                                      cache="semantic" if o.reuse else None,
+                                      stats=None if o.reuse else (o.result or {}).get("stats"))
         return events.ResultDropped(job, backend)
     if o.kind is SettleKind.FALLBACK and isinstance(value, Job) and o.error is not None \
             and value.status is JobStatus.PENDING:

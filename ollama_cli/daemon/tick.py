@@ -23,7 +23,7 @@ from ollama_cli.daemon.pool import Pool
 from ollama_cli.daemon.scheduler import BackendView
 from ollama_cli.errors import CorruptRecord, StoreLockLost, StoreUnavailable
 from ollama_cli.jobs import Job, JobStatus
-from ollama_cli.settings import DaemonSettings
+from ollama_cli.settings import CacheSettings, DaemonSettings
 from ollama_cli.store.records import Claim, Placement, Plan, ReadyJobs, RunProgress
 
 if TYPE_CHECKING:
@@ -62,6 +62,7 @@ class Step:
         self.inflight: dict[str, InFlight] = {}  # lease token -> its request (shared by coalesced jobs)
         self.outcomes: list[Outcome] = []  # finished attempts not yet settled
         self.skips: dict[int, int] = {}  # job id -> times overtaken (the scheduler's ageing)
+        self.cache = CacheSettings()  # how completed answers enter the result cache (TTL, bound)
         self.partials = partial.PartialOutputs()  # what running jobs streamed, for `result --follow`
         self._next_heartbeat = 0.0
         self._next_reclaim = 0.0
@@ -146,8 +147,13 @@ class Step:
                 )
                 return Plan([Placement(a.backend, labels[a.backend], a.jobs) for a in plan], skips)
 
-        tick = await self.write(self.store.settle_and_claim, [o.settle() for o in finished], now, owner=self.owner,
-                                planner=planner)
+        policy = None
+        if self.cache.ttl is not None or self.cache.max_bytes is not None:
+            from ollama_cli.store.records import CacheWrite
+
+            policy = CacheWrite(self.cache.ttl, self.cache.max_bytes)
+        tick = await self.write(self.store.settle_and_claim, [o.settle(policy) for o in finished], now,
+                                owner=self.owner, planner=planner)
         if isinstance(tick.plan_state, dict):  # the counts of the plan that was claimed
             self.skips = tick.plan_state
         for outcome, value in zip(finished, tick.settled):

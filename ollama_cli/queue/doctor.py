@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import TYPE_CHECKING
 
+from ollama_cli.cache import entries as cache_entries
 from ollama_cli.codec import decode_job, unpack
 from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobStatus, JobType, Priority
@@ -36,6 +37,7 @@ def check(tx: Tx) -> list[str]:
     _check_links(tx, jobs, known, unreadable, problems)
     _check_records(tx, jobs, known, problems)
     _check_partials(tx, jobs, problems)
+    problems += cache_entries.check(tx)
     return problems
 
 

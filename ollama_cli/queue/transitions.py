@@ -25,7 +25,7 @@ from ollama_cli.store.keys import read_u64, u64
 
 if TYPE_CHECKING:
     from ollama_cli.store.base import Tx
-    from ollama_cli.store.records import Claim, Settle
+    from ollama_cli.store.records import CacheReuse, CacheWrite, Claim, Settle
 
 # How many ready jobs `ready_candidates` decodes at most: bounds a daemon tick however
 # long the queue (the daemon asks for fewer, by its free slots).
@@ -84,6 +84,7 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
         timeout=spec.timeout,
         keep_alive=spec.keep_alive,
         cache_key=key,
+        semantic=spec.semantic_cache and key is not None,
         category=spec.category,
         fallbacks=spec.fallbacks,
         route=spec.route,
@@ -92,10 +93,11 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
     if spec.batch:
         tx.put("batches", batch_prefix(spec.batch) + u64(job_id))
     # A delayed or dependent job asked to run later, not to be answered now.
-    hit = cache.lookup(tx, key) if key is not None and not spec.after and spec.run_at is None else None
+    hit = cache.lookup(tx, key, now) if key is not None and not spec.after and spec.run_at is None else None
     if hit is not None:
-        tx.put("results", u64(job_id), pack(hit))
-        job = job.evolve(status=COMPLETED, cached=True, started_at=now, finished_at=now)
+        tx.put("results", u64(job_id), pack(hit[0]))
+        job = job.evolve(status=COMPLETED, cached=True, cache_hit=("exact", hit[1], 1.0),
+                         started_at=now, finished_at=now)
     for dep in spec.after:
         tx.put("dependents", u64(dep) + u64(job_id))
     return transition(tx, None, job, now)
@@ -257,7 +259,7 @@ def settle(tx: Tx, s: Settle, now: float) -> Job | None:
     from ollama_cli.store.records import SettleKind
 
     if s.kind is SettleKind.COMPLETE:
-        return complete(tx, s.job_id, s.token, s.result or {}, now, host=s.host)
+        return complete(tx, s.job_id, s.token, s.result or {}, now, host=s.host, policy=s.cache, reuse=s.reuse)
     if s.kind is SettleKind.FAIL:
         assert s.error is not None, s
         return fail_attempt(tx, s.job_id, s.token, s.error, now, retry_after=s.retry_after, host=s.host)
@@ -267,16 +269,26 @@ def settle(tx: Tx, s: Settle, now: float) -> Job | None:
     return release(tx, s.job_id, s.token, now)
 
 
-def complete(tx: Tx, job_id: int, token: str, result: dict[str, Any], now: float,
-             *, host: str | None = None) -> Job | None:
-    """Store the result and mark the job completed; None if the lease was lost."""
+def complete(tx: Tx, job_id: int, token: str, result: dict[str, Any], now: float, *, host: str | None = None,
+             policy: CacheWrite | None = None, reuse: CacheReuse | None = None) -> Job | None:
+    """Store the result and mark the job completed; None if the lease was lost. The answer
+    enters the cache as `policy` says, unless it came from the semantic cache (`reuse`):
+    then that entry's hit is counted instead."""
     job = _running_under(tx, job_id, token, now)
     if job is None:
         return None
     tx.put("results", u64(job_id), pack(result))
-    if job.cache_key is not None:
-        cache.store(tx, job.cache_key, result)
-    done = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host or job.host)
+    hit = None
+    if reuse is not None:
+        cache.hit(tx, reuse.key, now, semantic=True)
+        hit = ("semantic", reuse.source, reuse.similarity)
+    elif job.cache_key is not None:
+        from ollama_cli.cache.entries import store
+
+        store(tx, job.cache_key, result, model=job.model, job_type=job.type.value, source=job.id, now=now,
+                    policy=policy)
+    done = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host or job.host,
+                      cached=hit is not None, cache_hit=hit)
     return transition(tx, job, done, now, stats=result_stats(result))
 
 

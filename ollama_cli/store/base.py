@@ -52,7 +52,7 @@ if TYPE_CHECKING:
     from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
     from ollama_cli.store.buckets import Bucket
     from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText,
-                                          Planner, RunProgress, Settle, Tick)
+                                          Planner, RunProgress, SemanticMatch, Settle, Tick)
 
 # ------------------------------------------------------------------------ protocols
 
@@ -96,8 +96,9 @@ class Engine(Protocol):
 
     def submit(self, spec: JobSpec, now: float) -> Job:
         """Queue one job; the job as stored. It is pending (ready, held until `run_at`, or
-        blocked on `after`), or completed at once from the cache (`cached`: an identical request
-        completed before, `use_cache`, and neither `after` nor `run_at`), or failed at once
+        blocked on `after`), or completed at once from the cache (`cached`, `cache_hit` exact with
+        the entry's source job if it is still there: an identical request completed before, its
+        entry not expired, `use_cache`, and neither `after` nor `run_at`), or failed at once
         (a dependency failed or was cancelled). UsageError if a dependency does not exist."""
         ...
 
@@ -213,12 +214,37 @@ class Engine(Protocol):
 
     # -------------------------------------------------------------------- cache
 
-    def cache_stats(self) -> dict[str, int]:
-        """`{"entries", "hits", "misses", "bytes"}`: lookups at submit count hits and misses."""
+    def cache_stats(self) -> dict[str, Any]:
+        """`{"entries", "hits", "misses", "bytes", "semantic": {"entries", "hits"}}`: exact lookups
+        at submit count hits and misses; a semantic hit counts in `hits` and `semantic.hits`;
+        `bytes` are the answers' and the vectors'; `semantic.entries` the entries with a vector."""
         ...
 
-    def cache_clear(self) -> int:
-        """Empty the result cache; how many entries it held. Stored results of jobs stay."""
+    def cache_list(self, *, limit: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        """Entries newest first (at most `limit`; of `model` as `jobs.full_name` compares names):
+        `{"key" (hex), "model", "type", "created_at", "last_hit_at" (seconds), "hits", "bytes",
+        "source" (the job whose answer it is)}`."""
+        ...
+
+    def cache_clear(self, now: float = 0.0, *, model: str | None = None, older_than: float | None = None) -> int:
+        """Remove every entry of the result cache, or only those of `model` and/or created at
+        least `older_than` seconds before `now`; how many. Stored results of jobs, and the
+        hit and miss counts, stay."""
+        ...
+
+    def semantic_lookup(self, scope: bytes, vector: bytes, threshold: float, now: float) -> SemanticMatch | None:
+        """The entry of `scope` (`cache.semantic.scope_of`) whose vector is nearest `vector`
+        (normalised little-endian float32) by cosine similarity, with its answer, if that
+        similarity is at least `threshold` and the entry has not expired by `now`; reads the
+        vectors of that scope only. Counts nothing: the settle that reuses it counts the hit.
+
+        Cache entries, on every engine: a COMPLETE settle stores the answer of a job that may
+        use the cache under its request's key (replacing one there), with `Settle.cache`'s TTL
+        (an expired entry never answers and goes, a few per store) and bound (while the cache
+        holds more, the least recently hit entries go, found by an index, never a scan), and
+        its scope and vector; a COMPLETE settle with `reuse` completes the job as a semantic
+        hit (`cached`, `cache_hit`) and stores nothing. A hit moves an entry to the back of the
+        eviction order and counts in its `hits`."""
         ...
 
     # --------------------------------------------------------------- statistics

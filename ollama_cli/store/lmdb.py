@@ -113,6 +113,8 @@ class Tx:
             step = cur.next
         while True:
             key = cur.key()
+            if type(key) is not bytes:  # a transaction with buffers: keys are small, values stay views
+                key = bytes(key)
             if not key.startswith(prefix):
                 return
             yield key, cur.value()
@@ -164,9 +166,11 @@ class Store:
             self.dbs = {n: self.env.open_db(n.encode(), txn=txn) for n in DATABASES}
 
     @contextmanager
-    def read(self) -> Iterator[Tx]:
-        """A short read transaction: never hold one across network calls or sleeps."""
-        txn = self._begin(write=False)
+    def read(self, *, buffers: bool = False) -> Iterator[Tx]:
+        """A short read transaction: never hold one across network calls or sleeps. With
+        `buffers`, values are memoryviews of the map, valid only inside the transaction
+        (the semantic cache reads its vectors so, without copying them)."""
+        txn = self._begin(write=False, buffers=buffers)
         try:
             yield Tx(txn, self.dbs)
         finally:
@@ -252,17 +256,17 @@ class Store:
             return None
         return next((int(line.split()[1]) for line in status.splitlines() if line.startswith("Tgid:")), None)
 
-    def _begin(self, *, write: bool) -> lmdb.Transaction:
+    def _begin(self, *, write: bool, buffers: bool = False) -> lmdb.Transaction:
         for attempt in range(3):
             try:
-                return self.env.begin(write=write)
+                return self.env.begin(write=write, buffers=buffers)
             except lmdb.MapResizedError:
                 # Another process grew the map past ours: adopt its size.
                 self.env.set_mapsize(0)
             except lmdb.ReadersFullError:
                 if attempt or not self.env.reader_check():
                     raise
-        return self.env.begin(write=write)
+        return self.env.begin(write=write, buffers=buffers)
 
     def _grow(self) -> None:
         before = self.env.info()["map_size"]

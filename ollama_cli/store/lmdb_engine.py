@@ -20,6 +20,7 @@ from ollama_cli.errors import CorruptRecord
 from ollama_cli.jobs import Job, JobSpec, JobStatus, JobType
 from ollama_cli.queue.faults import JobFault, blame
 from ollama_cli.queue.transitions import CLAIM_SCAN_LIMIT
+from ollama_cli.store.keys import u64
 from ollama_cli.store.lmdb import Store
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
     from ollama_cli.store.buckets import Bucket
     from ollama_cli.store.flock import FlockLiveness, FlockLock
     from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText,
-                                          Planner, RunProgress, Settle, Tick)
+                                          Planner, RunProgress, SemanticMatch, Settle, Tick)
 
 
 T = TypeVar("T")
@@ -57,15 +58,21 @@ class LmdbEngine:
         return time.time()  # one machine, one clock
 
     def _migrate(self) -> None:
-        """Build what this version keeps beside `ready` in a store written without it (by an
-        earlier version, or since by one): one write transaction, once."""
+        """Build what this version keeps beside `ready` and beside the cache's entries in a
+        store written without it (by an earlier version, or since by one): one write
+        transaction, once."""
         with self.kv.read() as tx:
-            if not queue.needs_migration(tx):
+            if not queue.needs_migration(tx) and not cache.needs_migration(tx):
                 return
+        now = self.now()
 
         def migrate(tx: Tx) -> None:
             if queue.needs_migration(tx):
                 queue.migrate(tx)
+            if cache.needs_migration(tx):
+                from ollama_cli.cache.entries import migrate
+
+                migrate(tx, now)
 
         self.kv.write(migrate)
 
@@ -213,12 +220,42 @@ class LmdbEngine:
 
     # -------------------------------------------------------------------- cache
 
-    def cache_stats(self) -> dict[str, int]:
+    def cache_stats(self) -> dict[str, Any]:
         with self.kv.read() as tx:
-            return cache.stats(tx)
+            from ollama_cli.cache import entries
 
-    def cache_clear(self) -> int:
-        return self.kv.write(cache.clear)
+            return entries.stats(tx)
+
+    def cache_list(self, *, limit: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        with self.kv.read() as tx:
+            from ollama_cli.cache import entries
+
+            return entries.newest(tx, limit=limit, model=model)
+
+    def cache_clear(self, now: float = 0.0, *, model: str | None = None, older_than: float | None = None) -> int:
+        from ollama_cli.cache import entries
+
+        return self.kv.write(lambda tx: entries.clear(tx, now, model=model, older_than=older_than))
+
+    def semantic_lookup(self, scope: bytes, vector: bytes, threshold: float, now: float) -> SemanticMatch | None:
+        from ollama_cli.cache import semantic
+        from ollama_cli.store.records import CacheReuse, SemanticMatch
+
+        with self.kv.read(buffers=True) as tx:
+            found = semantic.nearest(tx, scope, vector)
+            if found is None or found[1] < threshold:
+                return None
+            key, similarity = found
+            entry, body = cache.meta(tx, key), tx.get("cache", key)
+            if entry is None or body is None or (entry.get("expires_at") or now + 1) <= now:
+                return None
+            try:
+                result = unpack(key, bytes(body))
+            except CorruptRecord:
+                return None
+            source = entry.get("source")
+            source = source if isinstance(source, int) and tx.get("jobs", u64(source)) is not None else None
+            return SemanticMatch(CacheReuse(key, source, similarity), result)
 
     # --------------------------------------------------------------- statistics
 

@@ -38,6 +38,32 @@ class SettleKind(str, Enum):
     FALLBACK = "fallback"  # the attempt failed for good on this model: start again on the next fallback
 
 
+class CacheWrite(NamedTuple):
+    """How a completed answer goes into the cache: the daemon's settings, and for the semantic
+    cache the request's scope (`cache.semantic.scope_of`) and its last user text's vector."""
+
+    ttl: float | None = None  # seconds the entry answers, from its creation; None: until evicted
+    max_bytes: int | None = None  # the cache's bound: least recently hit entries go first
+    scope: bytes | None = None
+    vector: bytes | None = None  # normalised float32, native byte order
+
+
+class CacheReuse(NamedTuple):
+    """A job answered from the semantic cache: the entry's key, the job it came from (None:
+    cleaned), how similar the question was."""
+
+    key: bytes
+    source: int | None
+    similarity: float
+
+
+class SemanticMatch(NamedTuple):
+    """The nearest entry of a scope at or above the threshold, and its answer."""
+
+    reuse: CacheReuse
+    result: dict[str, Any]
+
+
 class Settle(NamedTuple):
     """What one attempt came to, for one job, to be recorded under the lease it ran under."""
 
@@ -48,6 +74,8 @@ class Settle(NamedTuple):
     error: JobError | None = None  # FAIL, FALLBACK
     retry_after: float | None = None  # FAIL: transient, try again after this many seconds
     host: str | None = None  # the backend that answered (COMPLETE, FAIL, FALLBACK)
+    cache: CacheWrite | None = None  # COMPLETE: how the answer enters the cache (None: no TTL, no bound)
+    reuse: CacheReuse | None = None  # COMPLETE: `result` is this semantic cache entry's answer
 
 
 class Placement(NamedTuple):

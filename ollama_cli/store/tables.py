@@ -13,6 +13,9 @@ DATABASES = (
     "status",  # status code + id -> b"" : jobs by status
     "meta",  # counters and flags
     "cache",  # request digest -> result body
+    "cache_entries",  # request digest -> what `cache list` shows of the entry (cache/__init__.py)
+    "cache_index",  # kind + time (ms) + digest -> b"" : by last hit (eviction), creation, expiry
+    "cache_vectors",  # scope digest + 0 + block number -> keys and vectors; + 1 + key -> one vector (cache/semantic.py)
     "daemons",  # daemon id -> daemon record
     "batches",  # batch name + id -> b""
     "ready_model",  # priority rank + model digest + id -> type code : `ready` by model

@@ -141,9 +141,15 @@ def _settle(tx: Tx, settles: Sequence[Settle], now: float) -> list[Job | None]:
     for s, job in held:
         host = s.host or job.host
         if s.kind is SettleKind.COMPLETE:
-            if job.cache_key is not None:
-                result_cache.store(tx, job.cache_key, s.result or {})
-            new = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host)
+            hit = None
+            if s.reuse is not None:  # answered from the semantic cache: that entry's hit, nothing stored
+                result_cache.hit(tx, s.reuse.key, now, semantic=True)
+                hit = ("semantic", s.reuse.source, s.reuse.similarity)
+            elif job.cache_key is not None:
+                result_cache.store(tx, job.cache_key, s.result or {}, model=job.model, job_type=job.type.value,
+                                   source=job.id, now=now, policy=s.cache)
+            new = job.evolve(status=COMPLETED, finished_at=now, lease=None, error=None, host=host,
+                             cached=hit is not None, cache_hit=hit)
         elif s.kind is SettleKind.FAIL:
             error = s.error or JobError(ErrorType.BACKEND_ERROR, "failed")
             if s.retry_after is not None and job.attempts < job.max_attempts:

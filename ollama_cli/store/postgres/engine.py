@@ -5,7 +5,7 @@ function of one transaction in the module that owns it:
 
 - states.py: a job's row, its state column, the counters, the hand-on to dependents;
 - submits.py: jobs in; reads.py: jobs, lists, counts, positions, batches out;
-- changes.py: cancel, retry, clean, pause; result_cache.py: the exact cache;
+- changes.py: cancel, retry, clean, pause; result_cache.py: the result cache, exact and semantic;
 - claims.py (with ready.py): the daemon's settle, claim and reclaim;
 - stats.py: the statistics' hour buckets and feedback;
 - daemons.py: daemon records and who is alive; health.py: `doctor`'s checks.
@@ -40,7 +40,7 @@ from ollama_cli.store.postgres import (activity, changes, claims, daemons, healt
                                        reads, result_cache, stats, submits)
 from ollama_cli.store.postgres.transactions import Database, Tx
 from ollama_cli.store.records import (BackendState, BatchEntry, Changed, DaemonInfo, HookEvent, PartialText, Planner,
-                                      RunProgress, Settle, Tick)
+                                      RunProgress, SemanticMatch, Settle, Tick)
 
 
 class PostgresEngine:
@@ -160,12 +160,17 @@ class PostgresEngine:
 
     # ------------------------------------------------------------ cache
 
-    def cache_stats(self) -> dict[str, int]:
-        found = self._db.read(lambda tx: reads.counters(tx, "cache/"))
-        return {k: found.get(f"cache/{k}", 0) for k in result_cache.FIGURES}
+    def cache_stats(self) -> dict[str, Any]:
+        return result_cache.stats(self._db.read(lambda tx: reads.counters(tx, "cache/")))
 
-    def cache_clear(self) -> int:
-        return self._db.write(result_cache.clear)
+    def cache_list(self, *, limit: int | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        return self._db.read(lambda tx: result_cache.entries(tx, limit=limit, model=model))
+
+    def cache_clear(self, now: float = 0.0, *, model: str | None = None, older_than: float | None = None) -> int:
+        return self._db.write(lambda tx: result_cache.clear(tx, now, model=model, older_than=older_than))
+
+    def semantic_lookup(self, scope: bytes, vector: bytes, threshold: float, now: float) -> SemanticMatch | None:
+        return result_cache.semantic_lookup(self._db, scope, vector, threshold, now)
 
     # ------------------------------------------------------------ statistics
 

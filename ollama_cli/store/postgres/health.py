@@ -4,7 +4,7 @@ invariants between jobs, results and dependencies."""
 from __future__ import annotations
 
 from ollama_cli.jobs import JobStatus
-from ollama_cli.store.postgres import activity, partials, schema
+from ollama_cli.store.postgres import activity, partials, result_cache, schema
 from ollama_cli.store.postgres.reads import counters
 from ollama_cli.store.postgres.rows import STATES_OF
 from ollama_cli.store.postgres.states import COUNT, FINISHED_STATES, READY
@@ -31,10 +31,7 @@ def check(tx: Tx) -> list[str]:
             problems.append(f"{name} is {counted.get(name, 0)}, the jobs say {blocks.get(name, 0)}")
     problems += activity.check(tx, counted)
     problems += partials.check(tx)
-    entries, size = tx.one("SELECT count(*), coalesce(sum(length(body)), 0) FROM cache")
-    for name, n in (("cache/entries", entries), ("cache/bytes", size)):
-        if counted.get(name, 0) != int(n):
-            problems.append(f"{name} is {counted.get(name, 0)}, the cache holds {n}")
+    problems += result_cache.check(tx, counted)
     for (job_id,) in tx.all("SELECT id FROM jobs j WHERE state = 'completed' "
                             "AND NOT EXISTS (SELECT 1 FROM results r WHERE r.id = j.id)"):
         problems.append(f"job {job_id} completed without a result")

@@ -14,7 +14,7 @@ from ollama_cli.jobs import ErrorType, Job, JobError, JobStatus, JobType, Lease,
 COLUMNS = ("id, state, priority, model, type, created_at, name, batch, custom_id, attempts, max_attempts, "
            "run_at, retry_at, after, host, started_at, finished_at, error_type, error_message, cached, "
            "timeout, keep_alive, cache_key, lease_owner, lease_token, category, feedback_score, feedback_reason, "
-           "feedback_category, fallbacks, route")
+           "feedback_category, fallbacks, route, semantic, cache_kind, cache_source, cache_similarity")
 
 PENDING_STATES = ("ready", "waiting", "blocked", "open_run")
 STATUS_OF = {**{s: JobStatus.PENDING for s in PENDING_STATES},
@@ -23,6 +23,7 @@ STATES_OF = {s: PENDING_STATES if s is JobStatus.PENDING else (s.value,) for s i
 BY_RANK = {p.rank: p for p in Priority}
 _TYPES = {t.value: t for t in JobType}
 _ERRORS = {e.value: e for e in ErrorType}
+_CACHE_KINDS = {"exact": "exact", "semantic": "semantic"}
 
 
 def to_job(row: tuple[Any, ...]) -> Job:
@@ -31,7 +32,7 @@ def to_job(row: tuple[Any, ...]) -> Job:
     (job_id, state, rank, model, kind, created_at, name, batch, custom_id, attempts, max_attempts, run_at,
      retry_at, after, host, started_at, finished_at, error_type, error_message, cached, timeout, keep_alive,
      cache_key, lease_owner, lease_token, category, feedback_score, feedback_reason, feedback_category, fallbacks,
-     route) = row
+     route, semantic, cache_kind, cache_source, cache_similarity) = row
     try:
         return Job(
             id=job_id, model=model, type=_TYPES[kind], priority=BY_RANK[rank], status=STATUS_OF[state],
@@ -45,6 +46,8 @@ def to_job(row: tuple[Any, ...]) -> Job:
             category=category,
             feedback=None if feedback_score is None else (feedback_score, feedback_reason, feedback_category),
             fallbacks=tuple(fallbacks or ()), route=_route(job_id, route),
+            semantic=semantic, cache_hit=(_CACHE_KINDS[cache_kind], cache_source, cache_similarity)
+            if cache_kind else None,
         )
     except KeyError as exc:
         raise CorruptRecord(job_id, f"unknown value {exc}") from None
@@ -68,7 +71,8 @@ def values(job: Job, state: str, available_at: float | None) -> tuple[Any, ...]:
         job.error.message if job.error else None, job.cached, job.timeout, job.keep_alive, job.cache_key,
         job.lease.owner if job.lease else None, job.lease.token if job.lease else None, job.category,
         *(job.feedback if job.feedback is not None else (None, None, None)), list(job.fallbacks),
-        pack(list(job.route)) if job.route else None, available_at,
+        pack(list(job.route)) if job.route else None, job.semantic,
+        *(job.cache_hit if job.cache_hit else (None, None, None)), available_at,
         full_name(job.model),
     )
 

@@ -215,6 +215,36 @@ INSERT INTO counts (name, shard, n) SELECT name, 0, n FROM ({READY_BY_BLOCK}) AS
 ON CONFLICT (name, shard) DO UPDATE SET n = counts.n + EXCLUDED.n;
 """
 
+# The cache complete: what `cache list` shows, TTL and size bound (by indexes: eviction and
+# expiry never scan), the semantic cache's scope and vector per entry; jobs say how the cache
+# answered them. Entries stored before count as created now.
+RESULT_CACHE = """
+ALTER TABLE cache
+    ADD COLUMN model       text NOT NULL DEFAULT '',
+    ADD COLUMN model_key   text NOT NULL DEFAULT '',
+    ADD COLUMN type        text NOT NULL DEFAULT '',
+    ADD COLUMN created_at  float8 NOT NULL DEFAULT extract(epoch FROM now()),
+    ADD COLUMN last_hit_at float8 NOT NULL DEFAULT extract(epoch FROM now()),
+    ADD COLUMN hits        bigint NOT NULL DEFAULT 0,
+    ADD COLUMN source      bigint,
+    ADD COLUMN expires_at  float8,
+    ADD COLUMN scope       bytea,
+    ADD COLUMN vector      bytea,
+    ADD COLUMN bytes       bigint;
+UPDATE cache SET bytes = length(body);
+ALTER TABLE cache ALTER COLUMN bytes SET NOT NULL;
+CREATE INDEX cache_by_last_hit ON cache (last_hit_at, key);
+CREATE INDEX cache_by_created ON cache (created_at, key);
+CREATE INDEX cache_by_model ON cache (model_key, created_at);
+CREATE INDEX cache_by_expiry ON cache (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX cache_by_scope ON cache (scope) WHERE scope IS NOT NULL;
+ALTER TABLE jobs
+    ADD COLUMN semantic         boolean NOT NULL DEFAULT false,
+    ADD COLUMN cache_kind       text,
+    ADD COLUMN cache_source     bigint,
+    ADD COLUMN cache_similarity float8;
+"""
+
 # Hook events (`hooks.py`): finished jobs whose `--on-finish` hook has not run. A trigger
 # records them, so that every statement that finishes a job (now and in any later module)
 # does, at no round trip: a row that becomes completed, failed or cancelled while `meta`
@@ -259,6 +289,9 @@ MIGRATIONS: tuple[tuple[str, str], ...] = (
     ("job categories and feedback; statistics in hour buckets", _STATS),
     ("jobs: the fallback models left (submit --fallback), how submit auto chose the model",
      "ALTER TABLE jobs ADD COLUMN fallbacks text[] NOT NULL DEFAULT '{}', ADD COLUMN route bytea"),
+    # Before the two below: their tests write with this version's code into a store migrated
+    # up to just before them, so every column of the job row must exist by then.
+    ("the cache's entries: list, TTL, bound, semantic vectors; jobs' cache hits", RESULT_CACHE),
     ("ready jobs counted per block of ids, for positions at any depth", BLOCK_COUNTS),
     ("backend states, run progress, ready counters per model", ACTIVITY),
     ("hook events", _HOOKS),

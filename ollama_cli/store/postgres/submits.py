@@ -60,16 +60,17 @@ def _enqueue(tx: Tx, spec: JobSpec, job_id: int, now: float) -> Job:
         created_at=now, name=spec.name, batch=spec.batch, custom_id=spec.custom_id,
         max_attempts=spec.max_attempts, run_at=spec.run_at, after=spec.after, timeout=spec.timeout,
         keep_alive=spec.keep_alive, cache_key=key, category=spec.category, fallbacks=spec.fallbacks,
-        route=spec.route,
+        route=spec.route, semantic=spec.semantic_cache and key is not None,
     )
     # A delayed or dependent job asked to run later, not to be answered now.
-    hit = result_cache.lookup(tx, key) if key is not None and not spec.after and spec.run_at is None else None
+    hit = result_cache.lookup(tx, key, now) if key is not None and not spec.after and spec.run_at is None else None
     if hit is not None:
-        job = job.evolve(status=COMPLETED, cached=True, started_at=now, finished_at=now)
+        job = job.evolve(status=COMPLETED, cached=True, cache_hit=("exact", hit[1], 1.0),
+                         started_at=now, finished_at=now)
     stored = save(tx, None, job, now)
     tx.cur.execute("INSERT INTO requests (id, body) VALUES (%s, %s)", (job_id, pack(spec.request)))
     if hit is not None:
-        tx.cur.execute("INSERT INTO results (id, body) VALUES (%s, %s)", (job_id, pack(hit)))
+        tx.cur.execute("INSERT INTO results (id, body) VALUES (%s, %s)", (job_id, pack(hit[0])))
     if spec.after:
         tx.cur.execute("INSERT INTO dependencies (parent, child) SELECT unnest(%s::bigint[]), %s "
                        "ON CONFLICT DO NOTHING", (list(spec.after), job_id))
