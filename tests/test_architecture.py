@@ -255,6 +255,18 @@ def test_submit_and_status_never_import_heavy_modules(data_dir: Path, tmp_path: 
     assert heavy(modules) == []
 
 
+def test_submit_and_status_load_only_their_own_command_module(data_dir: Path, tmp_path: Path) -> None:
+    # Unmarshalling a module's code is paid on every run: `submit` and the other commands on jobs
+    # shared cli/jobs.py, and `status` paid for submit's code and submission.py (6M instructions,
+    # 2.4 % of the start-up floor), `submit` for theirs (3M).
+    ours = ("ollama_cli.cli", "ollama_cli.cli.app")
+    _, modules = loaded_modules(data_dir, tmp_path, "submit", "m", "x", "--json")
+    assert [m for m in modules if m.startswith("ollama_cli.cli.") and m not in ours] == ["ollama_cli.cli.submit"]
+    _, modules = loaded_modules(data_dir, tmp_path, "status", "1", "--json")
+    assert [m for m in modules if m.startswith("ollama_cli.cli.") and m not in ours] == ["ollama_cli.cli.jobs"]
+    assert "ollama_cli.submission" not in modules
+
+
 def test_submit_and_status_parse_no_toml_unless_the_config_file_changed(data_dir: Path, tmp_path: Path) -> None:
     # The parse of the file is kept (settings/file.py): tomllib, 4.6 % of the start-up floor,
     # and platformdirs, 6 %, are imported by neither command, with no file or with one read before.

@@ -17,7 +17,7 @@ from ollama_cli.errors import OllamaQError, UsageError
 # Each command, in the order of --help, and the module that defines it. Typer builds
 # every registered command on every run, so a run registers only the command it invokes.
 COMMANDS = {
-    "submit": "jobs",
+    "submit": "submit",
     "status": "jobs",
     "result": "jobs",
     "list": "listing",

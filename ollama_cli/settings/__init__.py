@@ -2,16 +2,14 @@
 environment, else the config file, else its default, and remembering which; where the user's
 folders and the config file are, and the file's kept parse. The only reader of os.environ (click, under Typer, reads its completion variables itself: see `completing`)."""
 
-# No `from __future__ import annotations` here: NamedTuple would compile each string
-# annotation into a ForwardRef, as many compiles as fields on every run.
-
 import marshal
 import os
 import sys
+from collections import namedtuple
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 from ollama_cli import __version__
 from ollama_cli.errors import UsageError
@@ -116,58 +114,66 @@ def completing() -> bool:
     return bool(os.environ.get("_OLLAMA_Q_COMPLETE"))
 
 
-class DaemonSettings(NamedTuple):
-    """How `ollama-q daemon` runs. The names are those of its flags and of the config file's keys."""
+# The groups of settings and Settings are collections.namedtuple, not typing.NamedTuple, which
+# checks each field's type as it defines the class: about twice the cost, paid by every
+# command; the types are in comments.
 
-    concurrency: int = 1  # requests at once per backend
-    drain: bool = False  # exit once nothing is pending or running
-    grace: float = 30.0  # seconds running jobs may go on after SIGTERM or SIGINT
-    retry_backoff: float = 1.0  # seconds before the first retry; doubles per attempt
-    keep_finished: float | None = None  # delete finished jobs this many seconds after they finish
-    model_concurrency: Mapping[str, int] = MappingProxyType({})  # model -> requests at once, at most
-    max_overtake: int = 50  # times later jobs of a loaded model may pass the oldest waiting job
-    coalesce: int = 16  # embed jobs in one request, at most
-    poll: float = 0.2  # seconds between ticks when nothing wakes the loop
-    seed: int | None = None  # of the retry jitter, for runs that must repeat
-    metrics_addr: str | None = None  # HOST:PORT of the Prometheus /metrics endpoint; None: none
-    on_finish: str | None = None  # a command `sh -c` runs once per finished job
-    hook_timeout: float = 60.0  # seconds a hook may run before it is killed
-    log_level: str = "info"  # debug, info, warning or error
+# How `ollama-q daemon` runs. The names are those of its flags and of the config file's keys.
+DaemonSettings = namedtuple("DaemonSettings", ("concurrency", "drain", "grace", "retry_backoff", "keep_finished",
+                                               "model_concurrency", "max_overtake", "coalesce", "poll", "seed",
+                                               "metrics_addr", "on_finish", "hook_timeout", "log_level"), defaults=(
+    1,  # concurrency: int, requests at once per backend
+    False,  # drain: bool, exit once nothing is pending or running
+    30.0,  # grace: float, seconds running jobs may go on after SIGTERM or SIGINT
+    1.0,  # retry_backoff: float, seconds before the first retry; doubles per attempt
+    None,  # keep_finished: float | None, delete finished jobs this many seconds after they finish
+    MappingProxyType({}),  # model_concurrency: Mapping[str, int], model -> requests at once, at most
+    50,  # max_overtake: int, times later jobs of a loaded model may pass the oldest waiting job
+    16,  # coalesce: int, embed jobs in one request, at most
+    0.2,  # poll: float, seconds between ticks when nothing wakes the loop
+    None,  # seed: int | None, of the retry jitter, for runs that must repeat
+    None,  # metrics_addr: str | None, HOST:PORT of the Prometheus /metrics endpoint; None: none
+    None,  # on_finish: str | None, a command `sh -c` runs once per finished job
+    60.0,  # hook_timeout: float, seconds a hook may run before it is killed
+    "info",  # log_level: str, debug, info, warning or error
+))
+
+# The result cache: the config file's [cache] table.
+CacheSettings = namedtuple("CacheSettings", ("ttl", "max_bytes", "semantic", "embedding_model", "similarity"),
+                           defaults=(
+    None,  # ttl: float | None, seconds an entry answers after it was made; None: no limit
+    None,  # max_bytes: int | None, the least recently hit entries go first above it; None: no bound
+    False,  # semantic: bool, also answer from a similar earlier request (submit --semantic-cache)
+    "nomic-embed-text",  # embedding_model: str, embeds the last user text, on the job's backend
+    0.95,  # similarity: float, the least cosine similarity a semantic hit has
+))
+
+# `submit auto --category C`: the config file's [routing] table.
+RoutingSettings = namedtuple("RoutingSettings", ("default_model", "min_samples", "explore"), defaults=(
+    None,  # default_model: str | None, when no model has enough rated jobs of the category
+    5,  # min_samples: int, rated jobs of the category a model needs to be chosen
+    0.0,  # explore: float, the share of jobs sent to another model than the best; 0: never
+))
 
 
-class CacheSettings(NamedTuple):
-    """The result cache: the config file's [cache] table."""
+class Settings(namedtuple("Settings", ("data_dir", "store", "hosts", "json", "priority", "retries", "timeout",
+                                       "keep_alive", "daemon", "cache", "routing", "sources"), defaults=(
+    None,  # store: str | Path | None, a postgresql:// URL, or a folder for LMDB; None: data_dir
+    (DEFAULT_HOST,),  # hosts: tuple[str, ...], as given: `backends` parses them
+    False,  # json: bool, one JSON document on stdout; JSON lines for the daemon's log
+    Priority.MEDIUM,  # priority: Priority, submit's defaults
+    3,  # retries: int
+    None,  # timeout: float | None, seconds an attempt may take; None: no limit
+    None,  # keep_alive: float | None, seconds Ollama keeps the model loaded (-1: for ever); None: Ollama's
+    DaemonSettings(),  # daemon: DaemonSettings
+    CacheSettings(),  # cache: CacheSettings
+    RoutingSettings(),  # routing: RoutingSettings
+    MappingProxyType({}),  # sources: Mapping[str, Source]
+))):
+    """Everything a command or the daemon reads from outside, built once by `load`. `data_dir`
+    (Path): the LMDB store lives here unless `store` says otherwise."""
 
-    ttl: float | None = None  # seconds an entry answers after it was made; None: no limit
-    max_bytes: int | None = None  # the least recently hit entries go first above it; None: no bound
-    semantic: bool = False  # also answer from a similar earlier request (submit --semantic-cache)
-    embedding_model: str = "nomic-embed-text"  # embeds the last user text, on the job's backend
-    similarity: float = 0.95  # the least cosine similarity a semantic hit has
-
-
-class RoutingSettings(NamedTuple):
-    """`submit auto --category C`: the config file's [routing] table."""
-
-    default_model: str | None = None  # when no model has enough rated jobs of the category
-    min_samples: int = 5  # rated jobs of the category a model needs to be chosen
-    explore: float = 0.0  # the share of jobs sent to another model than the best; 0: never
-
-
-class Settings(NamedTuple):
-    """Everything a command or the daemon reads from outside, built once by `load`."""
-
-    data_dir: Path  # the LMDB store lives here unless `store` says otherwise
-    store: str | Path | None = None  # a postgresql:// URL, or a folder for LMDB; None: data_dir
-    hosts: tuple[str, ...] = (DEFAULT_HOST,)  # as given: `backends` parses them
-    json: bool = False  # one JSON document on stdout; JSON lines for the daemon's log
-    priority: Priority = Priority.MEDIUM  # submit's defaults
-    retries: int = 3
-    timeout: float | None = None  # seconds an attempt may take; None: no limit
-    keep_alive: float | None = None  # seconds Ollama keeps the model loaded (-1: for ever); None: Ollama's
-    daemon: DaemonSettings = DaemonSettings()
-    cache: CacheSettings = CacheSettings()
-    routing: RoutingSettings = RoutingSettings()
-    sources: Mapping[str, Source] = MappingProxyType({})
+    __slots__ = ()
 
     @property
     def location(self) -> str | Path:
