@@ -48,6 +48,11 @@ def priority(value: str) -> Priority:
     return choice(Priority, value, "priority")
 
 
+# `submit auto --category C`: the model is chosen by the routing rule (`insight/routing.py`);
+# not a model a job can be queued for as it is.
+AUTO = "auto"
+
+
 @lru_cache(maxsize=256)  # a batch names the same few models on every line
 def model_name(value: str) -> str:
     if not re.fullmatch(_MODEL, value):

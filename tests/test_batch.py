@@ -18,7 +18,7 @@ from ollama_cli.errors import UsageError
 from ollama_cli.jobs import JobSpec, JobStatus, JobType, Priority
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
-from tests.helpers.cli import jobs_total, run_cli
+from tests.helpers.cli import jobs_total, ok_json, run_cli, run_main
 from tests.emulator import Emulator
 from tests.helpers.daemon import drain
 from tests.helpers.invariants import check_invariants
@@ -97,6 +97,11 @@ def test_native_lines_infer_their_type_and_take_submits_fields() -> None:
     assert typed.request == {"messages": [{"role": "system", "content": "sys"}, {"role": "user", "content": "hello"}]}
 
 
+def test_model_auto_as_the_default_is_refused_at_the_first_line_it_reaches() -> None:
+    with pytest.raises(UsageError, match=r"^line 2: model auto needs routing"):
+        parse({"model": "llama3.2", "prompt": "p"}, {"prompt": "p"}, model="auto")
+
+
 def test_model_is_a_default_and_priority_applies_to_every_line() -> None:
     own, default = parse({"model": "all-minilm", "input": "x", "priority": "low"}, {"prompt": "p"},
                          model="llama3.2", priority=Priority.HIGH)
@@ -125,6 +130,7 @@ def test_model_is_a_default_and_priority_applies_to_every_line() -> None:
     ({"model": "llama3.2", "type": "generate", "messages": [{"role": "user", "content": "m"}]},
      "messages need type chat"),
     ({"model": "bad model name!", "prompt": "p"}, "invalid model name"),
+    ({"model": "auto", "prompt": "p", "custom_id": "a"}, "model auto needs routing: use submit auto --category"),
     ({"model": "llama3.2", "prompt": "p", "custom_id": 7}, "custom_id must be a non-empty string"),
 ])
 def test_a_bad_line_is_named(line: dict[str, Any] | str, message: str) -> None:
@@ -195,6 +201,9 @@ def test_names_are_generated_past_taken_ones_and_a_used_name_is_refused(store: E
      "no body.model"),
     (json.dumps(chat("ok-1", "again")), "custom_id 'ok-1' is already used on line 1"),
     (json.dumps(openai("x", "/v1/chat/completions", model="llama3.2")), "body.messages"),
+    # "auto" is routed by submit only: queued as it is, the job would fail later as model_not_found.
+    (json.dumps(openai("x", "/v1/chat/completions", model="auto", messages=[{"role": "user", "content": "m"}])),
+     "body.model auto needs routing: use submit auto --category NAME"),
 ])
 def test_cli_rejects_the_whole_file_for_one_bad_line(data_dir: Path, tmp_path: Path, bad: str, message: str) -> None:
     path = tmp_path / "in.jsonl"
@@ -225,6 +234,22 @@ def test_cli_submits_1000_lines_in_one_step(data_dir: Path, tmp_path: Path) -> N
     assert again.returncode == 2 and "already used" in again.stderr
     assert jobs_total(data_dir) == 1000
     check_invariants(data_dir)
+
+
+def test_cli_lines_without_a_priority_take_the_config_files_and_priority_still_takes_every_line(
+        data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('priority = "high"\n')
+    monkeypatch.setenv("OLLAMA_Q_CONFIG", str(config))
+    path = tmp_path / "in.jsonl"
+    path.write_text(jsonl(chat("plain", "x"), {"model": "llama3.2", "prompt": "p"},
+                          {"model": "llama3.2", "prompt": "p", "priority": "low", "custom_id": "own"}))
+    for args, expected in (((), [Priority.HIGH, Priority.HIGH, Priority.LOW]),
+                           (("--priority", "urgent"), [Priority.URGENT] * 3)):
+        out = ok_json(run_main("batch", "submit", str(path), "--json", *args))
+        with open_store(data_dir) as store:
+            got = [store.get_job(i).priority for i in range(out["first_id"], out["last_id"] + 1)]
+        assert got == expected  # the file's default is below a line's own, --priority above both
 
 
 def test_cli_unknown_batch_exits_1_with_one_error_line(data_dir: Path) -> None:

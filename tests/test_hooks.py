@@ -82,7 +82,7 @@ def test_a_hook_that_fails_or_outlives_its_timeout_is_logged_and_changes_nothing
 
 
 def test_bad_hook_options_are_refused_before_anything_runs(data_dir: Path) -> None:
-    for args, message in ((["--hook-timeout", "0"], "--hook-timeout must be longer than 0s"),
+    for args, message in ((["--hook-timeout", "0"], "--hook-timeout must be more than 0"),
                           (["--hook-timeout", "soon"], "invalid duration 'soon'"),
                           (["--on-finish", " "], "--on-finish must be a non-empty string")):
         assert message in assert_one_error(run_main("daemon", *args), 2)

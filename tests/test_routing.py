@@ -34,7 +34,7 @@ def rated(model: str, ratings: list[float], **kw: float | None) -> Score:
 
 
 def pick(*scores: Score, min_samples: int = 5, default: str | None = None, installed: list[str] | None = None) -> str:
-    return route(scores, "code", min_samples=min_samples, default_model=default, installed=installed).model
+    return route(scores, "code", "generate", min_samples=min_samples, default_model=default, installed=installed).model
 
 
 # ------------------------------------------------------------------------ the interval
@@ -118,9 +118,9 @@ def test_the_bound_decides_before_success_rate() -> None:
 
 def test_the_route_says_why() -> None:
     best = rated("m", [0.9, 0.7, 1.0, 0.8, 0.6])
-    found = route([best], "code", min_samples=5, default_model="d")
+    found = route([best], "code", "generate", min_samples=5, default_model="d")
     assert found == Route("m", "best", lower_bound(5, best.mean, best.variance), 5)
-    assert route([], "code", min_samples=5, default_model="d") == Route("d", "default")
+    assert route([], "code", "generate", min_samples=5, default_model="d") == Route("d", "default")
 
 
 # Every table of up to four models drawn from these figures: the choice is always the one
@@ -141,14 +141,14 @@ def test_every_table_of_models(size: int) -> None:
     for table in itertools.permutations(POOL, size):
         qualified = [s for s in table if s.rated >= 5]
         try:
-            chosen = route(table, "code", min_samples=5, default_model=None)
+            chosen = route(table, "code", "generate", min_samples=5, default_model=None)
         except NoRoute:
             assert qualified == []
             continue
         assert chosen.rule == "best"
         top = max(lower_bound(s.rated, s.mean, s.variance) for s in qualified)
         assert chosen.lower_bound == top
-        assert chosen.model == route(list(reversed(table)), "code", min_samples=5, default_model=None).model
+        assert chosen.model == route(list(reversed(table)), "code", "generate", min_samples=5, default_model=None).model
         assert chosen.model in {s.model for s in qualified}
 
 
@@ -158,7 +158,7 @@ def test_every_table_of_models(size: int) -> None:
 def test_none_qualifies_and_no_default_is_a_usage_error_that_says_so() -> None:
     with pytest.raises(UsageError) as info:
         pick(rated("m", [0.9]))
-    assert "no model has 5 rated jobs of category 'code'" in info.value.message
+    assert "no model has 5 rated generate jobs of category 'code'" in info.value.message
     assert "routing.default_model" in info.value.message
 
 
@@ -197,13 +197,13 @@ def test_without_explore_no_randomness_is_drawn() -> None:
             raise AssertionError("drew")
 
     scores = [rated("a", [0.9] * 6), rated("b", [0.1] * 6)]
-    assert route(scores, "code", min_samples=5, default_model=None, rng=NoDraws()).model == "a"
+    assert route(scores, "code", "generate", min_samples=5, default_model=None, rng=NoDraws()).model == "a"
 
 
 def test_explore_sends_about_that_share_elsewhere_and_reaches_new_models() -> None:
     scores = [rated("a", [0.9] * 6), rated("b", [0.1] * 6), rated("new", [0.5])]
     rng = random.Random(7)
-    chosen = [route(scores, "code", min_samples=5, default_model=None, explore=0.3, rng=rng) for _ in range(3000)]
+    chosen = [route(scores, "code", "generate", min_samples=5, default_model=None, explore=0.3, rng=rng) for _ in range(3000)]
     explored = [r for r in chosen if r.rule == "explore"]
     assert 0.25 < len(explored) / len(chosen) < 0.35
     assert {r.model for r in explored} == {"a", "b", "new"}
@@ -213,5 +213,5 @@ def test_explore_sends_about_that_share_elsewhere_and_reaches_new_models() -> No
 def test_explore_skips_models_not_installed() -> None:
     scores = [rated("a", [0.9] * 6), rated("gone", [0.5] * 6)]
     rng = random.Random(1)
-    assert {route(scores, "code", min_samples=5, default_model=None, explore=1.0, rng=rng,
+    assert {route(scores, "code", "generate", min_samples=5, default_model=None, explore=1.0, rng=rng,
                   installed=["a"]).model for _ in range(50)} == {"a"}

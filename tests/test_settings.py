@@ -231,6 +231,13 @@ def test_bad_settings_say_where_they_came_from(flags: dict, file: dict, message:
         load(flags, {}, file)
 
 
+@pytest.mark.parametrize("name", ["timeout", "hook_timeout", "cache.ttl"])
+def test_every_duration_that_must_be_positive_is_refused_at_0_in_the_same_words(name: str) -> None:
+    # hook_timeout had a checker of its own ("longer than 0s"); one checker, one message.
+    with pytest.raises(UsageError, match=re.escape(f"'{name}' in the config file must be more than 0")):
+        load({}, {}, {name: 0})
+
+
 # -------------------------------------------------------------------- durations
 
 

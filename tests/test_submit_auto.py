@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from ollama_cli.jobs import JobType
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
 from ollama_cli.store.records import BackendState, DaemonInfo
@@ -31,10 +32,11 @@ def where(request: pytest.FixtureRequest, data_dir: Path) -> Iterator[list[str]]
     yield [] if request.param == "lmdb" else ["--store", request.getfixturevalue("pg_store_url")]
 
 
-def rate(store: Engine, model: str, scores: tuple[float, ...], category: str = "code") -> None:
-    """Finish a job of `category` on `model` for each score, and rate it so."""
+def rate(store: Engine, model: str, scores: tuple[float, ...], category: str = "code",
+         job_type: JobType = JobType.GENERATE) -> None:
+    """Finish a job of `category` and `job_type` on `model` for each score, and rate it so."""
     for score in scores:
-        job = store.submit(make_spec(model=model, category=category), T)
+        job = store.submit(make_spec(model=model, category=category, job_type=job_type), T)
         (claimed,) = claim(store, T + 1)
         complete(store, claimed, T + 2, result={"response": "x", "stats": {"eval_count": 50, "eval_duration": 10**9}})
         store.feedback(job.id, score, None, None, T + 3)
@@ -65,7 +67,7 @@ def test_with_no_model_qualified_and_no_default_auto_says_so_and_writes_nothing(
         rate(store, "qwen2.5:0.5b", GOOD[:4])  # below routing.min_samples
         before = store.counts()["total"]
     message = assert_one_error(run_main("submit", "auto", "hi", "--category", "code", *where), 2)
-    assert "no model has 5 rated jobs of category 'code'" in message and "routing.default_model" in message
+    assert "no model has 5 rated generate jobs of category 'code'" in message and "routing.default_model" in message
     with open_where(data_dir, where) as store:
         assert store.counts()["total"] == before
 
@@ -125,6 +127,19 @@ def test_only_models_a_backend_has_are_chosen_while_a_daemon_says_what_they_have
         lock.release()
     gone = ok_json(run_main("submit", "auto", "hi", "--category", "code", "--json", *where))
     assert gone["model"] == "qwen2.5:0.5b"  # no living daemon: nothing is known of the backends
+
+
+def test_auto_ranks_models_by_jobs_of_its_own_type_only(data_dir: Path, where: list[str]) -> None:
+    with open_where(data_dir, where) as store:
+        rate(store, "all-minilm", GOOD, job_type=JobType.EMBED)  # the best figures of `code`, all embeds
+        rate(store, "llama3.2", POOR)
+    out = ok_json(run_main("submit", "auto", "Write a parser", "--category", "code", "--json", *where))
+    assert out["model"] == "llama3.2:latest"  # the only model rated on generate jobs of `code`
+    embed = ok_json(run_main("submit", "auto", "--type", "embed", "--input", "x", "--category", "code", "--json",
+                             *where))
+    assert embed["model"] == "all-minilm:latest"
+    message = assert_one_error(run_main("submit", "auto", "--type", "chat", "hi", "--category", "code", *where), 2)
+    assert "no model has 5 rated chat jobs of category 'code'" in message
 
 
 # -------------------------------------------------------- the config file's [routing]

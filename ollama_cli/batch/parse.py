@@ -50,9 +50,11 @@ def decode(data: bytes) -> str:
 
 
 @bulk()
-def parse(text: str, *, model: str | None = None, priority: Priority | None = None) -> list[JobSpec]:
+def parse(text: str, *, model: str | None = None, priority: Priority | None = None,
+          default_priority: Priority = Priority.MEDIUM) -> list[JobSpec]:
     """Every non-blank line as a job spec (its `batch` still unset). `model` is the
-    default for lines without one; `priority`, when given, applies to every line."""
+    default for lines without one; `priority`, when given, applies to every line, else a
+    line's own, else `default_priority` (the config file's)."""
     raw_decode = json.JSONDecoder(parse_constant=_not_json).raw_decode
     specs: list[JobSpec] = []
     seen: dict[str, int] = {}
@@ -83,7 +85,7 @@ def parse(text: str, *, model: str | None = None, priority: Priority | None = No
                 raise UsageError(f"custom_id {custom_id!r} is already used on line {seen[custom_id]}")
             seen[custom_id] = number
             build = _openai if "url" in obj or "body" in obj or "method" in obj else _native
-            specs.append(build(obj, custom_id, model, priority))
+            specs.append(build(obj, custom_id, model, priority, default_priority))
         except UsageError as exc:
             raise UsageError(f"line {number}: {exc.message}") from None
     if not specs:
@@ -96,7 +98,7 @@ def _not_json(name: str) -> Any:
 
 
 def _openai(obj: dict[str, Any], custom_id: str, default_model: str | None,
-            priority: Priority | None) -> JobSpec:
+            priority: Priority | None, default_priority: Priority) -> JobSpec:
     """An OpenAI batch line, mapped as Ollama's own /v1 endpoints map the body."""
     method = obj.get("method", "POST")
     if method != "POST":
@@ -131,7 +133,7 @@ def _openai(obj: dict[str, Any], custom_id: str, default_model: str | None,
         _check_content(kind, prompt, None, None)
         request = submission.build_request(kind, prompt=prompt, options=openai.options_from_body(body),
                                            format=openai.format_from_response_format(body.get("response_format")))
-    return JobSpec(model=model, type=kind, request=request, priority=priority or Priority.MEDIUM,
+    return JobSpec(model=model, type=kind, request=request, priority=priority or default_priority,
                    custom_id=custom_id)
 
 
@@ -167,7 +169,7 @@ def _dimensions(body: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _native(obj: dict[str, Any], custom_id: str, default_model: str | None,
-            priority: Priority | None) -> JobSpec:
+            priority: Priority | None, default_priority: Priority) -> JobSpec:
     """A native line: the fields of `submit`, as JSON."""
     unknown = sorted(set(obj) - NATIVE_FIELDS)
     if unknown:
@@ -208,7 +210,7 @@ def _native(obj: dict[str, Any], custom_id: str, default_model: str | None,
     if own is not None and not isinstance(own, str):
         raise UsageError("priority must be a string")
     if priority is None:
-        priority = submission.priority(own) if own else Priority.MEDIUM
+        priority = submission.priority(own) if own else default_priority
     return JobSpec(model=model, type=kind, request=request, priority=priority, custom_id=custom_id,
                    keep_alive=_keep_alive(obj.get("keep_alive")))
 
@@ -229,9 +231,11 @@ def _model(value: Any, default: str | None, field: str) -> str:
     if value is None:
         if default is None:
             raise UsageError(f"no {field}, and no --model to default to")
-        return default
-    if not isinstance(value, str):
+        value = default
+    elif not isinstance(value, str):
         raise UsageError(f"{field} must be a string")
+    if value == submission.AUTO:  # routed only at submit: queued as it is, it would fail as model_not_found
+        raise UsageError(f"{field} auto needs routing: use submit auto --category NAME")
     return submission.model_name(value)
 
 

@@ -52,7 +52,8 @@ def submit(
     file: Annotated[str, typer.Argument(metavar="FILE", help="JSONL, one request a line; - reads stdin.")],
     model: Annotated[Optional[str], typer.Option(help="The model of lines that name none.")] = None,
     priority: Annotated[Optional[Priority], typer.Option(
-        "--priority", "-p", case_sensitive=False, help="For every line (default: each line's, or medium).",
+        "--priority", "-p", case_sensitive=False,
+        help="For every line (default: each line's, else `priority` in the config file, else medium).",
     )] = None,
     name: Annotated[Optional[str], typer.Option(help="The batch's name (default: batch-N).")] = None,
     wait: Annotated[bool, typer.Option(
@@ -63,9 +64,10 @@ def submit(
 ) -> None:
     """Queue every line of a JSONL file in one step (OpenAI batch lines or native ones).
     A bad line rejects the whole file."""
-    settings = load_settings(json_, data_dir, store_)
+    settings = load_settings(json_, data_dir, store_, priority=priority)
     default_model = submission.model_name(model) if model is not None else None
-    specs = batch.parse(batch.decode(_read(file)), model=default_model, priority=priority)
+    specs = batch.parse(batch.decode(_read(file)), model=default_model, priority=priority,
+                        default_priority=settings.priority)
     store = open_store(settings)
     sub = batch.submit(store, specs, store.now(), name=name)
     if not settings.json:

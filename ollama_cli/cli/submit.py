@@ -21,9 +21,6 @@ if TYPE_CHECKING:
     from ollama_cli.settings import Settings
     from ollama_cli.store.base import Engine
 
-# `submit auto --category C`: the model is chosen by the routing rule (`insight/routing.py`).
-AUTO = "auto"
-
 
 def _read_stdin() -> str | None:
     data = sys.stdin.buffer.read()
@@ -124,7 +121,7 @@ def submit(
     )
     if semantic_cache and no_cache:
         raise UsageError("give --semantic-cache or --no-cache, not both")
-    auto = model == AUTO
+    auto = model == submission.AUTO
     if auto and spec.category is None:
         raise UsageError("submit auto needs --category NAME: the model is chosen by how models served that category")
     store = open_store(settings)
@@ -158,7 +155,7 @@ def _routed(store: "Engine", spec: JobSpec, settings: "Settings", now: float) ->
     from ollama_cli.insight import routing
 
     assert spec.category is not None
-    chosen = routing.choose(store, spec.category, settings.routing, now)
+    chosen = routing.choose(store, spec.category, spec.type.value, settings.routing, now)
     name = full_name(chosen.model)
     bound = None if chosen.lower_bound is None else round(chosen.lower_bound, 4)
     return spec._replace(model=chosen.model, route=(chosen.rule, bound, chosen.rated),

@@ -1,9 +1,10 @@
 """The routing rule of `submit auto --category C`, as a pure function of each model's figures
-for the category (`insight/stats.category_scores`), the models installed where known, and the
-routing settings.
+for the category and the job's type (`insight/stats.category_scores`), the models installed
+where known, and the routing settings.
 
 The rule (the contract's): among the models with at least `min_samples` rated jobs of the
-category, the highest lower bound of a 95 % interval of the mean score; ties by success rate,
+category, of the job's own type (generate, chat or embed: an embed model rated well on
+`code` must not be given a generate job), the highest lower bound of a 95 % interval of the mean score; ties by success rate,
 then tokens per second (then by name, so that the same figures always give the same model).
 The interval is Student's t with n - 1 degrees of freedom: a model with five ratings of 0.9
 is not yet known to beat one with fifty of 0.8, and the t interval says so where the normal
@@ -100,10 +101,11 @@ def lower_bound(rated: int, mean: float, variance: float | None) -> float:
     return min(1.0, max(-1.0, bound))
 
 
-def route(scores: Iterable[Scored], category: str, *, min_samples: int, default_model: str | None,
+def route(scores: Iterable[Scored], category: str, job_type: str, *, min_samples: int, default_model: str | None,
           installed: Collection[str] | None = None, explore: float = 0.0,
           rng: random.Random | None = None) -> Route:
-    """The model for a job of `category`. `installed`: the models some backend has (canonical
+    """The model for a job of `category` and `job_type` (`scores`: that type's figures; the
+    type only names them in the message). `installed`: the models some backend has (canonical
     names), or None when not known; a model that is not installed is never chosen by its
     figures. NoRoute when none qualifies and there is no `default_model`."""
     present = None if installed is None else {full_name(m) for m in installed}
@@ -120,17 +122,18 @@ def route(scores: Iterable[Scored], category: str, *, min_samples: int, default_
         return Route(best.model, "best", bound, best.rated)
     if default_model is not None:
         return Route(default_model, "default")
-    raise NoRoute(f"no model has {min_samples} rated jobs of category {category!r} yet "
+    raise NoRoute(f"no model has {min_samples} rated {job_type} jobs of category {category!r} yet "
                   f"(`ollama-q feedback ID --score X` rates a job), and routing.default_model is not set")
 
 
-def choose(engine: Engine, category: str, settings: RoutingSettings, now: float) -> Route:
-    """The route of a `submit auto --category C` job, from what the store holds (the category's
-    figures, kept as jobs finish, and the models the living daemons found on their backends),
-    with no network call."""
+def choose(engine: Engine, category: str, job_type: str, settings: RoutingSettings, now: float) -> Route:
+    """The route of a `submit auto --category C` job of `job_type`, from what the store holds
+    (the figures of the category's jobs of that type, kept as jobs finish, and the models the
+    living daemons found on their backends), with no network call."""
     from ollama_cli.insight.stats import category_scores
 
-    return route(category_scores(engine, category, now), category, min_samples=settings.min_samples,
+    return route(category_scores(engine, category, job_type, now), category, job_type,
+                 min_samples=settings.min_samples,
                  default_model=settings.default_model, installed=installed_models(engine.backends()),
                  explore=settings.explore)
 

@@ -142,13 +142,15 @@ def model_stats(engine: Engine, *, since: float | None, model: str | None, now: 
     return [ModelStats(m, t, f, by_category.get((m, t), {})) for (m, t), f in sorted(by_type.items())]
 
 
-def category_scores(engine: Engine, category: str, now: float) -> list[CategoryScore]:
-    """Per model that finished jobs of `category` (of any type), over every hour to `now`'s:
-    sorted by model name. Routing ranks them; this only counts."""
+def category_scores(engine: Engine, category: str, job_type: str, now: float) -> list[CategoryScore]:
+    """Per model that finished jobs of `category` and of type `job_type` (an embed model's
+    figures say nothing of how it writes), over every hour to `now`'s: sorted by model name.
+    Routing ranks them; this only counts."""
     last = buckets.hour_of(now)
+    group = f"{job_type}:{category}"
     per_model: dict[str, Figures] = {}
     for b in engine.stat_buckets(None):
-        if b.kind == buckets.CATEGORY and b.hour <= last and b.group.partition(":")[2] == category:
+        if b.kind == buckets.CATEGORY and b.hour <= last and b.group == group:
             per_model.setdefault(b.model, Figures()).add(b.fields)
     return [CategoryScore(model=m, jobs=f.count("jobs"), rated=f.count("fb_n"), mean=f.feedback_mean,
                           sum_sq=f.get("fb_sq"), success_rate=f.success_rate, tokens_per_s=f.tokens_per_s)

@@ -326,8 +326,14 @@ def fall_back(tx: Tx, job_id: int, token: str, error: JobError, now: float, *, h
 
 
 def _next_model_or_failed(tx: Tx, job: Job, error: JobError, now: float) -> Job:
+    failed = finished(job, FAILED, now, error.type, error.message)
     if not job.fallbacks:
-        return finished(job, FAILED, now, error.type, error.message)
+        return failed
+    from ollama_cli.queue import stats  # not on the path of a submit
+
+    # Its life on this model ended in failure: counted so, here, or the model's success rate
+    # would never see it (the job itself is counted once more where it finally ends).
+    stats.job_finished(tx, failed, None)
     return job.on_next_model(error, cache.key_on(job.fallbacks[0], job, get_request(tx, job.id)))
 
 

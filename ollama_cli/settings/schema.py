@@ -103,15 +103,8 @@ def _duration(value: Any, where: str) -> float:
 
 def _positive_duration(value: Any, where: str) -> float:
     seconds = _duration(value, where)
-    if seconds <= 0:  # no attempt could ever finish
-        raise UsageError(f"{where} must be more than 0 (leave it out for no time limit)")
-    return seconds
-
-
-def _longer_than_zero(value: Any, where: str) -> float:
-    seconds = _duration(value, where)
-    if seconds <= 0:
-        raise UsageError(f"{where} must be longer than 0s")
+    if seconds <= 0:  # nothing could ever finish, or stay
+        raise UsageError(f"{where} must be more than 0")
     return seconds
 
 
@@ -206,7 +199,7 @@ KEYS: dict[str, Key] = {
     "store": Key(_store, EVERY, variable="OLLAMA_Q_STORE"),
     "hosts": Key(_hosts, ("daemon", "models"), variable="OLLAMA_HOST", flag="--host"),
     "json": Key(_switch, EVERY, in_file=False),
-    "priority": Key(_priority, SUBMIT),
+    "priority": Key(_priority, ("submit", "batch")),
     "retries": Key(_at_least(0, 100), SUBMIT),
     "timeout": Key(_positive_duration, SUBMIT),
     "keep_alive": Key(_keep_alive, SUBMIT),
@@ -218,7 +211,7 @@ KEYS: dict[str, Key] = {
     "max_overtake": Key(_at_least(0), DAEMON),
     "metrics_addr": Key(_address, DAEMON),
     "on_finish": Key(_text, DAEMON),
-    "hook_timeout": Key(_longer_than_zero, DAEMON),
+    "hook_timeout": Key(_positive_duration, DAEMON),
     "log_level": Key(_level, DAEMON, variable="OLLAMA_Q_LOG"),
     "drain": Key(_switch, DAEMON, in_file=False),  # a way of running, not a default
     "coalesce": Key(_at_least(1), DAEMON, in_file=False),  # the tests' knobs

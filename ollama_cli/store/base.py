@@ -270,8 +270,11 @@ class Engine(Protocol):
         or cancelled, by any path: a settle, a cancel, a cache hit at submit, a failed
         dependency, a quarantine) is counted once per end (a job retried and finished again counts
         again), in the transaction that records that end, in the bucket of (its finish hour, its
-        model's canonical name, its type) and, with a category, of (hour, model, `type:category`). `clean` leaves them. Costs the buckets read,
-        never the jobs."""
+        model's canonical name, its type) and, with a category, of (hour, model, `type:category`).
+        A job that falls back to another model (FALLBACK, or reclaimed out of attempts) is
+        counted, in that transaction, as a failed job of the model it leaves, with its error's
+        type; it is counted again where it finally ends. `clean` leaves them. Costs the buckets
+        read, never the jobs."""
         ...
 
     # ------------------------------------------------------------------ daemons

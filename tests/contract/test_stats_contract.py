@@ -139,9 +139,9 @@ def test_category_scores_give_routing_its_figures(engine: Engine) -> None:
         for score in scores:
             engine.feedback(run(engine, {"model": model, "category": "code"}), score, None, None, T + 100)
     run(engine, {"model": "good", "category": "chat"})
-    good, poor = category_scores(engine, "code", T + 100)
+    good, poor = category_scores(engine, "code", "generate", T + 100)
     assert (good.model, good.rated, good.jobs, poor.rated) == ("good:latest", 3, 3, 2)
     assert good.mean == pytest.approx(0.9) and good.variance == pytest.approx(0.01)
     assert good.lower_bound == pytest.approx(0.9 - 4.303 * (0.01 / 3) ** 0.5)  # routing's: Student t, 2 df
     assert (good.success_rate, good.tokens_per_s) == (1.0, 5.0)
-    assert category_scores(engine, "none", T + 100) == []
+    assert category_scores(engine, "none", "generate", T + 100) == []
