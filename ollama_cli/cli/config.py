@@ -17,9 +17,9 @@ def config(json_: JsonOpt = False, data_dir: DataDirOpt = None, store_: StoreOpt
     if settings.json:
         emit({"path": str(path), "values": values})
     else:
-        from ollama_cli import render
+        from ollama_cli.render import insight
 
-        render.settings_table({"path": str(path), "exists": path.is_file(), "values": values})
+        insight.settings_table({"path": str(path), "exists": path.is_file(), "values": values})
 
 
 COMMANDS = {"config": config}

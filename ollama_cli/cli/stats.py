@@ -76,9 +76,9 @@ def stats(
     if settings.json:
         emit(data)
     else:
-        from ollama_cli import render
+        from ollama_cli.render import insight
 
-        render.stats(data)
+        insight.stats(data)
 
 
 COMMANDS = {"feedback": feedback, "stats": stats}

@@ -51,10 +51,10 @@ def top(
     console = Console(highlight=False)
 
     def draw(rows: int) -> Any:
-        from ollama_cli import render
+        from ollama_cli.render import insight
 
         frame = live.frame(store, limit=rows)
-        return render.top(frame, frame.counts["running"])
+        return insight.top(frame, frame.counts["running"])
 
     if once or not console.is_terminal:
         console.print(draw(ONCE_ROWS if not console.is_terminal else _rows(console.height)))

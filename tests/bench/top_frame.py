@@ -25,7 +25,7 @@ from pathlib import Path
 
 from depth_common import interleaved, pending_store, working_copy
 
-from ollama_cli import render
+from ollama_cli.render import insight
 from ollama_cli.insight import live
 from ollama_cli.store import open_store
 from ollama_cli.store.base import Engine
@@ -95,7 +95,7 @@ def measure(deep_at: str | Path, small_at: str | Path, args: argparse.Namespace)
                 read = time.perf_counter() - start
                 console = Console(file=io.StringIO(), width=120, force_terminal=True)
                 start = time.perf_counter()
-                console.print(render.top(frame, frame.counts["running"]))
+                console.print(insight.top(frame, frame.counts["running"]))
                 drawn = time.perf_counter() - start
                 if i >= 10:  # the first frames warm caches and imports
                     reads[label].append(read)
